@@ -1,0 +1,90 @@
+"""Typed configs of the two agent entry points: training and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Every value of one training run (printed at the start, saved as config.json)."""
+
+    dataset: str = field(default="default", metadata={"help": "dataset spec: D4RL/Minari/stand-in id, .hdf5/.pkl path, or 'default' (embedded sample)"})
+    env: str | None = field(default=None, metadata={"help": "environment name (hopper, halfcheetah, walker2d); inferred from the dataset when unset"})
+    observe: str = field(default="full", metadata={"help": "observation filter: full, positions, noisy:SCALE, positions+noisy:SCALE"})
+    attention: str = field(default="softmax", metadata={"help": "attention mechanism name (see dt_attn.available_attentions())"})
+    attention_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "mechanism options as JSON, e.g. '{\"chunk_size\": 64}'"})
+    context: int = field(default=20, metadata={"help": "context length K in timesteps (3K tokens)"})
+    embed_dim: int = 128
+    n_layers: int = 3
+    n_heads: int = 1
+    dropout: float = 0.1
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 10_000
+    grad_clip: float = 0.25
+    steps: int = field(default=100_000, metadata={"help": "gradient steps"})
+    rtg_scale: float = field(default=1000.0, metadata={"help": "returns-to-go are divided by this"})
+    seed: int = 0
+    run_dir: str | None = field(default=None, metadata={"help": "output directory (default runs/<dataset>-<attention>-K<context>-s<seed>)"})
+    checkpoint_every: int = field(default=1000, metadata={"help": "write a checkpoint every N steps (and at the end)"})
+    log_every: int = 100
+    eval_episodes: int = field(default=10, metadata={"help": "episodes per target at the end of training (0 = no evaluation)"})
+    eval_targets: list[float] | None = field(default=None, metadata={"help": "target returns (default: the env's two D4RL-style targets)"})
+    eval_envs: int = field(default=10, metadata={"help": "parallel evaluation environments"})
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
+    resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint.pt"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attention_options, str):
+            import json
+
+            self.attention_options = json.loads(self.attention_options)
+        checks = {
+            "context": self.context >= 1,
+            "steps": self.steps >= 0,
+            "batch_size": self.batch_size >= 1,
+            "embed_dim": self.embed_dim >= 1,
+            "n_layers": self.n_layers >= 1,
+            "n_heads": self.n_heads >= 1,
+            "lr": self.lr > 0,
+            "rtg_scale": self.rtg_scale > 0,
+            "checkpoint_every": self.checkpoint_every >= 1,
+            "log_every": self.log_every >= 1,
+            "warmup_steps": self.warmup_steps >= 0,
+            "eval_episodes": self.eval_episodes >= 0,
+            "eval_envs": self.eval_envs >= 1,
+            "dropout": 0.0 <= self.dropout < 1.0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(
+                "invalid training config value(s): "
+                + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
+                + " (context/steps/sizes must be positive, dropout in [0, 1))"
+            )
+
+
+@dataclass
+class EvalConfig:
+    """Every value of one evaluation (saved inside the result JSON)."""
+
+    checkpoint: str = field(default="", metadata={"help": "run directory or checkpoint .pt file"})
+    episodes: int = field(default=10, metadata={"help": "episodes per target"})
+    targets: list[float] | None = field(default=None, metadata={"help": "target returns (default: those of the training run)"})
+    envs: int = field(default=10, metadata={"help": "parallel environments"})
+    seed: int = field(default=1000, metadata={"help": "seed of the first evaluation environment (env i gets seed+i)"})
+    naive: bool = field(default=False, metadata={"help": "recompute the whole context window every step (reference path)"})
+    observe: str | None = field(default=None, metadata={"help": "must match the training run's filter (checked); default: the run's"})
+    env_id: str | None = field(default=None, metadata={"help": "gymnasium id override (default: the dataset's)"})
+    max_steps: int | None = field(default=None, metadata={"help": "cap on steps per episode (default: the env's limit)"})
+    device: str = "cpu"
+    threads: int = 0
+    output: str | None = field(default=None, metadata={"help": "result JSON path (default: eval.json beside the checkpoint)"})
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.envs < 1:
+            raise ValueError(f"episodes and envs must be >= 1 (got episodes={self.episodes}, envs={self.envs})")

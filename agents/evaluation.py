@@ -1,0 +1,111 @@
+"""Evaluate a trained checkpoint: load it, check it fits the environment, roll out, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.checkpoint import load_checkpoint, resolve_checkpoint, write_json
+from agents.config import EvalConfig
+from agents.evaluator import run_episodes
+from agents.model import DecisionTransformer, DTConfig
+from agents.results import SCHEMA, format_eval_table, now_iso, software_versions, target_record
+from envs import ObservationFilter, get_env_spec, make_vector_env, normalized_score
+
+
+def load_policy(payload: dict[str, Any], device: str | torch.device = "cpu") -> DecisionTransformer:
+    """Rebuild the Decision Transformer stored in a checkpoint payload."""
+    model = DecisionTransformer(DTConfig(**payload["model_config"])).to(device)
+    model.load_state_dict(payload["model"])
+    model.eval()
+    return model
+
+
+def check_observe(saved: str, requested: str | None) -> str:
+    """The observation filter to evaluate with: the run's; a different request is refused."""
+    if requested is None:
+        return saved
+    if str(ObservationFilter.parse(requested)) != str(ObservationFilter.parse(saved)):
+        raise ValueError(
+            f"checkpoint was trained with --observe {saved} but evaluation asked for --observe {requested}; "
+            "a policy can only be evaluated on the observations it was trained on"
+        )
+    return saved
+
+
+def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -> dict[str, Any]:
+    """Roll out the checkpoint for every target; write and return the result record."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ckpt_path = resolve_checkpoint(cfg.checkpoint)
+    payload = load_checkpoint(ckpt_path)
+    data, train_cfg = payload["data"], payload["config"]
+    observe = check_observe(data["observe"], cfg.observe)
+    env_id = cfg.env_id or data["env_id"]
+    model = load_policy(payload, cfg.device)
+    env_spec = get_env_spec(data["env_name"])
+    max_steps = cfg.max_steps or env_spec.max_episode_steps
+    targets = cfg.targets or train_cfg.get("eval_targets") or data["default_targets"]
+    ref = data.get("ref_scores")
+    norm = payload["normalization"]
+    records = []
+    score_source = ""
+    for target in targets:
+        returns, lengths, wall, steps, path = [], [], 0.0, 0, ""
+        for first in range(0, cfg.episodes, cfg.envs):
+            n = min(cfg.envs, cfg.episodes - first)
+            envs = make_vector_env(env_id, n, cfg.seed + first, observe=observe)
+            try:
+                obs_dim = envs.single_observation_space.shape[0]
+                if obs_dim != model.cfg.state_dim:
+                    raise ValueError(
+                        f"checkpoint expects {model.cfg.state_dim}-dim observations but {env_id} with observe "
+                        f"{observe} gives {obs_dim}: the checkpoint was trained for {data['env_id']}"
+                    )
+                res = run_episodes(
+                    model, envs, target=float(target), context=model.cfg.context,
+                    state_mean=np.asarray(norm["state_mean"]), state_std=np.asarray(norm["state_std"]),
+                    rtg_scale=float(train_cfg["rtg_scale"]), seed=cfg.seed + first, max_steps=max_steps,
+                    naive=cfg.naive, device=cfg.device,
+                )
+            finally:
+                envs.close()
+            returns.extend(res.returns)
+            lengths.extend(res.lengths)
+            wall += res.wall_time_s
+            steps += res.env_steps
+            path = res.path
+            if progress:
+                print(f"  target {target:.0f}: {len(returns)}/{cfg.episodes} episodes, "
+                      f"mean return {np.mean(returns):.1f}", flush=True)
+        scores, score_source = normalized_score(data["env_name"], np.asarray(returns), ref=ref)
+        records.append(target_record(target, np.asarray(returns), np.asarray(lengths), scores, wall, steps, path))
+    result = {
+        "schema": SCHEMA,
+        "checkpoint": str(ckpt_path),
+        "dataset": data["name"],
+        "dataset_label": data["label"],
+        "env_id": env_id,
+        "observe": observe,
+        "attention": model.cfg.attention,
+        "attention_options": model.cfg.attention_options,
+        "context": model.cfg.context,
+        "train_seed": train_cfg["seed"],
+        "train_steps": int(payload["step"]),
+        "eval_seed": cfg.seed,
+        "score_reference": score_source,
+        "eval_config": json.loads(json.dumps(cfg.__dict__)),
+        "results": records,
+        "created": now_iso(),
+        "versions": software_versions(),
+    }
+    out = Path(cfg.output) if cfg.output else ckpt_path.parent / ("eval-naive.json" if cfg.naive else "eval.json")
+    write_json(out, result)
+    if print_table:
+        print(format_eval_table(result))
+        print(f"results written to {out}")
+    return result

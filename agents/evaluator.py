@@ -1,0 +1,122 @@
+"""Policy rollouts in parallel gymnasium environments, batched over environments.
+
+The default path feeds one token at a time through each attention's incremental form (KV
+cache, cosFormer's recurrent state, Combiner's cached summaries). ``naive=True`` re-runs the
+model over the whole K-step window every step, as the original DT evaluation does.
+
+Window semantics: with K shorter than the episode, the incremental path gives every layer a
+sliding window of 3K tokens over the episode stream. For the first K steps (and for K >= the
+episode length) that is exactly the naive computation; after that, a multi-layer stack's
+upper layers carry information from beyond the window (receptive field n_layers * 3K), the
+usual streaming sliding-window semantics. Mechanisms without a window option fall back to
+the naive path when K is shorter than the episode.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from agents.model import DecisionTransformer
+from dt_attn import attention_options
+
+
+@dataclass
+class RolloutResult:
+    """Returns and lengths of finished episodes and what the rollout cost."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+    wall_time_s: float
+    env_steps: int
+    path: str  # "incremental" or "naive", and the context it used
+    policy_time_s: float = 0.0  # time spent in the model alone (no environment stepping)
+
+
+def rollout_model(model: DecisionTransformer, context: int, naive: bool) -> tuple[DecisionTransformer, str, bool]:
+    """The model to roll out, a description of its context, and whether to use the naive path."""
+    cfg = model.cfg
+    whole_episode = context >= cfg.max_ep_len
+    if naive:
+        return model, f"naive: recompute the last {context} steps", True
+    if whole_episode:
+        return model, "incremental: whole episode", False
+    if "window" in attention_options(cfg.attention):
+        return (
+            model.with_attention_options(window=3 * context),
+            f"incremental: sliding window of {3 * context} tokens per layer",
+            False,
+        )
+    return model, f"naive ({cfg.attention} has no window option): recompute the last {context} steps", True
+
+
+@torch.no_grad()
+def run_episodes(
+    model: DecisionTransformer,
+    envs,
+    *,
+    target: float,
+    context: int,
+    state_mean: np.ndarray,
+    state_std: np.ndarray,
+    rtg_scale: float,
+    seed: int,
+    max_steps: int,
+    naive: bool = False,
+    device: str | torch.device = "cpu",
+) -> RolloutResult:
+    """One episode in each sub-environment of ``envs``, all conditioned on return ``target``."""
+    model.eval()
+    policy, path, use_naive = rollout_model(model, context, naive)
+    n = envs.num_envs
+    mean = torch.as_tensor(state_mean, dtype=torch.float32, device=device)
+    std = torch.as_tensor(state_std, dtype=torch.float32, device=device)
+    obs, _ = envs.reset(seed=seed)
+    rtg = torch.full((n, 1), target / rtg_scale, device=device)
+    done = np.zeros(n, dtype=bool)
+    returns = np.zeros(n)
+    lengths = np.zeros(n, dtype=int)
+    act_dim = model.cfg.act_dim
+    if use_naive:
+        hist_s = torch.zeros(n, max_steps, model.cfg.state_dim, device=device)
+        hist_a = torch.zeros(n, max_steps, act_dim, device=device)
+        hist_r = torch.zeros(n, max_steps, 1, device=device)
+    else:
+        state = policy.init_state(n, device=device)
+    start = time.perf_counter()
+    policy_time = 0.0
+    t = 0
+    while t < max_steps and not done.all():
+        p0 = time.perf_counter()
+        s = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
+        ts = torch.full((n,), t, dtype=torch.long, device=device)
+        if use_naive:
+            hist_s[:, t], hist_r[:, t] = s, rtg
+            lo = max(0, t + 1 - context)
+            k = t + 1 - lo
+            pad = context - k
+            window_t = torch.arange(lo, t + 1, device=device).expand(n, k)
+            seg = [hist_s[:, lo : t + 1], hist_a[:, lo : t + 1], hist_r[:, lo : t + 1], window_t]
+            if pad:
+                seg = [torch.cat((x.new_zeros((n, pad) + x.shape[2:]), x), dim=1) for x in seg]
+            mask = torch.arange(context, device=device).expand(n, context) < pad
+            action = policy(seg[0], seg[1], seg[2], seg[3], mask if pad else None)[:, -1]
+            hist_a[:, t] = action
+        else:
+            action, state = policy.step_policy(state, rtg, s, ts)
+            state = policy.step_action(state, action, ts)
+        action = action.cpu().numpy()
+        policy_time += time.perf_counter() - p0
+        obs, reward, terminated, truncated, _ = envs.step(action)
+        live = ~done
+        returns[live] += reward[live]
+        lengths[live] += 1
+        rtg = rtg - torch.as_tensor(reward, dtype=torch.float32, device=device)[:, None] / rtg_scale
+        done |= np.asarray(terminated) | np.asarray(truncated)
+        t += 1
+    wall = time.perf_counter() - start
+    return RolloutResult(returns=returns, lengths=lengths, wall_time_s=wall, env_steps=t * n, path=path,
+                         policy_time_s=policy_time)

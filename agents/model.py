@@ -1,0 +1,147 @@
+"""The Decision Transformer (Chen et al. 2021) on top of the swappable-attention block stack.
+
+Per timestep three tokens (return-to-go, state, action), each a linear embedding plus a
+learned timestep embedding, then LayerNorm, the ``dt_attn`` causal stack, and a tanh head
+that predicts a_t from the output at the state token of step t.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from dt_attn import CausalTransformer, TransformerConfig
+
+
+@dataclass
+class DTConfig:
+    """Shape of a Decision Transformer."""
+
+    state_dim: int
+    act_dim: int
+    context: int = 20
+    max_ep_len: int = 1000
+    embed_dim: int = 128
+    n_layers: int = 3
+    n_heads: int = 1
+    dropout: float = 0.1
+    attention: str = "softmax"
+    attention_options: dict[str, Any] = field(default_factory=dict)
+
+
+def _left_pad_lengths(pad_mask: torch.Tensor) -> torch.Tensor:
+    """Number of leading padded steps per row; rejects masks that are not left padding."""
+    pads = pad_mask.sum(dim=1)
+    expected = torch.arange(pad_mask.shape[1], device=pad_mask.device)[None, :] < pads[:, None]
+    if not torch.equal(expected, pad_mask):
+        raise ValueError("pad_mask must mark left padding (True for a prefix of each row, then False)")
+    return pads
+
+
+class DecisionTransformer(nn.Module):
+    """Return-conditioned policy: (R, s, a) tokens in, a_t predicted from the state token."""
+
+    def __init__(self, cfg: DTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        e = cfg.embed_dim
+        self.embed_timestep = nn.Embedding(cfg.max_ep_len, e)
+        self.embed_return = nn.Linear(1, e)
+        self.embed_state = nn.Linear(cfg.state_dim, e)
+        self.embed_action = nn.Linear(cfg.act_dim, e)
+        self.embed_ln = nn.LayerNorm(e)
+        self.transformer = CausalTransformer(
+            TransformerConfig(
+                embed_dim=e,
+                n_layers=cfg.n_layers,
+                n_heads=cfg.n_heads,
+                dropout=cfg.dropout,
+                attention=cfg.attention,
+                attention_options=dict(cfg.attention_options),
+            )
+        )
+        self.predict_action = nn.Sequential(nn.Linear(e, cfg.act_dim), nn.Tanh())
+
+    # ----------------------------------------------------------------- tokens
+    def _time(self, timesteps: torch.Tensor) -> torch.Tensor:
+        return self.embed_timestep(timesteps.clamp(0, self.cfg.max_ep_len - 1))
+
+    def embed_tokens(
+        self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """(B,K,1), (B,K,S), (B,K,A), (B,K) -> interleaved token embeddings (B,3K,E)."""
+        t = self._time(timesteps)
+        toks = torch.stack(
+            (self.embed_return(rtg) + t, self.embed_state(states) + t, self.embed_action(actions) + t), dim=2
+        )
+        b, k = states.shape[:2]
+        return self.embed_ln(toks.reshape(b, 3 * k, -1))
+
+    # --------------------------------------------------------------- parallel
+    def forward(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        rtg: torch.Tensor,
+        timesteps: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predicted actions (B,K,A) for every step of left-padded segments (pad_mask True = padding)."""
+        x = self.embed_tokens(rtg, states, actions, timesteps)
+        if pad_mask is None:
+            h = self.transformer(x)
+        else:
+            # Roll each row so its first real token sits at position 0, as in a rollout that
+            # starts at the episode start: position-dependent mechanisms (Combiner's regions,
+            # cosFormer's phases) then see identical positions in training and evaluation.
+            # Padding moves to the end, where causal attention keeps it away from real tokens.
+            shift = 3 * _left_pad_lengths(pad_mask)
+            n = x.shape[1]
+            idx = (torch.arange(n, device=x.device)[None, :] + shift[:, None]) % n
+            token_pad = pad_mask.repeat_interleave(3, dim=1)
+            x = torch.gather(x, 1, idx[:, :, None].expand_as(x))
+            token_pad = torch.gather(token_pad, 1, idx)
+            h = self.transformer(x, token_pad)
+            back = (torch.arange(n, device=x.device)[None, :] - shift[:, None]) % n
+            h = torch.gather(h, 1, back[:, :, None].expand_as(h))
+        state_tokens = h[:, 1::3]
+        return self.predict_action(state_tokens)
+
+    # ------------------------------------------------------------ incremental
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> list:
+        """Fresh rollout state for ``batch`` episodes starting now."""
+        dtype = next(self.parameters()).dtype
+        return self.transformer.init_state(batch, device=device, dtype=dtype)
+
+    def step_policy(
+        self, state: list, rtg: torch.Tensor, obs: torch.Tensor, timestep: torch.Tensor
+    ) -> tuple[torch.Tensor, list]:
+        """Feed R_t and s_t (shapes (B,1), (B,S), (B,)) and return the predicted a_t (B,A)."""
+        t = self._time(timestep)
+        _, state = self.transformer.step(self.embed_ln(self.embed_return(rtg) + t), state)
+        h, state = self.transformer.step(self.embed_ln(self.embed_state(obs) + t), state)
+        return self.predict_action(h), state
+
+    def step_action(self, state: list, action: torch.Tensor, timestep: torch.Tensor) -> list:
+        """Feed the action a_t actually taken (B,A) so the next step can attend to it."""
+        t = self._time(timestep)
+        _, state = self.transformer.step(self.embed_ln(self.embed_action(action) + t), state)
+        return state
+
+    def with_attention_options(self, **options: Any) -> "DecisionTransformer":
+        """A copy sharing no state whose attention is rebuilt with extra options (e.g. a window)."""
+        cfg = copy.deepcopy(self.cfg)
+        cfg.attention_options = {**cfg.attention_options, **options}
+        clone = DecisionTransformer(cfg).to(next(self.parameters()).device)
+        clone.load_state_dict(self.state_dict())
+        clone.train(self.training)
+        return clone
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

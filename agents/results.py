@@ -1,0 +1,71 @@
+"""Evaluation result records: per-target statistics, the JSON schema and the printed table."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "dt-attn/eval/1"
+
+
+def target_record(target: float, returns: np.ndarray, lengths: np.ndarray, normalized: np.ndarray,
+                  wall_time_s: float, env_steps: int, path: str) -> dict[str, Any]:
+    """Statistics of one target's episodes."""
+    return {
+        "target": float(target),
+        "episodes": int(len(returns)),
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "return_min": float(np.min(returns)),
+        "return_max": float(np.max(returns)),
+        "normalized_mean": float(np.mean(normalized)),
+        "normalized_std": float(np.std(normalized)),
+        "length_mean": float(np.mean(lengths)),
+        "wall_time_s": float(wall_time_s),
+        "env_steps_per_s": float(env_steps / wall_time_s) if wall_time_s > 0 else float("nan"),
+        "rollout": path,
+        "returns": [float(r) for r in returns],
+        "lengths": [int(x) for x in lengths],
+    }
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the packages that produced a result."""
+    import gymnasium
+    import torch
+
+    import dt_attn
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "dt_attn": getattr(dt_attn, "__version__", "0.1.0"),
+    }
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def format_eval_table(result: dict[str, Any]) -> str:
+    """A human-readable table of an evaluation result (one row per target)."""
+    head = (
+        f"{result['dataset_label']} | env {result['env_id']} | observe {result['observe']} | "
+        f"attention {result['attention']} | K={result['context']} | train seed {result['train_seed']} | "
+        f"{result['train_steps']} steps | eval seed {result['eval_seed']}\n"
+        f"normalized with {result['score_reference']}"
+    )
+    cols = f"{'target':>8} {'episodes':>8} {'return mean±std':>18} {'min':>9} {'max':>9} {'normalized':>14} {'length':>7} {'steps/s':>8}"
+    rows = [
+        f"{r['target']:>8.0f} {r['episodes']:>8d} {r['return_mean']:>10.1f} ± {r['return_std']:<6.1f}"
+        f"{r['return_min']:>9.1f} {r['return_max']:>9.1f} {r['normalized_mean']:>7.1f} ± {r['normalized_std']:<5.1f}"
+        f"{r['length_mean']:>7.0f} {r['env_steps_per_s']:>8.0f}"
+        for r in result["results"]
+    ]
+    paths = sorted({r["rollout"] for r in result["results"]})
+    return "\n".join([head, cols, *rows, "rollout: " + "; ".join(paths)])

@@ -1,0 +1,88 @@
+"""Training segments for the Decision Transformer, sampled from a list of episodes.
+
+Every transition is equally likely to end a segment (so episodes are drawn in proportion
+to their length); a segment holds the K steps up to and including that transition and is
+left-padded (with a mask) when the episode started less than K steps before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    """One training batch; ``pad_mask`` is True at padded (left) steps."""
+
+    states: torch.Tensor  # (B, K, S) normalized
+    actions: torch.Tensor  # (B, K, A)
+    rtg: torch.Tensor  # (B, K, 1) scaled returns-to-go
+    timesteps: torch.Tensor  # (B, K) long
+    pad_mask: torch.Tensor  # (B, K) bool
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """Move every tensor to ``device``."""
+        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def returns_to_go(rewards: np.ndarray) -> np.ndarray:
+    """Undiscounted reward sums from each step to the episode's end."""
+    return np.cumsum(rewards[::-1], dtype=np.float64)[::-1].astype(np.float32)
+
+
+class SegmentSampler:
+    """Samples left-padded K-step segments from episodes with a seeded numpy Generator."""
+
+    def __init__(
+        self,
+        observations: Sequence[np.ndarray],
+        actions: Sequence[np.ndarray],
+        rewards: Sequence[np.ndarray],
+        context: int,
+        state_mean: np.ndarray,
+        state_std: np.ndarray,
+        rtg_scale: float,
+        max_ep_len: int,
+        seed: int,
+    ) -> None:
+        if not observations:
+            raise ValueError("cannot sample segments from a dataset with no episodes")
+        lengths = np.array([len(o) for o in observations])
+        self.context = context
+        self.obs = ((np.concatenate(observations) - state_mean) / state_std).astype(np.float32)
+        self.actions = np.concatenate(actions).astype(np.float32)
+        self.rtg = (np.concatenate([returns_to_go(np.asarray(r)) for r in rewards]) / rtg_scale).astype(np.float32)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.episode_start = np.repeat(starts, lengths)
+        self.timestep = np.minimum(np.arange(len(self.obs)) - self.episode_start, max_ep_len - 1)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    def sample(self, batch_size: int) -> Batch:
+        """A batch of ``batch_size`` segments."""
+        end = self.rng.integers(0, len(self.obs), size=batch_size)
+        idx = end[:, None] - np.arange(self.context - 1, -1, -1)[None, :]
+        pad = idx < self.episode_start[end][:, None]
+        idx = np.where(pad, end[:, None], idx)
+        keep = ~pad
+        return Batch(
+            states=torch.from_numpy(self.obs[idx] * keep[..., None]),
+            actions=torch.from_numpy(self.actions[idx] * keep[..., None]),
+            rtg=torch.from_numpy(self.rtg[idx] * keep)[..., None],
+            timesteps=torch.from_numpy(self.timestep[idx] * keep),
+            pad_mask=torch.from_numpy(pad),
+        )
+
+    def get_rng_state(self) -> dict:
+        """The generator's state, for checkpoints."""
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        """Restore the generator's state from a checkpoint."""
+        self.rng.bit_generator.state = state

@@ -1,0 +1,249 @@
+"""Training loop: seeded sampling, AdamW with warmup, atomic checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, write_json
+from agents.config import TrainConfig
+from agents.data import PreparedData, check_context, prepare_data
+from agents.model import DecisionTransformer, DTConfig, count_parameters
+from agents.sampler import Batch, SegmentSampler
+
+# Config fields that may change when a run is resumed; every other field must match.
+RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "checkpoint_every",
+                     "eval_episodes", "eval_targets", "eval_envs", "run_dir"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """runs/<dataset>-<observe>-<attention>-K<context>-s<seed>."""
+    name = cfg.dataset.replace("/", "_").replace(".hdf5", "").replace(".pkl", "")
+    obs = "" if cfg.observe == "full" else f"-{cfg.observe.replace(':', '').replace('+', '-')}"
+    return Path("runs") / f"{Path(name).name}{obs}-{cfg.attention}-K{cfg.context}-s{cfg.seed}"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; a clear error for an unavailable cuda."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig, data: PreparedData) -> DecisionTransformer:
+    """The Decision Transformer described by a training config and its data."""
+    attention_options = dict(cfg.attention_options)
+    if cfg.attention.startswith("combiner") and "span" not in attention_options:
+        attention_options["span"] = max(1, math.ceil(math.sqrt(3 * cfg.context)))
+    return DecisionTransformer(
+        DTConfig(
+            state_dim=data.state_dim,
+            act_dim=data.act_dim,
+            context=cfg.context,
+            max_ep_len=data.max_ep_len,
+            embed_dim=cfg.embed_dim,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            dropout=cfg.dropout,
+            attention=cfg.attention,
+            attention_options=attention_options,
+        )
+    )
+
+
+def action_loss(model: DecisionTransformer, batch: Batch) -> torch.Tensor:
+    """Mean squared error of predicted actions over real (unpadded) steps."""
+    pred = model(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask)
+    keep = (~batch.pad_mask).unsqueeze(-1).to(pred.dtype)
+    return ((pred - batch.actions) ** 2 * keep).sum() / (keep.sum() * pred.shape[-1])
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory: CUDA allocator peak on GPU, the process's peak resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    now = asdict(cfg)
+    diffs = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    if diffs:
+        raise ValueError(
+            f"cannot resume {path}: config differs from the saved run in "
+            + ", ".join(f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in diffs)
+            + "; use the saved values or a new --run-dir"
+        )
+
+
+class Trainer:
+    """One training run: owns the model, optimizer, sampler, logs and checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+        self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        ckpt = self.run_dir / CHECKPOINT_NAME
+        if ckpt.exists() and not cfg.resume:
+            raise FileExistsError(
+                f"{self.run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run-dir"
+            )
+        if cfg.resume and not ckpt.exists():
+            raise FileNotFoundError(f"--resume given but {ckpt} does not exist; start without --resume")
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.data = prepare_data(cfg.dataset, cfg.env, cfg.observe, cfg.seed)
+        check_context(cfg.context, self.data.max_ep_len)
+        self.model = build_model(cfg, self.data).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = max(1, cfg.warmup_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        ds = self.data.dataset
+        self.sampler = SegmentSampler(
+            [e.observations for e in ds.episodes], [e.actions for e in ds.episodes],
+            [e.rewards for e in ds.episodes], cfg.context, self.data.state_mean, self.data.state_std,
+            cfg.rtg_scale, self.data.max_ep_len, cfg.seed,
+        )
+        self.step = 0
+        self.train_time = 0.0
+        if cfg.resume:
+            self._restore(ckpt)
+        # Dropout draws from torch's global generator: pin its state now so that the run does
+        # not depend on what else used the generator between construction and train().
+        self._torch_rng = torch.get_rng_state()
+
+    # ------------------------------------------------------------ checkpoints
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "format": "dt-attn/checkpoint/1",
+            "model": self.model.state_dict(),
+            "model_config": asdict(self.model.cfg),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "train_time_s": self.train_time,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy_global": np.random.get_state(),
+                "python": random.getstate(),
+                "sampler": self.sampler.get_rng_state(),
+            },
+            "normalization": {"state_mean": self.data.state_mean, "state_std": self.data.state_std},
+            "config": asdict(self.cfg),
+            "data": {
+                "name": self.data.dataset.name, "label": self.data.dataset.label, "env_name": self.data.env_name,
+                "env_id": self.data.env_id, "observe": self.data.observe, "state_dim": self.data.state_dim,
+                "act_dim": self.data.act_dim, "default_targets": list(self.data.default_targets),
+                "ref_scores": getattr(self.data.dataset, "ref_scores", None),
+            },
+        }
+
+    def save(self) -> None:
+        """Write the checkpoint atomically."""
+        save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._payload())
+
+    def _restore(self, path: Path) -> None:
+        payload = load_checkpoint(path)
+        _check_resumable(payload["config"], self.cfg, path)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.step = self._last_saved = int(payload["step"])
+        self.train_time = float(payload.get("train_time_s", 0.0))
+        rng = payload["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy_global"])
+        random.setstate(rng["python"])
+        self.sampler.set_rng_state(rng["sampler"])
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> dict[str, Any]:
+        """Run until ``cfg.steps``; returns the training summary (also written to train_summary.json)."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.run_dir / "config.json", asdict(cfg))
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
+        tokens_per_step = cfg.batch_size * 3 * cfg.context
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
+                   dynamic_ncols=True)
+        torch.set_rng_state(self._torch_rng)
+        self.model.train()
+        window_start, window_steps = time.perf_counter(), 0
+        try:
+            while self.step < cfg.steps:
+                t0 = time.perf_counter()
+                batch = self.sampler.sample(cfg.batch_size).to(self.device)
+                loss = action_loss(self.model, batch)
+                if not torch.isfinite(loss):
+                    kept = (f"the last good checkpoint ({self.run_dir / CHECKPOINT_NAME}, step {self._last_saved}) "
+                            "is kept" if self._last_saved else "no checkpoint had been written yet")
+                    raise NonFiniteLossError(
+                        f"loss became {loss.item()} at step {self.step + 1}; stopping: {kept}. "
+                        "Try a lower --lr or check the dataset for extreme values."
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                self.train_time += time.perf_counter() - t0
+                window_steps += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    elapsed = time.perf_counter() - window_start
+                    sps = window_steps / elapsed if elapsed > 0 else float("nan")
+                    lr = self.scheduler.get_last_lr()[0]
+                    for tag, val in (("train/loss", loss.item()), ("train/lr", lr), ("train/grad_norm", float(grad_norm)),
+                                     ("perf/steps_per_s", sps), ("perf/tokens_per_s", sps * tokens_per_step)):
+                        writer.add_scalar(tag, val, self.step)
+                    bar.set_postfix(loss=f"{loss.item():.4f}", sps=f"{sps:.1f}")
+                    window_start, window_steps = time.perf_counter(), 0
+                bar.update(1)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save()
+                    self._last_saved = self.step
+        finally:
+            bar.close()
+            writer.close()
+        if self.step == 0 or not (self.run_dir / CHECKPOINT_NAME).exists():
+            self.save()
+        summary = {
+            "steps": self.step,
+            "train_time_s": self.train_time,
+            "steps_per_s": self.step / self.train_time if self.train_time > 0 else float("nan"),
+            "tokens_per_step": tokens_per_step,
+            "peak_memory_mb": peak_memory_mb(self.device),
+            "parameters": count_parameters(self.model),
+            "device": str(self.device),
+            "dataset_label": self.data.dataset.label,
+            "env_id": self.data.env_id,
+            "observe": self.data.observe,
+        }
+        write_json(self.run_dir / "train_summary.json", summary)
+        return summary
+
+    _last_saved = 0

@@ -1,0 +1,123 @@
+"""The one attention interface every mechanism implements, and the registry that builds them.
+
+Shapes (all mechanisms):
+* ``q, k``: (batch, heads, tokens, head_dim); ``v``: (batch, heads, tokens, value_dim).
+* ``pad_mask``: optional (batch, tokens) bool, **True marks a padded position**. Padded keys
+  contribute nothing to any output; padded queries still give finite outputs.
+* ``step`` takes one token: q, k (batch, heads, head_dim), v (batch, heads, value_dim), and returns
+  (out (batch, heads, value_dim), new_state). Feeding a sequence token by token through ``step``
+  reproduces ``forward`` on the same prefix (to float tolerance).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Base class: a causal attention mechanism with a parallel and an incremental form."""
+
+    #: registry name, set by ``register``
+    name: str = ""
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Parallel causal attention over all tokens; returns (batch, heads, tokens, value_dim)."""
+        raise NotImplementedError
+
+    def init_state(
+        self,
+        batch: int,
+        heads: int,
+        head_dim: int,
+        value_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Any:
+        """Empty incremental state for a fresh sequence (no tokens seen yet)."""
+        raise NotImplementedError
+
+    def step(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: Any
+    ) -> tuple[torch.Tensor, Any]:
+        """Consume one token per sequence; returns its output and the updated state."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.options().items())
+
+    def options(self) -> dict[str, Any]:
+        """The constructor options this instance was built with (for logs and configs)."""
+        return dict(getattr(self, "_options", {}))
+
+
+_REGISTRY: dict[str, type[Attention]] = {}
+
+
+def register(name: str) -> Callable[[type[Attention]], type[Attention]]:
+    """Class decorator: make an Attention subclass buildable by ``build_attention(name)``."""
+
+    def deco(cls: type[Attention]) -> type[Attention]:
+        if name in _REGISTRY:
+            raise ValueError(f"attention {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available_attentions() -> list[str]:
+    """Sorted names of every registered attention mechanism."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def attention_options(name: str) -> dict[str, Any]:
+    """Option names of one mechanism with their defaults."""
+    _load_builtin()
+    cls = _lookup(name)
+    sig = inspect.signature(cls.__init__)
+    return {
+        p.name: (None if p.default is inspect.Parameter.empty else p.default)
+        for p in list(sig.parameters.values())[1:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def build_attention(name: str, **options: Any) -> Attention:
+    """Build a registered mechanism from its name and options; bad names/options raise ValueError."""
+    _load_builtin()
+    cls = _lookup(name)
+    valid = attention_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"attention {name!r} got unknown option(s) {unknown}; valid options: "
+            + (", ".join(f"{k} (default {v!r})" for k, v in valid.items()) or "none")
+        )
+    module = cls(**options)
+    module._options = {**valid, **options}
+    return module
+
+
+def _lookup(name: str) -> type[Attention]:
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown attention {name!r}; available: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
+def _load_builtin() -> None:
+    # Importing the mechanism modules registers them.
+    from dt_attn.attention import combiner, cosformer, softmax  # noqa: F401

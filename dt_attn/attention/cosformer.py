@@ -1,0 +1,125 @@
+"""cosFormer attention (Qin et al. 2022) with a fixed cos horizon M, chunkwise training and O(1) steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dt_attn.attention.base import Attention, register
+from dt_attn.attention.softmax import check_window
+from dt_attn.ops.cosformer import check_distance, cos_features, cosformer_attention, phase, readout
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+@dataclass
+class CosformerState:
+    """Recurrent state per head at a position: without a window, the cos and sin key-value sums
+    stacked (2d x dv) and their key sums (2d); with one, a ring buffer of the window's key
+    features and values (re-summed each step: exact, no add/subtract drift)."""
+
+    position: int = 0  # position of the next token
+    kv: torch.Tensor | None = None  # (batch, heads, 2*head_dim, value_dim)
+    k_sum: torch.Tensor | None = None  # (batch, heads, 2*head_dim)
+    key_buffer: torch.Tensor | None = None  # (batch, heads, window, 2*head_dim)
+    value_buffer: torch.Tensor | None = None  # (batch, heads, window, value_dim)
+
+
+@register("cosformer")
+class CosformerAttention(Attention):
+    """Linear attention with ReLU features and cos(pi/2 * (i-j)/M) re-weighting of distance i-j."""
+
+    def __init__(
+        self,
+        max_distance: int = 4096,
+        chunk_size: int = 64,
+        window: int | None = None,
+        eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("max_distance", max_distance)
+        _check_positive_int("chunk_size", chunk_size)
+        check_window(window)
+        if window is not None and window > max_distance + 1:
+            raise ValueError(
+                f"window={window} spans distances up to {window - 1} > max_distance={max_distance}; "
+                f"use window <= max_distance + 1 or raise max_distance"
+            )
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps must be a positive float, got {eps!r}")
+        self.max_distance = max_distance
+        self.chunk_size = chunk_size
+        self.window = window
+        self.eps = float(eps)
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Chunkwise-parallel causal cosFormer; padded queries output zeros."""
+        return cosformer_attention(
+            q,
+            k,
+            v,
+            max_distance=self.max_distance,
+            chunk_size=self.chunk_size,
+            eps=self.eps,
+            window=self.window,
+            pad_mask=pad_mask,
+        )
+
+    def init_state(
+        self,
+        batch: int,
+        heads: int,
+        head_dim: int,
+        value_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> CosformerState:
+        """Zero sums at position 0 (an empty ring buffer when windowed)."""
+        def zeros(*shape: int) -> torch.Tensor:
+            return torch.zeros(batch, heads, *shape, device=device, dtype=dtype)
+
+        if self.window is None:
+            return CosformerState(kv=zeros(2 * head_dim, value_dim), k_sum=zeros(2 * head_dim))
+        return CosformerState(
+            key_buffer=zeros(self.window, 2 * head_dim), value_buffer=zeros(self.window, value_dim)
+        )
+
+    def step(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: CosformerState
+    ) -> tuple[torch.Tensor, CosformerState]:
+        """Consume one token: O(d * dv) per head whatever the prefix (O(window * (d + dv)) when windowed).
+
+        Meant for inference: a window's ring buffer is updated in place.
+        """
+        pos = state.position
+        angle = phase(torch.tensor(pos, device=q.device), self.max_distance, q.dtype)
+        qf = cos_features(q, angle)
+        kf = cos_features(k, angle)
+        if self.window is None:
+            check_distance(pos, self.max_distance)
+            assert state.kv is not None and state.k_sum is not None
+            kv = state.kv + torch.einsum("bhf,bhv->bhfv", kf, v)
+            k_sum = state.k_sum + kf
+            return readout(qf, kv, k_sum, self.eps), CosformerState(pos + 1, kv=kv, k_sum=k_sum)
+
+        kbuf, vbuf = state.key_buffer, state.value_buffer
+        assert kbuf is not None and vbuf is not None
+        # Overwrites token pos - window, which just left the window; slot order does not matter.
+        slot = pos % self.window
+        kbuf[:, :, slot] = kf
+        vbuf[:, :, slot] = v
+        filled = min(pos + 1, self.window)
+        weights = torch.einsum("bhf,bhnf->bhn", qf, kbuf[:, :, :filled])
+        num = torch.einsum("bhn,bhnv->bhv", weights, vbuf[:, :, :filled])
+        out = num / weights.sum(-1, keepdim=True).clamp_min(self.eps)
+        return out, CosformerState(pos + 1, key_buffer=kbuf, value_buffer=vbuf)

@@ -1,0 +1,120 @@
+"""Standard causal softmax attention: fused SDPA for training, a KV cache for rollouts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dt_attn.attention.base import Attention, register
+
+# The KV cache grows by this many slots at a time (when there is no window).
+_CACHE_GROWTH = 256
+
+
+def check_window(window: int | None) -> None:
+    """Raise ValueError unless ``window`` is None or a positive int."""
+    if window is None:
+        return
+    if isinstance(window, bool) or not isinstance(window, int):
+        raise ValueError(f"window must be a positive int or None, got {window!r}")
+    if window < 1:
+        raise ValueError(
+            f"window must be >= 1 (the number of most recent keys a query sees, itself included), "
+            f"got {window}; use window=None for full causal attention"
+        )
+
+
+@dataclass
+class KVCache:
+    """Incremental state of softmax attention: cached keys/values and the tokens seen so far."""
+
+    keys: torch.Tensor  # (batch, heads, capacity, head_dim)
+    values: torch.Tensor  # (batch, heads, capacity, value_dim)
+    length: int = 0  # tokens consumed so far
+
+
+@register("softmax")
+class SoftmaxAttention(Attention):
+    """Causal scaled dot-product attention, optionally restricted to a sliding window."""
+
+    def __init__(self, window: int | None = None) -> None:
+        super().__init__()
+        check_window(window)
+        self.window = window
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Parallel causal attention; padded queries output zeros."""
+        T = q.shape[-2]
+        if pad_mask is None and (self.window is None or self.window >= T):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        idx = torch.arange(T, device=q.device)
+        dist = idx[:, None] - idx[None, :]  # query i - key j
+        allowed = dist >= 0
+        if self.window is not None:
+            allowed = allowed & (dist < self.window)
+        if pad_mask is None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+
+        pad = pad_mask.to(device=q.device, dtype=torch.bool)
+        pad_tok = pad[:, None, :, None]  # (B, 1, T, 1)
+        # Padded slots may hold garbage (even inf/nan): zero them so they cannot leak through 0 * x.
+        k = torch.where(pad_tok, 0.0, k)
+        v = torch.where(pad_tok, 0.0, v)
+        mask = allowed[None] & ~pad[:, None, :]  # (B, T, T)
+        # A padded query may see no unpadded key at all; let it see itself (a zeroed key) so that
+        # the softmax stays finite, then zero its output below.
+        eye = torch.eye(T, dtype=torch.bool, device=q.device)
+        mask = (mask | (eye[None] & pad[:, :, None]))[:, None]  # (B, 1, T, T)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return torch.where(pad_tok, 0.0, out)
+
+    def init_state(
+        self,
+        batch: int,
+        heads: int,
+        head_dim: int,
+        value_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> KVCache:
+        """An empty KV cache (a ring buffer of ``window`` slots when windowed)."""
+        cap = self.window if self.window is not None else _CACHE_GROWTH
+        return KVCache(
+            keys=torch.zeros(batch, heads, cap, head_dim, device=device, dtype=dtype),
+            values=torch.zeros(batch, heads, cap, value_dim, device=device, dtype=dtype),
+        )
+
+    def step(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: KVCache
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Append one token to the cache and attend over the cached (windowed) prefix.
+
+        Meant for inference: the cache is updated in place.
+        """
+        keys, values, n = state.keys, state.values, state.length
+        cap = keys.shape[2]
+        if self.window is not None:
+            slot = n % self.window  # ring buffer; softmax does not care about slot order
+        else:
+            if n >= cap:
+                grow = max(_CACHE_GROWTH, cap)  # doubling keeps total copying linear
+                keys = torch.cat([keys, keys.new_zeros(*keys.shape[:2], grow, keys.shape[3])], 2)
+                values = torch.cat([values, values.new_zeros(*values.shape[:2], grow, values.shape[3])], 2)
+            slot = n
+        keys[:, :, slot] = k
+        values[:, :, slot] = v
+        valid = min(n + 1, keys.shape[2])
+        scores = torch.einsum("bhd,bhnd->bhn", q, keys[:, :, :valid]) / math.sqrt(q.shape[-1])
+        probs = torch.softmax(scores, dim=-1)
+        out = torch.einsum("bhn,bhnd->bhd", probs, values[:, :, :valid])
+        return out, KVCache(keys=keys, values=values, length=n + 1)

@@ -1,0 +1,176 @@
+"""cosFormer tensor math (Qin et al. 2022): features, chunkwise-parallel causal form, recurrent readout.
+
+The weight between query i and key j <= i is ``relu(q_i) . relu(k_j) * cos(pi/2 * (i - j) / M)``.
+With ``a_i = pi/2 * i / M`` and ``cos(a_i - a_j) = cos a_i cos a_j + sin a_i sin a_j`` it becomes a
+plain dot product of 2d-dimensional features ``[relu(x) cos a, relu(x) sin a]``, i.e. causal linear
+attention, computed here chunk by chunk so that neither a (tokens, tokens) nor a (tokens, d, d)
+tensor is ever built.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def phase(positions: torch.Tensor, max_distance: int, dtype: torch.dtype) -> torch.Tensor:
+    """Angles ``pi/2 * i / M`` for integer positions, reduced mod 4M (the period) for precision."""
+    reduced = torch.remainder(positions, 4 * max_distance)
+    return reduced.to(dtype) * (math.pi / (2 * max_distance))
+
+
+def cos_features(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """``[relu(x) cos a, relu(x) sin a]`` along the last dim; ``angles`` broadcasts over x[..., 0]."""
+    trig = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)  # (..., 2)
+    out = torch.relu(x).unsqueeze(-2) * trig.unsqueeze(-1)  # (..., 2, d) in one pass
+    return out.flatten(-2)
+
+
+def check_distance(longest: int, max_distance: int) -> None:
+    """Raise ValueError when attention would span a distance the cos weighting cannot represent."""
+    if longest > max_distance:
+        raise ValueError(
+            f"cosFormer would attend a distance of {longest} tokens but max_distance={max_distance}: "
+            f"beyond it cos(pi/2 * (i-j)/M) turns negative. Raise max_distance to at least {longest} "
+            f"or set a window <= max_distance + 1"
+        )
+
+
+def cosformer_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    max_distance: int,
+    chunk_size: int,
+    eps: float,
+    window: int | None = None,
+    pad_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal cosFormer attention over (B, H, T, d) q/k and (B, H, T, dv) v; returns (B, H, T, dv).
+
+    ``window`` (if set) restricts query i to keys j with i - window < j <= i. ``pad_mask`` (B, T)
+    marks padded tokens (True): their keys contribute nothing and their outputs are zero.
+    """
+    T = q.shape[-2]
+    if window is not None and window >= T:
+        window = None  # every pair is inside the window anyway
+    if window is None:
+        check_distance(T - 1, max_distance)
+    else:
+        check_distance(window - 1, max_distance)
+
+    angles = phase(torch.arange(T, device=q.device), max_distance, q.dtype)
+    qf = cos_features(q, angles)
+    kf = cos_features(k, angles)
+    if pad_mask is not None:
+        pad = pad_mask.to(device=q.device, dtype=torch.bool)[:, None, :, None]
+        # torch.where (not a product) so that inf/nan garbage in padded slots cannot leak.
+        qf = torch.where(pad, 0.0, qf)
+        kf = torch.where(pad, 0.0, kf)
+        v = torch.where(pad, 0.0, v)
+    # A ones column appended to v turns the normaliser into one more output column.
+    v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    out = _chunkwise(qf, kf, v1, chunk_size, window)
+    num, den = out[..., :-1], out[..., -1:]
+    return num / den.clamp_min(eps)
+
+
+def _chunkwise(
+    qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, chunk: int, window: int | None
+) -> torch.Tensor:
+    """Unnormalised causal linear attention sum_j (qf_i . kf_j) v_j, in chunks of ``chunk`` tokens."""
+    B, H, T, F2 = qf.shape
+    C = min(chunk, T)
+    n = -(-T // C)
+    extra = n * C - T  # trailing zero keys come after every real query: they never contribute
+    if extra:
+        qf, kf, v = (F.pad(x, (0, 0, 0, extra)) for x in (qf, kf, v))
+    qc = qf.reshape(B, H, n, C, F2)
+    kc = kf.reshape(B, H, n, C, F2)
+    vc = v.reshape(B, H, n, C, v.shape[-1])
+
+    # Distance (query - key) between positions a, b of two chunks `o` apart: o*C + a - b.
+    local = torch.arange(C, device=qf.device)
+    rel = local[:, None] - local[None, :]
+    win = window if window is not None else n * C + 1
+
+    def visible(o: int) -> torch.Tensor:
+        d = o * C + rel
+        return (d >= 0) & (d < win)
+
+    # Pairs of chunks `o` apart span distances o*C-(C-1) .. o*C+(C-1). Offsets whose pairs are only
+    # partly visible get an explicit masked product; wholly visible offsets (a contiguous range)
+    # go through the summed key-value states of their chunks.
+    explicit: list[int] = []
+    full: list[int] = []
+    for o in range(n):
+        nearest, farthest = o * C - (C - 1), o * C + (C - 1)
+        if nearest >= win:
+            break
+        (full if nearest >= 0 and farthest < win else explicit).append(o)
+    out = None
+    for o in explicit:
+        # query chunks o.. against key chunks ..n-o; the first o query chunks get nothing here
+        scores = torch.matmul(qc[:, :, o:], kc[:, :, : n - o].transpose(-1, -2))
+        scores = scores.masked_fill_(~visible(o), 0.0)  # in place: matmul's backward needs only its inputs
+        term = torch.matmul(scores, vc[:, :, : n - o])
+        term = F.pad(term, (0, 0, 0, 0, o, 0))
+        out = term if out is None else out + term
+    if full:
+        lo, hi = full[0], full[-1]  # a contiguous range of offsets
+        states = torch.matmul(kc.transpose(-1, -2), vc)  # (B, H, n, F2, dv): one per chunk
+        if window is None:  # lo == 1: chunk c sees the sum over every chunk before it
+            summed = torch.cumsum(states[:, :, : n - lo], dim=2)
+        else:
+            summed = _sliding_sum(states[:, :, : n - lo], hi - lo + 1)
+        term = torch.matmul(qc[:, :, lo:], summed)
+        if out is None:
+            out = F.pad(term, (0, 0, 0, 0, lo, 0))
+        else:
+            out[:, :, lo:] += term  # out is a fresh sum, safe to update in place
+    assert out is not None  # offset 0 is always (at least partly) visible
+    return out.reshape(B, H, n * C, -1)[:, :, :T]
+
+
+def _shift(x: torch.Tensor, o: int) -> torch.Tensor:
+    """x shifted o steps later along the chunk axis (dim 2), zero-filled: out[:, :, c] = x[:, :, c-o]."""
+    if o == 0:
+        return x
+    n = x.shape[2]
+    if o >= n:
+        return torch.zeros_like(x)
+    zeros = x.new_zeros(*x.shape[:2], o, *x.shape[3:])
+    return torch.cat([zeros, x[:, :, : n - o]], dim=2)
+
+
+def _sliding_sum(x: torch.Tensor, length: int) -> torch.Tensor:
+    """out[:, :, c] = sum of x[:, :, c-length+1 .. c] (zero before the start), by doubling.
+
+    Exact sums of O(log length) shifted copies, unlike a difference of prefix sums which loses
+    precision on long sequences.
+    """
+    result = None
+    offset = 0
+    span = 1
+    block = x  # block[c] = sum of x[c-span+1 .. c]
+    while length:
+        if length & 1:
+            term = _shift(block, offset)
+            result = term if result is None else result + term
+            offset += span
+        length >>= 1
+        if length:
+            block = block + _shift(block, span)
+            span *= 2
+    assert result is not None
+    return result
+
+
+def readout(qf: torch.Tensor, kv: torch.Tensor, k_sum: torch.Tensor, eps: float) -> torch.Tensor:
+    """Recurrent output ``qf S / max(qf . z, eps)`` for one token: qf (B,H,F2), S (B,H,F2,dv), z (B,H,F2)."""
+    num = torch.einsum("bhf,bhfv->bhv", qf, kv)
+    den = torch.einsum("bhf,bhf->bh", qf, k_sum).unsqueeze(-1)
+    return num / den.clamp_min(eps)

@@ -1,0 +1,122 @@
+"""A causal GPT-style transformer stack whose attention mechanism is chosen by registry name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from dt_attn.attention.base import build_attention
+
+
+@dataclass
+class TransformerConfig:
+    """Shape of the block stack and the attention mechanism (registry name + its options)."""
+
+    embed_dim: int = 128
+    n_layers: int = 3
+    n_heads: int = 1
+    dropout: float = 0.1
+    mlp_ratio: int = 4
+    attention: str = "softmax"
+    attention_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "n_layers", "n_heads", "mlp_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if self.embed_dim % self.n_heads:
+            raise ValueError(
+                f"embed_dim={self.embed_dim} is not divisible by n_heads={self.n_heads}; "
+                f"pick n_heads that divides embed_dim"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.head_dim = cfg.embed_dim // cfg.n_heads
+        self.ln1 = nn.LayerNorm(cfg.embed_dim)
+        self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
+        self.attn = build_attention(cfg.attention, **cfg.attention_options)
+        self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.ln2 = nn.LayerNorm(cfg.embed_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.embed_dim, cfg.mlp_ratio * cfg.embed_dim),
+            nn.GELU(),
+            nn.Linear(cfg.mlp_ratio * cfg.embed_dim, cfg.embed_dim),
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, E) -> (B, T, E), causal over T."""
+        B, T, E = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        a = self.attn(q, k, v, pad_mask=pad_mask)  # (B, H, T, Dh)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, T, E)))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+    def step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """One token (B, E) -> (B, E) with the attention's incremental state."""
+        B, E = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, 3, self.n_heads, self.head_dim).unbind(1)
+        a, state = self.attn.step(q, k, v, state)  # (B, H, Dh)
+        x = x + self.drop(self.proj(a.reshape(B, E)))
+        return x + self.drop(self.mlp(self.ln2(x))), state
+
+
+class CausalTransformer(nn.Module):
+    """A stack of pre-LayerNorm causal blocks plus a final LayerNorm, with a step-by-step form."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.embed_dim)
+        self.apply(_init_weights)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, E) -> (B, T, E); ``pad_mask`` (B, T) True marks padded positions."""
+        if x.dim() != 3 or x.shape[-1] != self.cfg.embed_dim:
+            raise ValueError(f"expected x of shape (batch, tokens, {self.cfg.embed_dim}), got {tuple(x.shape)}")
+        for block in self.blocks:
+            x = block(x, pad_mask)
+        return self.ln_f(x)
+
+    def init_state(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> list:
+        """Empty incremental state, one entry per layer."""
+        return [
+            b.attn.init_state(batch, b.n_heads, b.head_dim, b.head_dim, device=device, dtype=dtype)
+            for b in self.blocks
+        ]
+
+    def step(self, x_t: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
+        """Consume one token per sequence, x_t (B, E) -> (B, E), equal to ``forward`` on the prefix."""
+        if len(state) != len(self.blocks):
+            raise ValueError(
+                f"state has {len(state)} layer entries but the model has {len(self.blocks)} layers; "
+                f"build it with init_state"
+            )
+        new_state = []
+        for block, s in zip(self.blocks, state):
+            x_t, s = block.step(x_t, s)
+            new_state.append(s)
+        return self.ln_f(x_t), new_state
+
+
+def _init_weights(module: nn.Module) -> None:
+    # GPT-2 / nanoGPT initialisation.
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

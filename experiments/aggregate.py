@@ -1,0 +1,302 @@
+"""Collect finished runs into rows, average them over seeds, and write the CSV and Markdown table.
+
+A *row* is one (run, target) pair: a run evaluated at two return-to-go targets gives two rows.
+A *cell* is a (dataset, env id, observe, attention, options, K, steps, target) group of rows
+that differ only in their training seed; cells carry the mean and std over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EVAL_FILE = "eval.json"
+# Files whose presence marks a directory as a run directory (written by `dt-attn train`).
+RUN_MARKERS = ("config.json", "checkpoint.pt", "train_summary.json")
+
+ROW_COLUMNS = [
+    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "K", "seed", "steps",
+    "target", "episodes", "return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean",
+    "score_reference", "train_time_s", "steps_per_s", "tokens_per_step", "peak_memory_mb", "parameters",
+    "device", "eval_env_steps_per_s", "eval_wall_time_s", "eval_seed", "rollout", "run_dir",
+]
+CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "K", "steps", "target")
+CELL_COLUMNS = [
+    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "K", "steps", "target",
+    "seeds", "seed_list", "normalized_mean", "normalized_std", "return_mean", "return_std",
+    "train_time_s", "train_s_per_step", "train_s_per_step_std", "steps_per_s", "peak_memory_mb",
+    "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "label",
+]
+
+
+@dataclass(frozen=True)
+class DatasetReference:
+    """A dataset's own normalized returns: the average and the best of its episodes."""
+
+    dataset: str
+    label: str
+    average: float
+    best: float
+    source: str  # which reference returns the normalization used
+
+
+# (dataset spec, env override or None) -> reference; raises when the dataset cannot be loaded
+ReferenceFn = Callable[[str, "str | None"], DatasetReference]
+
+
+# ----------------------------------------------------------------------------- discovery
+def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """(finished, unfinished) run directories under ``paths``, each searched recursively.
+
+    A run is finished when it holds eval.json; a directory with a run marker (config.json,
+    checkpoint.pt, train_summary.json) but no eval.json is unfinished.
+    """
+    finished: set[Path] = set()
+    unfinished: set[Path] = set()
+    for raw in paths:
+        root = Path(raw)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root} is not a directory; pass run directories or folders that contain them")
+        candidates = {root} | {p.parent for marker in (EVAL_FILE, *RUN_MARKERS) for p in root.rglob(marker)}
+        for d in candidates:
+            if (d / EVAL_FILE).is_file():
+                finished.add(d.resolve())
+            elif any((d / m).exists() for m in RUN_MARKERS):
+                unfinished.add(d.resolve())
+    return sorted(finished), sorted(unfinished - finished)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _num(value: Any) -> float:
+    """A float, NaN for a missing value."""
+    return math.nan if value is None else float(value)
+
+
+def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per evaluated target of a finished run (eval.json, train_summary.json, config.json)."""
+    run_dir = Path(run_dir)
+    ev = _read_json(run_dir / EVAL_FILE)
+    if ev is None:
+        raise FileNotFoundError(f"{run_dir} has no {EVAL_FILE}: the run is unfinished (rerun it with --resume)")
+    train = _read_json(run_dir / "train_summary.json") or {}
+    config = _read_json(run_dir / "config.json") or {}
+    rows = []
+    for res in ev.get("results", []):
+        sps = _num(res.get("env_steps_per_s"))
+        rows.append({
+            "dataset": ev.get("dataset", config.get("dataset", "")),
+            "dataset_label": ev.get("dataset_label", train.get("dataset_label", "")),
+            "env_id": ev.get("env_id", train.get("env_id", "")),
+            "observe": ev.get("observe", config.get("observe", "full")),
+            "attention": ev.get("attention", config.get("attention", "")),
+            "attention_options": json.dumps(ev.get("attention_options", {}), sort_keys=True),
+            "K": int(ev.get("context", config.get("context", 0))),
+            "seed": int(ev.get("train_seed", config.get("seed", 0))),
+            "steps": int(ev.get("train_steps", train.get("steps", 0))),
+            "target": float(res["target"]),
+            "episodes": int(res.get("episodes", 0)),
+            "return_mean": _num(res.get("return_mean")),
+            "return_std": _num(res.get("return_std")),
+            "normalized_mean": _num(res.get("normalized_mean")),
+            "normalized_std": _num(res.get("normalized_std")),
+            "length_mean": _num(res.get("length_mean")),
+            "score_reference": ev.get("score_reference", ""),
+            "train_time_s": _num(train.get("train_time_s")),
+            "steps_per_s": _num(train.get("steps_per_s")),
+            "tokens_per_step": _num(train.get("tokens_per_step")),
+            "peak_memory_mb": _num(train.get("peak_memory_mb")),
+            "parameters": _num(train.get("parameters")),
+            "device": train.get("device", ""),
+            "eval_env_steps_per_s": sps,
+            "eval_wall_time_s": _num(res.get("wall_time_s")),
+            "eval_seed": ev.get("eval_seed", ""),
+            "rollout": res.get("rollout", ""),
+            "run_dir": str(run_dir),
+            "env": config.get("env"),  # the run's env override, needed to reload its dataset
+        })
+    return rows
+
+
+def load_runs(run_dirs: Iterable[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """Rows of every run; runs whose files cannot be read are returned as (dir, reason)."""
+    rows: list[dict[str, Any]] = []
+    broken: list[tuple[Path, str]] = []
+    for d in run_dirs:
+        try:
+            rows.extend(load_run(d))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            broken.append((d, f"unreadable results: {type(exc).__name__}: {exc}"))
+    return rows, broken
+
+
+# ----------------------------------------------------------------------------- averaging
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population std (ddof=0) of the finite values; NaN when there are none."""
+    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std())
+
+
+def _sort_key(cell: dict[str, Any]) -> tuple:
+    return (cell["dataset"], cell["observe"], cell["attention"], cell["attention_options"], cell["K"],
+            cell["steps"], cell["target"], cell["env_id"])
+
+
+def _labels(cells: list[dict[str, Any]]) -> None:
+    """Display label per cell: the attention name, plus its options where one name has several at a K."""
+    variants: dict[tuple, set[str]] = {}
+    for c in cells:
+        variants.setdefault((c["dataset"], c["observe"], c["attention"], c["K"]), set()).add(c["attention_options"])
+    for c in cells:
+        many = len(variants[(c["dataset"], c["observe"], c["attention"], c["K"])]) > 1
+        c["label"] = f"{c['attention']} {c['attention_options']}" if many else c["attention"]
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One cell per (dataset, env id, observe, attention, options, K, steps, target): mean ± std over seeds."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in CELL_KEY), []).append(r)
+    cells = []
+    for key, members in groups.items():
+        cell: dict[str, Any] = dict(zip(CELL_KEY, key))
+        cell["dataset_label"] = members[0]["dataset_label"]
+        seeds = sorted({m["seed"] for m in members})
+        if len(seeds) != len(members):
+            dirs = ", ".join(m["run_dir"] for m in members)
+            raise ValueError(f"several runs of one cell share a seed ({dirs}); pass each run directory once")
+        cell["seeds"] = len(seeds)
+        cell["seed_list"] = " ".join(str(s) for s in seeds)
+        cell["normalized_mean"], cell["normalized_std"] = _mean_std([m["normalized_mean"] for m in members])
+        cell["return_mean"], cell["return_std"] = _mean_std([m["return_mean"] for m in members])
+        cell["train_time_s"], _ = _mean_std([m["train_time_s"] for m in members])
+        spt = [1.0 / m["steps_per_s"] if m["steps_per_s"] > 0 else math.nan for m in members]
+        cell["train_s_per_step"], cell["train_s_per_step_std"] = _mean_std(spt)
+        cell["steps_per_s"], _ = _mean_std([m["steps_per_s"] for m in members])
+        cell["peak_memory_mb"], cell["peak_memory_mb_std"] = _mean_std([m["peak_memory_mb"] for m in members])
+        eps = [1.0 / m["eval_env_steps_per_s"] if m["eval_env_steps_per_s"] > 0 else math.nan for m in members]
+        cell["eval_s_per_step"], cell["eval_s_per_step_std"] = _mean_std(eps)
+        cell["parameters"], _ = _mean_std([m["parameters"] for m in members])
+        cells.append(cell)
+    cells.sort(key=_sort_key)
+    _labels(cells)
+    return cells
+
+
+# ----------------------------------------------------------------------------- references
+def load_reference(dataset: str, env: str | None = None) -> DatasetReference:
+    """Average and best normalized episode return of a dataset, loaded with ``envs.load_dataset``."""
+    import envs
+
+    ds = envs.load_dataset(dataset, env=env, download=False)
+    scores, source = envs.normalized_score(ds.env_name, ds.returns(), ref=ds.ref_scores)
+    return DatasetReference(dataset=dataset, label=ds.label, average=float(np.mean(scores)),
+                            best=float(np.max(scores)), source=source)
+
+
+def collect_references(
+    rows: list[dict[str, Any]], reference_fn: ReferenceFn | None = load_reference
+) -> tuple[dict[str, DatasetReference], list[str]]:
+    """References of every dataset in ``rows`` and notes for those that could not be loaded."""
+    refs: dict[str, DatasetReference] = {}
+    notes: list[str] = []
+    if reference_fn is None:
+        return refs, ["dataset references were not requested"]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        env = next((r.get("env") for r in rows if r["dataset"] == dataset), None)
+        try:
+            refs[dataset] = reference_fn(dataset, env)
+        except Exception as exc:  # noqa: BLE001 - any loader failure only costs the reference line, never the report
+            notes.append(f"no reference for {dataset}: the dataset could not be loaded ({type(exc).__name__}: {exc})")
+    return refs, notes
+
+
+# ----------------------------------------------------------------------------- writing
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+def write_csv(records: list[dict[str, Any]], columns: list[str], path: str | Path) -> Path:
+    """Write ``records`` (only ``columns``, in order) as CSV; NaN becomes an empty field."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for rec in records:
+            w.writerow([_csv_value(rec.get(c, "")) for c in columns])
+    return path
+
+
+def _pm(mean: float, std: float, digits: int = 1) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _fmt(value: float, digits: int = 1, scale: float = 1.0) -> str:
+    return "–" if math.isnan(value) else f"{value * scale:.{digits}f}"
+
+
+def format_markdown(
+    cells: list[dict[str, Any]],
+    refs: dict[str, DatasetReference],
+    notes: list[str],
+    unfinished: list[tuple[Path, str]],
+    n_runs: int,
+) -> str:
+    """The report: the table of cells (mean ± std over seeds), dataset references, unfinished runs."""
+    lines = [
+        "# dt-attn results",
+        "",
+        f"{n_runs} finished run(s) in {len(cells)} table row(s); {len(unfinished)} unfinished run(s).",
+        "",
+        "## Normalized score by cell (mean ± std over seeds)",
+        "",
+        ("| dataset | observe | attention | K | target | steps | seeds | normalized | return "
+         "| train ms/step | peak MB | eval ms/step |"),
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cells:
+        lines.append(
+            f"| {c['dataset_label'] or c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | {c['target']:g} "
+            f"| {c['steps']} | {c['seeds']} | {_pm(c['normalized_mean'], c['normalized_std'])} "
+            f"| {_pm(c['return_mean'], c['return_std'])} | {_fmt(c['train_s_per_step'], 1, 1e3)} "
+            f"| {_fmt(c['peak_memory_mb'], 0)} | {_fmt(c['eval_s_per_step'], 2, 1e3)} |"
+        )
+    lines += [
+        "",
+        ("std is the population std (ddof=0) of the per-seed episode means; seeds = number of training seeds. "
+         "Costs are means over seeds: train ms/step = 1000 / training steps per second, peak MB = peak memory "
+         "of the training process, eval ms/step = evaluation wall time per environment step (all parallel envs)."),
+        "",
+        "## Dataset references (normalized episode returns of the training data)",
+        "",
+    ]
+    if refs:
+        lines += ["| dataset | label | average | best | normalized with |", "|---|---|---:|---:|---|"]
+        lines += [f"| {r.dataset} | {r.label} | {r.average:.1f} | {r.best:.1f} | {r.source} |"
+                  for r in refs.values()]
+    lines += [f"* {n}" for n in notes] if notes else []
+    if not refs and not notes:
+        lines.append("* none")
+    if unfinished:
+        lines += ["", "## Unfinished runs (not in the table)", ""]
+        lines += [f"* {d}: {why}" for d, why in unfinished]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,299 @@
+"""Agent benchmarks: training throughput (vs HuggingFace's DecisionTransformerModel), long-context
+training cost, and evaluation cost of the incremental vs the naive rollout path.
+
+python -m experiments.bench_agent [--parts throughput context eval] [--quick]
+Writes CSV/JSON under --out-dir and prints tables. Timings are wall-clock on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.model import DecisionTransformer, DTConfig
+from agents.sampler import SegmentSampler
+from experiments.config import add_config_arguments, config_from_args, config_to_dict, format_config
+
+
+@dataclass
+class BenchAgentConfig:
+    """What to benchmark and at which sizes."""
+
+    parts: list[str] = field(default_factory=lambda: ["throughput", "context", "eval"])
+    attentions: list[str] = field(default_factory=lambda: ["softmax", "cosformer", "combiner-fixed", "combiner-logsparse"])
+    compare_hf: bool = field(default=True, metadata={"help": "include transformers.DecisionTransformerModel when installed"})
+    throughput_context: int = 20
+    throughput_batch: int = 64
+    timed_steps: int = 30
+    warmup_steps: int = 5
+    contexts: list[int] = field(default_factory=lambda: [20, 100, 300, 1000])
+    context_batch: int = 16
+    context_steps: int = 5
+    eval_attentions: list[str] = field(default_factory=lambda: ["cosformer"])
+    eval_contexts: list[int] = field(default_factory=lambda: [20, 1000])
+    eval_env: str = "HalfCheetah-v4"
+    eval_episodes: int = 10
+    eval_max_steps: int = 1000
+    embed_dim: int = 128
+    n_layers: int = 3
+    n_heads: int = 1
+    threads: int = 0
+    seed: int = 0
+    out_dir: str = "bench_results/agent"
+
+
+STATE_DIM, ACT_DIM = 17, 6  # HalfCheetah's sizes
+
+
+def _dt_config(cfg: BenchAgentConfig, attention: str, context: int, dropout: float = 0.1) -> DTConfig:
+    opts = {"span": max(1, math.ceil(math.sqrt(3 * context)))} if attention.startswith("combiner") else {}
+    return DTConfig(state_dim=STATE_DIM, act_dim=ACT_DIM, context=context, embed_dim=cfg.embed_dim,
+                    n_layers=cfg.n_layers, n_heads=cfg.n_heads, dropout=dropout, attention=attention,
+                    attention_options=opts)
+
+
+def _synthetic_sampler(context: int, seed: int) -> SegmentSampler:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(200, 1001, size=40)
+    obs = [rng.normal(size=(n, STATE_DIM)).astype(np.float32) for n in lengths]
+    act = [rng.uniform(-1, 1, size=(n, ACT_DIM)).astype(np.float32) for n in lengths]
+    rew = [rng.normal(size=n).astype(np.float32) for n in lengths]
+    return SegmentSampler(obs, act, rew, context, np.zeros(STATE_DIM), np.ones(STATE_DIM), 1000.0, 1000, seed)
+
+
+def _ours_step_fn(model: DecisionTransformer):
+    from agents.trainer import action_loss
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+
+    def step(batch):
+        loss = action_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        opt.step()
+
+    return step
+
+
+def _hf_step_fn(cfg: BenchAgentConfig, context: int):
+    from transformers import DecisionTransformerConfig, DecisionTransformerModel
+
+    hf = DecisionTransformerModel(DecisionTransformerConfig(
+        state_dim=STATE_DIM, act_dim=ACT_DIM, hidden_size=cfg.embed_dim, n_layer=cfg.n_layers, n_head=cfg.n_heads,
+        max_ep_len=1000, n_positions=max(1024, 3 * context), resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
+        n_inner=4 * cfg.embed_dim, activation_function="gelu"))
+    hf.train()
+    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=1e-4)
+
+    def step(batch):
+        mask = (~batch.pad_mask).long()
+        _, pred, _ = hf(states=batch.states, actions=batch.actions, rewards=torch.zeros_like(batch.rtg),
+                        returns_to_go=batch.rtg, timesteps=batch.timesteps, attention_mask=mask, return_dict=False)
+        keep = mask.unsqueeze(-1).float()
+        loss = ((pred - batch.actions) ** 2 * keep).sum() / (keep.sum() * ACT_DIM)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 0.25)
+        opt.step()
+
+    return step, sum(p.numel() for p in hf.parameters())
+
+
+def _time_steps(step, sampler: SegmentSampler, batch: int, warmup: int, timed: int) -> float:
+    batches = [sampler.sample(batch) for _ in range(warmup + timed)]
+    for b in batches[:warmup]:
+        step(b)
+    t0 = time.perf_counter()
+    for b in batches[warmup:]:
+        step(b)
+    return timed / (time.perf_counter() - t0)
+
+
+def bench_throughput(cfg: BenchAgentConfig) -> list[dict]:
+    """Training steps/s at K=throughput_context for each attention and HF's DT."""
+    rows = []
+    k = cfg.throughput_context
+    sampler = _synthetic_sampler(k, cfg.seed)
+    for att in cfg.attentions:
+        torch.manual_seed(cfg.seed)
+        model = DecisionTransformer(_dt_config(cfg, att, k)).train()
+        sps = _time_steps(_ours_step_fn(model), sampler, cfg.throughput_batch, cfg.warmup_steps, cfg.timed_steps)
+        rows.append({"model": f"dt-attn {att}", "context": k, "batch": cfg.throughput_batch, "steps_per_s": sps,
+                     "parameters": sum(p.numel() for p in model.parameters())})
+        print(f"  dt-attn {att:<20} {sps:8.2f} steps/s", flush=True)
+    if cfg.compare_hf:
+        try:
+            torch.manual_seed(cfg.seed)
+            step, n_params = _hf_step_fn(cfg, k)
+        except ImportError:
+            print("  transformers not installed: skipping the HuggingFace comparison (pip install transformers)")
+        else:
+            sps = _time_steps(step, sampler, cfg.throughput_batch, cfg.warmup_steps, cfg.timed_steps)
+            rows.append({"model": "transformers DecisionTransformerModel", "context": k,
+                         "batch": cfg.throughput_batch, "steps_per_s": sps, "parameters": n_params})
+            print(f"  HF DecisionTransformerModel {sps:8.2f} steps/s", flush=True)
+    return rows
+
+
+def _context_cell(cfg: BenchAgentConfig, attention: str, context: int) -> dict:
+    """One long-context cell, run in this (fresh) process: steps/s and peak RSS."""
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    torch.manual_seed(cfg.seed)
+    model = DecisionTransformer(_dt_config(cfg, attention, context)).train()
+    sampler = _synthetic_sampler(context, cfg.seed)
+    sps = _time_steps(_ours_step_fn(model), sampler, cfg.context_batch, 1, cfg.context_steps)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"attention": attention, "context": context, "tokens": 3 * context, "batch": cfg.context_batch,
+            "steps_per_s": sps, "peak_rss_mb": peak / 1024, "peak_rss_above_start_mb": (peak - base) / 1024}
+
+
+def bench_context(cfg: BenchAgentConfig) -> list[dict]:
+    """Training cost vs context length, each cell in a fresh subprocess so peak memory is its own."""
+    rows = []
+    for att in cfg.attentions:
+        for k in cfg.contexts:
+            cmd = [sys.executable, "-m", "experiments.bench_agent", "--child-cell", att, str(k),
+                   "--child-config", json.dumps(config_to_dict(cfg))]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"  {att:<20} K={k:<5} failed: {err}", flush=True)
+                rows.append({"attention": att, "context": k, "tokens": 3 * k, "batch": cfg.context_batch,
+                             "steps_per_s": float("nan"), "peak_rss_mb": float("nan"),
+                             "peak_rss_above_start_mb": float("nan"), "error": err})
+                continue
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"  {att:<20} K={k:<5} {row['steps_per_s']:8.2f} steps/s  peak RSS {row['peak_rss_mb']:8.0f} MB "
+                  f"(+{row['peak_rss_above_start_mb']:.0f} MB)", flush=True)
+    return rows
+
+
+def bench_eval(cfg: BenchAgentConfig) -> list[dict]:
+    """Rollout cost of the incremental and the naive path (untrained weights: cost, not score)."""
+    from agents.evaluator import run_episodes
+    from envs import make_vector_env
+
+    rows = []
+    for att in cfg.eval_attentions:
+        for k in cfg.eval_contexts:
+            torch.manual_seed(cfg.seed)
+            model = DecisionTransformer(_dt_config(cfg, att, k, dropout=0.0)).eval()
+            for naive in (False, True):
+                envs = make_vector_env(cfg.eval_env, cfg.eval_episodes, cfg.seed)
+                try:
+                    res = run_episodes(model, envs, target=6000.0, context=k, state_mean=np.zeros(STATE_DIM),
+                                       state_std=np.ones(STATE_DIM), rtg_scale=1000.0, seed=cfg.seed,
+                                       max_steps=cfg.eval_max_steps, naive=naive)
+                finally:
+                    envs.close()
+                rows.append({"attention": att, "context": k, "path": res.path, "episodes": cfg.eval_episodes,
+                             "steps": int(res.lengths.max()), "wall_time_s": res.wall_time_s,
+                             "policy_time_s": res.policy_time_s,
+                             "ms_per_step": 1000 * res.policy_time_s / max(1, int(res.lengths.max()))})
+                print(f"  {att:<12} K={k:<5} {res.path:<55} wall {res.wall_time_s:7.1f}s "
+                      f"policy {res.policy_time_s:7.1f}s", flush=True)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def run(cfg: BenchAgentConfig) -> dict:
+    """Run the selected parts; write CSVs and a JSON summary; return the figures."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"agent benchmark ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads)\n{format_config(cfg)}", flush=True)
+    figures: dict = {"config": config_to_dict(cfg), "torch_threads": torch.get_num_threads()}
+    parts = {"throughput": bench_throughput, "context": bench_context, "eval": bench_eval}
+    for name in cfg.parts:
+        if name not in parts:
+            raise ValueError(f"unknown part {name!r}; choose from {sorted(parts)}")
+        print(f"\n== {name}", flush=True)
+        figures[name] = parts[name](cfg)
+        _write_csv(out / f"{name}.csv", figures[name])
+    if figures.get("throughput"):
+        by = {r["model"]: r["steps_per_s"] for r in figures["throughput"]}
+        hf = by.get("transformers DecisionTransformerModel")
+        ours = by.get("dt-attn softmax")
+        if hf and ours:
+            print(f"\ntarget: dt-attn softmax >= 2x HF steps/s: {ours / hf:.2f}x -> {'PASS' if ours >= 2 * hf else 'FAIL'}")
+        for att in cfg.attentions:
+            if att != "softmax" and f"dt-attn {att}" in by and ours:
+                r = by[f"dt-attn {att}"] / ours
+                print(f"target: {att} no slower than softmax at K={cfg.throughput_context}: {r:.2f}x -> "
+                      f"{'PASS' if r >= 1.0 else 'FAIL'}")
+    if figures.get("eval"):
+        for att in cfg.eval_attentions:
+            for k in cfg.eval_contexts:
+                rows = [r for r in figures["eval"] if r["attention"] == att and r["context"] == k]
+                inc = next((r for r in rows if r["path"].startswith("incremental")), None)
+                nai = next((r for r in rows if r["path"].startswith("naive")), None)
+                if inc and nai:
+                    need = 10 if k <= 20 else 50
+                    wall, pol = nai["wall_time_s"] / inc["wall_time_s"], nai["policy_time_s"] / inc["policy_time_s"]
+                    print(f"target: {att} K={k} incremental >= {need}x naive: wall {wall:.1f}x, policy-only "
+                          f"{pol:.1f}x -> {'PASS' if wall >= need else 'FAIL'} (wall)")
+    with open(out / "summary.json", "w") as fh:
+        json.dump(figures, fh, indent=2)
+    print(f"\nwritten to {out}/")
+    return figures
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_agent", description=__doc__)
+    add_config_arguments(p, BenchAgentConfig)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    p.add_argument("--child-cell", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--child-config", help=argparse.SUPPRESS)
+    return p
+
+
+def quick(cfg: BenchAgentConfig) -> BenchAgentConfig:
+    """Tiny sizes for a smoke run."""
+    cfg.timed_steps, cfg.warmup_steps, cfg.contexts, cfg.context_steps = 2, 1, [5, 10], 1
+    cfg.eval_contexts, cfg.eval_episodes, cfg.eval_max_steps, cfg.embed_dim, cfg.n_layers = [5], 2, 10, 16, 1
+    cfg.throughput_batch, cfg.context_batch = 4, 2
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = _parser().parse_args(argv)
+    if args.child_cell:
+        cfg = BenchAgentConfig(**json.loads(args.child_config))
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        print(json.dumps(_context_cell(cfg, args.child_cell[0], int(args.child_cell[1]))))
+        return 0
+    cfg = config_from_args(BenchAgentConfig, args)
+    run(quick(cfg) if args.quick else cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""PNG figures of a sweep: normalized score and costs against context length, one line per attention."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure  # the object API renders with Agg and touches no global backend
+from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
+
+from experiments.aggregate import DatasetReference
+
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _colors(labels: list[str]) -> dict[str, Any]:
+    """A fixed colour per attention label, shared by every panel and figure."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return {label: cmap(i % 10) for i, label in enumerate(sorted(labels))}
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    cols = min(max_cols, n)
+    return math.ceil(n / cols), cols
+
+
+def _k_axis(ax, ks: list[int]) -> None:
+    """Log-scaled x axis ticked at the context lengths that were run."""
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(set(ks)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("context length K (timesteps)")
+
+
+def _log_y(ax) -> None:
+    """Log-scaled y axis with plain-number labels; minor ticks labelled when the data span under a decade."""
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    lo, hi = ax.get_ylim()
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain if hi / lo < 10 else NullFormatter())
+
+
+def _finite(xs: list[float], *ys: list[float]) -> tuple[np.ndarray, ...]:
+    """Points where every series is finite."""
+    arrs = [np.asarray(xs, dtype=float)] + [np.asarray(y, dtype=float) for y in ys]
+    keep = np.all([np.isfinite(a) for a in arrs], axis=0)
+    return tuple(a[keep] for a in arrs)
+
+
+def plot_scores(cells: list[dict[str, Any]], refs: dict[str, DatasetReference], path: str | Path) -> Path:
+    """Normalized score vs K: a panel per (dataset, observe, target), a line per attention, ± std band."""
+    if not cells:
+        raise ValueError("no finished runs to plot")
+    panels = sorted({(c["dataset"], c["observe"], c["target"]) for c in cells})
+    colors = _colors(list({c["label"] for c in cells}))
+    rows, cols = _grid(len(panels))
+    fig = Figure(figsize=(5.0 * cols, 3.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (dataset, observe, target) in zip(axes, panels):
+        mine = [c for c in cells if (c["dataset"], c["observe"], c["target"]) == (dataset, observe, target)]
+        for label in sorted({c["label"] for c in mine}):
+            line = sorted((c for c in mine if c["label"] == label), key=lambda c: c["K"])
+            k, mean, std = _finite([c["K"] for c in line], [c["normalized_mean"] for c in line],
+                                   [c["normalized_std"] for c in line])
+            seeds = "/".join(str(n) for n in sorted({c["seeds"] for c in line}))
+            ax.plot(k, mean, marker="o", color=colors[label], label=f"{label} (n={seeds})")
+            ax.fill_between(k, mean - std, mean + std, color=colors[label], alpha=0.2, linewidth=0)
+        ref = refs.get(dataset)
+        if ref is not None:
+            ax.axhline(ref.average, color="0.4", linestyle="--", linewidth=1, label=f"dataset average {ref.average:.1f}")
+            ax.axhline(ref.best, color="0.4", linestyle=":", linewidth=1, label=f"dataset best {ref.best:.1f}")
+        _k_axis(ax, [c["K"] for c in mine])
+        ax.set_ylabel("normalized score")
+        ax.set_title(f"{mine[0]['dataset_label'] or dataset}\nobserve {observe}, target {target:g}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("normalized score vs context length (mean ± std over seeds)", fontsize=10)
+    return _save(fig, path)
+
+
+def _cost_lines(cells: list[dict[str, Any]]) -> dict[tuple, list[dict[str, float]]]:
+    """(dataset, observe, label) -> points by K with costs averaged over evaluation targets."""
+    points: dict[tuple, dict[int, list[dict[str, Any]]]] = {}
+    for c in cells:
+        points.setdefault((c["dataset"], c["observe"], c["label"]), {}).setdefault(c["K"], []).append(c)
+    out: dict[tuple, list[dict[str, float]]] = {}
+    for key, by_k in points.items():
+        out[key] = [
+            {"K": k, **{m: float(np.nanmean([c[m] for c in group])) if any(np.isfinite(c[m]) for c in group)
+                        else math.nan
+                        for m in ("train_s_per_step", "train_s_per_step_std", "peak_memory_mb",
+                                  "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std")}}
+            for k, group in sorted(by_k.items())
+        ]
+    return out
+
+
+def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
+    """Training time per step, peak training memory and evaluation time per env step vs K (log-log)."""
+    if not cells:
+        raise ValueError("no finished runs to plot")
+    lines = _cost_lines(cells)
+    colors = _colors(list({key[2] for key in lines}))
+    groups = sorted({key[:2] for key in lines})
+    style = {g: LINESTYLES[i % len(LINESTYLES)] for i, g in enumerate(groups)}
+    metrics = [
+        ("train_s_per_step", 1e3, "training time per step (ms)"),
+        ("peak_memory_mb", 1.0, "peak training memory (MB)"),
+        ("eval_s_per_step", 1e3, "evaluation time per env step (ms)"),
+    ]
+    fig = Figure(figsize=(15.0, 4.0), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
+    ks = [c["K"] for c in cells]
+    for ax, (metric, scale, ylabel) in zip(axes, metrics):
+        for (dataset, observe, label), pts in sorted(lines.items()):
+            k, mean, std = _finite([p["K"] for p in pts], [p[metric] for p in pts], [p[metric + "_std"] for p in pts])
+            if k.size == 0:
+                continue
+            name = label if len(groups) == 1 else f"{label} ({dataset}, {observe})"
+            ax.errorbar(k, mean * scale, yerr=std * scale, marker="o", capsize=3, color=colors[label],
+                        linestyle=style[(dataset, observe)], label=name)
+        _k_axis(ax, ks)
+        if ax.has_data():
+            _log_y(ax)
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("cost vs context length (mean ± std over seeds; log-log)", fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path

@@ -1,0 +1,131 @@
+"""`dt-attn report`: rebuild the CSV, the Markdown table and the plots from finished runs.
+
+python -m experiments.report RUN_DIRS... [--out DIR]: each argument is a run directory or a
+folder searched recursively for run directories (those holding eval.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments.aggregate import (
+    CELL_COLUMNS,
+    EVAL_FILE,
+    ROW_COLUMNS,
+    RUN_MARKERS,
+    ReferenceFn,
+    collect_references,
+    find_runs,
+    format_markdown,
+    load_reference,
+    load_runs,
+    summarize,
+    write_csv,
+)
+from experiments.common import run_cli
+
+
+@dataclass
+class Report:
+    """What a report build wrote and found."""
+
+    out_dir: Path
+    runs: list[Path]
+    unfinished: list[tuple[Path, str]]
+    files: dict[str, Path] = field(default_factory=dict)  # kind -> path: runs_csv, cells_csv, markdown, ...
+    markdown: str = ""
+
+
+def default_out_dir(paths: list[str | Path]) -> Path:
+    """<common parent of the inputs>/report; a single run directory reports into its parent."""
+    resolved = [Path(p).resolve() for p in paths]
+    common = Path(os.path.commonpath([str(p) for p in resolved]))
+    if any((common / m).exists() for m in (EVAL_FILE, *RUN_MARKERS)):
+        common = common.parent
+    return common / "report"
+
+
+def build_report(
+    paths: list[str | Path],
+    out_dir: str | Path | None = None,
+    reference_fn: ReferenceFn | None = load_reference,
+    plots: bool = True,
+) -> Report:
+    """Aggregate every finished run under ``paths`` into out_dir: runs.csv, cells.csv, report.md, PNGs."""
+    if not paths:
+        raise ValueError("no run directories given; pass run directories or folders that contain them")
+    out = Path(out_dir) if out_dir is not None else default_out_dir(paths)
+    finished, unfinished_dirs = find_runs(paths)
+    rows, broken = load_runs(finished)
+    unfinished = [(d, f"no {EVAL_FILE} (training or evaluation did not finish)") for d in unfinished_dirs] + broken
+    runs = sorted({Path(r["run_dir"]) for r in rows})
+    report = Report(out_dir=out, runs=runs, unfinished=unfinished)
+    if not rows:
+        listed = "".join(f"\n  {d}: {why}" for d, why in unfinished)
+        raise ValueError(f"no finished runs ({EVAL_FILE}) under {', '.join(map(str, paths))}{listed}")
+    cells = summarize(rows)
+    refs, notes = collect_references(rows, reference_fn)
+    report.files["runs_csv"] = write_csv(rows, ROW_COLUMNS, out / "runs.csv")
+    report.files["cells_csv"] = write_csv(cells, CELL_COLUMNS, out / "cells.csv")
+    if plots:
+        from experiments.plots import plot_costs, plot_scores
+
+        report.files["scores_png"] = plot_scores(cells, refs, out / "scores.png")
+        report.files["costs_png"] = plot_costs(cells, out / "costs.png")
+    report.markdown = format_markdown(cells, refs, notes, unfinished, len(runs))
+    md = out / "report.md"
+    md.write_text(report.markdown)
+    report.files["markdown"] = md
+    return report
+
+
+def print_report(report: Report) -> None:
+    """The table, the unfinished runs and where the files went."""
+    print(report.markdown)
+    for kind, path in report.files.items():
+        print(f"{kind:<10} {path}")
+
+
+def _main(args: argparse.Namespace) -> int:
+    def body() -> int:
+        report = build_report(args.run_dirs, args.out, None if args.no_references else load_reference,
+                              plots=not args.no_plots)
+        print_report(report)
+        return 0
+
+    return run_cli(body)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The report's command-line arguments."""
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run directory, or a folder searched recursively for run directories")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: <common parent of RUN_DIRs>/report)")
+    parser.add_argument("--no-references", action="store_true",
+                        help="skip loading the datasets for their average/best reference scores")
+    parser.add_argument("--no-plots", action="store_true", help="write only the CSV files and the table")
+
+
+def register(subparsers) -> None:
+    """Add the ``report`` subcommand."""
+    p = subparsers.add_parser("report", help="aggregate finished runs into a CSV, a table and plots",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=_main)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.report ...``: parse ``argv`` and run; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return _main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

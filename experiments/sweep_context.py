@@ -1,0 +1,430 @@
+"""`dt-attn sweep`: train and evaluate a grid of datasets x observations x attentions x K x seeds.
+
+python -m experiments.sweep_context --datasets hopper-medium-standin --contexts 20 100 1000 --seeds 0 1 2
+Every cell is one `dt-attn train` run in its own directory under --out-dir. Finished cells are
+skipped, interrupted ones resumed from their checkpoint, so rerunning a killed sweep continues it.
+At the end the report (CSV, Markdown table, plots) is rebuilt into OUT_DIR/report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.config import TrainConfig
+from experiments.aggregate import ReferenceFn, load_reference
+from experiments.common import run_cli
+from experiments.config import add_config_arguments, config_from_args, format_config
+
+TrainFn = Callable[..., dict]  # train_and_evaluate(cfg, progress=...) -> {"train", "run_dir", "eval"}
+
+_TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# TrainConfig field -> the SweepConfig list that spans it
+GRID_FIELDS = {"dataset": "datasets", "observe": "observes", "attention": "attentions", "context": "contexts",
+               "seed": "seeds"}
+# TrainConfig fields the sweep sets per cell rather than copying from a SweepConfig field of the same name
+PER_CELL_FIELDS = {"attention_options", "run_dir", "resume", "threads"}
+# Warn when softmax's attention weights (batch x heads x (3K)^2 floats per layer) may exceed this.
+SOFTMAX_WARN_BYTES = 2**30
+PROBE_EVAL_STEPS = 20
+LOG_NAME = "sweep.log"
+
+
+# Shared training values take TrainConfig's defaults and help texts.
+_DEFAULT = {name: f.default for name, f in _TRAIN_FIELDS.items()}
+_HELP = {name: f.metadata for name, f in _TRAIN_FIELDS.items()}
+
+
+@dataclass
+class SweepConfig:
+    """Every value of a sweep: the grid lists, the training values shared by all cells, execution."""
+
+    datasets: list[str] = field(default_factory=lambda: ["default"], metadata={"help": "dataset specs"})
+    observes: list[str] = field(default_factory=lambda: ["full"], metadata={"help": "observation filters"})
+    attentions: list[str] = field(default_factory=lambda: ["softmax", "cosformer", "combiner-fixed"],
+                                  metadata={"help": "attention mechanisms"})
+    contexts: list[int] = field(default_factory=lambda: [20],
+                                metadata={"help": "context lengths K (1000 = whole episode)"})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "training seeds"})
+    attention_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={"help": "options per attention as JSON, e.g. '{\"cosformer\": {\"chunk_size\": 64}}'"})
+    env: str | None = field(default=_DEFAULT["env"], metadata=_HELP["env"])
+    embed_dim: int = field(default=_DEFAULT["embed_dim"], metadata=_HELP["embed_dim"])
+    n_layers: int = field(default=_DEFAULT["n_layers"], metadata=_HELP["n_layers"])
+    n_heads: int = field(default=_DEFAULT["n_heads"], metadata=_HELP["n_heads"])
+    dropout: float = field(default=_DEFAULT["dropout"], metadata=_HELP["dropout"])
+    batch_size: int = field(default=_DEFAULT["batch_size"], metadata=_HELP["batch_size"])
+    lr: float = field(default=_DEFAULT["lr"], metadata=_HELP["lr"])
+    weight_decay: float = field(default=_DEFAULT["weight_decay"], metadata=_HELP["weight_decay"])
+    warmup_steps: int = field(default=_DEFAULT["warmup_steps"], metadata=_HELP["warmup_steps"])
+    grad_clip: float = field(default=_DEFAULT["grad_clip"], metadata=_HELP["grad_clip"])
+    steps: int = field(default=_DEFAULT["steps"], metadata=_HELP["steps"])
+    rtg_scale: float = field(default=_DEFAULT["rtg_scale"], metadata=_HELP["rtg_scale"])
+    checkpoint_every: int = field(default=_DEFAULT["checkpoint_every"], metadata=_HELP["checkpoint_every"])
+    log_every: int = field(default=_DEFAULT["log_every"], metadata=_HELP["log_every"])
+    eval_episodes: int = field(default=_DEFAULT["eval_episodes"], metadata=_HELP["eval_episodes"])
+    eval_targets: list[float] | None = field(default=_DEFAULT["eval_targets"], metadata=_HELP["eval_targets"])
+    eval_envs: int = field(default=_DEFAULT["eval_envs"], metadata=_HELP["eval_envs"])
+    device: str = field(default=_DEFAULT["device"], metadata=_HELP["device"])
+    out_dir: str = field(default="runs/sweep", metadata={"help": "folder of the run directories and the report"})
+    jobs: int = field(default=1, metadata={"help": "cells run in parallel, each in a fresh process "
+                                                   "(0 = one after another in this process, for debugging)"})
+    threads_per_job: int = field(default=0, metadata={"help": "torch CPU threads per cell (0 = cores / jobs)"})
+    dry_run: bool = field(default=False, metadata={"help": "print the grid and a cost estimate; write nothing"})
+    probe_steps: int = field(default=5, metadata={"help": "training steps per (attention, K) timed by --dry-run "
+                                                          "(0 = no timing probe)"})
+    report: bool = field(default=True, metadata={"help": "rebuild OUT_DIR/report when the sweep ends"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attention_options, str):
+            self.attention_options = json.loads(self.attention_options)
+        for name in GRID_FIELDS.values():
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"--{name} is empty; give at least one value")
+            dupes = sorted({str(v) for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"--{name} lists {', '.join(dupes)} more than once; give each value once")
+        unknown = sorted(set(self.attention_options) - set(self.attentions))
+        if unknown:
+            raise ValueError(f"attention_options names {unknown}, which are not in --attentions {self.attentions}")
+        if not all(isinstance(v, dict) for v in self.attention_options.values()):
+            raise ValueError('attention_options must map attention names to option objects, e.g. '
+                             '{"cosformer": {"chunk_size": 64}}')
+        if self.jobs < 0 or self.threads_per_job < 0 or self.probe_steps < 0:
+            raise ValueError(f"jobs, threads_per_job and probe_steps must be >= 0 (got {self.jobs}, "
+                             f"{self.threads_per_job}, {self.probe_steps})")
+
+    def threads(self) -> int:
+        """Torch threads per cell: threads_per_job, else the cores shared evenly by the jobs."""
+        return self.threads_per_job or max(1, (os.cpu_count() or 1) // max(1, self.jobs))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point: the training config of its run and its state on disk."""
+
+    cfg: TrainConfig
+    status: str  # "done", "resume" or "new"
+
+    @property
+    def run_dir(self) -> Path:
+        """The cell's run directory."""
+        return Path(self.cfg.run_dir or "")
+
+    def describe(self) -> str:
+        """dataset observe attention K seed, for one line of output."""
+        c = self.cfg
+        return f"{c.dataset} observe={c.observe} {c.attention} K={c.context} seed={c.seed}"
+
+
+def cell_name(dataset: str, observe: str, attention: str, context: int, seed: int) -> str:
+    """Run directory name, the same pattern as `dt-attn train`'s default: <dataset>[-<observe>]-<attention>-K<K>-s<seed>."""
+    name = Path(dataset.replace("/", "_").replace(".hdf5", "").replace(".pkl", "")).name
+    obs = "" if observe == "full" else f"-{observe.replace(':', '').replace('+', '-')}"
+    return f"{name}{obs}-{attention}-K{context}-s{seed}"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def cell_status(run_dir: Path, steps: int, eval_expected: bool) -> str:
+    """'done' (trained to ``steps`` and evaluated), 'resume' (a checkpoint exists) or 'new'."""
+    summary = _read_json(run_dir / "train_summary.json")
+    trained = summary is not None and summary.get("steps") == steps
+    if trained and eval_expected:
+        ev = _read_json(run_dir / "eval.json")
+        trained = ev is not None and ev.get("train_steps") == steps
+    if trained:
+        return "done"
+    return "resume" if (run_dir / "checkpoint.pt").exists() else "new"
+
+
+def expand_grid(cfg: SweepConfig) -> list[Cell]:
+    """Every (dataset, observe, attention, K, seed) cell with its TrainConfig and on-disk status."""
+    shared = {name: getattr(cfg, name) for name in _TRAIN_FIELDS
+              if name not in GRID_FIELDS and name not in PER_CELL_FIELDS}
+    cells, seen = [], {}
+    for dataset in cfg.datasets:
+        for observe in cfg.observes:
+            for attention in cfg.attentions:
+                for context in cfg.contexts:
+                    for seed in cfg.seeds:
+                        name = cell_name(dataset, observe, attention, context, seed)
+                        if name in seen:
+                            raise ValueError(f"cells {seen[name]} and {dataset} would share the run directory "
+                                             f"{name}; give datasets with distinct file names")
+                        seen[name] = dataset
+                        run_dir = Path(cfg.out_dir) / name
+                        status = cell_status(run_dir, cfg.steps, cfg.eval_episodes > 0)
+                        train_cfg = TrainConfig(
+                            dataset=dataset, observe=observe, attention=attention, context=context, seed=seed,
+                            attention_options=dict(cfg.attention_options.get(attention, {})),
+                            run_dir=str(run_dir), resume=status == "resume", threads=cfg.threads(), **shared,
+                        )
+                        cells.append(Cell(train_cfg, status))
+    return cells
+
+
+def softmax_memory_warnings(cfg: SweepConfig) -> list[str]:
+    """Warnings for softmax cells whose attention weights may not fit in memory."""
+    out = []
+    if "softmax" not in cfg.attentions:
+        return out
+    for k in sorted(cfg.contexts):
+        tokens = 3 * k
+        need = cfg.batch_size * cfg.n_heads * tokens**2 * 4 * cfg.n_layers
+        if need >= SOFTMAX_WARN_BYTES:
+            out.append(
+                f"warning: softmax at K={k} ({tokens} tokens) may need ~{need / 2**30:.1f} GiB for attention weights "
+                f"(batch {cfg.batch_size} x {cfg.n_heads} head(s) x {tokens}^2 x 4 B x {cfg.n_layers} layer(s)); "
+                "cosFormer and Combiner do not; lower --batch-size or drop softmax at this K if it runs out of memory"
+            )
+    return out
+
+
+# ----------------------------------------------------------------------------- running cells
+def run_cell(cfg: TrainConfig, train_fn: TrainFn | None = None) -> dict[str, Any]:
+    """Train and evaluate one cell with its output appended to RUN_DIR/sweep.log; a failure is returned."""
+    if train_fn is None:
+        from experiments.train import train_and_evaluate as train_fn
+    run_dir = Path(cfg.run_dir or ".")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / LOG_NAME
+    start = time.perf_counter()
+    with open(log_path, "a") as log, redirect_stdout(log), redirect_stderr(log):
+        print(f"==== sweep cell started {time.strftime('%Y-%m-%d %H:%M:%S')} (resume={cfg.resume})", flush=True)
+        try:
+            out = train_fn(cfg, progress=False)
+        except Exception as exc:  # noqa: BLE001 - one failed cell must not stop the others
+            traceback.print_exc()
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start,
+                    "log": str(log_path)}
+    scores = {f"{r['target']:g}": r["normalized_mean"] for r in (out.get("eval") or {}).get("results", [])}
+    return {"ok": True, "seconds": time.perf_counter() - start, "log": str(log_path), "scores": scores}
+
+
+def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress: bool) -> dict[Path, dict]:
+    """Run ``cells``: in this process when jobs == 0, else in a pool of fresh processes."""
+    from tqdm.auto import tqdm
+
+    results: dict[Path, dict] = {}
+    bar = tqdm(total=len(cells), desc="sweep", unit="cell", disable=not progress, dynamic_ncols=True)
+
+    def record(cell: Cell, res: dict) -> None:
+        results[cell.run_dir] = res
+        if res["ok"]:
+            scores = ", ".join(f"target {t}: {s:.1f}" for t, s in res.get("scores", {}).items())
+            msg = f"ok     {cell.describe()} ({res['seconds']:.0f}s){'; ' + scores if scores else ''}"
+        else:
+            msg = f"FAILED {cell.describe()}: {res['error']} (log: {res.get('log', cell.run_dir / LOG_NAME)})"
+        bar.write(msg, file=sys.stdout)
+        bar.update(1)
+
+    try:
+        if jobs == 0:
+            for cell in cells:
+                record(cell, run_cell(cell.cfg, train_fn))
+            return results
+        # spawn: no state inherited from this process (safe with CUDA and threads); one cell per
+        # process so that each run's peak memory (ru_maxrss / CUDA peak) is its own.
+        ctx = multiprocessing.get_context("spawn")
+        extra = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, **extra) as pool:
+            futures = {pool.submit(run_cell, cell.cfg, train_fn): cell for cell in cells}
+            for fut in as_completed(futures):
+                try:
+                    res = fut.result()
+                except Exception as exc:  # noqa: BLE001 - the worker died (killed, out of memory, ...)
+                    res = {"ok": False, "error": f"worker process failed: {type(exc).__name__}: {exc}; rerun the "
+                                                 "sweep to retry (finished cells are skipped)"}
+                record(futures[fut], res)
+    finally:
+        bar.close()
+    return results
+
+
+# ----------------------------------------------------------------------------- dry run
+def probe_costs(cfg: SweepConfig, cells: list[Cell]) -> dict[tuple[str, int], dict[str, float]]:
+    """Time ``probe_steps`` training steps (after one warm-up) and a short rollout per (attention, K)."""
+    from agents.config import EvalConfig
+    from agents.evaluation import evaluate
+    from agents.trainer import Trainer
+    from envs import get_env_spec
+
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for cell in cells:
+        key = (cell.cfg.attention, cell.cfg.context)
+        if key in out:
+            continue
+        with tempfile.TemporaryDirectory(prefix="dt-attn-probe-") as tmp:
+            probe = dataclasses.replace(cell.cfg, run_dir=tmp, resume=False, steps=1, checkpoint_every=10**9,
+                                        eval_episodes=0)
+            trainer = Trainer(probe, progress=False)
+            trainer.train()  # warm-up step: allocations, kernel selection
+            warm = trainer.train_time
+            trainer.cfg.steps = 1 + cfg.probe_steps
+            trainer.train()
+            train_s = (trainer.train_time - warm) / cfg.probe_steps
+            entry = {"train_s_per_step": train_s, "eval_s": 0.0}
+            if cfg.eval_episodes > 0:
+                n_envs = min(cfg.eval_envs, cfg.eval_episodes)
+                targets = cfg.eval_targets or list(trainer.data.default_targets)
+                res = evaluate(EvalConfig(checkpoint=tmp, episodes=n_envs, envs=n_envs, targets=targets[:1],
+                                          max_steps=PROBE_EVAL_STEPS, threads=cell.cfg.threads,
+                                          device=cell.cfg.device, output=str(Path(tmp) / "probe-eval.json")),
+                               progress=False, print_table=False)
+                env_steps_per_s = res["results"][0]["env_steps_per_s"]
+                max_len = get_env_spec(trainer.data.env_name).max_episode_steps
+                entry["eval_s"] = len(targets) * cfg.eval_episodes * max_len / env_steps_per_s
+                entry["eval_ms_per_env_step"] = 1e3 / env_steps_per_s
+        out[key] = entry
+    return out
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
+
+
+def format_estimate(cfg: SweepConfig, cells: list[Cell], probe: dict[tuple[str, int], dict[str, float]]) -> str:
+    """Cost of the cells still to run, from the probe timings (upper bound: resumed cells count in full)."""
+    head = (f"timing probe ({cfg.probe_steps} training steps after 1 warm-up, {cells[0].cfg.threads} thread(s), "
+            f"first {PROBE_EVAL_STEPS} rollout steps; dataset {cells[0].cfg.dataset}):")
+    lines = [head]
+    for (attention, k), p in sorted(probe.items()):
+        ev = f", eval {p['eval_ms_per_env_step']:.2f} ms/env step" if "eval_ms_per_env_step" in p else ""
+        lines.append(f"  {attention:<20} K={k:<5} train {p['train_s_per_step'] * 1e3:8.1f} ms/step{ev}")
+    todo = [c for c in cells if c.status != "done"]
+    train = sum(probe[(c.cfg.attention, c.cfg.context)]["train_s_per_step"] * c.cfg.steps for c in todo)
+    evals = sum(probe[(c.cfg.attention, c.cfg.context)]["eval_s"] for c in todo)
+    parallel = max(1, min(cfg.jobs, len(todo)))
+    lines.append(
+        f"estimate for {len(todo)} cell(s) to run: training {_hours(train)} + evaluation {_hours(evals)} "
+        f"= {_hours(train + evals)} of compute, about {_hours((train + evals) / parallel)} wall with "
+        f"{parallel} job(s) (rough: full episodes assumed, later rollout steps cost more than the probed ones)"
+    )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the sweep
+def _check_attentions(names: list[str]) -> None:
+    from dt_attn import available_attentions
+
+    known = available_attentions()
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ValueError(f"unknown attention(s) {bad}; available: {', '.join(known)}")
+
+
+def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
+              reference_fn: ReferenceFn | None = load_reference, progress: bool = True) -> int:
+    """Run (or with dry_run, describe) the sweep; 0 when every cell finished, 1 when any failed.
+
+    ``train_fn`` replaces experiments.train.train_and_evaluate (it must be picklable when jobs > 0);
+    ``reference_fn`` is passed to the report (None: no dataset references).
+    """
+    if train_fn is None:
+        _check_attentions(cfg.attentions)
+    cells = expand_grid(cfg)
+    print(f"sweep config:\n{format_config(cfg)}")
+    for w in softmax_memory_warnings(cfg):
+        print(w)
+    counts = {s: sum(c.status == s for c in cells) for s in ("done", "resume", "new")}
+    print(f"grid: {len(cells)} cell(s): {counts['done']} done, {counts['resume']} to resume, {counts['new']} new")
+    for c in cells:
+        print(f"  [{c.status:<6}] {c.describe():<60} -> {c.run_dir}")
+    if cfg.dry_run:
+        if cfg.probe_steps and counts["done"] < len(cells):
+            try:
+                print(format_estimate(cfg, cells, probe_costs(cfg, [c for c in cells if c.status != "done"])))
+            except Exception as exc:  # noqa: BLE001 - the estimate is a courtesy; the grid was printed
+                print(f"timing probe failed, no estimate: {type(exc).__name__}: {exc}")
+        print("dry run: nothing written")
+        return 0
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sweep_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    todo = [c for c in cells if c.status != "done"]
+    results = _run_cells(todo, cfg.jobs, train_fn, progress) if todo else {}
+    failed = [c for c in todo if not results[c.run_dir]["ok"]]
+    record = [{"run_dir": str(c.run_dir), "status_before": c.status, **results.get(c.run_dir, {"ok": True})}
+              for c in cells]
+    (out_dir / "sweep_results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if cfg.report:
+        _report(out_dir, reference_fn)
+    print(f"sweep finished: {len(cells) - len(failed)} of {len(cells)} cell(s) done"
+          + (f", {len(failed)} failed:" if failed else ""))
+    for c in failed:
+        print(f"  {c.describe()}: {results[c.run_dir]['error']} (log: {c.run_dir / LOG_NAME})")
+    return 1 if failed else 0
+
+
+def _report(out_dir: Path, reference_fn: ReferenceFn | None) -> None:
+    from experiments.report import build_report, print_report
+
+    try:
+        report = build_report([out_dir], out_dir / "report", reference_fn)
+    except ValueError as exc:
+        print(f"report not built: {exc}")
+        return
+    print_report(report)
+
+
+def _main(args: argparse.Namespace) -> int:
+    def body() -> int:
+        try:
+            return run_sweep(config_from_args(SweepConfig, args))
+        except KeyboardInterrupt:
+            print("sweep interrupted: rerun the same command to continue (finished cells are skipped, "
+                  "interrupted ones resume from their last checkpoint)", file=sys.stderr)
+            return 130
+
+    return run_cli(body)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per SweepConfig field; the boolean flags also work without a value (--dry-run)."""
+    add_config_arguments(parser, SweepConfig)
+    bools = {f.name for f in dataclasses.fields(SweepConfig) if f.type in (bool, "bool")}
+    for action in parser._actions:  # argparse has no public API to change an added flag
+        if action.dest in bools:
+            action.nargs, action.const = "?", True
+
+
+def register(subparsers) -> None:
+    """Add the ``sweep`` subcommand."""
+    p = subparsers.add_parser("sweep", help="train and evaluate a grid of attentions x context lengths x seeds",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=_main)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.sweep_context ...``: parse ``argv`` and run; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep_context", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return _main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""`dt-attn train`: train a Decision Transformer, then evaluate it (python -m experiments.train)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agents.checkpoint import CHECKPOINT_NAME
+from agents.config import EvalConfig, TrainConfig
+from agents.trainer import NonFiniteLossError, Trainer
+from experiments.common import run_cli
+from experiments.config import add_config_arguments, config_from_args, format_config
+
+
+def train_and_evaluate(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Train per ``cfg`` and, when eval_episodes > 0, evaluate; returns {'train': ..., 'eval': ...}."""
+    trainer = Trainer(cfg, progress=progress)
+    print(f"run directory: {trainer.run_dir}")
+    print(f"config:\n{format_config(cfg)}")
+    print(trainer.data.dataset.summary())
+    from agents.model import count_parameters
+
+    print(f"model: {count_parameters(trainer.model):,} parameters, attention {trainer.model.cfg.attention} "
+          f"{trainer.model.cfg.attention_options}, {trainer.device}")
+    summary = trainer.train()
+    print(f"trained {summary['steps']} steps in {summary['train_time_s']:.1f}s "
+          f"({summary['steps_per_s']:.1f} steps/s, peak memory {summary['peak_memory_mb']:.0f} MB)")
+    out = {"train": summary, "run_dir": str(trainer.run_dir)}
+    if cfg.eval_episodes > 0:
+        from agents.evaluation import evaluate
+
+        out["eval"] = evaluate(
+            EvalConfig(checkpoint=str(trainer.run_dir / CHECKPOINT_NAME), episodes=cfg.eval_episodes,
+                       targets=cfg.eval_targets, envs=min(cfg.eval_envs, cfg.eval_episodes), device=cfg.device,
+                       threads=cfg.threads),
+            progress=progress,
+        )
+    return out
+
+
+def _main(args: argparse.Namespace) -> int:
+    def body() -> int:
+        cfg = config_from_args(TrainConfig, args)
+        try:
+            train_and_evaluate(cfg)
+        except NonFiniteLossError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        return 0
+
+    return run_cli(body)
+
+
+def register(subparsers) -> None:
+    """Add the ``train`` subcommand."""
+    p = subparsers.add_parser("train", help="train a Decision Transformer and evaluate it",
+                              description=__doc__)
+    add_config_arguments(p, TrainConfig)
+    p.set_defaults(func=_main)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m experiments.train", description=__doc__)
+    add_config_arguments(parser, TrainConfig)
+    sys.exit(_main(parser.parse_args()))

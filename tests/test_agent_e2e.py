@@ -1,0 +1,189 @@
+"""Train/evaluate end to end on the embedded dataset: every attention, checkpoints, resume, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents import trainer as trainer_mod
+from agents.checkpoint import load_checkpoint
+from agents.config import EvalConfig, TrainConfig
+from agents.evaluation import evaluate, load_policy
+from agents.evaluator import run_episodes
+from agents.trainer import NonFiniteLossError, Trainer
+from dt_attn import available_attentions
+from envs import make_vector_env
+from experiments.cli import main as cli_main
+
+
+def tiny(tmp_path, **over) -> TrainConfig:
+    base = dict(dataset="default", attention="cosformer", context=4, embed_dim=16, n_layers=1, n_heads=1,
+                batch_size=8, steps=6, warmup_steps=2, checkpoint_every=3, log_every=2, eval_episodes=0,
+                run_dir=str(tmp_path / "run"), seed=0, threads=1)
+    base.update(over)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("attention", available_attentions())
+def test_train_then_evaluate_every_attention(tmp_path, attention):
+    cfg = tiny(tmp_path, attention=attention)
+    summary = Trainer(cfg, progress=False).train()
+    assert summary["steps"] == 6 and summary["parameters"] > 0 and summary["steps_per_s"] > 0
+    result = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=2, envs=2, targets=[1800.0], max_steps=15),
+                      progress=False, print_table=False)
+    rec = result["results"][0]
+    assert rec["episodes"] == 2 and len(rec["returns"]) == 2
+    assert all(1 <= n <= 15 for n in rec["lengths"])
+    ref_min, ref_max = -20.272305, 3234.3  # hopper D4RL references
+    np.testing.assert_allclose(rec["normalized_mean"],
+                               np.mean([100 * (r - ref_min) / (ref_max - ref_min) for r in rec["returns"]]), rtol=1e-6)
+    saved = json.loads((tmp_path / "run" / "eval.json").read_text())
+    for key in ("schema", "dataset", "dataset_label", "env_id", "observe", "attention", "context", "train_seed",
+                "train_steps", "eval_seed", "score_reference", "results", "versions"):
+        assert key in saved, key
+    assert saved["train_steps"] == 6 and saved["attention"] == attention and saved["env_id"] == "Hopper-v4"
+    assert "stand-in" in saved["dataset_label"]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    cfg = tiny(tmp_path)
+    tr = Trainer(cfg, progress=False)
+    tr.train()
+    policy = load_policy(load_checkpoint(cfg.run_dir))
+    batch = tr.sampler.sample(4)
+    tr.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            policy(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask),
+            tr.model(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask))
+
+
+def test_resume_after_kill_reaches_same_weights(tmp_path, monkeypatch):
+    full = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "full"), steps=8, checkpoint_every=4, dropout=0.1),
+                   progress=False)
+    full.train()
+
+    killed_cfg = tiny(tmp_path, run_dir=str(tmp_path / "killed"), steps=8, checkpoint_every=4, dropout=0.1)
+    killed = Trainer(killed_cfg, progress=False)
+    real_sample = killed.sampler.sample
+    calls = {"n": 0}
+
+    def dying_sample(n):
+        calls["n"] += 1
+        if calls["n"] == 7:  # dies between the checkpoints at step 4 and 8
+            raise KeyboardInterrupt
+        return real_sample(n)
+
+    monkeypatch.setattr(killed.sampler, "sample", dying_sample)
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    assert load_checkpoint(tmp_path / "killed")["step"] == 4
+    resumed = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "killed"), steps=8, checkpoint_every=4, dropout=0.1,
+                           resume=True), progress=False)
+    assert resumed.step == 4
+    resumed.train()
+    for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_same_seed_same_weights(tmp_path):
+    a = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "a")), progress=False)
+    b = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "b")), progress=False)
+    a.train()
+    b.train()
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, steps=6, checkpoint_every=2)
+    tr = Trainer(cfg, progress=False)
+    real = trainer_mod.action_loss
+    calls = {"n": 0}
+
+    def nan_later(model, batch):
+        calls["n"] += 1
+        loss = real(model, batch)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(trainer_mod, "action_loss", nan_later)
+    with pytest.raises(NonFiniteLossError, match="step 4.*step 2"):
+        tr.train()
+    assert load_checkpoint(cfg.run_dir)["step"] == 2
+
+
+def _rollout_actions(model, naive, context, steps=12, n=2):
+    envs = make_vector_env("Hopper-v4", n, 7)
+    try:
+        return run_episodes(model, envs, target=1800.0, context=context, state_mean=np.zeros(11),
+                            state_std=np.ones(11), rtg_scale=1000.0, seed=7, max_steps=steps, naive=naive)
+    finally:
+        envs.close()
+
+
+@pytest.mark.parametrize("attention", available_attentions())
+@pytest.mark.parametrize("n_layers,context", [(2, 12), (1, 4)])
+def test_incremental_and_naive_rollouts_agree(tmp_path, attention, n_layers, context):
+    """Whole-context (K >= steps) agrees for every mechanism; one layer agrees with a sliding window too."""
+    if context < 12 and not attention.startswith(("softmax", "cosformer")):
+        pytest.skip("region boundaries of Combiner depend on the window start: no exact streaming window")
+    from agents.model import DecisionTransformer, DTConfig
+
+    torch.manual_seed(0)
+    opts = {"span": 4} if attention.startswith("combiner") else {}
+    model = DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=context, max_ep_len=12, embed_dim=16,
+                                         n_layers=n_layers, dropout=0.0, attention=attention,
+                                         attention_options=opts)).eval()
+    fast = _rollout_actions(model, naive=False, context=context)
+    slow = _rollout_actions(model, naive=True, context=context)
+    assert fast.path.startswith("incremental") and slow.path.startswith("naive")
+    np.testing.assert_allclose(fast.returns, slow.returns, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(fast.lengths, slow.lengths)
+
+
+# ---------------------------------------------------------------------------- errors
+def _cli_error(capsys, argv):
+    code = cli_main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_cli_rejects_bad_inputs(tmp_path, capsys):
+    run = str(tmp_path / "r")
+    code, err = _cli_error(capsys, ["train", "--dataset", "no-such-dataset-v2", "--run-dir", run])
+    assert code == 2 and "no-such-dataset-v2" in err
+    code, err = _cli_error(capsys, ["train", "--attention", "nope", "--run-dir", run])
+    assert code == 2 and "unknown attention 'nope'" in err and "cosformer" in err
+    code, err = _cli_error(capsys, ["train", "--context", "0", "--run-dir", run])
+    assert code == 2 and "context" in err
+    code, err = _cli_error(capsys, ["train", "--context", "1001", "--run-dir", run])
+    assert code == 2 and "1..1000" in err
+    code, err = _cli_error(capsys, ["eval", "--checkpoint", str(tmp_path / "missing")])
+    assert code == 2 and "no checkpoint" in err
+
+
+def test_existing_run_needs_resume_flag(tmp_path):
+    cfg = tiny(tmp_path, steps=2)
+    Trainer(cfg, progress=False).train()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(cfg, progress=False)
+    with pytest.raises(ValueError, match="attention"):
+        Trainer(tiny(tmp_path, steps=4, resume=True, attention="softmax"), progress=False)
+
+
+def test_checkpoint_env_and_observe_mismatch(tmp_path):
+    cfg = tiny(tmp_path, steps=2)
+    Trainer(cfg, progress=False).train()
+    with pytest.raises(ValueError, match="HalfCheetah-v4"):
+        evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=1, envs=1, env_id="HalfCheetah-v4", max_steps=3),
+                 progress=False, print_table=False)
+    with pytest.raises(ValueError, match="observe"):
+        evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=1, envs=1, observe="positions", max_steps=3),
+                 progress=False, print_table=False)
+
+
+def test_damaged_checkpoint_is_reported(tmp_path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="could not be read"):
+        load_checkpoint(tmp_path)

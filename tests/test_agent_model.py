@@ -1,0 +1,69 @@
+"""Decision Transformer: shapes, left-padding invariance, incremental == parallel."""
+
+import pytest
+import torch
+
+from agents.model import DecisionTransformer, DTConfig
+from dt_attn import available_attentions
+
+
+def _attention_options(name, context):
+    return {"span": 4} if name.startswith("combiner") else {}
+
+
+def _model(attention, context=6, n_layers=2, seed=0):
+    torch.manual_seed(seed)
+    m = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=context, max_ep_len=50, embed_dim=16,
+                                     n_layers=n_layers, n_heads=2, dropout=0.0, attention=attention,
+                                     attention_options=_attention_options(attention, context)))
+    return m.eval()
+
+
+def _inputs(b, k, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, k, 3, generator=g), torch.rand(b, k, 2, generator=g) * 2 - 1,
+            torch.randn(b, k, 1, generator=g), torch.arange(k).expand(b, k).clone())
+
+
+ATTENTIONS = available_attentions()
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_left_padding_matches_unpadded_segment(attention):
+    m = _model(attention)
+    s, a, r, t = _inputs(2, 4)
+    ref = m(s, a, r, t)
+    pad = 3
+    padded = [torch.cat((torch.randn((2, pad) + x.shape[2:]).to(x.dtype), x), 1) for x in (s, a, r)]
+    tp = torch.cat((torch.zeros(2, pad, dtype=torch.long), t), 1)
+    mask = torch.arange(4 + pad).expand(2, -1) < pad
+    out = m(*padded, tp, mask)
+    torch.testing.assert_close(out[:, pad:], ref, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(out).all()
+
+
+def test_pad_mask_must_be_left_padding():
+    m = _model("softmax")
+    s, a, r, t = _inputs(1, 4)
+    with pytest.raises(ValueError, match="left padding"):
+        m(s, a, r, t, torch.tensor([[False, True, False, False]]))
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_incremental_policy_matches_parallel(attention):
+    m = _model(attention, context=7)
+    s, a, r, t = _inputs(3, 7)
+    parallel = m(s, a, r, t)
+    state = m.init_state(3)
+    for i in range(7):
+        pred, state = m.step_policy(state, r[:, i], s[:, i], t[:, i])
+        torch.testing.assert_close(pred, parallel[:, i], atol=2e-5, rtol=1e-4)
+        state = m.step_action(state, a[:, i], t[:, i])
+
+
+def test_with_attention_options_copies_weights():
+    m = _model("cosformer")
+    w = m.with_attention_options(window=9)
+    assert w.cfg.attention_options["window"] == 9 and "window" not in m.cfg.attention_options
+    s, a, r, t = _inputs(1, 3)  # 9 tokens: the window covers them all
+    torch.testing.assert_close(w(s, a, r, t), m(s, a, r, t))

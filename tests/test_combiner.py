@@ -1,0 +1,292 @@
+"""Combiner-Fixed and Combiner-Logsparse: reference matrix, causality, incremental form, padding, cost."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dt_attn.attention.base import build_attention
+from dt_attn.attention.combiner import CombinerFixed, CombinerLogsparse
+from dt_attn.ops.combiner import combiner_fixed, combiner_logsparse
+
+VARIANTS = ["combiner-fixed", "combiner-logsparse"]
+
+
+def _qkv(b: int, h: int, t: int, d: int, dv: int | None = None, dtype=torch.float32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, h, t, d, generator=g, dtype=dtype)
+    k = torch.randn(b, h, t, d, generator=g, dtype=dtype)
+    v = torch.randn(b, h, t, dv or d, generator=g, dtype=dtype)
+    return q, k, v
+
+
+def _regions(variant: str, block: int, span: int, window: int | None) -> list[list[int]]:
+    """Token indices of each region a query in ``block`` sees, straight from the definition."""
+    if variant == "combiner-fixed":
+        blocks = [
+            [r] for r in range(block) if window is None or r * span >= block * span - window
+        ]
+    else:
+        blocks, end = [], block
+        for level in range(block.bit_length()):
+            if (block >> level) & 1:
+                start = end - (1 << level)
+                blocks.append(list(range(start, end)))
+                end = start
+        blocks.reverse()
+    return [[j for r in rs for j in range(r * span, (r + 1) * span)] for rs in blocks]
+
+
+def reference_matrix(variant, q, k, span, window=None, pad_mask=None) -> torch.Tensor:
+    """The implied (B, H, T, T) attention matrix, built with plain loops from the definition."""
+    b, h, t, d = q.shape
+    s = math.sqrt(d)
+    valid = torch.ones(b, t, dtype=torch.bool) if pad_mask is None else ~pad_mask
+    a = torch.zeros(b, h, t, t, dtype=q.dtype)
+    for bi in range(b):
+        for hi in range(h):
+            for i in range(t):
+                if not valid[bi, i]:
+                    continue
+                blk = i // span
+                qi = q[bi, hi, i]
+                terms = []  # (logit, {token: weight within the term})
+                for j in range(blk * span, i + 1):
+                    if valid[bi, j]:
+                        terms.append((qi @ k[bi, hi, j] / s, {j: 1.0}))
+                for region in _regions(variant, blk, span, window):
+                    toks = [j for j in region if valid[bi, j]]
+                    if not toks:
+                        continue
+                    qbar = torch.stack([q[bi, hi, j] for j in toks]).amax(0)
+                    kbar = torch.stack([k[bi, hi, j] for j in toks]).amax(0)
+                    p = torch.softmax(torch.stack([qbar @ k[bi, hi, j] / s for j in toks]), 0)
+                    terms.append((qi @ kbar / s, dict(zip(toks, p))))
+                w = torch.softmax(torch.stack([lg for lg, _ in terms]), 0)
+                for wt, (_, dist) in zip(w, terms):
+                    for j, pj in dist.items():
+                        a[bi, hi, i, j] += wt * pj
+    return a
+
+
+def _forward(variant, q, k, v, span, window=None, pad_mask=None):
+    if variant == "combiner-fixed":
+        return combiner_fixed(q, k, v, span=span, window=window, pad_mask=pad_mask)
+    return combiner_logsparse(q, k, v, span=span, pad_mask=pad_mask)
+
+
+def _implied_matrix(variant, q, k, span, window=None, pad_mask=None):
+    """The implementation's attention matrix, read out by attending to one-hot values."""
+    b, h, t, _ = q.shape
+    eye = torch.eye(t, dtype=q.dtype).expand(b, h, t, t)
+    return _forward(variant, q, k, eye, span, window, pad_mask)
+
+
+CASES = [
+    ("combiner-fixed", 12, 4, None),
+    ("combiner-fixed", 13, 3, None),
+    ("combiner-fixed", 13, 3, 4),
+    ("combiner-fixed", 14, 2, 6),
+    ("combiner-logsparse", 12, 4, None),
+    ("combiner-logsparse", 19, 2, None),
+    ("combiner-logsparse", 23, 3, None),
+]
+
+
+@pytest.mark.parametrize("variant,t,span,window", CASES)
+def test_matches_reference_matrix(variant, t, span, window):
+    q, k, v = _qkv(2, 2, t, 4, dtype=torch.float64)
+    ref = reference_matrix(variant, q, k, span, window)
+    got = _implied_matrix(variant, q, k, span, window)
+    torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(_forward(variant, q, k, v, span, window), ref @ v, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rows_are_full_causal_distributions(variant):
+    q, k, _ = _qkv(1, 2, 37, 8)
+    a = _implied_matrix(variant, q, k, span=5)
+    assert (a >= 0).all()
+    torch.testing.assert_close(a.sum(-1), torch.ones(1, 2, 37), atol=1e-5, rtol=0)
+    assert a.triu(1).abs().max() == 0
+    # Full attention: every earlier token gets some weight (no sparsity pattern).
+    lower = torch.ones(37, 37, dtype=torch.bool).tril()
+    assert (a[..., lower] > 0).all()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("t", [16, 19])
+def test_causal_outputs_and_gradients(variant, t):
+    span = 4
+    q, k, v = _qkv(2, 2, t, 6)
+    out = _forward(variant, q, k, v, span)
+    for cut in (3, 4, 9, t - 2):
+        q2, k2, v2 = (x.clone() for x in (q, k, v))
+        for x in (q2, k2, v2):
+            x[:, :, cut + 1 :] = torch.randn_like(x[:, :, cut + 1 :]) * 5
+        out2 = _forward(variant, q2, k2, v2, span)
+        torch.testing.assert_close(out2[:, :, : cut + 1], out[:, :, : cut + 1], atol=1e-6, rtol=1e-6)
+        qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+        _forward(variant, qg, kg, vg, span)[:, :, cut].sum().backward()
+        for g in (qg.grad, kg.grad, vg.grad):
+            assert g[:, :, cut + 1 :].abs().max() == 0
+            assert g[:, :, : cut + 1].abs().max() > 0
+
+
+STEP_CASES = [
+    ("combiner-fixed", {"span": 4}),
+    ("combiner-fixed", {"span": 3, "window": 5}),
+    ("combiner-fixed", {"span": 4, "window": 2}),
+    ("combiner-fixed", {"span": 1}),
+    ("combiner-logsparse", {"span": 3}),
+    ("combiner-logsparse", {"span": 1}),
+]
+
+
+@pytest.mark.parametrize("variant,opts", STEP_CASES)
+def test_step_matches_parallel(variant, opts):
+    t = 41  # not a multiple of any span above (except 1)
+    attn = build_attention(variant, **opts)
+    q, k, v = _qkv(2, 3, t, 4, dv=5)
+    full = attn(q, k, v)
+    state = attn.init_state(2, 3, 4, 5)
+    for i in range(t):
+        out, state = attn.step(q[:, :, i], k[:, :, i], v[:, :, i], state)
+        torch.testing.assert_close(out, full[:, :, i], atol=1e-5, rtol=1e-5)
+    # The parallel form on a prefix gives the same outputs (nothing depends on the future).
+    torch.testing.assert_close(attn(q[:, :, :23], k[:, :, :23], v[:, :, :23]), full[:, :, :23], atol=1e-5, rtol=1e-5)
+
+
+def test_step_state_grows_sublinearly():
+    span, t = 4, 130
+    q, k, v = _qkv(1, 1, t, 2)
+    fixed, fixed_w, logs = CombinerFixed(span=span), CombinerFixed(span=span, window=10), CombinerLogsparse(span=span)
+    states = [m.init_state(1, 1, 2, 2) for m in (fixed, fixed_w, logs)]
+    for i in range(t):
+        for n, m in enumerate((fixed, fixed_w, logs)):
+            _, states[n] = m.step(q[:, :, i], k[:, :, i], v[:, :, i], states[n])
+        blocks = (i + 1) // span
+        assert states[0].num_summaries == blocks
+        assert states[0].k_blk.shape[2] == (i + 1) % span
+        assert states[1].num_summaries == min(blocks, 10 // span)
+        assert states[2].num_summaries == bin(blocks).count("1")
+        assert states[2].num_summaries <= math.log2(max(blocks, 1)) + 1
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_left_padding_garbage_does_not_leak(variant):
+    b, h, t, d, span = 2, 2, 17, 4, 3
+    q, k, v = _qkv(b, h, t, d)
+    pad = torch.zeros(b, t, dtype=torch.bool)
+    pad[0, :7] = True  # covers blocks 0 and 1 entirely and part of block 2
+    pad[1, :2] = True
+    outs = []
+    for garbage in (0.0, 1e4, float("nan")):
+        qg, kg, vg = (x.clone() for x in (q, k, v))
+        for x in (qg, kg, vg):
+            x[pad[:, None, :, None].expand_as(x)] = garbage
+        qg, kg, vg = (x.requires_grad_() for x in (qg, kg, vg))
+        out = _forward(variant, qg, kg, vg, span, pad_mask=pad)
+        assert torch.isfinite(out).all()
+        assert out[pad[:, None, :, None].expand_as(out)].abs().max() == 0
+        out.square().sum().backward()
+        for x in (qg, kg, vg):
+            assert torch.isfinite(x.grad).all()
+            assert x.grad[pad[:, None, :, None].expand_as(x)].abs().max() == 0
+        outs.append(out.detach())
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(outs[2], outs[0], atol=1e-6, rtol=1e-6)
+    ref = reference_matrix(variant, q.double(), k.double(), span, pad_mask=pad)
+    torch.testing.assert_close(outs[0].double(), ref @ v.double(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_all_padded_region_is_ignored(variant):
+    t, span = 16, 4
+    q, k, v = _qkv(1, 2, t, 4, dtype=torch.float64)
+    pad = torch.zeros(1, t, dtype=torch.bool)
+    pad[0, 4:8] = True  # block 1 is entirely padding
+    a = _implied_matrix(variant, q, k, span, pad_mask=pad)
+    real = ~pad[0]
+    # An empty region taking softmax mass (logit q . 0 = 0) would make real rows sum below one.
+    torch.testing.assert_close(a[0, :, real].sum(-1), torch.ones(2, int(real.sum()), dtype=torch.float64))
+    assert a[..., pad[0]].abs().max() == 0
+    torch.testing.assert_close(a, reference_matrix(variant, q, k, span, pad_mask=pad))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradcheck_float64(variant):
+    q, k, v = _qkv(1, 1, 9, 2, dtype=torch.float64, seed=3)
+    pad = torch.zeros(1, 9, dtype=torch.bool)
+    pad[0, :2] = True
+    inputs = tuple(x.requires_grad_() for x in (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: _forward(variant, a, b, c, 2, pad_mask=pad), inputs)
+    q, k, v = _qkv(2, 2, 11, 3, dtype=torch.float64, seed=4)
+    inputs = tuple(x.requires_grad_() for x in (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: _forward(variant, a, b, c, 3), inputs, fast_mode=True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_long_sequence_never_builds_tokens_squared(variant):
+    t = 16384
+    q, k, v = (x.requires_grad_() for x in _qkv(1, 1, t, 8))
+    largest = 0
+
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        nonlocal largest
+        largest = max(largest, x.numel())
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        out = _forward(variant, q, k, v, span=None)
+    out.sum().backward()
+    assert out.shape == (1, 1, t, 8) and torch.isfinite(q.grad).all()
+    # Default span 128: direct + region logits are ~T * 2 * sqrt(T) = 4.2M entries, T^2 is 268M.
+    assert largest <= 4 * t * math.isqrt(t)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_default_span_is_sqrt_length(variant):
+    q, k, v = _qkv(1, 1, 50, 4)
+    # ceil(sqrt(50)) = 8
+    torch.testing.assert_close(_forward(variant, q, k, v, None), _forward(variant, q, k, v, 8))
+
+
+def test_window_limits_the_reach_of_summaries():
+    q, k, _ = _qkv(1, 1, 24, 4)
+    a = _implied_matrix("combiner-fixed", q, k, span=4, window=4)
+    # Token 20 (block 5) sees block 4 (tokens 16..19) but nothing before it.
+    assert a[0, 0, 20, :16].abs().max() == 0
+    assert (a[0, 0, 20, 16:21] > 0).all()
+    torch.testing.assert_close(a.sum(-1), torch.ones(1, 1, 24))
+
+
+@pytest.mark.parametrize(
+    "variant,opts,name",
+    [
+        ("combiner-fixed", {"span": 0}, "span"),
+        ("combiner-fixed", {"span": 2.5}, "span"),
+        ("combiner-fixed", {"window": 0}, "window"),
+        ("combiner-fixed", {"window": -3}, "window"),
+        ("combiner-logsparse", {"span": -1}, "span"),
+        ("combiner-logsparse", {"span": True}, "span"),
+    ],
+)
+def test_bad_options_raise(variant, opts, name):
+    with pytest.raises(ValueError, match=name):
+        build_attention(variant, **opts)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_incremental_form_needs_a_span(variant):
+    with pytest.raises(ValueError, match="span"):
+        build_attention(variant).init_state(1, 1, 4, 4)
+
+
+def test_unknown_option_and_registry():
+    with pytest.raises(ValueError, match="window"):
+        build_attention("combiner-logsparse", window=4)
+    attn = build_attention("combiner-fixed", span=8, window=16)
+    assert attn.options() == {"span": 8, "window": 16}

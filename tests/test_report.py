@@ -1,0 +1,172 @@
+"""Aggregation, plots and `dt-attn report` on synthetic run directories (no training, no datasets)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import report as report_mod
+from experiments.aggregate import DatasetReference, find_runs, load_run, summarize
+from experiments.report import build_report, default_out_dir
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(root: Path, attention: str, K: int, seed: int, scores: dict[float, float], *,
+              dataset: str = "hopper-medium-standin", steps: int = 100, steps_per_s: float = 10.0,
+              peak_mb: float = 500.0, eval_sps: float = 200.0, options: dict | None = None,
+              observe: str = "full") -> Path:
+    """A finished run directory in the layout `dt-attn train` writes; ``scores`` maps target -> normalized."""
+    run = root / f"{dataset}-{attention}-K{K}-s{seed}"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"dataset": dataset, "env": None, "observe": observe,
+                                                 "attention": attention, "context": K, "seed": seed,
+                                                 "steps": steps}))
+    (run / "train_summary.json").write_text(json.dumps({
+        "steps": steps, "train_time_s": steps / steps_per_s, "steps_per_s": steps_per_s,
+        "tokens_per_step": 64 * 3 * K, "peak_memory_mb": peak_mb, "parameters": 1234, "device": "cpu",
+        "dataset_label": f"{dataset} (stand-in)", "env_id": "Hopper-v4", "observe": observe}))
+    results = [{
+        "target": t, "episodes": 2, "return_mean": 32.5 * s, "return_std": 1.0, "return_min": 0.0,
+        "return_max": 1.0, "normalized_mean": s, "normalized_std": 0.5, "length_mean": 100.0,
+        "wall_time_s": 1.0, "env_steps_per_s": eval_sps, "rollout": "incremental: whole episode",
+        "returns": [1.0, 2.0], "lengths": [100, 100]} for t, s in scores.items()]
+    (run / "eval.json").write_text(json.dumps({
+        "schema": "dt-attn/eval/1", "checkpoint": str(run / "checkpoint.pt"), "dataset": dataset,
+        "dataset_label": f"{dataset} (stand-in)", "env_id": "Hopper-v4", "observe": observe,
+        "attention": attention, "attention_options": options or {}, "context": K, "train_seed": seed,
+        "train_steps": steps, "eval_seed": 1000, "score_reference": "D4RL reference returns",
+        "eval_config": {}, "results": results, "created": "2025-01-01T00:00:00+00:00", "versions": {}}))
+    return run
+
+
+def make_sweep(root: Path) -> dict[tuple[str, int], list[float]]:
+    """softmax and cosformer at K=5, 20 with 3 seeds, two targets; returns the target-1800 scores per cell."""
+    expected = {}
+    for attention, base in (("softmax", 10.0), ("cosformer", 30.0)):
+        for K in (5, 20):
+            scores = [base + K + 7.0 * seed**2 for seed in range(3)]
+            expected[(attention, K)] = scores
+            for seed, s in enumerate(scores):
+                write_run(root, attention, K, seed, {1800.0: s, 3600.0: s / 2}, steps_per_s=1000.0 / K,
+                          peak_mb=100.0 + K * (10 if attention == "softmax" else 1) + seed, eval_sps=100.0 + seed)
+    return expected
+
+
+def fake_reference(dataset: str, env: str | None) -> DatasetReference:
+    return DatasetReference(dataset=dataset, label="hopper stand-in", average=54.1, best=95.9, source="D4RL")
+
+
+def test_mean_and_std_over_seeds(tmp_path):
+    expected = make_sweep(tmp_path)
+    finished, unfinished = find_runs([tmp_path])
+    assert len(finished) == 12 and unfinished == []
+    rows = [r for d in finished for r in load_run(d)]
+    assert len(rows) == 24  # one row per (run, target)
+    cells = summarize(rows)
+    assert len(cells) == 8
+    for (attention, K), scores in expected.items():
+        cell = next(c for c in cells if (c["attention"], c["K"], c["target"]) == (attention, K, 1800.0))
+        assert cell["seeds"] == 3 and cell["seed_list"] == "0 1 2"
+        assert cell["normalized_mean"] == pytest.approx(sum(scores) / 3)
+        mean = sum(scores) / 3
+        assert cell["normalized_std"] == pytest.approx(math.sqrt(sum((s - mean) ** 2 for s in scores) / 3))
+        half = next(c for c in cells if (c["attention"], c["K"], c["target"]) == (attention, K, 3600.0))
+        assert half["normalized_mean"] == pytest.approx(mean / 2)
+        assert cell["train_s_per_step"] == pytest.approx(K / 1000.0)
+        assert cell["eval_s_per_step"] == pytest.approx(np.mean([1 / 100, 1 / 101, 1 / 102]))
+        assert cell["peak_memory_mb"] == pytest.approx(100.0 + K * (10 if attention == "softmax" else 1) + 1)
+
+
+def test_report_rebuilds_csv_table_and_plots(tmp_path):
+    expected = make_sweep(tmp_path / "sweep")
+    rep = build_report([tmp_path / "sweep"], reference_fn=fake_reference)
+    assert rep.out_dir == (tmp_path / "sweep" / "report").resolve()
+    with open(rep.files["runs_csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 24
+    row = next(r for r in rows if (r["attention"], r["K"], r["seed"], r["target"]) == ("cosformer", "20", "2", "1800"))
+    assert float(row["normalized_mean"]) == pytest.approx(expected[("cosformer", 20)][2])
+    assert row["env_id"] == "Hopper-v4" and row["observe"] == "full" and row["steps"] == "100"
+    assert float(row["steps_per_s"]) == pytest.approx(50.0) and float(row["eval_env_steps_per_s"]) == 102.0
+    assert row["rollout"] == "incremental: whole episode"
+    with open(rep.files["cells_csv"]) as f:
+        assert len(list(csv.DictReader(f))) == 8
+    md = rep.files["markdown"].read_text()
+    s = expected[("softmax", 5)]
+    m = sum(s) / 3
+    sd = math.sqrt(sum((x - m) ** 2 for x in s) / 3)
+    assert f"| 5 | 1800 | 100 | 3 | {m:.1f} ± {sd:.1f} |" in md
+    assert "| hopper-medium-standin | hopper stand-in | 54.1 | 95.9 | D4RL |" in md
+    for kind in ("scores_png", "costs_png"):
+        data = rep.files[kind].read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000
+
+
+def test_unfinished_runs_are_listed_not_fatal(tmp_path):
+    write_run(tmp_path, "softmax", 5, 0, {1800.0: 12.0})
+    killed = tmp_path / "hopper-medium-standin-softmax-K5-s1"
+    killed.mkdir()
+    (killed / "config.json").write_text("{}")
+    (killed / "checkpoint.pt").write_bytes(b"x")
+    broken = write_run(tmp_path, "softmax", 5, 2, {1800.0: 1.0})
+    (broken / "eval.json").write_text("{not json")
+    rep = build_report([tmp_path], tmp_path / "out", reference_fn=None)
+    assert [Path(r) for r in rep.runs] == [(tmp_path / "hopper-medium-standin-softmax-K5-s0").resolve()]
+    assert {d.name for d, _ in rep.unfinished} == {killed.name, broken.name}
+    md = rep.files["markdown"].read_text()
+    assert "Unfinished runs" in md and killed.name in md and "| 12.0 ± 0.0 |" in md
+
+
+def test_no_finished_runs_is_an_error_naming_the_unfinished(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text("{}")
+    assert report_mod.main([str(tmp_path), "--no-references"]) == 2
+    err = capsys.readouterr().err
+    assert "no finished runs" in err and str((tmp_path / "r").resolve()) in err
+
+
+def test_failing_reference_loader_becomes_a_note(tmp_path):
+    write_run(tmp_path, "softmax", 5, 0, {1800.0: 12.0})
+
+    def broken(dataset, env):
+        raise FileNotFoundError("no such dataset offline")
+
+    rep = build_report([tmp_path], tmp_path / "out", reference_fn=broken, plots=False)
+    assert "no reference for hopper-medium-standin" in rep.markdown and "no such dataset offline" in rep.markdown
+    assert "scores_png" not in rep.files
+
+
+def test_cli_main_and_default_out(tmp_path, capsys):
+    a = write_run(tmp_path / "runs", "softmax", 5, 0, {1800.0: 12.0})
+    b = write_run(tmp_path / "runs", "cosformer", 5, 0, {1800.0: 14.0}, observe="positions")
+    assert default_out_dir([a]) == (tmp_path / "runs" / "report").resolve()
+    assert default_out_dir([a, b]) == (tmp_path / "runs" / "report").resolve()
+    assert default_out_dir([tmp_path / "runs"]) == (tmp_path / "runs" / "report").resolve()
+    assert report_mod.main([str(a), str(b), "--no-references"]) == 0
+    out = tmp_path / "runs" / "report"
+    assert {p.name for p in out.iterdir()} == {"runs.csv", "cells.csv", "report.md", "scores.png", "costs.png"}
+    printed = capsys.readouterr().out
+    assert "| positions | cosformer | 5 | 1800 | 100 | 1 | 14.0 ± 0.0 |" in printed
+
+
+def test_attention_variants_are_labelled_and_duplicate_seeds_rejected(tmp_path):
+    write_run(tmp_path / "a", "cosformer", 5, 0, {1800.0: 1.0}, options={"chunk_size": 8})
+    write_run(tmp_path / "b", "cosformer", 5, 0, {1800.0: 3.0}, options={"chunk_size": 16})
+    rows = [r for d in find_runs([tmp_path])[0] for r in load_run(d)]
+    cells = summarize(rows)
+    assert sorted(c["label"] for c in cells) == ['cosformer {"chunk_size": 16}', 'cosformer {"chunk_size": 8}']
+    write_run(tmp_path / "c", "cosformer", 5, 0, {1800.0: 5.0}, options={"chunk_size": 8})
+    rows = [r for d in find_runs([tmp_path])[0] for r in load_run(d)]
+    with pytest.raises(ValueError, match="share a seed"):
+        summarize(rows)
+
+
+def test_missing_input_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        find_runs([tmp_path / "nope"])

@@ -1,0 +1,191 @@
+"""`dt-attn sweep`: grid expansion, config files, skip/resume, failures, parallel cells, dry run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from agents.config import TrainConfig
+from experiments import sweep_context as sweep
+from experiments.sweep_context import GRID_FIELDS, PER_CELL_FIELDS, SweepConfig, expand_grid, run_sweep
+
+
+def fake_train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Stands in for train_and_evaluate: writes the files a finished run has and logs the call."""
+    run = Path(cfg.run_dir)
+    with open(run.parent / "calls.jsonl", "a") as f:
+        f.write(json.dumps({"run": run.name, "resume": cfg.resume, "steps": cfg.steps, "threads": cfg.threads,
+                            "options": cfg.attention_options, "pid": os.getpid()}) + "\n")
+    print("training output goes to the cell's log")
+    if cfg.attention == "broken":
+        raise RuntimeError("this attention always diverges")
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    (run / "checkpoint.pt").write_bytes(b"ckpt")
+    summary = {"steps": cfg.steps, "train_time_s": 1.0, "steps_per_s": float(cfg.steps), "tokens_per_step": 1,
+               "peak_memory_mb": 10.0 * cfg.context, "parameters": 5, "device": "cpu", "dataset_label": cfg.dataset,
+               "env_id": "Hopper-v4", "observe": cfg.observe}
+    (run / "train_summary.json").write_text(json.dumps(summary))
+    score = 10.0 * cfg.context + cfg.seed
+    result = {"schema": "dt-attn/eval/1", "dataset": cfg.dataset, "dataset_label": cfg.dataset, "env_id": "Hopper-v4",
+              "observe": cfg.observe, "attention": cfg.attention, "attention_options": cfg.attention_options,
+              "context": cfg.context, "train_seed": cfg.seed, "train_steps": cfg.steps, "eval_seed": 1000,
+              "results": [{"target": 1800.0, "episodes": 1, "return_mean": score, "return_std": 0.0,
+                           "normalized_mean": score, "normalized_std": 0.0, "length_mean": 10.0,
+                           "wall_time_s": 1.0, "env_steps_per_s": 100.0, "rollout": "incremental"}]}
+    (run / "eval.json").write_text(json.dumps(result))
+    return {"train": summary, "run_dir": str(run), "eval": result}
+
+
+def calls(out: Path) -> list[dict]:
+    path = out / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def small(out: Path, **kw) -> SweepConfig:
+    values = dict(datasets=["hopper-medium-standin"], attentions=["softmax", "cosformer"], contexts=[5, 20],
+                  seeds=[0, 1], steps=4, out_dir=str(out), jobs=0, threads_per_job=1)
+    values.update(kw)
+    return SweepConfig(**values)
+
+
+def test_sweep_config_covers_every_training_value():
+    sweep_fields = {f.name: f for f in dataclasses.fields(SweepConfig)}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in GRID_FIELDS:
+            assert GRID_FIELDS[f.name] in sweep_fields
+        elif f.name not in PER_CELL_FIELDS:
+            assert f.name in sweep_fields, f"SweepConfig lacks the training value {f.name}"
+            assert sweep_fields[f.name].default == f.default and sweep_fields[f.name].type == f.type
+
+
+def test_grid_expansion(tmp_path):
+    cfg = small(tmp_path, datasets=["hopper-medium-standin", "halfcheetah-medium-standin"],
+                observes=["full", "positions"], attentions=["softmax", "combiner-fixed"], contexts=[20, 1000],
+                seeds=[0, 1, 2], attention_options={"combiner-fixed": {"span": 8}}, batch_size=7, lr=3e-4)
+    cells = expand_grid(cfg)
+    assert len(cells) == 2 * 2 * 2 * 2 * 3
+    assert len({c.run_dir for c in cells}) == len(cells)
+    assert all(c.status == "new" and not c.cfg.resume for c in cells)
+    cell = next(c for c in cells if (c.cfg.dataset, c.cfg.observe, c.cfg.attention, c.cfg.context, c.cfg.seed)
+                == ("halfcheetah-medium-standin", "positions", "combiner-fixed", 1000, 2))
+    assert cell.run_dir == tmp_path / "halfcheetah-medium-standin-positions-combiner-fixed-K1000-s2"
+    assert cell.cfg.attention_options == {"span": 8} and cell.cfg.batch_size == 7 and cell.cfg.lr == 3e-4
+    assert cell.cfg.steps == 4 and cell.cfg.threads == 1
+    assert next(c for c in cells if c.cfg.attention == "softmax").cfg.attention_options == {}
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(contexts=[20, 20]), "more than once"),
+    (dict(seeds=[]), "empty"),
+    (dict(attention_options={"combiner": {"span": 4}}), "not in --attentions"),
+    (dict(jobs=-1), ">= 0"),
+])
+def test_bad_sweep_values_are_rejected(tmp_path, bad, match):
+    with pytest.raises(ValueError, match=match):
+        small(tmp_path, **bad)
+
+
+def test_bad_shared_training_value_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="batch_size"):
+        expand_grid(small(tmp_path, batch_size=0))
+
+
+def test_config_file_and_command_line_override(tmp_path, capsys):
+    toml = tmp_path / "sweep.toml"
+    toml.write_text(f'datasets = ["hopper-medium-standin"]\nattentions = ["cosformer"]\ncontexts = [5, 1000]\n'
+                    f'seeds = [3]\nsteps = 7\nout_dir = "{tmp_path / "out"}"\n'
+                    '[attention_options.cosformer]\nchunk_size = 16\n')
+    parser = sweep.argparse.ArgumentParser()
+    sweep.add_arguments(parser)
+    args = parser.parse_args(["--config", str(toml), "--contexts", "20", "50", "--dry-run", "--probe-steps", "0"])
+    cfg = sweep.config_from_args(SweepConfig, args)
+    assert cfg.contexts == [20, 50] and cfg.seeds == [3] and cfg.steps == 7 and cfg.dry_run is True
+    assert cfg.attention_options == {"cosformer": {"chunk_size": 16}}
+    js = tmp_path / "sweep.json"
+    js.write_text(json.dumps({"attentions": ["softmax"], "contexts": [2], "out_dir": str(tmp_path / "j")}))
+    assert sweep.main(["--config", str(js), "--seeds", "0", "1", "--dry-run", "--probe-steps", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "softmax K=2 seed=1" in out and "contexts" in out and not (tmp_path / "j").exists()
+    with pytest.raises(SystemExit):
+        sweep.main(["--contextz", "2"])
+    js.write_text(json.dumps({"contextz": [2]}))
+    with pytest.raises(SystemExit, match="unknown config key"):
+        sweep.main(["--config", str(js)])
+
+
+def test_finished_cells_are_skipped_and_killed_ones_resumed(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    cfg = small(out)
+    assert run_sweep(cfg, train_fn=fake_train, reference_fn=None, progress=False) == 0
+    first = calls(out)
+    assert len(first) == 8 and not any(c["resume"] for c in first)
+    assert json.loads((out / "sweep_config.json").read_text())["contexts"] == [5, 20]
+    assert "training output goes" in (out / "hopper-medium-standin-softmax-K5-s0" / "sweep.log").read_text()
+    rows = (out / "report" / "runs.csv").read_text().splitlines()
+    assert len(rows) == 9 and (out / "report" / "scores.png").stat().st_size > 0
+
+    cfg = dataclasses.replace(cfg, report=False)
+    assert run_sweep(cfg, train_fn=fake_train, reference_fn=None, progress=False) == 0
+    assert len(calls(out)) == 8  # nothing reran
+
+    killed = out / "hopper-medium-standin-cosformer-K20-s1"
+    (killed / "eval.json").unlink()
+    (killed / "train_summary.json").unlink()
+    assert {c.run_dir.name: c.status for c in expand_grid(cfg)}[killed.name] == "resume"
+    assert run_sweep(cfg, train_fn=fake_train, reference_fn=None, progress=False) == 0
+    again = calls(out)[8:]
+    assert again == [{**again[0], "run": killed.name, "resume": True}] and len(again) == 1
+
+    longer = dataclasses.replace(cfg, steps=6)
+    assert all(c.status == "resume" for c in expand_grid(longer))
+    assert run_sweep(longer, train_fn=fake_train, reference_fn=None, progress=False) == 0
+    assert [c["steps"] for c in calls(out)[9:]] == [6] * 8
+
+
+def test_a_failing_cell_does_not_stop_the_others(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    cfg = small(out, attentions=["broken", "softmax"], contexts=[5], seeds=[0], report=False)
+    assert run_sweep(cfg, train_fn=fake_train, reference_fn=None, progress=False) == 1
+    printed = capsys.readouterr().out
+    assert "FAILED hopper-medium-standin observe=full broken K=5" in printed
+    assert "this attention always diverges" in printed and "1 of 2 cell(s) done, 1 failed" in printed
+    assert (out / "hopper-medium-standin-softmax-K5-s0" / "eval.json").exists()
+    log = (out / "hopper-medium-standin-broken-K5-s0" / "sweep.log").read_text()
+    assert "Traceback" in log and "RuntimeError: this attention always diverges" in log
+    results = {Path(r["run_dir"]).name: r for r in json.loads((out / "sweep_results.json").read_text())}
+    assert results["hopper-medium-standin-broken-K5-s0"]["ok"] is False
+    assert results["hopper-medium-standin-softmax-K5-s0"]["ok"] is True
+
+
+def test_parallel_cells_run_in_fresh_processes(tmp_path):
+    out = tmp_path / "sweep"
+    cfg = small(out, attentions=["softmax", "broken"], contexts=[5], seeds=[0, 1], jobs=2, report=False)
+    assert run_sweep(cfg, train_fn=fake_train, reference_fn=None, progress=False) == 1
+    log = calls(out)
+    assert len(log) == 4
+    pids = {c["pid"] for c in log}
+    assert len(pids) == 4 and os.getpid() not in pids  # one fresh process per cell
+    assert all((out / f"hopper-medium-standin-softmax-K5-s{s}" / "eval.json").exists() for s in (0, 1))
+
+
+def test_dry_run_prints_the_grid_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    done = small(out, attentions=["softmax"], contexts=[5], seeds=[0], report=False)
+    assert run_sweep(done, train_fn=fake_train, reference_fn=None, progress=False) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    capsys.readouterr()
+    cfg = small(out, attentions=["softmax", "cosformer"], contexts=[5, 1000], seeds=[0], batch_size=64,
+                dry_run=True, probe_steps=0)
+    assert run_sweep(cfg, train_fn=fake_train, reference_fn=None) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert len(calls(out)) == 1
+    assert "grid: 4 cell(s): 1 done, 0 to resume, 3 new" in printed
+    assert "[done  ] hopper-medium-standin observe=full softmax K=5 seed=0" in printed
+    assert "[new   ] hopper-medium-standin observe=full cosformer K=1000 seed=0" in printed
+    assert "warning: softmax at K=1000" in printed and "warning: softmax at K=5" not in printed
+    assert "dry run: nothing written" in printed
