@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -88,3 +89,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.envs < 1:
             raise ValueError(f"episodes and envs must be >= 1 (got episodes={self.episodes}, envs={self.envs})")
+
+
+def run_name(dataset: str, observe: str, attention: str, context: int, seed: int) -> str:
+    """Default run directory name: <dataset>[-<observe>]-<attention>-K<context>-s<seed>."""
+    name = Path(dataset.replace("/", "_").replace(".hdf5", "").replace(".pkl", "")).name
+    obs = "" if observe == "full" else f"-{observe.replace(':', '').replace('+', '-')}"
+    return f"{name}{obs}-{attention}-K{context}-s{seed}"

@@ -132,7 +132,7 @@ class DecisionTransformer(nn.Module):
         _, state = self.transformer.step(self.embed_ln(self.embed_action(action) + t), state)
         return state
 
-    def with_attention_options(self, **options: Any) -> "DecisionTransformer":
+    def with_attention_options(self, **options: Any) -> DecisionTransformer:
         """A copy sharing no state whose attention is rebuilt with extra options (e.g. a window)."""
         cfg = copy.deepcopy(self.cfg)
         cfg.attention_options = {**cfg.attention_options, **options}

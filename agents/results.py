@@ -16,7 +16,7 @@ def target_record(target: float, returns: np.ndarray, lengths: np.ndarray, norma
     """Statistics of one target's episodes."""
     return {
         "target": float(target),
-        "episodes": int(len(returns)),
+        "episodes": len(returns),
         "return_mean": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
         "return_min": float(np.min(returns)),

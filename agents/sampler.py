@@ -7,8 +7,8 @@ left-padded (with a mask) when the episode started less than K steps before.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ class Batch:
     timesteps: torch.Tensor  # (B, K) long
     pad_mask: torch.Tensor  # (B, K) bool
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         """Move every tensor to ``device``."""
         return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 

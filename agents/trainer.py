@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, write_json
-from agents.config import TrainConfig
+from agents.config import TrainConfig, run_name
 from agents.data import PreparedData, check_context, prepare_data
 from agents.model import DecisionTransformer, DTConfig, count_parameters
 from agents.sampler import Batch, SegmentSampler
@@ -30,10 +30,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    """runs/<dataset>-<observe>-<attention>-K<context>-s<seed>."""
-    name = cfg.dataset.replace("/", "_").replace(".hdf5", "").replace(".pkl", "")
-    obs = "" if cfg.observe == "full" else f"-{cfg.observe.replace(':', '').replace('+', '-')}"
-    return Path("runs") / f"{Path(name).name}{obs}-{cfg.attention}-K{cfg.context}-s{cfg.seed}"
+    """runs/<run_name(...)> for a config without an explicit run_dir."""
+    return Path("runs") / run_name(cfg.dataset, cfg.observe, cfg.attention, cfg.context, cfg.seed)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -157,13 +157,23 @@ def _sort_key(cell: dict[str, Any]) -> tuple:
 
 
 def _labels(cells: list[dict[str, Any]]) -> None:
-    """Display label per cell: the attention name, plus its options where one name has several at a K."""
-    variants: dict[tuple, set[str]] = {}
+    """Display label per cell (one plotted line per label): the attention name, plus what tells apart
+    runs of one name: options at one K (some options, like Combiner's span, vary with K), steps, env id."""
+    options: dict[tuple, set[str]] = {}
+    runs: dict[tuple, set[tuple]] = {}
     for c in cells:
-        variants.setdefault((c["dataset"], c["observe"], c["attention"], c["K"]), set()).add(c["attention_options"])
+        options.setdefault((c["dataset"], c["observe"], c["attention"], c["K"]), set()).add(c["attention_options"])
+        runs.setdefault((c["dataset"], c["observe"], c["attention"]), set()).add((c["steps"], c["env_id"]))
     for c in cells:
-        many = len(variants[(c["dataset"], c["observe"], c["attention"], c["K"])]) > 1
-        c["label"] = f"{c['attention']} {c['attention_options']}" if many else c["attention"]
+        parts = [c["attention"]]
+        if len(options[(c["dataset"], c["observe"], c["attention"], c["K"])]) > 1:
+            parts.append(c["attention_options"])
+        variants = runs[(c["dataset"], c["observe"], c["attention"])]
+        if len({s for s, _ in variants}) > 1:
+            parts.append(f"{c['steps']} steps")
+        if len({e for _, e in variants}) > 1:
+            parts.append(c["env_id"])
+        c["label"] = " ".join(parts)
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

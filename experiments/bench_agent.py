@@ -168,7 +168,7 @@ def bench_context(cfg: BenchAgentConfig) -> list[dict]:
         for k in cfg.contexts:
             cmd = [sys.executable, "-m", "experiments.bench_agent", "--child-cell", att, str(k),
                    "--child-config", json.dumps(config_to_dict(cfg))]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 err = (proc.stderr.strip().splitlines() or ["?"])[-1]
                 print(f"  {att:<20} K={k:<5} failed: {err}", flush=True)

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decision Transformers with swappable attention (softmax, cosFormer, Combiner).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in SUBCOMMANDS.items():
+    for module in SUBCOMMANDS.values():
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

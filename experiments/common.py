@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 # Errors that mean "the user asked for something wrong": printed as one line, not a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError)

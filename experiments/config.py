@@ -46,7 +46,7 @@ def _bool(text: str) -> bool:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one ``--flag`` per dataclass field (underscores become dashes); defaults stay unset."""
+    """Add one ``--flag`` per dataclass field (dashes for underscores; a bare boolean flag means true)."""
     for f in dataclasses.fields(cls):
         conv, is_list = _scalar_parser(_field_type(cls, f))
         if conv is bool:
@@ -59,7 +59,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             type=conv,
-            nargs="+" if is_list else None,
+            nargs="+" if is_list else ("?" if conv is _bool else None),
+            const=True if conv is _bool else None,
             default=argparse.SUPPRESS,
             help=f"{help_text} (default: {default!r})".strip(),
         )

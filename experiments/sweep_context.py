@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.config import TrainConfig
+from agents.config import TrainConfig, run_name
 from experiments.aggregate import ReferenceFn, load_reference
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, format_config
@@ -132,13 +132,6 @@ class Cell:
         return f"{c.dataset} observe={c.observe} {c.attention} K={c.context} seed={c.seed}"
 
 
-def cell_name(dataset: str, observe: str, attention: str, context: int, seed: int) -> str:
-    """Run directory name, the same pattern as `dt-attn train`'s default: <dataset>[-<observe>]-<attention>-K<K>-s<seed>."""
-    name = Path(dataset.replace("/", "_").replace(".hdf5", "").replace(".pkl", "")).name
-    obs = "" if observe == "full" else f"-{observe.replace(':', '').replace('+', '-')}"
-    return f"{name}{obs}-{attention}-K{context}-s{seed}"
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         with open(path) as f:
@@ -169,7 +162,7 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
             for attention in cfg.attentions:
                 for context in cfg.contexts:
                     for seed in cfg.seeds:
-                        name = cell_name(dataset, observe, attention, context, seed)
+                        name = run_name(dataset, observe, attention, context, seed)
                         if name in seen:
                             raise ValueError(f"cells {seen[name]} and {dataset} would share the run directory "
                                              f"{name}; give datasets with distinct file names")
@@ -402,12 +395,8 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per SweepConfig field; the boolean flags also work without a value (--dry-run)."""
+    """One flag per SweepConfig field."""
     add_config_arguments(parser, SweepConfig)
-    bools = {f.name for f in dataclasses.fields(SweepConfig) if f.type in (bool, "bool")}
-    for action in parser._actions:  # argparse has no public API to change an added flag
-        if action.dest in bools:
-            action.nargs, action.const = "?", True
 
 
 def register(subparsers) -> None:

@@ -18,9 +18,9 @@ from experiments.cli import main as cli_main
 
 
 def tiny(tmp_path, **over) -> TrainConfig:
-    base = dict(dataset="default", attention="cosformer", context=4, embed_dim=16, n_layers=1, n_heads=1,
-                batch_size=8, steps=6, warmup_steps=2, checkpoint_every=3, log_every=2, eval_episodes=0,
-                run_dir=str(tmp_path / "run"), seed=0, threads=1)
+    base = {"dataset": "default", "attention": "cosformer", "context": 4, "embed_dim": 16, "n_layers": 1,
+            "n_heads": 1, "batch_size": 8, "steps": 6, "warmup_steps": 2, "checkpoint_every": 3, "log_every": 2,
+            "eval_episodes": 0, "run_dir": str(tmp_path / "run"), "seed": 0, "threads": 1}
     base.update(over)
     return TrainConfig(**base)
 

@@ -32,7 +32,7 @@ def test_segments_are_left_padded_at_episode_start():
         if n_pad:
             assert real_t[0] == 0  # padding only where the episode started inside the window
             assert (b.states[i, :n_pad] == 0).all() and (b.rtg[i, :n_pad] == 0).all()
-        ep = int(round(b.states[i, -1, 0].item()))
+        ep = round(b.states[i, -1, 0].item())
         length = [3, 50][ep]
         # rtg of unit rewards: (length - t) / rtg_scale
         np.testing.assert_allclose(b.rtg[i, n_pad:, 0].numpy(), (length - real_t) / 10.0, rtol=1e-6)

@@ -48,10 +48,10 @@ def test_unknown_option_lists_valid_options():
 @pytest.mark.parametrize(
     "name, options, message",
     [
-        ("softmax", {"window": 0}, "window must be >= 1"),
-        ("softmax", {"window": -3}, "window must be >= 1"),
+        ("softmax", {"window": 0}, "window must be a positive int"),
+        ("softmax", {"window": -3}, "window must be a positive int"),
         ("softmax", {"window": 2.5}, "window must be a positive int"),
-        ("cosformer", {"window": 0}, "window must be >= 1"),
+        ("cosformer", {"window": 0}, "window must be a positive int"),
         ("cosformer", {"chunk_size": 0}, "chunk_size must be an int >= 1"),
         ("cosformer", {"max_distance": 0}, "max_distance must be an int >= 1"),
         ("cosformer", {"max_distance": 10, "window": 12}, "window=12 spans distances up to 11"),

@@ -167,6 +167,14 @@ def test_attention_variants_are_labelled_and_duplicate_seeds_rejected(tmp_path):
         summarize(rows)
 
 
+def test_runs_of_different_lengths_are_separate_lines(tmp_path):
+    write_run(tmp_path / "a", "softmax", 5, 0, {1800.0: 1.0}, steps=100)
+    write_run(tmp_path / "b", "softmax", 5, 0, {1800.0: 3.0}, steps=200)
+    write_run(tmp_path / "b", "cosformer", 5, 0, {1800.0: 3.0}, steps=200)
+    cells = summarize([r for d in find_runs([tmp_path])[0] for r in load_run(d)])
+    assert sorted(c["label"] for c in cells) == ["cosformer", "softmax 100 steps", "softmax 200 steps"]
+
+
 def test_missing_input_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
         find_runs([tmp_path / "nope"])

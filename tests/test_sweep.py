@@ -46,8 +46,8 @@ def calls(out: Path) -> list[dict]:
 
 
 def small(out: Path, **kw) -> SweepConfig:
-    values = dict(datasets=["hopper-medium-standin"], attentions=["softmax", "cosformer"], contexts=[5, 20],
-                  seeds=[0, 1], steps=4, out_dir=str(out), jobs=0, threads_per_job=1)
+    values = {"datasets": ["hopper-medium-standin"], "attentions": ["softmax", "cosformer"], "contexts": [5, 20],
+              "seeds": [0, 1], "steps": 4, "out_dir": str(out), "jobs": 0, "threads_per_job": 1}
     values.update(kw)
     return SweepConfig(**values)
 
@@ -79,10 +79,10 @@ def test_grid_expansion(tmp_path):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(contexts=[20, 20]), "more than once"),
-    (dict(seeds=[]), "empty"),
-    (dict(attention_options={"combiner": {"span": 4}}), "not in --attentions"),
-    (dict(jobs=-1), ">= 0"),
+    ({"contexts": [20, 20]}, "more than once"),
+    ({"seeds": []}, "empty"),
+    ({"attention_options": {"combiner": {"span": 4}}}, "not in --attentions"),
+    ({"jobs": -1}, ">= 0"),
 ])
 def test_bad_sweep_values_are_rejected(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
@@ -189,3 +189,25 @@ def test_dry_run_prints_the_grid_and_writes_nothing(tmp_path, capsys):
     assert "[new   ] hopper-medium-standin observe=full cosformer K=1000 seed=0" in printed
     assert "warning: softmax at K=1000" in printed and "warning: softmax at K=5" not in printed
     assert "dry run: nothing written" in printed
+
+
+def test_real_tiny_sweep_skips_and_resumes(tmp_path, capsys):
+    pytest.importorskip("experiments.train", reason="training code not importable yet")
+    out = tmp_path / "sweep"
+    cfg = SweepConfig(datasets=["default"], attentions=["cosformer"], contexts=[2], seeds=[0], steps=4,
+                      embed_dim=16, n_layers=1, batch_size=4, warmup_steps=1, eval_episodes=1, eval_envs=1,
+                      eval_targets=[1800.0], checkpoint_every=2, out_dir=str(out), jobs=0, threads_per_job=1,
+                      report=False)
+    assert run_sweep(cfg, reference_fn=None, progress=False) == 0
+    run = out / "default-cosformer-K2-s0"
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["train_steps"] == 4 and ev["context"] == 2 and len(ev["results"]) == 1
+    stamp = (run / "eval.json").stat().st_mtime_ns
+    assert run_sweep(cfg, reference_fn=None, progress=False) == 0
+    assert (run / "eval.json").stat().st_mtime_ns == stamp  # finished: skipped
+    longer = dataclasses.replace(cfg, steps=6)
+    assert [c.status for c in expand_grid(longer)] == ["resume"]
+    assert run_sweep(longer, reference_fn=None, progress=False) == 0
+    assert json.loads((run / "train_summary.json").read_text())["steps"] == 6
+    assert json.loads((run / "eval.json").read_text())["train_steps"] == 6
+    assert "(resume=True)" in (run / "sweep.log").read_text()

@@ -12,7 +12,8 @@ Shapes (all mechanisms):
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

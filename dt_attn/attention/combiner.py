@@ -139,9 +139,7 @@ class CombinerFixed(Attention):
         self.span = span
         self.window = window
 
-    def forward(
-        self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """Parallel causal Combiner-Fixed attention; returns (B, H, T, Dv)."""
         return combiner_fixed(q, k, v, span=self.span, window=self.window, pad_mask=pad_mask)
 
@@ -178,7 +176,9 @@ class CombinerFixed(Attention):
                 k_reg, v_reg = k_reg[:, :, k_reg.shape[2] - keep :], v_reg[:, :, v_reg.shape[2] - keep :]
             q_max = torch.full_like(q_max, float("-inf"))
             k_blk, v_blk = k_blk[:, :, :0], v_blk[:, :, :0]
-        new = CombinerFixedState(state.span, state.window, q_max, k_blk, v_blk, k_reg, v_reg, state.tokens + 1)
+        new = CombinerFixedState(
+            state.span, state.window, q_max, k_blk, v_blk, k_reg, v_reg, state.tokens + 1
+        )
         return out, new
 
 
@@ -191,9 +191,7 @@ class CombinerLogsparse(Attention):
         _check_positive_int("span", span)
         self.span = span
 
-    def forward(
-        self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None
-    ) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """Parallel causal Combiner-Logsparse attention; returns (B, H, T, Dv)."""
         return combiner_logsparse(q, k, v, span=self.span, pad_mask=pad_mask)
 

@@ -8,7 +8,7 @@ import torch
 
 from dt_attn.attention.base import Attention, register
 from dt_attn.attention.softmax import check_window
-from dt_attn.ops.cosformer import check_distance, cos_features, cosformer_attention, phase, readout
+from dt_attn.ops.cosformer import check_distance, cos_features, cosformer_attention, readout, rotation_at
 
 
 def _check_positive_int(name: str, value: object) -> None:
@@ -102,13 +102,14 @@ class CosformerAttention(Attention):
         Meant for inference: a window's ring buffer is updated in place.
         """
         pos = state.position
-        angle = phase(torch.tensor(pos, device=q.device), self.max_distance, q.dtype)
-        qf = cos_features(q, angle)
-        kf = cos_features(k, angle)
         if self.window is None:
             check_distance(pos, self.max_distance)
+        rot = torch.tensor(rotation_at(pos, self.max_distance), dtype=q.dtype).to(q.device)
+        qf = cos_features(q, rot)
+        kf = cos_features(k, rot)
+        if self.window is None:
             assert state.kv is not None and state.k_sum is not None
-            kv = state.kv + torch.einsum("bhf,bhv->bhfv", kf, v)
+            kv = torch.addcmul(state.kv, kf.unsqueeze(-1), v.unsqueeze(-2))
             k_sum = state.k_sum + kf
             return readout(qf, kv, k_sum, self.eps), CosformerState(pos + 1, kv=kv, k_sum=k_sum)
 
@@ -119,7 +120,7 @@ class CosformerAttention(Attention):
         kbuf[:, :, slot] = kf
         vbuf[:, :, slot] = v
         filled = min(pos + 1, self.window)
-        weights = torch.einsum("bhf,bhnf->bhn", qf, kbuf[:, :, :filled])
-        num = torch.einsum("bhn,bhnv->bhv", weights, vbuf[:, :, :filled])
-        out = num / weights.sum(-1, keepdim=True).clamp_min(self.eps)
+        weights = torch.matmul(kbuf[:, :, :filled], qf.unsqueeze(-1)).transpose(-1, -2)  # (B, H, 1, n)
+        num = torch.matmul(weights, vbuf[:, :, :filled]).squeeze(-2)
+        out = num / weights.sum(-1).clamp_min(self.eps)
         return out, CosformerState(pos + 1, key_buffer=kbuf, value_buffer=vbuf)

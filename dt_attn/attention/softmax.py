@@ -18,12 +18,10 @@ def check_window(window: int | None) -> None:
     """Raise ValueError unless ``window`` is None or a positive int."""
     if window is None:
         return
-    if isinstance(window, bool) or not isinstance(window, int):
-        raise ValueError(f"window must be a positive int or None, got {window!r}")
-    if window < 1:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(
-            f"window must be >= 1 (the number of most recent keys a query sees, itself included), "
-            f"got {window}; use window=None for full causal attention"
+            f"window must be a positive int (the number of most recent keys a query sees, itself "
+            f"included) or None for full causal attention, got {window!r}"
         )
 
 

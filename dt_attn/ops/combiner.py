@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
 import torch.nn.functional as F
+from torch import Tensor
 
 
 def default_span(length: int) -> int:
@@ -28,9 +28,7 @@ def default_span(length: int) -> int:
     return max(1, math.ceil(math.sqrt(length)))
 
 
-def summarize(
-    qbar: Tensor, k: Tensor, v: Tensor, valid: Tensor | None = None
-) -> Tensor:
+def summarize(qbar: Tensor, k: Tensor, v: Tensor, valid: Tensor | None = None) -> Tensor:
     """Region values ``sum_j softmax_j(qbar . k_j / sqrt(d)) v_j`` over each region's valid tokens.
 
     qbar (..., D); k (..., n, D); v (..., n, Dv); valid (..., n) bool or None (all valid).
@@ -56,9 +54,7 @@ def masked_max(x: Tensor, valid: Tensor | None, empty_to_zero: bool = True) -> T
     return torch.where(valid.any(-1, keepdim=True), m, torch.zeros_like(m)) if empty_to_zero else m
 
 
-def attend_step(
-    q: Tensor, k_local: Tensor, v_local: Tensor, k_reg: Tensor, v_reg: Tensor
-) -> Tensor:
+def attend_step(q: Tensor, k_local: Tensor, v_local: Tensor, k_reg: Tensor, v_reg: Tensor) -> Tensor:
     """One query against local keys and region summaries under one shared softmax.
 
     q (B, H, D); k_local (B, H, n, D) with n >= 1; v_local (B, H, n, Dv);
@@ -84,6 +80,7 @@ def _prepare(
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
     b, _, t, _ = q.shape
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # e.g. (B, T, H, D).transpose(1, 2)
     span = default_span(t) if span is None else span
     nb = max(1, -(-t // span))
     extra = nb * span - t
@@ -144,8 +141,9 @@ def _region_grad(ds: Tensor, x: Tensor, groups: int) -> Tensor:
 class _JointAttention(torch.autograd.Function):
     """Shared-softmax attention over block-local keys and region summaries.
 
-    Hand-written backward: it keeps only the probabilities, and never concatenates logits or
-    copies masks, which makes it ~2x faster than autograd through the same ops on CPU.
+    Hand-written backward (the flash-attention formulas): it saves only the probabilities and
+    never concatenates logits or copies masks, which on CPU is markedly faster and lighter than
+    autograd through cat + masked_fill + softmax.
     """
 
     @staticmethod
@@ -225,8 +223,10 @@ def combiner_fixed(
     bsz, heads, t, d = q.shape
     q, k, v, valid, span, nb = _prepare(q, k, v, span, pad_mask)
     dv = v.shape[-1]
-    qb, kb, vb = q.view(bsz, heads, nb, span, d), k.view(bsz, heads, nb, span, d), v.view(
-        bsz, heads, nb, span, dv
+    qb, kb, vb = (
+        q.view(bsz, heads, nb, span, d),
+        k.view(bsz, heads, nb, span, d),
+        v.view(bsz, heads, nb, span, dv),
     )
     vblk = None if valid is None else valid.view(bsz, 1, nb, span)
 
@@ -269,8 +269,10 @@ def combiner_logsparse(
     bsz, heads, t, d = q.shape
     q, k, v, valid, span, nb = _prepare(q, k, v, span, pad_mask)
     dv = v.shape[-1]
-    qb, kb, vb = q.view(bsz, heads, nb, span, d), k.view(bsz, heads, nb, span, d), v.view(
-        bsz, heads, nb, span, dv
+    qb, kb, vb = (
+        q.view(bsz, heads, nb, span, d),
+        k.view(bsz, heads, nb, span, d),
+        v.view(bsz, heads, nb, span, dv),
     )
     vblk = None if valid is None else valid.view(bsz, 1, nb, span)
     levels = dyadic_levels(nb)

@@ -3,9 +3,9 @@
 The weight between query i and key j <= i is ``relu(q_i) . relu(k_j) * cos(pi/2 * (i - j) / M)``.
 With ``a_i = pi/2 * i / M`` and ``cos(a_i - a_j) = cos a_i cos a_j + sin a_i sin a_j`` it becomes a
 plain dot product of 2d-dimensional features ``[relu(x) cos a, relu(x) sin a]``, i.e. causal linear
-attention, computed here chunk by chunk so that neither a (tokens, tokens) nor a (tokens, d, d)
-tensor is ever built.
-"""
+attention. The parallel form works chunk by chunk: pairs of nearby chunks directly (ReLU features
+times a chunk x chunk distance weighting), distant chunks through per-chunk key-value states of the
+2d features, so that neither a (tokens, tokens) nor a (tokens, d, d) tensor is ever built."""
 
 from __future__ import annotations
 
@@ -15,17 +15,26 @@ import torch
 import torch.nn.functional as F
 
 
-def phase(positions: torch.Tensor, max_distance: int, dtype: torch.dtype) -> torch.Tensor:
-    """Angles ``pi/2 * i / M`` for integer positions, reduced mod 4M (the period) for precision."""
-    reduced = torch.remainder(positions, 4 * max_distance)
-    return reduced.to(dtype) * (math.pi / (2 * max_distance))
+def rotation(positions: torch.Tensor, max_distance: int, dtype: torch.dtype) -> torch.Tensor:
+    """(..., 2) [cos a, sin a] with a = pi/2 * i / M, i reduced mod 4M (the period), in float64."""
+    angles = torch.remainder(positions, 4 * max_distance).to(torch.float64) * (math.pi / (2 * max_distance))
+    return torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1).to(dtype)
 
 
-def cos_features(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """``[relu(x) cos a, relu(x) sin a]`` along the last dim; ``angles`` broadcasts over x[..., 0]."""
-    trig = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)  # (..., 2)
-    out = torch.relu(x).unsqueeze(-2) * trig.unsqueeze(-1)  # (..., 2, d) in one pass
-    return out.flatten(-2)
+def rotation_at(position: int, max_distance: int) -> tuple[float, float]:
+    """``rotation`` of one position, computed in Python floats (cheap for single steps)."""
+    angle = (position % (4 * max_distance)) * (math.pi / (2 * max_distance))
+    return math.cos(angle), math.sin(angle)
+
+
+def cos_features(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """``[relu(x) cos a, relu(x) sin a]`` along the last dim; ``rot`` (..., 2) broadcasts over x[..., 0]."""
+    return rotate(torch.relu(x), rot)
+
+
+def rotate(r: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """``[r cos a, r sin a]`` along the last dim (``cos_features`` of features already ReLU'd)."""
+    return (r.unsqueeze(-2) * rot.unsqueeze(-1)).flatten(-2)  # (..., 2, d) in one pass
 
 
 def check_distance(longest: int, max_distance: int) -> None:
@@ -62,47 +71,52 @@ def cosformer_attention(
     else:
         check_distance(window - 1, max_distance)
 
-    angles = phase(torch.arange(T, device=q.device), max_distance, q.dtype)
-    qf = cos_features(q, angles)
-    kf = cos_features(k, angles)
+    rq, rk = torch.relu(q), torch.relu(k)
     if pad_mask is not None:
         pad = pad_mask.to(device=q.device, dtype=torch.bool)[:, None, :, None]
         # torch.where (not a product) so that inf/nan garbage in padded slots cannot leak.
-        qf = torch.where(pad, 0.0, qf)
-        kf = torch.where(pad, 0.0, kf)
+        rq = torch.where(pad, 0.0, rq)
+        rk = torch.where(pad, 0.0, rk)
         v = torch.where(pad, 0.0, v)
     # A ones column appended to v turns the normaliser into one more output column.
     v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-    out = _chunkwise(qf, kf, v1, chunk_size, window)
+    out = _chunkwise(rq, rk, v1, chunk_size, window, max_distance)
     num, den = out[..., :-1], out[..., -1:]
     return num / den.clamp_min(eps)
 
 
 def _chunkwise(
-    qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, chunk: int, window: int | None
+    rq: torch.Tensor, rk: torch.Tensor, v: torch.Tensor, chunk: int, window: int | None, max_distance: int
 ) -> torch.Tensor:
-    """Unnormalised causal linear attention sum_j (qf_i . kf_j) v_j, in chunks of ``chunk`` tokens."""
-    B, H, T, F2 = qf.shape
+    """Unnormalised sum_j relu(q_i).relu(k_j) cos(pi/2 (i-j)/M) v_j over visible j, chunk by chunk.
+
+    ``rq``, ``rk`` are the ReLU features. Pairs of nearby chunks are computed directly, with the
+    distance weighting as a (chunk x chunk) matrix; pairs far enough apart to be wholly visible go
+    through per-chunk states of the 2d-dimensional cos/sin features.
+    """
+    B, H, T, D = rq.shape
     C = min(chunk, T)
     n = -(-T // C)
     extra = n * C - T  # trailing zero keys come after every real query: they never contribute
+    pos = torch.arange(n * C, device=rq.device)
     if extra:
-        qf, kf, v = (F.pad(x, (0, 0, 0, extra)) for x in (qf, kf, v))
-    qc = qf.reshape(B, H, n, C, F2)
-    kc = kf.reshape(B, H, n, C, F2)
+        rq, rk, v = (F.pad(x, (0, 0, 0, extra)) for x in (rq, rk, v))
+    rqc = rq.reshape(B, H, n, C, D)
+    rkc = rk.reshape(B, H, n, C, D)
     vc = v.reshape(B, H, n, C, v.shape[-1])
 
     # Distance (query - key) between positions a, b of two chunks `o` apart: o*C + a - b.
-    local = torch.arange(C, device=qf.device)
+    local = torch.arange(C, device=rq.device)
     rel = local[:, None] - local[None, :]
     win = window if window is not None else n * C + 1
 
-    def visible(o: int) -> torch.Tensor:
+    def weighting(o: int) -> torch.Tensor:
         d = o * C + rel
-        return (d >= 0) & (d < win)
+        cos = torch.cos(d.to(torch.float64) * (math.pi / (2 * max_distance)))
+        return torch.where((d >= 0) & (d < win), cos, 0.0).to(rq.dtype)
 
     # Pairs of chunks `o` apart span distances o*C-(C-1) .. o*C+(C-1). Offsets whose pairs are only
-    # partly visible get an explicit masked product; wholly visible offsets (a contiguous range)
+    # partly visible get an explicit weighted product; wholly visible offsets (a contiguous range)
     # go through the summed key-value states of their chunks.
     explicit: list[int] = []
     full: list[int] = []
@@ -114,19 +128,23 @@ def _chunkwise(
     out = None
     for o in explicit:
         # query chunks o.. against key chunks ..n-o; the first o query chunks get nothing here
-        scores = torch.matmul(qc[:, :, o:], kc[:, :, : n - o].transpose(-1, -2))
-        scores = scores.masked_fill_(~visible(o), 0.0)  # in place: matmul's backward needs only its inputs
+        scores = torch.matmul(rqc[:, :, o:], rkc[:, :, : n - o].transpose(-1, -2))
+        scores = scores.mul_(weighting(o))  # in place: matmul's backward needs only its inputs
         term = torch.matmul(scores, vc[:, :, : n - o])
-        term = F.pad(term, (0, 0, 0, 0, o, 0))
+        if o:
+            term = F.pad(term, (0, 0, 0, 0, o, 0))
         out = term if out is None else out + term
     if full:
         lo, hi = full[0], full[-1]  # a contiguous range of offsets
-        states = torch.matmul(kc.transpose(-1, -2), vc)  # (B, H, n, F2, dv): one per chunk
+        rot = rotation(pos, max_distance, rq.dtype).view(n, C, 2)
+        kc = rotate(rkc[:, :, : n - lo], rot[: n - lo])  # key chunks some query chunk lo.. sees
+        qc = rotate(rqc[:, :, lo:], rot[lo:])
+        states = torch.matmul(kc.transpose(-1, -2), vc[:, :, : n - lo])  # (B, H, n-lo, 2d, dv)
         if window is None:  # lo == 1: chunk c sees the sum over every chunk before it
-            summed = torch.cumsum(states[:, :, : n - lo], dim=2)
+            summed = torch.cumsum(states, dim=2)
         else:
-            summed = _sliding_sum(states[:, :, : n - lo], hi - lo + 1)
-        term = torch.matmul(qc[:, :, lo:], summed)
+            summed = _sliding_sum(states, hi - lo + 1)
+        term = torch.matmul(qc, summed)
         if out is None:
             out = F.pad(term, (0, 0, 0, 0, lo, 0))
         else:
@@ -171,6 +189,6 @@ def _sliding_sum(x: torch.Tensor, length: int) -> torch.Tensor:
 
 def readout(qf: torch.Tensor, kv: torch.Tensor, k_sum: torch.Tensor, eps: float) -> torch.Tensor:
     """Recurrent output ``qf S / max(qf . z, eps)`` for one token: qf (B,H,F2), S (B,H,F2,dv), z (B,H,F2)."""
-    num = torch.einsum("bhf,bhfv->bhv", qf, kv)
-    den = torch.einsum("bhf,bhf->bh", qf, k_sum).unsqueeze(-1)
+    num = torch.matmul(qf.unsqueeze(-2), kv).squeeze(-2)
+    den = (qf * k_sum).sum(-1, keepdim=True)
     return num / den.clamp_min(eps)

@@ -1,0 +1,564 @@
+"""`dt-attn bench`: speed and memory of each attention mechanism against PyTorch SDPA.
+
+python -m experiments.bench_attention                 # full grid (minutes to hours on a CPU)
+python -m experiments.bench_attention --quick         # small sizes, a smoke run
+
+For every mechanism and token count it times forward+backward (median of a few repeats after a
+warm-up) and measures peak memory; ``sdpa`` (torch's fused scaled_dot_product_attention) is the
+speed baseline and ``quadratic`` (softmax(QK^T) with an explicit causal mask) the memory baseline.
+Where the quadratic reference cannot fit, its analytic size (three B*H*T*T matrices live during
+backward) is reported instead and marked so. Each cell runs in a fresh process (``--isolate``) so
+that CPU peak memory is the process's peak RSS above its baseline just before the run (Linux resets
+the high-water mark through /proc/self/clear_refs); on CUDA it is torch.cuda.max_memory_allocated.
+It also times one incremental ``step`` per token at several prefix lengths. Writes CSV files, a
+plot and the issue's targets (PASS/FAIL) into --out-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import multiprocessing
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dt_attn import attention_options, available_attentions, build_attention
+from experiments.common import run_cli
+from experiments.config import add_config_arguments, config_from_args, config_to_dict, format_config
+
+SDPA = "sdpa"  # baseline: torch.nn.functional.scaled_dot_product_attention(is_causal=True)
+QUADRATIC = "quadratic"  # baseline: explicit softmax(QK^T) with a causal mask
+QUADRATIC_MATRICES = 3  # T x T matrices alive at the quadratic reference's peak (probs + 2 grads)
+
+# Sizes --quick uses for every field left at its default.
+QUICK = {
+    "tokens": [64, 128, 256],
+    "batch": 2,
+    "heads": 2,
+    "head_dim": 16,
+    "repeats": 2,
+    "step_prefixes": [10, 30, 100],
+    "step_batch": 2,
+    "step_samples": 5,
+}
+
+
+@dataclass
+class BenchConfig:
+    """Every value of an attention benchmark run."""
+
+    mechanisms: list[str] = field(
+        default_factory=lambda: ["softmax", "cosformer", "combiner-fixed", "combiner-logsparse"],
+        metadata={"help": "registered attentions to measure (unregistered names are skipped with a note)"},
+    )
+    tokens: list[int] = field(
+        default_factory=lambda: [256, 512, 1024, 2048, 3072, 4096, 8192, 16384],
+        metadata={"help": "sequence lengths for forward+backward"},
+    )
+    batch: int = field(default=8, metadata={"help": "batch size"})
+    heads: int = field(default=4, metadata={"help": "attention heads"})
+    head_dim: int = field(default=32, metadata={"help": "query/key/value dimension per head"})
+    warmup: int = field(default=1, metadata={"help": "untimed runs per cell (the first also gives peak memory)"})
+    repeats: int = field(default=3, metadata={"help": "timed forward+backward runs per cell (median reported)"})
+    slow_cell_s: float = field(
+        default=60.0, metadata={"help": "a cell whose warm-up takes longer reports that one run, no repeats"}
+    )
+    step_prefixes: list[int] = field(
+        default_factory=lambda: [100, 300, 1000, 3000], metadata={"help": "prefix lengths for step latency"}
+    )
+    step_batch: int = field(default=8, metadata={"help": "batch size of the step-latency runs"})
+    step_samples: int = field(default=20, metadata={"help": "steps timed at each prefix (median reported)"})
+    attention_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={"help": "options per mechanism as JSON, e.g. '{\"cosformer\": {\"chunk_size\": 32}}'; "
+                          "max_distance defaults to the longest sequence"},
+    )
+    step_options: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"combiner-fixed": {"span": 64}, "combiner-logsparse": {"span": 64}},
+        metadata={"help": "extra options per mechanism for the step runs (Combiner's step needs a span)"},
+    )
+    quadratic_max_gib: float = field(
+        default=0.0,
+        metadata={"help": "largest analytic size of the quadratic reference that is run "
+                          "(0 = 40%% of the device's memory)"},
+    )
+    isolate: bool = field(default=True, metadata={"help": "run each cell in a fresh process (honest peak memory)"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto (cuda when available)"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    seed: int = field(default=0, metadata={"help": "random seed of the inputs"})
+    out_dir: str = field(default="bench_results/attention", metadata={"help": "folder for CSV, plot, targets"})
+    quick: bool = field(default=False, metadata={"help": "small sizes for a smoke run (fields left at defaults)"})
+
+    def __post_init__(self) -> None:
+        for name in ("tokens", "step_prefixes", "mechanisms"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name.replace('_', '-')} is empty; give at least one value")
+        for name in ("batch", "heads", "head_dim", "repeats", "step_batch", "step_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0 or self.threads < 0 or self.quadratic_max_gib < 0:
+            raise ValueError("warmup, threads and quadratic_max_gib must be >= 0")
+        if min(self.tokens) < 1 or min(self.step_prefixes) < 1:
+            raise ValueError("tokens and step_prefixes must be >= 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
+        for name in ("attention_options", "step_options"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, json.loads(getattr(self, name)))
+            if not all(isinstance(v, dict) for v in getattr(self, name).values()):
+                raise ValueError(f'{name} must map mechanism names to option objects, e.g. {{"cosformer": {{}}}}')
+
+
+def apply_quick(cfg: BenchConfig) -> BenchConfig:
+    """The config with --quick's small sizes for every field still at its default."""
+    if not cfg.quick:
+        return cfg
+    defaults = BenchConfig()
+    return replace(cfg, **{k: v for k, v in QUICK.items() if getattr(cfg, k) == getattr(defaults, k)})
+
+
+# ---------------------------------------------------------------------------------------------
+# One forward+backward cell (runs in a child process when isolated)
+
+
+def quadratic_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d)) V with an explicit (T, T) causal mask: the textbook O(T^2) form."""
+    T = q.shape[-2]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    return torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1) @ v
+
+
+def quadratic_bytes(batch: int, heads: int, tokens: int, elem: int = 4) -> int:
+    """Analytic peak of the quadratic reference: QUADRATIC_MATRICES (B, H, T, T) matrices."""
+    return QUADRATIC_MATRICES * batch * heads * tokens * tokens * elem
+
+
+def _attention_fn(name: str, options: dict[str, Any]) -> Callable[..., torch.Tensor]:
+    if name == SDPA:
+        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if name == QUADRATIC:
+        return quadratic_attention
+    return build_attention(name, **options)
+
+
+def _status_kib(key: str) -> int:
+    match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if not match:
+        raise OSError(f"{key} missing from /proc/self/status")
+    return int(match.group(1))
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict[str, Any]]:
+    """Yields a dict that holds, after the block, its peak memory above the level just before it
+    (``peak``: CUDA allocator or process RSS) and how that was measured (``method``)."""
+    result: dict[str, Any] = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield result
+        torch.cuda.synchronize(device)
+        result.update(peak=torch.cuda.max_memory_allocated(device) - base, method="cuda max_memory_allocated")
+        return
+    import resource
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
+        base, exact = _status_kib("VmRSS") * 1024, True
+    except OSError:  # no /proc: the lifetime high-water mark can only show growth
+        base, exact = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, False
+    yield result
+    if exact:
+        result.update(peak=_status_kib("VmHWM") * 1024 - base, method="peak RSS above baseline (VmHWM reset)")
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        result.update(peak=peak, method="ru_maxrss growth (lower bound)")
+
+
+def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time forward+backward of one (mechanism, tokens) cell and measure its peak memory."""
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    fn = _attention_fn(spec["name"], spec["options"])
+    g = torch.Generator(device="cpu").manual_seed(spec["seed"])
+    shape = (spec["batch"], spec["heads"], spec["tokens"], spec["head_dim"])
+    q, k, v = (torch.randn(shape, generator=g).to(device).requires_grad_() for _ in range(3))
+
+    def once() -> float:
+        q.grad = k.grad = v.grad = None
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        fn(q, k, v).sum().backward()
+        sync()
+        return time.perf_counter() - start
+
+    # Load kernels and start thread pools on a tiny input first, so that the peak is the workload's.
+    small = min(16, spec["tokens"])
+    fn(*(x.detach()[:, :, :small].clone().requires_grad_() for x in (q, k, v))).sum().backward()
+    with peak_memory(device) as mem:
+        first = once()
+    times = [first]
+    if first <= spec["slow_cell_s"]:
+        for _ in range(spec["warmup"] - 1):
+            once()
+        times = [once() for _ in range(spec["repeats"])]
+    note = "" if len(times) > 1 or spec["repeats"] == 1 else "slow: the warm-up run alone"
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "runs": len(times),
+        "peak_bytes": max(0, mem["peak"]),
+        "memory_method": mem["method"],
+        "note": note,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid
+
+
+def resolve_device(name: str) -> torch.device:
+    """cpu/cuda; auto means cuda when available."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """Total memory of the device (physical RAM for the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def longest_sequence(cfg: BenchConfig) -> int:
+    """The most tokens any run attends over (forward+backward or the step walk)."""
+    return max(max(cfg.tokens), max(cfg.step_prefixes) + cfg.step_samples)
+
+
+def mechanism_options(cfg: BenchConfig, name: str, longest: int) -> dict[str, Any]:
+    """Configured options of one mechanism; a max_distance option defaults to the longest sequence."""
+    opts = dict(cfg.attention_options.get(name, {}))
+    if "max_distance" in attention_options(name) and "max_distance" not in opts:
+        opts["max_distance"] = longest
+    return opts
+
+
+def registered_mechanisms(cfg: BenchConfig, say: Callable[[str], None] = print) -> list[str]:
+    """The configured mechanisms that are registered; notes the others."""
+    known = available_attentions()
+    chosen = []
+    for name in cfg.mechanisms:
+        if name in known:
+            chosen.append(name)
+        else:
+            say(f"note: attention {name!r} is not registered (available: {', '.join(known)}); skipped")
+    return chosen
+
+
+def bench_fwd_bwd(cfg: BenchConfig, mechanisms: list[str], device: torch.device,
+                  say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """One row per (mechanism or baseline, tokens): time, peak memory and how it was obtained."""
+    longest = longest_sequence(cfg)
+    limit = cfg.quadratic_max_gib * 2**30 or 0.4 * device_memory_bytes(device)
+    rows = []
+    for tokens in sorted(cfg.tokens):
+        for name in [SDPA, QUADRATIC, *mechanisms]:
+            row: dict[str, Any] = {"mechanism": name, "tokens": tokens, "batch": cfg.batch,
+                                   "heads": cfg.heads, "head_dim": cfg.head_dim, "device": str(device)}
+            analytic = quadratic_bytes(cfg.batch, cfg.heads, tokens)
+            if name == QUADRATIC and analytic > limit:
+                row.update(median_s=None, min_s=None, runs=0, peak_bytes=analytic,
+                           memory_method="analytic (not run)",
+                           note=f"would need ~{analytic / 2**30:.1f} GiB > limit {limit / 2**30:.1f} GiB")
+                rows.append(row)
+                say(f"  {name:>20} T={tokens:<6} not run: {row['note']}")
+                continue
+            spec = {"name": name, "tokens": tokens, "batch": cfg.batch, "heads": cfg.heads,
+                    "head_dim": cfg.head_dim, "device": str(device), "seed": cfg.seed,
+                    "threads": cfg.threads, "warmup": max(cfg.warmup, 1), "repeats": cfg.repeats,
+                    "slow_cell_s": cfg.slow_cell_s,
+                    "options": {} if name in (SDPA, QUADRATIC) else mechanism_options(cfg, name, longest)}
+            try:
+                if cfg.isolate:
+                    result = _run_isolated(spec)
+                else:
+                    result = run_cell(spec)
+                    result["memory_method"] += " (in-process: approximate)"
+            except Exception as exc:  # noqa: BLE001 -- one failed cell (e.g. out of memory) must not end the run
+                result = {"median_s": None, "min_s": None, "runs": 0, "peak_bytes": None,
+                          "memory_method": "", "note": f"failed: {type(exc).__name__}: {exc}"[:200]}
+            row.update(result)
+            rows.append(row)
+            t = "-" if row["median_s"] is None else f"{row['median_s'] * 1e3:.1f} ms"
+            m = "-" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:.1f} MiB"
+            say(f"  {name:>20} T={tokens:<6} fwd+bwd {t:>12}  peak {m:>12}  {row['note']}")
+    return rows
+
+
+def _run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run a cell in a fresh process, so that its peak memory is its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(run_cell, spec).result()
+        except BrokenProcessPool:
+            raise RuntimeError("the worker process died (killed for memory?)") from None
+
+
+def bench_step(cfg: BenchConfig, mechanisms: list[str], device: torch.device,
+               say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Median latency of one incremental step at each prefix length, per mechanism."""
+    prefixes = sorted(cfg.step_prefixes)
+    total = prefixes[-1] + cfg.step_samples
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    shape = (cfg.step_batch, cfg.heads, total, cfg.head_dim)
+    q, k, v = (torch.randn(shape, generator=g).to(device) for _ in range(3))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    longest = longest_sequence(cfg)
+    rows = []
+    for name in mechanisms:
+        opts = {**mechanism_options(cfg, name, longest), **cfg.step_options.get(name, {})}
+        try:
+            attn = build_attention(name, **opts).to(device)
+            with torch.no_grad():
+                state = attn.init_state(cfg.step_batch, cfg.heads, cfg.head_dim, cfg.head_dim,
+                                        device=device, dtype=q.dtype)
+                warm = attn.init_state(cfg.step_batch, cfg.heads, cfg.head_dim, cfg.head_dim,
+                                       device=device, dtype=q.dtype)
+                for t in range(min(cfg.step_samples, total)):  # warm-up on a throwaway state
+                    _, warm = attn.step(q[:, :, t], k[:, :, t], v[:, :, t], warm)
+                t = 0
+                for prefix in prefixes:
+                    while t < prefix:
+                        _, state = attn.step(q[:, :, t], k[:, :, t], v[:, :, t], state)
+                        t += 1
+                    times = []
+                    for _ in range(cfg.step_samples):
+                        sync()
+                        start = time.perf_counter()
+                        _, state = attn.step(q[:, :, t], k[:, :, t], v[:, :, t], state)
+                        sync()
+                        times.append(time.perf_counter() - start)
+                        t += 1
+                    rows.append({"mechanism": name, "prefix": prefix, "batch": cfg.step_batch,
+                                 "median_s": statistics.median(times), "samples": len(times), "note": ""})
+                    say(f"  {name:>20} prefix={prefix:<6} step {rows[-1]['median_s'] * 1e6:10.1f} us")
+        except Exception as exc:  # noqa: BLE001 -- report it and go on with the next mechanism
+            rows.append({"mechanism": name, "prefix": None, "batch": cfg.step_batch, "median_s": None,
+                         "samples": 0, "note": f"failed: {type(exc).__name__}: {exc}"[:200]})
+            say(f"  {name:>20} step failed: {rows[-1]['note']}")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets, tables, files
+
+
+def _lookup(rows: list[dict[str, Any]], name: str, key: str, size_key: str, size: int) -> float | None:
+    for r in rows:
+        if r["mechanism"] == name and r.get(size_key) == size and r.get(key) is not None:
+            return r[key]
+    return None
+
+
+def check_targets(fwd: list[dict[str, Any]], step: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(PASS | FAIL | SKIP, description) for each of the issue's targets."""
+    out = []
+
+    def speedup(name: str, tokens: int, factor: float) -> None:
+        desc = f"{name} fwd+bwd >= {factor:g}x faster than SDPA at {tokens} tokens"
+        base, mine = (_lookup(fwd, n, "median_s", "tokens", tokens) for n in (SDPA, name))
+        if base is None or mine is None:
+            out.append(("SKIP", f"{desc} (not measured)"))
+        else:
+            out.append(("PASS" if base / mine >= factor else "FAIL", f"{desc}: {base / mine:.2f}x"))
+
+    speedup("cosformer", 8192, 4.0)
+    speedup("cosformer", 3072, 1.5)
+    speedup("combiner-fixed", 8192, 2.0)
+
+    desc = "cosformer peak memory at 16384 tokens <= 1/4 of the quadratic reference"
+    mine = _lookup(fwd, "cosformer", "peak_bytes", "tokens", 16384)
+    quad = _lookup(fwd, QUADRATIC, "peak_bytes", "tokens", 16384)
+    if mine is None or quad is None:
+        out.append(("SKIP", f"{desc} (not measured)"))
+    else:
+        how = next(r["memory_method"] for r in fwd if r["mechanism"] == QUADRATIC and r["tokens"] == 16384)
+        kind = " (quadratic: analytic)" if how.startswith("analytic") else ""
+        out.append(("PASS" if mine * 4 <= quad else "FAIL",
+                    f"{desc}: {mine / 2**20:.0f} MiB vs {quad / 2**20:.0f} MiB{kind}"))
+
+    desc = "cosformer step latency at prefix 3000 within 1.5x of prefix 100"
+    late, early = (_lookup(step, "cosformer", "median_s", "prefix", p) for p in (3000, 100))
+    if late is None or early is None:
+        out.append(("SKIP", f"{desc} (not measured)"))
+    else:
+        out.append(("PASS" if late <= 1.5 * early else "FAIL",
+                    f"{desc}: {late * 1e6:.0f} us vs {early * 1e6:.0f} us ({late / early:.2f}x)"))
+    return out
+
+
+def format_tables(fwd: list[dict[str, Any]], step: list[dict[str, Any]]) -> str:
+    """Plain-text tables: fwd+bwd time, peak memory, step latency."""
+    lines = []
+    names = list(dict.fromkeys(r["mechanism"] for r in fwd))
+    sizes = sorted({r["tokens"] for r in fwd})
+
+    def table(title: str, cell: Callable[[dict[str, Any]], str], cols: list[int], key: str,
+              rows: list[dict[str, Any]], order: list[str]) -> None:
+        lines.append(title)
+        lines.append(f"{'':>20}" + "".join(f"{c:>14}" for c in cols))
+        for name in order:
+            by = {r[key]: r for r in rows if r["mechanism"] == name}
+            lines.append(f"{name:>20}" + "".join(f"{cell(by[c]) if c in by else '-':>14}" for c in cols))
+        lines.append("")
+
+    def t_cell(r: dict[str, Any]) -> str:
+        return "not run" if r["median_s"] is None else f"{r['median_s'] * 1e3:.1f}"
+
+    def m_cell(r: dict[str, Any]) -> str:
+        if r["peak_bytes"] is None:
+            return "-"
+        mark = "*" if r["memory_method"].startswith("analytic") else ""
+        return f"{r['peak_bytes'] / 2**20:.1f}{mark}"
+
+    if fwd:
+        table("forward+backward median time (ms) by tokens", t_cell, sizes, "tokens", fwd, names)
+        table("peak memory (MiB) by tokens; * = analytic size, too large to run", m_cell, sizes,
+              "tokens", fwd, names)
+    if step:
+        prefixes = sorted({r["prefix"] for r in step if r["prefix"] is not None})
+        table("incremental step latency (us per token) by prefix length",
+              lambda r: "-" if r["median_s"] is None else f"{r['median_s'] * 1e6:.1f}", prefixes, "prefix",
+              step, list(dict.fromkeys(r["mechanism"] for r in step)))
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows (dicts with the same keys) as a CSV file."""
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(path: Path, fwd: list[dict[str, Any]], step: list[dict[str, Any]]) -> None:
+    """Time, memory and step latency on log axes, one line per mechanism."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for name in dict.fromkeys(r["mechanism"] for r in fwd):
+        rs = [r for r in fwd if r["mechanism"] == name]
+        timed = [r for r in rs if r["median_s"] is not None]
+        axes[0].plot([r["tokens"] for r in timed], [r["median_s"] * 1e3 for r in timed], "o-", label=name)
+        measured = [r for r in rs if r["peak_bytes"] is not None and not r["memory_method"].startswith("analytic")]
+        line, = axes[1].plot([r["tokens"] for r in measured], [r["peak_bytes"] / 2**20 for r in measured],
+                             "o-", label=name)
+        analytic = [r for r in rs if r["memory_method"].startswith("analytic")]
+        if analytic:
+            axes[1].plot([r["tokens"] for r in analytic], [r["peak_bytes"] / 2**20 for r in analytic], "x--",
+                         color=line.get_color(), label=f"{name} (analytic)")
+    for name in dict.fromkeys(r["mechanism"] for r in step):
+        rs = [r for r in step if r["mechanism"] == name and r["median_s"] is not None]
+        axes[2].plot([r["prefix"] for r in rs], [r["median_s"] * 1e6 for r in rs], "o-", label=name)
+    titles = [("tokens", "forward+backward (ms)"), ("tokens", "peak memory (MiB)"),
+              ("prefix length", "step latency (us/token)")]
+    for ax, (x, y) in zip(axes, titles):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the benchmark, write its files, print tables and targets; returns rows and targets."""
+    cfg = apply_quick(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    say(f"attention benchmark on {device} ({torch.get_num_threads()} CPU threads), config:")
+    say(format_config(cfg))
+    mechanisms = registered_mechanisms(cfg, say)
+    say("forward+backward:")
+    fwd = bench_fwd_bwd(cfg, mechanisms, device, say)
+    say("incremental step:")
+    step = bench_step(cfg, mechanisms, device, say)
+    targets = check_targets(fwd, step)
+
+    write_csv(out_dir / "fwd_bwd.csv", fwd)
+    write_csv(out_dir / "step.csv", step)
+    plot(out_dir / "attention_bench.png", fwd, step)
+    target_text = "\n".join(f"{status}: {desc}" for status, desc in targets)
+    (out_dir / "targets.txt").write_text(target_text + "\n")
+    meta = {"config": config_to_dict(cfg), "device": str(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "targets": [list(t) for t in targets]}
+    (out_dir / "bench.json").write_text(json.dumps(meta, indent=2) + "\n")
+    say("")
+    say(format_tables(fwd, step))
+    say("targets:")
+    say(target_text)
+    say(f"wrote {out_dir}/fwd_bwd.csv, step.csv, attention_bench.png, targets.txt, bench.json")
+    return {"fwd_bwd": fwd, "step": step, "targets": targets}
+
+
+def _main(args: argparse.Namespace) -> int:
+    return run_cli(lambda: run(config_from_args(BenchConfig, args)) and 0)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per BenchConfig field."""
+    add_config_arguments(parser, BenchConfig)
+
+
+def register(subparsers) -> None:
+    """Add the ``bench`` subcommand."""
+    p = subparsers.add_parser("bench", help="time and measure attention mechanisms against SDPA",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=_main)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.bench_attention ...``: parse ``argv`` and run; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench_attention", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return _main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
