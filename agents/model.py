@@ -98,14 +98,14 @@ class DecisionTransformer(nn.Module):
             # Roll each row so its first real token sits at position 0, as in a rollout that
             # starts at the episode start: position-dependent mechanisms (Combiner's regions,
             # cosFormer's phases) then see identical positions in training and evaluation.
-            # Padding moves to the end, where causal attention keeps it away from real tokens.
+            # Padding moves to the end, after every real token, so causal attention alone keeps
+            # it out of real outputs: no key-padding mask is needed, which keeps softmax on the
+            # fused is_causal kernel. Outputs at padded steps are finite and ignored by the loss.
             shift = 3 * _left_pad_lengths(pad_mask)
             n = x.shape[1]
             idx = (torch.arange(n, device=x.device)[None, :] + shift[:, None]) % n
-            token_pad = pad_mask.repeat_interleave(3, dim=1)
             x = torch.gather(x, 1, idx[:, :, None].expand_as(x))
-            token_pad = torch.gather(token_pad, 1, idx)
-            h = self.transformer(x, token_pad)
+            h = self.transformer(x)
             back = (torch.arange(n, device=x.device)[None, :] - shift[:, None]) % n
             h = torch.gather(h, 1, back[:, :, None].expand_as(h))
         state_tokens = h[:, 1::3]

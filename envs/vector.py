@@ -17,9 +17,35 @@ def resolve_gym_id(env: str) -> str:
     return env
 
 
+# MuJoCo >= 4 warns on every load of gymnasium's v4 XML files ("compiler attribute 'settotalmass'
+# is deprecated"): harmless for these envs, and one line per environment drowns the output.
+_SILENCED_MUJOCO_WARNINGS = ("'settotalmass' is deprecated",)
+
+
+def _quiet_mujoco_warnings() -> None:
+    try:
+        import mujoco
+    except ImportError:
+        return
+    previous = mujoco.get_mju_user_warning()
+    if getattr(previous, "_dt_attn_filter", False):
+        return
+
+    def forward(message: str) -> None:
+        if not any(s in message for s in _SILENCED_MUJOCO_WARNINGS):
+            if previous is not None:
+                previous(message)
+            else:
+                warnings.warn(f"MuJoCo: {message}", stacklevel=2)
+
+    forward._dt_attn_filter = True  # type: ignore[attr-defined]
+    mujoco.set_mju_user_warning(forward)
+
+
 def make_env(env_id: str, seed: int | None = None, observe: str | ObservationFilter = "full", **kwargs) -> gym.Env:
     """One gymnasium env with the observation filter (noise seeded by ``seed``)."""
     gym_id = resolve_gym_id(env_id)
+    _quiet_mujoco_warnings()
     with warnings.catch_warnings():
         # gymnasium flags v4 MuJoCo envs as out of date; v4 is deliberate (closest to D4RL's v3 data)
         warnings.filterwarnings("ignore", message=".*is out of date.*")

@@ -150,15 +150,17 @@ def bench_throughput(cfg: BenchAgentConfig) -> list[dict]:
 
 
 def _context_cell(cfg: BenchAgentConfig, attention: str, context: int) -> dict:
-    """One long-context cell, run in this (fresh) process: steps/s and peak RSS."""
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    torch.manual_seed(cfg.seed)
-    model = DecisionTransformer(_dt_config(cfg, attention, context)).train()
+    """One long-context cell, run in this (fresh) process: steps/s and peak memory of training."""
+    from experiments.bench_attention import peak_memory
+
     sampler = _synthetic_sampler(context, cfg.seed)
-    sps = _time_steps(_ours_step_fn(model), sampler, cfg.context_batch, 1, cfg.context_steps)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with peak_memory(torch.device("cpu")) as mem:
+        torch.manual_seed(cfg.seed)
+        model = DecisionTransformer(_dt_config(cfg, attention, context)).train()
+        sps = _time_steps(_ours_step_fn(model), sampler, cfg.context_batch, 1, cfg.context_steps)
     return {"attention": attention, "context": context, "tokens": 3 * context, "batch": cfg.context_batch,
-            "steps_per_s": sps, "peak_rss_mb": peak / 1024, "peak_rss_above_start_mb": (peak - base) / 1024}
+            "steps_per_s": sps, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_above_start_mb": mem["peak"] / 2**20, "memory_method": mem["method"]}
 
 
 def bench_context(cfg: BenchAgentConfig) -> list[dict]:
@@ -174,12 +176,12 @@ def bench_context(cfg: BenchAgentConfig) -> list[dict]:
                 print(f"  {att:<20} K={k:<5} failed: {err}", flush=True)
                 rows.append({"attention": att, "context": k, "tokens": 3 * k, "batch": cfg.context_batch,
                              "steps_per_s": float("nan"), "peak_rss_mb": float("nan"),
-                             "peak_rss_above_start_mb": float("nan"), "error": err})
+                             "peak_above_start_mb": float("nan"), "error": err})
                 continue
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(f"  {att:<20} K={k:<5} {row['steps_per_s']:8.2f} steps/s  peak RSS {row['peak_rss_mb']:8.0f} MB "
-                  f"(+{row['peak_rss_above_start_mb']:.0f} MB)", flush=True)
+            print(f"  {att:<20} K={k:<5} {row['steps_per_s']:8.2f} steps/s  training peak {row['peak_above_start_mb']:8.0f} MB "
+                  f"(process peak RSS {row['peak_rss_mb']:.0f} MB)", flush=True)
     return rows
 
 

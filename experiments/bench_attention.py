@@ -474,20 +474,24 @@ def plot(path: Path, fwd: list[dict[str, Any]], step: list[dict[str, Any]]) -> N
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    names = list(dict.fromkeys([r["mechanism"] for r in fwd] + [r["mechanism"] for r in step]))
+    color = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per mechanism in every panel
     for name in dict.fromkeys(r["mechanism"] for r in fwd):
         rs = [r for r in fwd if r["mechanism"] == name]
         timed = [r for r in rs if r["median_s"] is not None]
-        axes[0].plot([r["tokens"] for r in timed], [r["median_s"] * 1e3 for r in timed], "o-", label=name)
+        axes[0].plot([r["tokens"] for r in timed], [r["median_s"] * 1e3 for r in timed], "o-", label=name,
+                     color=color[name])
         measured = [r for r in rs if r["peak_bytes"] is not None and not r["memory_method"].startswith("analytic")]
-        line, = axes[1].plot([r["tokens"] for r in measured], [r["peak_bytes"] / 2**20 for r in measured],
-                             "o-", label=name)
+        axes[1].plot([r["tokens"] for r in measured], [r["peak_bytes"] / 2**20 for r in measured],
+                     "o-", label=name, color=color[name])
         analytic = [r for r in rs if r["memory_method"].startswith("analytic")]
         if analytic:
             axes[1].plot([r["tokens"] for r in analytic], [r["peak_bytes"] / 2**20 for r in analytic], "x--",
-                         color=line.get_color(), label=f"{name} (analytic)")
+                         color=color[name], label=f"{name} (analytic)")
     for name in dict.fromkeys(r["mechanism"] for r in step):
         rs = [r for r in step if r["mechanism"] == name and r["median_s"] is not None]
-        axes[2].plot([r["prefix"] for r in rs], [r["median_s"] * 1e6 for r in rs], "o-", label=name)
+        axes[2].plot([r["prefix"] for r in rs], [r["median_s"] * 1e6 for r in rs], "o-", label=name,
+                     color=color[name])
     titles = [("tokens", "forward+backward (ms)"), ("tokens", "peak memory (MiB)"),
               ("prefix length", "step latency (us/token)")]
     for ax, (x, y) in zip(axes, titles):
