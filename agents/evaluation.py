@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,15 @@ def check_observe(saved: str, requested: str | None) -> str:
             "a policy can only be evaluated on the observations it was trained on"
         )
     return saved
+
+
+def default_output(run_dir: Path, naive: bool) -> Path:
+    """eval.json (eval-naive.json) in the run directory, or a timestamped name so no result is overwritten."""
+    out = run_dir / ("eval-naive.json" if naive else "eval.json")
+    if out.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        out = run_dir / f"{out.stem}-{stamp}.json"
+    return out
 
 
 def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -> dict[str, Any]:
@@ -103,7 +113,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
         "created": now_iso(),
         "versions": software_versions(),
     }
-    out = Path(cfg.output) if cfg.output else ckpt_path.parent / ("eval-naive.json" if cfg.naive else "eval.json")
+    out = Path(cfg.output) if cfg.output else default_output(ckpt_path.parent, cfg.naive)
     write_json(out, result)
     if print_table:
         print(format_eval_table(result))

@@ -25,6 +25,17 @@ RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "check
                      "eval_episodes", "eval_targets", "eval_envs", "run_dir"}
 
 
+def log_eval_to_tensorboard(run_dir: str | Path, step: int, result: dict[str, Any]) -> None:
+    """Add an evaluation result's per-target returns and normalized scores to the run's TensorBoard log."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(Path(run_dir) / "tb")) as writer:
+        for rec in result["results"]:
+            tag = f"target_{rec['target']:g}"
+            for key in ("return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean"):
+                writer.add_scalar(f"eval/{tag}/{key}", rec[key], step)
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised when the training loss becomes NaN or infinite."""
 

@@ -187,3 +187,32 @@ def test_damaged_checkpoint_is_reported(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="could not be read"):
         load_checkpoint(tmp_path)
+
+
+def test_standalone_eval_keeps_earlier_results(tmp_path):
+    cfg = tiny(tmp_path, steps=2)
+    Trainer(cfg, progress=False).train()
+    ev = EvalConfig(checkpoint=cfg.run_dir, episodes=1, envs=1, targets=[100.0], max_steps=3)
+    evaluate(ev, progress=False, print_table=False)
+    first = (tmp_path / "run" / "eval.json").read_text()
+    evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=1, envs=1, targets=[200.0], max_steps=3),
+             progress=False, print_table=False)
+    assert (tmp_path / "run" / "eval.json").read_text() == first
+    later = sorted((tmp_path / "run").glob("eval-*.json"))
+    assert len(later) == 1 and json.loads(later[0].read_text())["results"][0]["target"] == 200.0
+
+
+def test_train_command_logs_training_and_eval_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from experiments.train import train_and_evaluate
+
+    cfg = tiny(tmp_path, steps=4, eval_episodes=1, eval_envs=1, eval_targets=[500.0])
+    out = train_and_evaluate(cfg, progress=False)
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "perf/steps_per_s", "perf/tokens_per_s"} <= tags
+    events = acc.Scalars("eval/target_500/normalized_mean")
+    assert events[-1].step == 4
+    assert abs(events[-1].value - out["eval"]["results"][0]["normalized_mean"]) < 1e-4
