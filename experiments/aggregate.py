@@ -152,7 +152,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _sort_key(cell: dict[str, Any]) -> tuple:
-    return (cell["dataset"], cell["observe"], cell["attention"], cell["attention_options"], cell["K"],
+    # K before the options: some options (Combiner's default span) change with K
+    return (cell["dataset"], cell["observe"], cell["attention"], cell["K"], cell["attention_options"],
             cell["steps"], cell["target"], cell["env_id"])
 
 
