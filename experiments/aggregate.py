@@ -265,6 +265,25 @@ def _fmt(value: float, digits: int = 1, scale: float = 1.0) -> str:
     return "–" if math.isnan(value) else f"{value * scale:.{digits}f}"
 
 
+def _score_by_context(cells: list[dict[str, Any]]) -> list[str]:
+    """One compact table per (dataset, target, steps): rows observe x attention, columns K."""
+    lines: list[str] = []
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for c in cells:
+        groups.setdefault((c["dataset_label"] or c["dataset"], c["target"], c["steps"]), []).append(c)
+    for (label, target, steps), members in groups.items():
+        ks = sorted({c["K"] for c in members})
+        rows = list(dict.fromkeys((c["observe"], c["label"]) for c in members))
+        lines += ["", f"### {label}, target {target:g}, {steps} steps: normalized score by context length K", "",
+                  "| observe | attention | " + " | ".join(f"K={k}" for k in ks) + " |",
+                  "|---|---|" + "---:|" * len(ks)]
+        for observe, label_ in rows:
+            by_k = {c["K"]: c for c in members if (c["observe"], c["label"]) == (observe, label_)}
+            vals = [_pm(by_k[k]["normalized_mean"], by_k[k]["normalized_std"]) if k in by_k else "" for k in ks]
+            lines.append(f"| {observe} | {label_} | " + " | ".join(vals) + " |")
+    return lines
+
+
 def format_markdown(
     cells: list[dict[str, Any]],
     refs: dict[str, DatasetReference],
@@ -291,6 +310,7 @@ def format_markdown(
             f"| {_pm(c['return_mean'], c['return_std'])} | {_fmt(c['train_s_per_step'], 1, 1e3)} "
             f"| {_fmt(c['peak_memory_mb'], 0)} | {_fmt(c['eval_s_per_step'], 2, 1e3)} |"
         )
+    lines += _score_by_context(cells)
     lines += [
         "",
         ("std is the population std (ddof=0) of the per-seed episode means; seeds = number of training seeds. "

@@ -178,3 +178,18 @@ def test_runs_of_different_lengths_are_separate_lines(tmp_path):
 def test_missing_input_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
         find_runs([tmp_path / "nope"])
+
+
+def test_markdown_has_score_by_context_pivot():
+    from experiments.aggregate import format_markdown
+
+    def cell(observe, k, mean):
+        return {"dataset": "d", "dataset_label": "d stand-in", "observe": observe, "label": "cosformer", "K": k,
+                "target": 3600.0, "steps": 10, "seeds": 3, "normalized_mean": mean, "normalized_std": 1.0,
+                "return_mean": 1.0, "return_std": 0.0, "train_s_per_step": 0.01, "peak_memory_mb": 1.0,
+                "eval_s_per_step": 0.001}
+
+    md = format_markdown([cell("full", 1, 10.0), cell("full", 20, 30.0), cell("positions", 20, 5.0)], {}, [], [], 9)
+    assert "| observe | attention | K=1 | K=20 |" in md
+    assert "| full | cosformer | 10.0 ± 1.0 | 30.0 ± 1.0 |" in md
+    assert "| positions | cosformer |  | 5.0 ± 1.0 |" in md
