@@ -45,9 +45,11 @@ def rollout_model(model: DecisionTransformer, context: int, naive: bool) -> tupl
     if whole_episode:
         return model, "incremental: whole episode", False
     if "window" in attention_options(cfg.attention):
+        caveat = (f" (streaming: after {context} steps the upper layers see past the window, unlike training;"
+                  " --naive is exact)" if cfg.n_layers > 1 else "")
         return (
             model.with_attention_options(window=3 * context),
-            f"incremental: sliding window of {3 * context} tokens per layer",
+            f"incremental: sliding window of {3 * context} tokens per layer{caveat}",
             False,
         )
     return model, f"naive ({cfg.attention} has no window option): recompute the last {context} steps", True
