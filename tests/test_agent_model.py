@@ -67,3 +67,23 @@ def test_with_attention_options_copies_weights():
     assert w.cfg.attention_options["window"] == 9 and "window" not in m.cfg.attention_options
     s, a, r, t = _inputs(1, 3)  # 9 tokens: the window covers them all
     torch.testing.assert_close(w(s, a, r, t), m(s, a, r, t))
+
+
+@pytest.mark.parametrize("attention", ["cosformer", "combiner-fixed", "combiner-logsparse"])
+def test_whole_episode_context_of_1000_steps(attention):
+    """K = 1000 (3000 tokens): the parallel form runs and the incremental form matches it on a prefix."""
+    torch.manual_seed(0)
+    opts = {"span": 55} if attention.startswith("combiner") else {}
+    m = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=1000, max_ep_len=1000, embed_dim=8,
+                                     n_layers=1, n_heads=1, dropout=0.0, attention=attention,
+                                     attention_options=opts)).eval()
+    s, a, r, t = _inputs(1, 1000)
+    with torch.no_grad():
+        full = m(s, a, r, t)
+    assert full.shape == (1, 1000, 2) and torch.isfinite(full).all()
+    state = m.init_state(1)
+    with torch.no_grad():
+        for i in range(40):
+            pred, state = m.step_policy(state, r[:, i], s[:, i], t[:, i])
+            torch.testing.assert_close(pred, full[:, i], atol=2e-5, rtol=1e-4)
+            state = m.step_action(state, a[:, i], t[:, i])
