@@ -133,6 +133,7 @@ class Trainer:
             cfg.rtg_scale, self.data.max_ep_len, cfg.seed,
         )
         self.step = 0
+        self._last_saved = 0  # step of the newest checkpoint on disk
         self.train_time = 0.0
         if cfg.resume:
             self._restore(ckpt)
@@ -255,4 +256,3 @@ class Trainer:
         write_json(self.run_dir / "train_summary.json", summary)
         return summary
 
-    _last_saved = 0
