@@ -1,50 +1,20 @@
-"""Atomic checkpoint and JSON writes: a crash mid-write never destroys the previous file."""
+"""Checkpoints: atomic save (a crash mid-write never destroys the previous file), lookup and load."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from agents.atomic import atomic_write
+
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """torch.save ``payload`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    _atomic_write(Path(path), lambda fh: torch.save(payload, fh))
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically."""
-    text = json.dumps(data, indent=2, default=_json_default).encode()
-    _atomic_write(Path(path), lambda fh: fh.write(text))
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+    atomic_write(Path(path), lambda fh: torch.save(payload, fh))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

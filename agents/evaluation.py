@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.checkpoint import load_checkpoint, resolve_checkpoint, write_json
+from agents.atomic import write_json
+from agents.checkpoint import load_checkpoint, resolve_checkpoint
 from agents.config import EvalConfig
 from agents.evaluator import run_episodes
 from agents.model import DecisionTransformer, DTConfig

@@ -1,7 +1,7 @@
 """Policy rollouts in parallel gymnasium environments, batched over environments.
 
-The default path feeds one token at a time through each attention's incremental form (KV
-cache, cosFormer's recurrent state, Combiner's cached summaries). ``naive=True`` re-runs the
+The default path feeds each step's new tokens (a_{t-1}, R_t, s_t) in one pass through each
+attention's incremental form (KV cache, cosFormer's recurrent state, Combiner's cached summaries). ``naive=True`` re-runs the
 model over the whole K-step window every step, as the original DT evaluation does.
 
 Window semantics: with K shorter than the episode, the incremental path gives every layer a
@@ -88,6 +88,7 @@ def run_episodes(
         hist_r = torch.zeros(n, max_steps, 1, device=device)
     else:
         state = policy.init_state(n, device=device)
+        prev_action = None  # a_{t-1}, fed together with R_t and s_t
     start = time.perf_counter()
     policy_time = 0.0
     t = 0
@@ -108,8 +109,8 @@ def run_episodes(
             action = policy(seg[0], seg[1], seg[2], seg[3], mask if pad else None)[:, -1]
             hist_a[:, t] = action
         else:
-            action, state = policy.step_policy(state, rtg, s, ts)
-            state = policy.step_action(state, action, ts)
+            action, state = policy.act(state, rtg, s, ts, prev_action)
+            prev_action = action
         action = action.cpu().numpy()
         policy_time += time.perf_counter() - p0
         obs, reward, terminated, truncated, _ = envs.step(action)

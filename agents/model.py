@@ -117,14 +117,28 @@ class DecisionTransformer(nn.Module):
         dtype = next(self.parameters()).dtype
         return self.transformer.init_state(batch, device=device, dtype=dtype)
 
+    def act(
+        self,
+        state: list,
+        rtg: torch.Tensor,
+        obs: torch.Tensor,
+        timestep: torch.Tensor,
+        prev_action: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list]:
+        """One rollout step in one pass through the stack: feed a_{t-1} (B,A) when given (every step
+        but the first), then R_t (B,1) and s_t (B,S) at ``timestep`` t (B,); return a_t (B,A)."""
+        t = self._time(timestep)
+        tokens = [self.embed_return(rtg) + t, self.embed_state(obs) + t]
+        if prev_action is not None:
+            tokens.insert(0, self.embed_action(prev_action) + self._time(timestep - 1))
+        h, state = self.transformer.step_many(self.embed_ln(torch.stack(tokens, dim=1)), state)
+        return self.predict_action(h[:, -1]), state
+
     def step_policy(
         self, state: list, rtg: torch.Tensor, obs: torch.Tensor, timestep: torch.Tensor
     ) -> tuple[torch.Tensor, list]:
         """Feed R_t and s_t (shapes (B,1), (B,S), (B,)) and return the predicted a_t (B,A)."""
-        t = self._time(timestep)
-        _, state = self.transformer.step(self.embed_ln(self.embed_return(rtg) + t), state)
-        h, state = self.transformer.step(self.embed_ln(self.embed_state(obs) + t), state)
-        return self.predict_action(h), state
+        return self.act(state, rtg, obs, timestep)
 
     def step_action(self, state: list, action: torch.Tensor, timestep: torch.Tensor) -> list:
         """Feed the action a_t actually taken (B,A) so the next step can attend to it."""

@@ -65,11 +65,15 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln2(x)))
 
     def step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        """One token (B, E) -> (B, E) with the attention's incremental state."""
-        B, E = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, 3, self.n_heads, self.head_dim).unbind(1)
-        a, state = self.attn.step(q, k, v, state)  # (B, H, Dh)
-        x = x + self.drop(self.proj(a.reshape(B, E)))
+        """n new tokens (B, n, E) -> (B, n, E) with the attention's incremental state.
+
+        Everything but the attention is per token, so the n tokens share one pass through the
+        linear layers; the attention consumes them in order (``Attention.step_many``).
+        """
+        B, n, E = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        a, state = self.attn.step_many(q, k, v, state)  # (B, H, n, Dh)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, n, E)))
         return x + self.drop(self.mlp(self.ln2(x))), state
 
 
@@ -102,16 +106,23 @@ class CausalTransformer(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
         """Consume one token per sequence, x_t (B, E) -> (B, E), equal to ``forward`` on the prefix."""
+        out, state = self.step_many(x_t.unsqueeze(1), state)
+        return out.squeeze(1), state
+
+    def step_many(self, x: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
+        """Consume n tokens per sequence at once, x (B, n, E) -> (B, n, E); equal to n calls to ``step``."""
         if len(state) != len(self.blocks):
             raise ValueError(
                 f"state has {len(state)} layer entries but the model has {len(self.blocks)} layers; "
                 f"build it with init_state"
             )
+        if x.dim() != 3 or x.shape[-1] != self.cfg.embed_dim:
+            raise ValueError(f"expected x of shape (batch, new tokens, {self.cfg.embed_dim}), got {tuple(x.shape)}")
         new_state = []
         for block, s in zip(self.blocks, state):
-            x_t, s = block.step(x_t, s)
+            x, s = block.step(x, s)
             new_state.append(s)
-        return self.ln_f(x_t), new_state
+        return self.ln_f(x), new_state
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -8,6 +8,7 @@ that differ only in their training seed; cells carry the mean and std over seeds
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -17,20 +18,27 @@ from typing import Any
 
 import numpy as np
 
+from agents.atomic import write_text
+
 EVAL_FILE = "eval.json"
 # Files whose presence marks a directory as a run directory (written by `dt-attn train`).
 RUN_MARKERS = ("config.json", "checkpoint.pt", "train_summary.json")
 
 ROW_COLUMNS = [
     "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "K", "seed", "steps",
-    "target", "episodes", "return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean",
-    "score_reference", "train_time_s", "steps_per_s", "tokens_per_step", "peak_memory_mb", "parameters",
-    "device", "eval_env_steps_per_s", "eval_wall_time_s", "eval_seed", "rollout", "run_dir",
+    "batch_size", "target", "episodes", "return_mean", "return_std", "normalized_mean", "normalized_std",
+    "length_mean", "score_reference", "train_time_s", "steps_per_s", "tokens_per_step", "peak_memory_mb",
+    "parameters", "device", "eval_env_steps_per_s", "eval_wall_time_s", "eval_seed", "rollout", "run_dir",
 ]
-CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "K", "steps", "target")
+# How a runs.csv column is read back (the rest stay strings).
+_INT_COLUMNS = ("K", "seed", "steps", "batch_size", "episodes")
+_FLOAT_COLUMNS = ("target", "return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean",
+                  "train_time_s", "steps_per_s", "tokens_per_step", "peak_memory_mb", "parameters",
+                  "eval_env_steps_per_s", "eval_wall_time_s")
+CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "K", "steps", "batch_size", "target")
 CELL_COLUMNS = [
-    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "K", "steps", "target",
-    "seeds", "seed_list", "normalized_mean", "normalized_std", "return_mean", "return_std",
+    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "K", "steps", "batch_size",
+    "target", "seeds", "seed_list", "normalized_mean", "normalized_std", "return_mean", "return_std",
     "train_time_s", "train_s_per_step", "train_s_per_step_std", "steps_per_s", "peak_memory_mb",
     "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "label",
 ]
@@ -106,6 +114,7 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
             "K": int(ev.get("context", config.get("context", 0))),
             "seed": int(ev.get("train_seed", config.get("seed", 0))),
             "steps": int(ev.get("train_steps", train.get("steps", 0))),
+            "batch_size": int(config.get("batch_size", 0)),
             "target": float(res["target"]),
             "episodes": int(res.get("episodes", 0)),
             "return_mean": _num(res.get("return_mean")),
@@ -142,6 +151,40 @@ def load_runs(run_dirs: Iterable[Path]) -> tuple[list[dict[str, Any]], list[tupl
     return rows, broken
 
 
+def _csv_field(column: str, text: str) -> Any:
+    if column in _INT_COLUMNS:
+        return int(float(text)) if text else 0
+    if column in _FLOAT_COLUMNS:
+        return float(text) if text else math.nan
+    return text
+
+
+def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a runs.csv written by an earlier report, typed as ``load_run`` gives them.
+
+    Lets a report combine runs whose directories are gone (or live on another machine) with live
+    ones. Files from before the batch_size column get it back from tokens_per_step / (3 K).
+    """
+    path = Path(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("dataset", "attention", "K", "seed", "target", "normalized_mean")
+                   if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} is not a runs.csv from `dt-attn report` (no column(s) {', '.join(missing)})")
+        rows = []
+        for raw in reader:
+            row = {c: _csv_field(c, raw.get(c) or "") for c in ROW_COLUMNS}
+            if not row["batch_size"] and row["K"] and not math.isnan(row["tokens_per_step"]):
+                row["batch_size"] = round(row["tokens_per_step"] / (3 * row["K"]))
+            row["observe"] = row["observe"] or "full"
+            row["attention_options"] = row["attention_options"] or "{}"
+            row["run_dir"] = row["run_dir"] or f"{path}:{reader.line_num}"
+            row["env"] = None
+            rows.append(row)
+    return rows
+
+
 # ----------------------------------------------------------------------------- averaging
 def _mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and population std (ddof=0) of the finite values; NaN when there are none."""
@@ -154,31 +197,35 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def _sort_key(cell: dict[str, Any]) -> tuple:
     # K before the options: some options (Combiner's default span) change with K
     return (cell["dataset"], cell["observe"], cell["attention"], cell["K"], cell["attention_options"],
-            cell["steps"], cell["target"], cell["env_id"])
+            cell["steps"], cell["batch_size"], cell["target"], cell["env_id"])
 
 
 def _labels(cells: list[dict[str, Any]]) -> None:
     """Display label per cell (one plotted line per label): the attention name, plus what tells apart
-    runs of one name: options at one K (some options, like Combiner's span, vary with K), steps, env id."""
+    runs of one name: options at one K (some options, like Combiner's span, vary with K), steps, batch, env id."""
     options: dict[tuple, set[str]] = {}
     runs: dict[tuple, set[tuple]] = {}
     for c in cells:
         options.setdefault((c["dataset"], c["observe"], c["attention"], c["K"]), set()).add(c["attention_options"])
-        runs.setdefault((c["dataset"], c["observe"], c["attention"]), set()).add((c["steps"], c["env_id"]))
+        runs.setdefault((c["dataset"], c["observe"], c["attention"]), set()).add(
+            (c["steps"], c["batch_size"], c["env_id"]))
     for c in cells:
         parts = [c["attention"]]
         if len(options[(c["dataset"], c["observe"], c["attention"], c["K"])]) > 1:
             parts.append(c["attention_options"])
         variants = runs[(c["dataset"], c["observe"], c["attention"])]
-        if len({s for s, _ in variants}) > 1:
+        if len({s for s, _, _ in variants}) > 1:
             parts.append(f"{c['steps']} steps")
-        if len({e for _, e in variants}) > 1:
+        if len({b for _, b, _ in variants}) > 1:
+            parts.append(f"batch {c['batch_size']}")
+        if len({e for _, _, e in variants}) > 1:
             parts.append(c["env_id"])
         c["label"] = " ".join(parts)
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One cell per (dataset, env id, observe, attention, options, K, steps, target): mean ± std over seeds."""
+    """One cell per (dataset, env id, observe, attention, options, K, steps, batch, target): mean ± std over
+    seeds."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in CELL_KEY), []).append(r)
@@ -246,12 +293,12 @@ def _csv_value(value: Any) -> Any:
 def write_csv(records: list[dict[str, Any]], columns: list[str], path: str | Path) -> Path:
     """Write ``records`` (only ``columns``, in order) as CSV; NaN becomes an empty field."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        for rec in records:
-            w.writerow([_csv_value(rec.get(c, "")) for c in columns])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(columns)
+    for rec in records:
+        w.writerow([_csv_value(rec.get(c, "")) for c in columns])
+    write_text(path, buf.getvalue())
     return path
 
 
@@ -299,14 +346,14 @@ def format_markdown(
         "",
         "## Normalized score by cell (mean ± std over seeds)",
         "",
-        ("| dataset | observe | attention | K | target | steps | seeds | normalized | return "
+        ("| dataset | observe | attention | K | target | steps | batch | seeds | normalized | return "
          "| train ms/step | peak MB | eval ms/step |"),
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         lines.append(
             f"| {c['dataset_label'] or c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | {c['target']:g} "
-            f"| {c['steps']} | {c['seeds']} | {_pm(c['normalized_mean'], c['normalized_std'])} "
+            f"| {c['steps']} | {c['batch_size']} | {c['seeds']} | {_pm(c['normalized_mean'], c['normalized_std'])} "
             f"| {_pm(c['return_mean'], c['return_std'])} | {_fmt(c['train_s_per_step'], 1, 1e3)} "
             f"| {_fmt(c['peak_memory_mb'], 0)} | {_fmt(c['eval_s_per_step'], 2, 1e3)} |"
         )

@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure  # the object API renders with Agg and touches no global backend
 from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
+from agents.atomic import atomic_write
 from experiments.aggregate import DatasetReference
 
 LINESTYLES = ("-", "--", "-.", ":")
@@ -141,6 +142,5 @@ def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     return path

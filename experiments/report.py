@@ -1,7 +1,8 @@
 """`dt-attn report`: rebuild the CSV, the Markdown table and the plots from finished runs.
 
-python -m experiments.report RUN_DIRS... [--out DIR]: each argument is a run directory or a
-folder searched recursively for run directories (those holding eval.json).
+python -m experiments.report RUN_DIRS... [--out DIR]: each argument is a run directory, a
+folder searched recursively for run directories (those holding eval.json), or a runs.csv written
+by an earlier report (its rows join the table; a live run directory wins over its CSV row).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents.atomic import write_text
 from experiments.aggregate import (
     CELL_COLUMNS,
     EVAL_FILE,
@@ -22,6 +24,7 @@ from experiments.aggregate import (
     find_runs,
     format_markdown,
     load_reference,
+    load_rows_csv,
     load_runs,
     summarize,
     write_csv,
@@ -41,10 +44,10 @@ class Report:
 
 
 def default_out_dir(paths: list[str | Path]) -> Path:
-    """<common parent of the inputs>/report; a single run directory reports into its parent."""
+    """<common parent of the inputs>/report; a single run directory or CSV file reports into its parent."""
     resolved = [Path(p).resolve() for p in paths]
     common = Path(os.path.commonpath([str(p) for p in resolved]))
-    if any((common / m).exists() for m in (EVAL_FILE, *RUN_MARKERS)):
+    if common.is_file() or any((common / m).exists() for m in (EVAL_FILE, *RUN_MARKERS)):
         common = common.parent
     return common / "report"
 
@@ -55,14 +58,23 @@ def build_report(
     reference_fn: ReferenceFn | None = load_reference,
     plots: bool = True,
 ) -> Report:
-    """Aggregate every finished run under ``paths`` into out_dir: runs.csv, cells.csv, report.md, PNGs."""
+    """Aggregate every finished run under ``paths`` (and the rows of any runs.csv among them) into
+    out_dir: runs.csv, cells.csv, report.md, PNGs."""
     if not paths:
         raise ValueError("no run directories given; pass run directories or folders that contain them")
     out = Path(out_dir) if out_dir is not None else default_out_dir(paths)
-    finished, unfinished_dirs = find_runs(paths)
+    csv_files = [Path(p) for p in paths if Path(p).suffix == ".csv"]
+    missing = [p for p in csv_files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such runs.csv: {', '.join(map(str, missing))}")
+    dirs = [p for p in paths if Path(p).suffix != ".csv"]
+    finished, unfinished_dirs = find_runs(dirs)
     rows, broken = load_runs(finished)
+    live = {(r["run_dir"], r["target"]) for r in rows}
+    for csv_file in csv_files:
+        rows += [r for r in load_rows_csv(csv_file) if (r["run_dir"], r["target"]) not in live]
     unfinished = [(d, f"no {EVAL_FILE} (training or evaluation did not finish)") for d in unfinished_dirs] + broken
-    runs = sorted({Path(r["run_dir"]) for r in rows})
+    runs = sorted({Path(r["run_dir"]) for r in rows})  # a CSV row's run_dir may no longer exist
     report = Report(out_dir=out, runs=runs, unfinished=unfinished)
     if not rows:
         listed = "".join(f"\n  {d}: {why}" for d, why in unfinished)
@@ -78,7 +90,7 @@ def build_report(
         report.files["costs_png"] = plot_costs(cells, out / "costs.png")
     report.markdown = format_markdown(cells, refs, notes, unfinished, len(runs))
     md = out / "report.md"
-    md.write_text(report.markdown)
+    write_text(md, report.markdown)
     report.files["markdown"] = md
     return report
 
@@ -103,7 +115,8 @@ def _main(args: argparse.Namespace) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The report's command-line arguments."""
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                        help="run directory, or a folder searched recursively for run directories")
+                        help="run directory, a folder searched recursively for run directories, "
+                             "or a runs.csv from an earlier report")
     parser.add_argument("--out", default=None,
                         help="output folder (default: <common parent of RUN_DIRs>/report)")
     parser.add_argument("--no-references", action="store_true",

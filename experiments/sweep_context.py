@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.atomic import write_text
 from agents.config import TrainConfig, run_name
 from experiments.aggregate import ReferenceFn, load_reference
 from experiments.common import run_cli
@@ -355,13 +356,13 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
         return 0
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "sweep_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    write_text(out_dir / "sweep_config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     todo = [c for c in cells if c.status != "done"]
     results = _run_cells(todo, cfg.jobs, train_fn, progress) if todo else {}
     failed = [c for c in todo if not results[c.run_dir]["ok"]]
     record = [{"run_dir": str(c.run_dir), "status_before": c.status, **results.get(c.run_dir, {"ok": True})}
               for c in cells]
-    (out_dir / "sweep_results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_text(out_dir / "sweep_results.json", json.dumps(record, indent=2, default=str) + "\n")
     if cfg.report:
         _report(out_dir, reference_fn)
     print(f"sweep finished: {len(cells) - len(failed)} of {len(cells)} cell(s) done"

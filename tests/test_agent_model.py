@@ -61,6 +61,18 @@ def test_incremental_policy_matches_parallel(attention):
         state = m.step_action(state, a[:, i], t[:, i])
 
 
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_fused_rollout_step_matches_parallel(attention):
+    """``act`` feeds a_{t-1}, R_t, s_t in one pass; its actions equal the parallel forward's."""
+    m = _model(attention, context=7)
+    s, a, r, t = _inputs(3, 7)
+    parallel = m(s, a, r, t)
+    state = m.init_state(3)
+    for i in range(7):
+        pred, state = m.act(state, r[:, i], s[:, i], t[:, i], a[:, i - 1] if i else None)
+        torch.testing.assert_close(pred, parallel[:, i], atol=2e-5, rtol=1e-4)
+
+
 def test_with_attention_options_copies_weights():
     m = _model("cosformer")
     w = m.with_attention_options(window=9)

@@ -20,16 +20,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def write_run(root: Path, attention: str, K: int, seed: int, scores: dict[float, float], *,
               dataset: str = "hopper-medium-standin", steps: int = 100, steps_per_s: float = 10.0,
               peak_mb: float = 500.0, eval_sps: float = 200.0, options: dict | None = None,
-              observe: str = "full") -> Path:
+              observe: str = "full", batch_size: int = 64) -> Path:
     """A finished run directory in the layout `dt-attn train` writes; ``scores`` maps target -> normalized."""
     run = root / f"{dataset}-{attention}-K{K}-s{seed}"
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"dataset": dataset, "env": None, "observe": observe,
                                                  "attention": attention, "context": K, "seed": seed,
-                                                 "steps": steps}))
+                                                 "steps": steps, "batch_size": batch_size}))
     (run / "train_summary.json").write_text(json.dumps({
         "steps": steps, "train_time_s": steps / steps_per_s, "steps_per_s": steps_per_s,
-        "tokens_per_step": 64 * 3 * K, "peak_memory_mb": peak_mb, "parameters": 1234, "device": "cpu",
+        "tokens_per_step": batch_size * 3 * K, "peak_memory_mb": peak_mb, "parameters": 1234, "device": "cpu",
         "dataset_label": f"{dataset} (stand-in)", "env_id": "Hopper-v4", "observe": observe}))
     results = [{
         "target": t, "episodes": 2, "return_mean": 32.5 * s, "return_std": 1.0, "return_min": 0.0,
@@ -101,7 +101,7 @@ def test_report_rebuilds_csv_table_and_plots(tmp_path):
     s = expected[("softmax", 5)]
     m = sum(s) / 3
     sd = math.sqrt(sum((x - m) ** 2 for x in s) / 3)
-    assert f"| 5 | 1800 | 100 | 3 | {m:.1f} ± {sd:.1f} |" in md
+    assert f"| 5 | 1800 | 100 | 64 | 3 | {m:.1f} ± {sd:.1f} |" in md
     assert "| hopper-medium-standin | hopper stand-in | 54.1 | 95.9 | D4RL |" in md
     for kind in ("scores_png", "costs_png"):
         data = rep.files[kind].read_bytes()
@@ -152,7 +152,7 @@ def test_cli_main_and_default_out(tmp_path, capsys):
     out = tmp_path / "runs" / "report"
     assert {p.name for p in out.iterdir()} == {"runs.csv", "cells.csv", "report.md", "scores.png", "costs.png"}
     printed = capsys.readouterr().out
-    assert "| positions | cosformer | 5 | 1800 | 100 | 1 | 14.0 ± 0.0 |" in printed
+    assert "| positions | cosformer | 5 | 1800 | 100 | 64 | 1 | 14.0 ± 0.0 |" in printed
 
 
 def test_attention_variants_are_labelled_and_duplicate_seeds_rejected(tmp_path):
@@ -175,6 +175,72 @@ def test_runs_of_different_lengths_are_separate_lines(tmp_path):
     assert sorted(c["label"] for c in cells) == ["cosformer", "softmax 100 steps", "softmax 200 steps"]
 
 
+def test_batch_sizes_are_separate_cells_and_labelled(tmp_path):
+    write_run(tmp_path / "a", "cosformer", 200, 0, {1800.0: 1.0}, batch_size=32)
+    write_run(tmp_path / "b", "cosformer", 1000, 0, {1800.0: 3.0}, batch_size=8)
+    write_run(tmp_path / "b", "softmax", 200, 0, {1800.0: 3.0}, batch_size=32)
+    cells = summarize([r for d in find_runs([tmp_path])[0] for r in load_run(d)])
+    assert sorted((c["label"], c["batch_size"]) for c in cells) == [
+        ("cosformer batch 32", 32), ("cosformer batch 8", 8), ("softmax", 32)]
+
+
+def test_report_merges_rows_of_an_earlier_runs_csv(tmp_path):
+    """Runs whose directories are gone come back from the runs.csv an earlier report wrote."""
+    expected = make_sweep(tmp_path / "old")
+    first = build_report([tmp_path / "old"], tmp_path / "first", reference_fn=None, plots=False)
+    saved = tmp_path / "saved_runs.csv"
+    saved.write_bytes(first.files["runs_csv"].read_bytes())
+    for run in (tmp_path / "old").iterdir():
+        if run.name.startswith("hopper") and "-K20-" in run.name:
+            for f in run.iterdir():
+                f.unlink()
+            run.rmdir()  # the K=20 runs now exist only as CSV rows
+    write_run(tmp_path / "new", "cosformer", 60, 0, {1800.0: 70.0}, batch_size=8)
+    rep = build_report([saved, tmp_path / "old", tmp_path / "new"], tmp_path / "out", reference_fn=None,
+                       plots=False)
+    cells = {(c["attention"], c["K"], c["target"]): c for c in summarize(
+        [r for r in _read_rows(rep.files["runs_csv"])])}
+    assert len(cells) == 9
+    for (attention, K), scores in expected.items():
+        cell = cells[(attention, K, 1800.0)]
+        assert cell["seeds"] == 3 and cell["normalized_mean"] == pytest.approx(sum(scores) / 3, rel=1e-5)
+        assert cell["batch_size"] == 64
+    assert cells[("cosformer", 60, 1800.0)]["normalized_mean"] == 70.0
+    assert cells[("cosformer", 60, 1800.0)]["batch_size"] == 8
+    # the K=5 runs are both live and in the CSV: the live directory wins, no duplicate-seed error
+    assert "| cosformer batch 64 | 5 | 1800 | 100 | 64 | 3 |" in rep.markdown
+
+
+def _read_rows(path):
+    from experiments.aggregate import load_rows_csv
+
+    return load_rows_csv(path)
+
+
+def test_old_runs_csv_without_batch_column_and_bad_csv(tmp_path):
+    from experiments.aggregate import ROW_COLUMNS, load_rows_csv
+
+    write_run(tmp_path / "r", "softmax", 20, 0, {1800.0: 12.0}, batch_size=32)
+    rep = build_report([tmp_path / "r"], tmp_path / "out", reference_fn=None, plots=False)
+    with open(rep.files["runs_csv"]) as f:
+        rows = list(csv.DictReader(f))
+    old = tmp_path / "old.csv"
+    with open(old, "w", newline="") as f:
+        cols = [c for c in ROW_COLUMNS if c != "batch_size"]
+        w = csv.DictWriter(f, cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    (row,) = load_rows_csv(old)
+    assert row["batch_size"] == 32 and row["K"] == 20 and row["normalized_mean"] == 12.0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not a runs.csv"):
+        load_rows_csv(bad)
+    with pytest.raises(FileNotFoundError, match="no such runs.csv"):
+        build_report([tmp_path / "missing.csv"], tmp_path / "o2", reference_fn=None)
+    assert default_out_dir([old]) == (tmp_path / "report").resolve()
+
+
 def test_missing_input_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
         find_runs([tmp_path / "nope"])
@@ -185,7 +251,7 @@ def test_markdown_has_score_by_context_pivot():
 
     def cell(observe, k, mean):
         return {"dataset": "d", "dataset_label": "d stand-in", "observe": observe, "label": "cosformer", "K": k,
-                "target": 3600.0, "steps": 10, "seeds": 3, "normalized_mean": mean, "normalized_std": 1.0,
+                "target": 3600.0, "steps": 10, "batch_size": 4, "seeds": 3, "normalized_mean": mean, "normalized_std": 1.0,
                 "return_mean": 1.0, "return_std": 0.0, "train_s_per_step": 0.01, "peak_memory_mb": 1.0,
                 "eval_s_per_step": 0.001}
 

@@ -54,6 +54,32 @@ def test_step_matches_forward(name, tokens):
 
 
 @pytest.mark.parametrize("name", _mechanisms())
+@pytest.mark.parametrize("window", [None, 2, 5])  # 2: a chunk of 3 is longer than the window
+def test_step_many_matches_forward_in_uneven_chunks(name, window):
+    """Feeding 1, 3, 2, 3, 2 tokens at a time (a rollout feeds 2 then 3 per step) equals forward."""
+    if window is not None and name == "combiner-logsparse":
+        pytest.skip("combiner-logsparse has no window option")
+    model = _model(name, **({} if window is None else {"window": window}))
+    x = torch.randn(3, 11, 16)
+    with torch.no_grad():
+        full = model(x)
+        state = model.init_state(3)
+        outs, start = [], 0
+        for n in (1, 3, 2, 3, 2):
+            out, state = model.step_many(x[:, start:start + n], state)
+            assert out.shape == (3, n, 16)
+            outs.append(out)
+            start += n
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_step_many_rejects_a_wrong_shape():
+    model = _model("softmax")
+    with pytest.raises(ValueError, match="new tokens"):
+        model.step_many(torch.randn(2, 16), model.init_state(2))
+
+
+@pytest.mark.parametrize("name", _mechanisms())
 def test_stack_is_causal(name):
     model = _model(name)
     x = torch.randn(2, 11, 16, requires_grad=True)

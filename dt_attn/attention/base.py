@@ -7,6 +7,8 @@ Shapes (all mechanisms):
 * ``step`` takes one token: q, k (batch, heads, head_dim), v (batch, heads, value_dim), and returns
   (out (batch, heads, value_dim), new_state). Feeding a sequence token by token through ``step``
   reproduces ``forward`` on the same prefix (to float tolerance).
+* ``step_many`` takes n consecutive tokens (batch, heads, n, dim) and equals n calls to ``step``;
+  the base class loops, a mechanism may override it with a batched form.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ class Attention(nn.Module):
     ) -> tuple[torch.Tensor, Any]:
         """Consume one token per sequence; returns its output and the updated state."""
         raise NotImplementedError
+
+    def step_many(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: Any
+    ) -> tuple[torch.Tensor, Any]:
+        """Consume n consecutive tokens per sequence (q, k, v with n on dim 2); same as n ``step`` calls."""
+        outs = []
+        for i in range(q.shape[2]):
+            out, state = self.step(q[:, :, i], k[:, :, i], v[:, :, i], state)
+            outs.append(out)
+        return torch.stack(outs, dim=2), state
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.options().items())

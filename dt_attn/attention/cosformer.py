@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from dt_attn.attention.base import Attention, register
-from dt_attn.attention.softmax import check_window
-from dt_attn.ops.cosformer import check_distance, cos_features, cosformer_attention, readout, rotation_at
+from dt_attn.attention.window import check_window, ring_step_layout
+from dt_attn.ops.cosformer import check_distance, cos_features, cosformer_attention, rotation_at
 
 
 def _check_positive_int(name: str, value: object) -> None:
@@ -101,26 +101,36 @@ class CosformerAttention(Attention):
 
         Meant for inference: a window's ring buffer is updated in place.
         """
-        pos = state.position
+        out, state = self.step_many(q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2), state)
+        return out.squeeze(2), state
+
+    def step_many(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: CosformerState
+    ) -> tuple[torch.Tensor, CosformerState]:
+        """n tokens at once: the recurrent sums (or the ring buffer) plus causal attention among
+        the n new tokens, in a handful of batched ops."""
+        n, pos = q.shape[2], state.position
         if self.window is None:
-            check_distance(pos, self.max_distance)
-        rot = torch.tensor(rotation_at(pos, self.max_distance), dtype=q.dtype).to(q.device)
-        qf = cos_features(q, rot)
+            check_distance(pos + n - 1, self.max_distance)
+        rot = torch.tensor([rotation_at(pos + i, self.max_distance) for i in range(n)], dtype=q.dtype)
+        rot = rot.to(q.device)
+        qf = cos_features(q, rot)  # (B, H, n, 2d)
         kf = cos_features(k, rot)
         if self.window is None:
             assert state.kv is not None and state.k_sum is not None
-            kv = torch.addcmul(state.kv, kf.unsqueeze(-1), v.unsqueeze(-2))
-            k_sum = state.k_sum + kf
-            return readout(qf, kv, k_sum, self.eps), CosformerState(pos + 1, kv=kv, k_sum=k_sum)
+            w = torch.matmul(qf, kf.transpose(-1, -2)).tril()  # among the new tokens, causal
+            num = torch.matmul(qf, state.kv) + torch.matmul(w, v)
+            den = torch.matmul(qf, state.k_sum.unsqueeze(-1)).squeeze(-1) + w.sum(-1)
+            kv = state.kv + torch.matmul(kf.transpose(-1, -2), v)
+            k_sum = state.k_sum + kf.sum(2)
+            return num / den.clamp_min(self.eps).unsqueeze(-1), CosformerState(pos + n, kv=kv, k_sum=k_sum)
 
         kbuf, vbuf = state.key_buffer, state.value_buffer
         assert kbuf is not None and vbuf is not None
-        # Overwrites token pos - window, which just left the window; slot order does not matter.
-        slot = pos % self.window
-        kbuf[:, :, slot] = kf
-        vbuf[:, :, slot] = v
-        filled = min(pos + 1, self.window)
-        weights = torch.matmul(kbuf[:, :, :filled], qf.unsqueeze(-1)).transpose(-1, -2)  # (B, H, 1, n)
-        num = torch.matmul(weights, vbuf[:, :, :filled]).squeeze(-2)
-        out = num / weights.sum(-1).clamp_min(self.eps)
-        return out, CosformerState(pos + 1, key_buffer=kbuf, value_buffer=vbuf)
+        visible, slots = ring_step_layout(pos, self.window, n, q.device)
+        w = torch.matmul(qf, torch.cat([kbuf, kf], dim=2).transpose(-1, -2)) * visible
+        out = torch.matmul(w, torch.cat([vbuf, v], dim=2)) / w.sum(-1, keepdim=True).clamp_min(self.eps)
+        # Re-summed over the buffer each call: exact, no add/subtract drift.
+        kbuf.index_copy_(2, slots, kf[:, :, n - slots.numel():])
+        vbuf.index_copy_(2, slots, v[:, :, n - slots.numel():])
+        return out, CosformerState(pos + n, key_buffer=kbuf, value_buffer=vbuf)

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from dt_attn.attention.base import Attention, register
+from dt_attn.attention.window import check_window, ring_step_layout
 
 # The KV cache grows by this many slots at a time (when there is no window).
 _CACHE_GROWTH = 256
-
-
-def check_window(window: int | None) -> None:
-    """Raise ValueError unless ``window`` is None or a positive int."""
-    if window is None:
-        return
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(
-            f"window must be a positive int (the number of most recent keys a query sees, itself "
-            f"included) or None for full causal attention, got {window!r}"
-        )
 
 
 @dataclass
@@ -99,20 +88,30 @@ class SoftmaxAttention(Attention):
 
         Meant for inference: the cache is updated in place.
         """
-        keys, values, n = state.keys, state.values, state.length
-        cap = keys.shape[2]
+        out, state = self.step_many(q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2), state)
+        return out.squeeze(2), state
+
+    def step_many(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: KVCache
+    ) -> tuple[torch.Tensor, KVCache]:
+        """n tokens at once: one attention over [cached keys, new keys] under a causal (windowed)
+        mask, then the new keys join the cache (in place)."""
+        n, pos = q.shape[2], state.length
         if self.window is not None:
-            slot = n % self.window  # ring buffer; softmax does not care about slot order
-        else:
-            if n >= cap:
-                grow = max(_CACHE_GROWTH, cap)  # doubling keeps total copying linear
-                keys = torch.cat([keys, keys.new_zeros(*keys.shape[:2], grow, keys.shape[3])], 2)
-                values = torch.cat([values, values.new_zeros(*values.shape[:2], grow, values.shape[3])], 2)
-            slot = n
-        keys[:, :, slot] = k
-        values[:, :, slot] = v
-        valid = min(n + 1, keys.shape[2])
-        scores = torch.einsum("bhd,bhnd->bhn", q, keys[:, :, :valid]) / math.sqrt(q.shape[-1])
-        probs = torch.softmax(scores, dim=-1)
-        out = torch.einsum("bhn,bhnd->bhd", probs, values[:, :, :valid])
-        return out, KVCache(keys=keys, values=values, length=n + 1)
+            visible, slots = ring_step_layout(pos, self.window, n, q.device)
+            keys = torch.cat([state.keys, k], dim=2)
+            values = torch.cat([state.values, v], dim=2)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
+            state.keys.index_copy_(2, slots, k[:, :, n - slots.numel():])
+            state.values.index_copy_(2, slots, v[:, :, n - slots.numel():])
+            return out, KVCache(keys=state.keys, values=state.values, length=pos + n)
+        keys, values = state.keys, state.values
+        if pos + n > keys.shape[2]:
+            grow = max(_CACHE_GROWTH, keys.shape[2], n)  # doubling keeps total copying linear
+            keys = torch.cat([keys, keys.new_zeros(*keys.shape[:2], grow, keys.shape[3])], 2)
+            values = torch.cat([values, values.new_zeros(*values.shape[:2], grow, values.shape[3])], 2)
+        keys[:, :, pos : pos + n] = k
+        values[:, :, pos : pos + n] = v
+        visible = torch.arange(pos + n, device=q.device)[None, :] <= pos + torch.arange(n, device=q.device)[:, None]
+        out = F.scaled_dot_product_attention(q, keys[:, :, : pos + n], values[:, :, : pos + n], attn_mask=visible)
+        return out, KVCache(keys=keys, values=values, length=pos + n)

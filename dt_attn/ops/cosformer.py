@@ -1,4 +1,4 @@
-"""cosFormer tensor math (Qin et al. 2022): features, chunkwise-parallel causal form, recurrent readout.
+"""cosFormer tensor math (Qin et al. 2022): features, chunkwise-parallel causal form.
 
 The weight between query i and key j <= i is ``relu(q_i) . relu(k_j) * cos(pi/2 * (i - j) / M)``.
 With ``a_i = pi/2 * i / M`` and ``cos(a_i - a_j) = cos a_i cos a_j + sin a_i sin a_j`` it becomes a
@@ -185,10 +185,3 @@ def _sliding_sum(x: torch.Tensor, length: int) -> torch.Tensor:
             span *= 2
     assert result is not None
     return result
-
-
-def readout(qf: torch.Tensor, kv: torch.Tensor, k_sum: torch.Tensor, eps: float) -> torch.Tensor:
-    """Recurrent output ``qf S / max(qf . z, eps)`` for one token: qf (B,H,F2), S (B,H,F2,dv), z (B,H,F2)."""
-    num = torch.matmul(qf.unsqueeze(-2), kv).squeeze(-2)
-    den = (qf * k_sum).sum(-1, keepdim=True)
-    return num / den.clamp_min(eps)
