@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -36,6 +38,15 @@ def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) atomically."""
     data = text.encode()
     atomic_write(path, lambda fh: fh.write(data))
+
+
+def write_rows_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Dict rows as a CSV file, atomically; columns are every key in first-seen order."""
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def _json_default(obj: Any) -> Any:

@@ -8,7 +8,6 @@ Writes CSV/JSON under --out-dir and prints tables. Timings are wall-clock on thi
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.atomic import write_rows_csv, write_text
 from agents.model import DecisionTransformer, DTConfig
 from agents.sampler import SegmentSampler
 from experiments.config import add_config_arguments, config_from_args, config_to_dict, format_config
@@ -212,16 +212,6 @@ def bench_eval(cfg: BenchAgentConfig) -> list[dict]:
     return rows
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def run(cfg: BenchAgentConfig) -> dict:
     """Run the selected parts; write CSVs and a JSON summary; return the figures."""
     if cfg.threads:
@@ -237,7 +227,8 @@ def run(cfg: BenchAgentConfig) -> dict:
             raise ValueError(f"unknown part {name!r}; choose from {sorted(parts)}")
         print(f"\n== {name}", flush=True)
         figures[name] = parts[name](cfg)
-        _write_csv(out / f"{name}.csv", figures[name])
+        if figures[name]:
+            write_rows_csv(out / f"{name}.csv", figures[name])
     if figures.get("throughput"):
         by = {r["model"]: r["steps_per_s"] for r in figures["throughput"]}
         hf = by.get("transformers DecisionTransformerModel")
@@ -260,8 +251,7 @@ def run(cfg: BenchAgentConfig) -> dict:
                     wall, pol = nai["wall_time_s"] / inc["wall_time_s"], nai["policy_time_s"] / inc["policy_time_s"]
                     print(f"target: {att} K={k} incremental >= {need}x naive: wall {wall:.1f}x, policy-only "
                           f"{pol:.1f}x -> {'PASS' if wall >= need else 'FAIL'} (wall)")
-    with open(out / "summary.json", "w") as fh:
-        json.dump(figures, fh, indent=2)
+    write_text(out / "summary.json", json.dumps(figures, indent=2))
     print(f"\nwritten to {out}/")
     return figures
 

@@ -17,7 +17,6 @@ plot and the issue's targets (PASS/FAIL) into --out-dir.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import multiprocessing
@@ -37,6 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from agents.atomic import write_rows_csv, write_text
 from dt_attn import attention_options, available_attentions, build_attention
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, config_to_dict, format_config
@@ -455,17 +455,6 @@ def format_tables(fwd: list[dict[str, Any]], step: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows (dicts with the same keys) as a CSV file."""
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def plot(path: Path, fwd: list[dict[str, Any]], step: list[dict[str, Any]]) -> None:
     """Time, memory and step latency on log axes, one line per mechanism."""
     import matplotlib
@@ -523,14 +512,14 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     step = bench_step(cfg, mechanisms, device, say)
     targets = check_targets(fwd, step)
 
-    write_csv(out_dir / "fwd_bwd.csv", fwd)
-    write_csv(out_dir / "step.csv", step)
+    write_rows_csv(out_dir / "fwd_bwd.csv", fwd)
+    write_rows_csv(out_dir / "step.csv", step)
     plot(out_dir / "attention_bench.png", fwd, step)
     target_text = "\n".join(f"{status}: {desc}" for status, desc in targets)
-    (out_dir / "targets.txt").write_text(target_text + "\n")
+    write_text(out_dir / "targets.txt", target_text + "\n")
     meta = {"config": config_to_dict(cfg), "device": str(device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "targets": [list(t) for t in targets]}
-    (out_dir / "bench.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_text(out_dir / "bench.json", json.dumps(meta, indent=2) + "\n")
     say("")
     say(format_tables(fwd, step))
     say("targets:")
