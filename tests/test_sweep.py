@@ -62,6 +62,18 @@ def test_sweep_config_covers_every_training_value():
             assert sweep_fields[f.name].default == f.default and sweep_fields[f.name].type == f.type
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "experiments" / "configs").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_shipped_sweep_configs_load_and_expand(path):
+    """Every config RESULTS.md names loads into a valid SweepConfig with a non-empty grid."""
+    from experiments.config import config_from_dict, load_config_file
+
+    cfg = config_from_dict(SweepConfig, load_config_file(path))
+    cells = expand_grid(cfg)
+    assert len(cells) == (len(cfg.datasets) * len(cfg.observes) * len(cfg.attentions) * len(cfg.contexts)
+                          * len(cfg.seeds))
+
+
 def test_grid_expansion(tmp_path):
     cfg = small(tmp_path, datasets=["hopper-medium-standin", "halfcheetah-medium-standin"],
                 observes=["full", "positions"], attentions=["softmax", "combiner-fixed"], contexts=[20, 1000],
