@@ -14,14 +14,22 @@ from agents.atomic import atomic_write
 from experiments.aggregate import DatasetReference
 
 LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v")
 
 
-def _colors(labels: list[str]) -> dict[str, Any]:
-    """A fixed colour per attention label, shared by every panel and figure."""
+def _looks(cells: list[dict[str, Any]]) -> dict[str, tuple[Any, str]]:
+    """(colour, marker) per label: one colour per attention mechanism in every panel and figure,
+    and a marker per variant of it (options, steps, batch size) so variants stay apart."""
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10"]
-    return {label: cmap(i % 10) for i, label in enumerate(sorted(labels))}
+    attention_of = {c["label"]: c["attention"] for c in cells}
+    names = sorted(set(attention_of.values()))
+    looks = {}
+    for label in sorted(attention_of):
+        variants = sorted(lbl for lbl, a in attention_of.items() if a == attention_of[label])
+        looks[label] = (cmap(names.index(attention_of[label]) % 10), MARKERS[variants.index(label) % len(MARKERS)])
+    return looks
 
 
 def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
@@ -59,7 +67,7 @@ def plot_scores(cells: list[dict[str, Any]], refs: dict[str, DatasetReference], 
     if not cells:
         raise ValueError("no finished runs to plot")
     panels = sorted({(c["dataset"], c["observe"], c["target"]) for c in cells})
-    colors = _colors(list({c["label"] for c in cells}))
+    looks = _looks(cells)
     rows, cols = _grid(len(panels))
     fig = Figure(figsize=(5.0 * cols, 3.8 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -70,8 +78,9 @@ def plot_scores(cells: list[dict[str, Any]], refs: dict[str, DatasetReference], 
             k, mean, std = _finite([c["K"] for c in line], [c["normalized_mean"] for c in line],
                                    [c["normalized_std"] for c in line])
             seeds = "/".join(str(n) for n in sorted({c["seeds"] for c in line}))
-            ax.plot(k, mean, marker="o", color=colors[label], label=f"{label} (n={seeds})")
-            ax.fill_between(k, mean - std, mean + std, color=colors[label], alpha=0.2, linewidth=0)
+            color, marker = looks[label]
+            ax.plot(k, mean, marker=marker, color=color, label=f"{label} (n={seeds})")
+            ax.fill_between(k, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
         ref = refs.get(dataset)
         if ref is not None:
             ax.axhline(ref.average, color="0.4", linestyle="--", linewidth=1, label=f"dataset average {ref.average:.1f}")
@@ -109,7 +118,7 @@ def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
     if not cells:
         raise ValueError("no finished runs to plot")
     lines = _cost_lines(cells)
-    colors = _colors(list({key[2] for key in lines}))
+    looks = _looks(cells)
     groups = sorted({key[:2] for key in lines})
     style = {g: LINESTYLES[i % len(LINESTYLES)] for i, g in enumerate(groups)}
     metrics = [
@@ -126,7 +135,8 @@ def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
             if k.size == 0:
                 continue
             name = label if len(groups) == 1 else f"{label} ({dataset}, {observe})"
-            ax.errorbar(k, mean * scale, yerr=std * scale, marker="o", capsize=3, color=colors[label],
+            color, marker = looks[label]
+            ax.errorbar(k, mean * scale, yerr=std * scale, marker=marker, capsize=3, color=color,
                         linestyle=style[(dataset, observe)], label=name)
         _k_axis(ax, ks)
         if ax.has_data():
