@@ -331,6 +331,28 @@ def _score_by_context(cells: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _cost_by_context(cells: list[dict[str, Any]]) -> list[str]:
+    """One table per dataset: rows attention, columns K, training ms/step and peak MB averaged over the
+    observation variants and targets of that (attention, K)."""
+    lines: list[str] = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in cells:
+        groups.setdefault(c["dataset_label"] or c["dataset"], []).append(c)
+    for label, members in groups.items():
+        ks = sorted({c["K"] for c in members})
+        title = f"### {label}: training cost by context length K (ms per step, peak MB; mean over observe variants)"
+        lines += ["", title, "", "| attention | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
+        for att in dict.fromkeys(c["label"] for c in members):
+            entries = []
+            for k in ks:
+                at_k = [c for c in members if (c["label"], c["K"]) == (att, k)]
+                ms, _ = _mean_std([c["train_s_per_step"] * 1e3 for c in at_k])
+                mb, _ = _mean_std([c["peak_memory_mb"] for c in at_k])
+                entries.append(f"{_fmt(ms, 0)} ms, {_fmt(mb, 0)} MB" if at_k else "")
+            lines.append(f"| {att} | " + " | ".join(entries) + " |")
+    return lines
+
+
 def format_markdown(
     cells: list[dict[str, Any]],
     refs: dict[str, DatasetReference],
@@ -358,6 +380,7 @@ def format_markdown(
             f"| {_fmt(c['peak_memory_mb'], 0)} | {_fmt(c['eval_s_per_step'], 2, 1e3)} |"
         )
     lines += _score_by_context(cells)
+    lines += _cost_by_context(cells)
     lines += [
         "",
         ("std is the population std (ddof=0) of the per-seed episode means; seeds = number of training seeds. "

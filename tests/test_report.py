@@ -255,7 +255,11 @@ def test_markdown_has_score_by_context_pivot():
                 "return_mean": 1.0, "return_std": 0.0, "train_s_per_step": 0.01, "peak_memory_mb": 1.0,
                 "eval_s_per_step": 0.001}
 
-    md = format_markdown([cell("full", 1, 10.0), cell("full", 20, 30.0), cell("positions", 20, 5.0)], {}, [], [], 9)
+    cells = [cell("full", 1, 10.0), cell("full", 20, 30.0), cell("positions", 20, 5.0)]
+    cells[2].update(train_s_per_step=0.03, peak_memory_mb=3.0)
+    md = format_markdown(cells, {}, [], [], 9)
     assert "| observe | attention | K=1 | K=20 |" in md
     assert "| full | cosformer | 10.0 ± 1.0 | 30.0 ± 1.0 |" in md
     assert "| positions | cosformer |  | 5.0 ± 1.0 |" in md
+    # cost pivot: K=20 averages the full (0.01 s) and positions (0.03 s) cells
+    assert "| attention | K=1 | K=20 |" in md and "| cosformer | 10 ms, 1 MB | 20 ms, 2 MB |" in md
