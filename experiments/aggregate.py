@@ -207,13 +207,13 @@ def _labels(cells: list[dict[str, Any]]) -> None:
     runs: dict[tuple, set[tuple]] = {}
     for c in cells:
         options.setdefault((c["dataset"], c["observe"], c["attention"], c["K"]), set()).add(c["attention_options"])
-        runs.setdefault((c["dataset"], c["observe"], c["attention"]), set()).add(
+        runs.setdefault((c["dataset"], c["attention"]), set()).add(
             (c["steps"], c["batch_size"], c["env_id"]))
     for c in cells:
         parts = [c["attention"]]
         if len(options[(c["dataset"], c["observe"], c["attention"], c["K"])]) > 1:
             parts.append(c["attention_options"])
-        variants = runs[(c["dataset"], c["observe"], c["attention"])]
+        variants = runs[(c["dataset"], c["attention"])]  # across observe variants: one name per setting
         if len({s for s, _, _ in variants}) > 1:
             parts.append(f"{c['steps']} steps")
         if len({b for _, b, _ in variants}) > 1:
