@@ -342,7 +342,7 @@ def _cost_by_context(cells: list[dict[str, Any]]) -> list[str]:
         ks = sorted({c["K"] for c in members})
         title = f"### {label}: training cost by context length K (ms per step, peak MB; mean over observe variants)"
         lines += ["", title, "", "| attention | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
-        for att in dict.fromkeys(c["label"] for c in members):
+        for att in sorted({c["label"] for c in members}):
             entries = []
             for k in ks:
                 at_k = [c for c in members if (c["label"], c["K"]) == (att, k)]
