@@ -134,14 +134,20 @@ def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
             k, mean, std = _finite([p["K"] for p in pts], [p[metric] for p in pts], [p[metric + "_std"] for p in pts])
             if k.size == 0:
                 continue
-            name = label if len(groups) == 1 else f"{label} ({dataset}, {observe})"
+            if len(groups) == 1:
+                name = label
+            elif len({d for d, _ in groups}) == 1:
+                name = f"{label} ({observe})"
+            else:
+                name = f"{label} ({dataset}, {observe})"
             color, marker = looks[label]
             ax.errorbar(k, mean * scale, yerr=std * scale, marker=marker, capsize=3, color=color,
                         linestyle=style[(dataset, observe)], label=name)
         _k_axis(ax, ks)
         if ax.has_data():
             _log_y(ax)
-            ax.legend(fontsize=7)
+            if ax is axes[0]:  # the same lines in every panel: one legend is enough
+                ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
         ax.set_ylabel(ylabel)
