@@ -55,7 +55,7 @@ def rollout_model(model: DecisionTransformer, context: int, naive: bool) -> tupl
     return model, f"naive ({cfg.attention} has no window option): recompute the last {context} steps", True
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def run_episodes(
     model: DecisionTransformer,
     envs,
