@@ -40,10 +40,12 @@ def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(data))
 
 
-def write_rows_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Dict rows as a CSV file, atomically; columns are every key in first-seen order."""
+def write_rows_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """Dict rows as a CSV file, atomically; columns are ``columns`` (missing values empty), or else
+    every key in first-seen order."""
     buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    fieldnames = columns if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+    writer = csv.DictWriter(buf, fieldnames=fieldnames, restval="", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buf.getvalue())

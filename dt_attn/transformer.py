@@ -58,11 +58,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, E) -> (B, T, E), causal over T."""
-        B, T, E = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        a = self.attn(q, k, v, pad_mask=pad_mask)  # (B, H, T, Dh)
-        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, T, E)))
-        return x + self.drop(self.mlp(self.ln2(x)))
+        q, k, v = self._qkv(x)
+        return self._residuals(x, self.attn(q, k, v, pad_mask=pad_mask))
 
     def step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """n new tokens (B, n, E) -> (B, n, E) with the attention's incremental state.
@@ -70,11 +67,20 @@ class Block(nn.Module):
         Everything but the attention is per token, so the n tokens share one pass through the
         linear layers; the attention consumes them in order (``Attention.step_many``).
         """
-        B, n, E = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        a, state = self.attn.step_many(q, k, v, state)  # (B, H, n, Dh)
-        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, n, E)))
-        return x + self.drop(self.mlp(self.ln2(x))), state
+        q, k, v = self._qkv(x)
+        a, state = self.attn.step_many(q, k, v, state)
+        return self._residuals(x, a), state
+
+    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, E) -> q, k, v stacked as (3, B, H, T, Dh)."""
+        B, T, _ = x.shape
+        return self.qkv(self.ln1(x)).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    def _residuals(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """x plus the projected attention output a (B, H, T, Dh), then plus the MLP."""
+        B, T, E = x.shape
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, T, E)))
+        return x + self.drop(self.mlp(self.ln2(x)))
 
 
 class CausalTransformer(nn.Module):

@@ -8,7 +8,6 @@ that differ only in their training seed; cells carry the mean and std over seeds
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.atomic import write_text
+from agents.atomic import write_rows_csv
 
 EVAL_FILE = "eval.json"
 # Files whose presence marks a directory as a run directory (written by `dt-attn train`).
@@ -293,12 +292,7 @@ def _csv_value(value: Any) -> Any:
 def write_csv(records: list[dict[str, Any]], columns: list[str], path: str | Path) -> Path:
     """Write ``records`` (only ``columns``, in order) as CSV; NaN becomes an empty field."""
     path = Path(path)
-    buf = io.StringIO(newline="")
-    w = csv.writer(buf)
-    w.writerow(columns)
-    for rec in records:
-        w.writerow([_csv_value(rec.get(c, "")) for c in columns])
-    write_text(path, buf.getvalue())
+    write_rows_csv(path, [{c: _csv_value(rec.get(c, "")) for c in columns} for rec in records], columns)
     return path
 
 

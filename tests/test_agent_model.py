@@ -49,28 +49,23 @@ def test_pad_mask_must_be_left_padding():
         m(s, a, r, t, torch.tensor([[False, True, False, False]]))
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["token-by-token", "fused"])
 @pytest.mark.parametrize("attention", ATTENTIONS)
-def test_incremental_policy_matches_parallel(attention):
+def test_incremental_policy_matches_parallel(attention, fused):
+    """Token by token (step_policy, step_action) or fused (``act`` feeds a_{t-1}, R_t, s_t in one pass),
+    the incremental actions equal the parallel forward's."""
     m = _model(attention, context=7)
     s, a, r, t = _inputs(3, 7)
     parallel = m(s, a, r, t)
     state = m.init_state(3)
     for i in range(7):
-        pred, state = m.step_policy(state, r[:, i], s[:, i], t[:, i])
+        if fused:
+            pred, state = m.act(state, r[:, i], s[:, i], t[:, i], a[:, i - 1] if i else None)
+        else:
+            pred, state = m.step_policy(state, r[:, i], s[:, i], t[:, i])
         torch.testing.assert_close(pred, parallel[:, i], atol=2e-5, rtol=1e-4)
-        state = m.step_action(state, a[:, i], t[:, i])
-
-
-@pytest.mark.parametrize("attention", ATTENTIONS)
-def test_fused_rollout_step_matches_parallel(attention):
-    """``act`` feeds a_{t-1}, R_t, s_t in one pass; its actions equal the parallel forward's."""
-    m = _model(attention, context=7)
-    s, a, r, t = _inputs(3, 7)
-    parallel = m(s, a, r, t)
-    state = m.init_state(3)
-    for i in range(7):
-        pred, state = m.act(state, r[:, i], s[:, i], t[:, i], a[:, i - 1] if i else None)
-        torch.testing.assert_close(pred, parallel[:, i], atol=2e-5, rtol=1e-4)
+        if not fused:
+            state = m.step_action(state, a[:, i], t[:, i])
 
 
 def test_with_attention_options_copies_weights():
