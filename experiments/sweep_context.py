@@ -13,13 +13,15 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,26 +237,65 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
         bar.update(1)
 
     try:
-        if jobs == 0:
-            for cell in cells:
-                record(cell, run_cell(cell.cfg, train_fn))
-            return results
-        # spawn: no state inherited from this process (safe with CUDA and threads); one cell per
-        # process so that each run's peak memory (ru_maxrss / CUDA peak) is its own.
-        ctx = multiprocessing.get_context("spawn")
-        extra = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, **extra) as pool:
-            futures = {pool.submit(run_cell, cell.cfg, train_fn): cell for cell in cells}
-            for fut in as_completed(futures):
-                try:
-                    res = fut.result()
-                except Exception as exc:  # noqa: BLE001 - the worker died (killed, out of memory, ...)
-                    res = {"ok": False, "error": f"worker process failed: {type(exc).__name__}: {exc}; rerun the "
-                                                 "sweep to retry (finished cells are skipped)"}
-                record(futures[fut], res)
+        with _sigterm_as_interrupt():
+            if jobs == 0:
+                for cell in cells:
+                    record(cell, run_cell(cell.cfg, train_fn))
+                return results
+            # spawn: no state inherited from this process (safe with CUDA and threads); one cell per
+            # process so that each run's peak memory (ru_maxrss / CUDA peak) is its own.
+            ctx = multiprocessing.get_context("spawn")
+            extra = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, **extra)
+            try:
+                futures = {pool.submit(run_cell, cell.cfg, train_fn): cell for cell in cells}
+                for fut in as_completed(futures):
+                    try:
+                        res = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - the worker died (killed, out of memory, ...)
+                        res = {"ok": False, "error": f"worker process failed: {type(exc).__name__}: {exc}; rerun "
+                                                     "the sweep to retry (finished cells are skipped)"}
+                    record(futures[fut], res)
+            except BaseException:
+                _stop_workers(pool)
+                raise
+            pool.shutdown(wait=True)
     finally:
         bar.close()
     return results
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises KeyboardInterrupt, so ``kill PID`` stops a sweep the way Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
+    """Cancel queued cells and terminate running ones; each keeps its last checkpoint and resumes on rerun."""
+    # The executor has no public way to stop running tasks before Python 3.14 (terminate_workers).
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1.0)
 
 
 # ----------------------------------------------------------------------------- dry run

@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +42,15 @@ def fake_train(cfg: TrainConfig, progress: bool = True) -> dict:
                            "wall_time_s": 1.0, "env_steps_per_s": 100.0, "rollout": "incremental"}]}
     (run / "eval.json").write_text(json.dumps(result))
     return {"train": summary, "run_dir": str(run), "eval": result}
+
+
+def sleepy_train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """A cell that never finishes on its own: logs its pid, then sleeps."""
+    run = Path(cfg.run_dir)
+    with open(run.parent / "calls.jsonl", "a") as f:
+        f.write(json.dumps({"run": run.name, "pid": os.getpid()}) + "\n")
+    time.sleep(300)
+    return {}
 
 
 def calls(out: Path) -> list[dict]:
@@ -223,3 +236,50 @@ def test_real_tiny_sweep_skips_and_resumes(tmp_path, capsys):
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 6
     assert json.loads((run / "eval.json").read_text())["train_steps"] == 6
     assert "(resume=True)" in (run / "sweep.log").read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_sigterm_to_a_parallel_sweep_stops_its_workers(tmp_path):
+    out = tmp_path / "sweep"
+    root = Path(__file__).resolve().parents[1]
+    script = f"""
+import sys
+sys.path.insert(0, {str(root)!r})
+from experiments.sweep_context import SweepConfig, run_sweep
+from tests.test_sweep import sleepy_train
+cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5], seeds=[0, 1, 2],
+                  steps=4, out_dir={str(out)!r}, jobs=2, threads_per_job=1, report=False)
+try:
+    run_sweep(cfg, train_fn=sleepy_train, reference_fn=None, progress=False)
+except KeyboardInterrupt:
+    print("sweep interrupted")
+    sys.exit(130)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(calls(out)) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+        workers = [c["pid"] for c in calls(out)]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+        parent.send_signal(signal.SIGTERM)
+        stdout, _ = parent.communicate(timeout=60)
+        assert parent.returncode == 130 and "sweep interrupted" in stdout
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers)
+        assert len(calls(out)) == 2  # the queued third cell never started
+    finally:
+        parent.kill()
+        for c in calls(out):
+            if _alive(c["pid"]):
+                os.kill(c["pid"], signal.SIGKILL)
