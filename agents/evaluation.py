@@ -15,7 +15,15 @@ from agents.checkpoint import load_checkpoint, resolve_checkpoint
 from agents.config import EvalConfig
 from agents.evaluator import run_episodes
 from agents.model import DecisionTransformer, DTConfig
-from agents.results import SCHEMA, format_eval_table, now_iso, software_versions, target_record
+from agents.results import (
+    EVAL_FILE,
+    NAIVE_EVAL_FILE,
+    SCHEMA,
+    format_eval_table,
+    now_iso,
+    software_versions,
+    target_record,
+)
 from envs import ObservationFilter, get_env_spec, make_vector_env, normalized_score
 
 
@@ -40,8 +48,8 @@ def check_observe(saved: str, requested: str | None) -> str:
 
 
 def default_output(run_dir: Path, naive: bool) -> Path:
-    """eval.json (eval-naive.json) in the run directory, or a timestamped name so no result is overwritten."""
-    out = run_dir / ("eval-naive.json" if naive else "eval.json")
+    """eval.json (eval-naive.json with --naive) in the run directory, or a timestamped name so no result is overwritten."""
+    out = run_dir / (NAIVE_EVAL_FILE if naive else EVAL_FILE)
     if out.exists():
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         out = run_dir / f"{out.stem}-{stamp}.json"

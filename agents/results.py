@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 SCHEMA = "dt-attn/eval/1"
+EVAL_FILE = "eval.json"  # a run's own result (default readout)
+NAIVE_EVAL_FILE = "eval-naive.json"  # `dt-attn eval --naive`: the exact recompute-the-window readout
 
 
 def target_record(target: float, returns: np.ndarray, lengths: np.ndarray, normalized: np.ndarray,

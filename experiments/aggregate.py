@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from agents.atomic import write_rows_csv
+from agents.results import EVAL_FILE
 
-EVAL_FILE = "eval.json"
 # Files whose presence marks a directory as a run directory (written by `dt-attn train`).
 RUN_MARKERS = ("config.json", "checkpoint.pt", "train_summary.json")
 
@@ -80,7 +80,8 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     return sorted(finished), sorted(unfinished - finished)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The parsed file, None when it does not exist (a malformed file raises)."""
     if not path.is_file():
         return None
     with open(path) as f:
@@ -95,11 +96,11 @@ def _num(value: Any) -> float:
 def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
     """One row per evaluated target of a finished run (eval.json, train_summary.json, config.json)."""
     run_dir = Path(run_dir)
-    ev = _read_json(run_dir / EVAL_FILE)
+    ev = read_json(run_dir / EVAL_FILE)
     if ev is None:
         raise FileNotFoundError(f"{run_dir} has no {EVAL_FILE}: the run is unfinished (rerun it with --resume)")
-    train = _read_json(run_dir / "train_summary.json") or {}
-    config = _read_json(run_dir / "config.json") or {}
+    train = read_json(run_dir / "train_summary.json") or {}
+    config = read_json(run_dir / "config.json") or {}
     rows = []
     for res in ev.get("results", []):
         sps = _num(res.get("env_steps_per_s"))
@@ -185,7 +186,7 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- averaging
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and population std (ddof=0) of the finite values; NaN when there are none."""
     arr = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
     if arr.size == 0:
@@ -238,16 +239,16 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             raise ValueError(f"several runs of one cell share a seed ({dirs}); pass each run directory once")
         cell["seeds"] = len(seeds)
         cell["seed_list"] = " ".join(str(s) for s in seeds)
-        cell["normalized_mean"], cell["normalized_std"] = _mean_std([m["normalized_mean"] for m in members])
-        cell["return_mean"], cell["return_std"] = _mean_std([m["return_mean"] for m in members])
-        cell["train_time_s"], _ = _mean_std([m["train_time_s"] for m in members])
+        cell["normalized_mean"], cell["normalized_std"] = mean_std([m["normalized_mean"] for m in members])
+        cell["return_mean"], cell["return_std"] = mean_std([m["return_mean"] for m in members])
+        cell["train_time_s"], _ = mean_std([m["train_time_s"] for m in members])
         spt = [1.0 / m["steps_per_s"] if m["steps_per_s"] > 0 else math.nan for m in members]
-        cell["train_s_per_step"], cell["train_s_per_step_std"] = _mean_std(spt)
-        cell["steps_per_s"], _ = _mean_std([m["steps_per_s"] for m in members])
-        cell["peak_memory_mb"], cell["peak_memory_mb_std"] = _mean_std([m["peak_memory_mb"] for m in members])
+        cell["train_s_per_step"], cell["train_s_per_step_std"] = mean_std(spt)
+        cell["steps_per_s"], _ = mean_std([m["steps_per_s"] for m in members])
+        cell["peak_memory_mb"], cell["peak_memory_mb_std"] = mean_std([m["peak_memory_mb"] for m in members])
         eps = [1.0 / m["eval_env_steps_per_s"] if m["eval_env_steps_per_s"] > 0 else math.nan for m in members]
-        cell["eval_s_per_step"], cell["eval_s_per_step_std"] = _mean_std(eps)
-        cell["parameters"], _ = _mean_std([m["parameters"] for m in members])
+        cell["eval_s_per_step"], cell["eval_s_per_step_std"] = mean_std(eps)
+        cell["parameters"], _ = mean_std([m["parameters"] for m in members])
         cells.append(cell)
     cells.sort(key=_sort_key)
     _labels(cells)
@@ -296,7 +297,8 @@ def write_csv(records: list[dict[str, Any]], columns: list[str], path: str | Pat
     return path
 
 
-def _pm(mean: float, std: float, digits: int = 1) -> str:
+def format_pm(mean: float, std: float, digits: int = 1) -> str:
+    """'mean ± std', or a dash when there is no value."""
     if math.isnan(mean):
         return "–"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -320,7 +322,7 @@ def _score_by_context(cells: list[dict[str, Any]]) -> list[str]:
                   "|---|---|" + "---:|" * len(ks)]
         for observe, label_ in rows:
             by_k = {c["K"]: c for c in members if (c["observe"], c["label"]) == (observe, label_)}
-            vals = [_pm(by_k[k]["normalized_mean"], by_k[k]["normalized_std"]) if k in by_k else "" for k in ks]
+            vals = [format_pm(by_k[k]["normalized_mean"], by_k[k]["normalized_std"]) if k in by_k else "" for k in ks]
             lines.append(f"| {observe} | {label_} | " + " | ".join(vals) + " |")
     return lines
 
@@ -340,8 +342,8 @@ def _cost_by_context(cells: list[dict[str, Any]]) -> list[str]:
             entries = []
             for k in ks:
                 at_k = [c for c in members if (c["label"], c["K"]) == (att, k)]
-                ms, _ = _mean_std([c["train_s_per_step"] * 1e3 for c in at_k])
-                mb, _ = _mean_std([c["peak_memory_mb"] for c in at_k])
+                ms, _ = mean_std([c["train_s_per_step"] * 1e3 for c in at_k])
+                mb, _ = mean_std([c["peak_memory_mb"] for c in at_k])
                 entries.append(f"{_fmt(ms, 0)} ms, {_fmt(mb, 0)} MB" if at_k else "")
             lines.append(f"| {att} | " + " | ".join(entries) + " |")
     return lines
@@ -369,8 +371,8 @@ def format_markdown(
     for c in cells:
         lines.append(
             f"| {c['dataset_label'] or c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | {c['target']:g} "
-            f"| {c['steps']} | {c['batch_size']} | {c['seeds']} | {_pm(c['normalized_mean'], c['normalized_std'])} "
-            f"| {_pm(c['return_mean'], c['return_std'])} | {_fmt(c['train_s_per_step'], 1, 1e3)} "
+            f"| {c['steps']} | {c['batch_size']} | {c['seeds']} | {format_pm(c['normalized_mean'], c['normalized_std'])} "
+            f"| {format_pm(c['return_mean'], c['return_std'])} | {_fmt(c['train_s_per_step'], 1, 1e3)} "
             f"| {_fmt(c['peak_memory_mb'], 0)} | {_fmt(c['eval_s_per_step'], 2, 1e3)} |"
         )
     lines += _score_by_context(cells)

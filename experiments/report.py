@@ -30,6 +30,13 @@ from experiments.aggregate import (
     write_csv,
 )
 from experiments.common import run_cli
+from experiments.readouts import (
+    PAIR_COLUMNS,
+    READOUT_CELL_COLUMNS,
+    format_readouts,
+    load_readout_pairs,
+    summarize_readouts,
+)
 
 
 @dataclass
@@ -59,7 +66,8 @@ def build_report(
     plots: bool = True,
 ) -> Report:
     """Aggregate every finished run under ``paths`` (and the rows of any runs.csv among them) into
-    out_dir: runs.csv, cells.csv, report.md, PNGs."""
+    out_dir: runs.csv, cells.csv, report.md, PNGs; readout_pairs.csv and readouts.csv when runs also
+    hold eval-naive.json (see experiments.readouts)."""
     if not paths:
         raise ValueError("no run directories given; pass run directories or folders that contain them")
     out = Path(out_dir) if out_dir is not None else default_out_dir(paths)
@@ -89,6 +97,13 @@ def build_report(
         report.files["scores_png"] = plot_scores(cells, refs, out / "scores.png")
         report.files["costs_png"] = plot_costs(cells, out / "costs.png")
     report.markdown = format_markdown(cells, refs, notes, unfinished, len(runs))
+    pairs, mismatched = load_readout_pairs(finished)
+    if pairs or mismatched:
+        readouts = summarize_readouts(pairs)
+        report.files["readout_pairs_csv"] = write_csv(pairs, PAIR_COLUMNS, out / "readout_pairs.csv")
+        report.files["readouts_csv"] = write_csv(readouts, READOUT_CELL_COLUMNS, out / "readouts.csv")
+        report.markdown += "\n".join(format_readouts(readouts)) + "\n"
+        report.markdown += "".join(f"* not compared: {d}: {why}\n" for d, why in mismatched)
     md = out / "report.md"
     write_text(md, report.markdown)
     report.files["markdown"] = md

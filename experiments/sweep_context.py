@@ -28,6 +28,7 @@ from typing import Any
 
 from agents.atomic import write_text
 from agents.config import TrainConfig, run_name
+from agents.results import EVAL_FILE
 from experiments.aggregate import ReferenceFn, load_reference
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, format_config
@@ -148,7 +149,7 @@ def cell_status(run_dir: Path, steps: int, eval_expected: bool) -> str:
     summary = _read_json(run_dir / "train_summary.json")
     trained = summary is not None and summary.get("steps") == steps
     if trained and eval_expected:
-        ev = _read_json(run_dir / "eval.json")
+        ev = _read_json(run_dir / EVAL_FILE)
         trained = ev is not None and ev.get("train_steps") == steps
     if trained:
         return "done"

@@ -7,6 +7,7 @@ import sys
 
 from agents.checkpoint import CHECKPOINT_NAME
 from agents.config import EvalConfig, TrainConfig
+from agents.results import EVAL_FILE
 from agents.trainer import NonFiniteLossError, Trainer, log_eval_to_tensorboard
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, format_config
@@ -32,7 +33,7 @@ def train_and_evaluate(cfg: TrainConfig, progress: bool = True) -> dict:
         out["eval"] = evaluate(
             EvalConfig(checkpoint=str(trainer.run_dir / CHECKPOINT_NAME), episodes=cfg.eval_episodes,
                        targets=cfg.eval_targets, envs=min(cfg.eval_envs, cfg.eval_episodes), device=cfg.device,
-                       threads=cfg.threads, output=str(trainer.run_dir / "eval.json")),  # the run's own result
+                       threads=cfg.threads, output=str(trainer.run_dir / EVAL_FILE)),  # the run's own result
             progress=progress,
         )
         log_eval_to_tensorboard(trainer.run_dir, summary["steps"], out["eval"])

@@ -263,3 +263,50 @@ def test_markdown_has_score_by_context_pivot():
     assert "| positions | cosformer |  | 5.0 ± 1.0 |" in md
     # cost pivot: K=20 averages the full (0.01 s) and positions (0.03 s) cells
     assert "| attention | K=1 | K=20 |" in md and "| cosformer | 10 ms, 1 MB | 20 ms, 2 MB |" in md
+
+
+def write_naive(run: Path, scores: dict[float, float], **changes) -> None:
+    """eval-naive.json beside a run's eval.json: same evaluation, other scores (and any field ``changes``)."""
+    record = json.loads((run / "eval.json").read_text())
+    for res in record["results"]:
+        res["normalized_mean"] = scores[res["target"]]
+        res["rollout"] = "naive: recompute the last K steps"
+    record.update(changes)
+    (run / "eval-naive.json").write_text(json.dumps(record))
+
+
+def test_report_compares_streaming_and_exact_readouts(tmp_path):
+    runs = tmp_path / "runs"
+    streaming = [20.0, 24.0, 30.0]
+    exact = [22.0, 21.0, 33.0]
+    for seed in range(3):
+        run = write_run(runs, "cosformer", 20, seed, {1800.0: streaming[seed], 3600.0: 5.0})
+        write_naive(run, {1800.0: exact[seed], 3600.0: 5.0})
+    write_run(runs, "softmax", 20, 0, {1800.0: 40.0})  # no exact readout: not in the comparison
+    mismatched = write_run(runs, "combiner-fixed", 20, 0, {1800.0: 40.0})
+    write_naive(mismatched, {1800.0: 41.0}, train_steps=999)
+    rep = build_report([runs], tmp_path / "report", reference_fn=None, plots=False)
+
+    with open(rep.files["readouts_csv"]) as f:
+        cells = {(r["attention"], float(r["target"])): r for r in csv.DictReader(f)}
+    assert set(cells) == {("cosformer", 1800.0), ("cosformer", 3600.0)}
+    c = cells[("cosformer", 1800.0)]
+    assert int(c["seeds"]) == 3
+    assert float(c["streaming_mean"]) == pytest.approx(np.mean(streaming), abs=1e-3)
+    assert float(c["exact_mean"]) == pytest.approx(np.mean(exact), abs=1e-3)
+    assert float(c["diff_mean"]) == pytest.approx(np.mean(np.subtract(exact, streaming)), abs=1e-3)
+    assert float(c["abs_diff_max"]) == pytest.approx(3.0)
+    assert float(cells[("cosformer", 3600.0)]["abs_diff_max"]) == 0.0
+    with open(rep.files["readout_pairs_csv"]) as f:
+        assert len(list(csv.DictReader(f))) == 6
+    md = rep.markdown
+    assert "## Streaming vs exact readout" in md
+    assert "| 24.7 ± 4.1 | 25.3 ± 5.4 | 0.7 ± 2.6 | 3.0 |" in md
+    assert f"not compared: {mismatched}: eval-naive.json and eval.json differ in train_steps" in md
+
+
+def test_report_without_exact_readouts_has_no_comparison(tmp_path):
+    make_sweep(tmp_path / "runs")
+    rep = build_report([tmp_path / "runs"], tmp_path / "report", reference_fn=None, plots=False)
+    assert "readouts_csv" not in rep.files and not (tmp_path / "report" / "readouts.csv").exists()
+    assert "Streaming vs exact" not in rep.markdown
