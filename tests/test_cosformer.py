@@ -161,12 +161,13 @@ def test_all_zero_features_give_finite_outputs_and_gradients():
     assert all(torch.isfinite(x.grad).all() for x in (q, k, v))
 
 
+@pytest.mark.parametrize("chunk", [3, 16])  # several chunks; one chunk (the short-sequence path)
 @pytest.mark.parametrize("window", [None, 3])
-def test_gradcheck_float64(window):
+def test_gradcheck_float64(window, chunk):
     q, k, v = random_qkv(batch=1, heads=2, tokens=7, dim=3, value_dim=2, dtype=torch.float64, seed=5)
     pad = torch.zeros(1, 7, dtype=torch.bool)
     pad[0, 0] = True
-    attn = build_attention("cosformer", max_distance=16, chunk_size=3, window=window)
+    attn = build_attention("cosformer", max_distance=16, chunk_size=chunk, window=window)
     inputs = tuple(x.requires_grad_() for x in (q, k, v))
     assert torch.autograd.gradcheck(lambda *a: attn(*a), inputs)
     assert torch.autograd.gradcheck(lambda *a: attn(*a, pad_mask=pad), inputs)

@@ -78,6 +78,9 @@ def cosformer_attention(
         rq = torch.where(pad, 0.0, rq)
         rk = torch.where(pad, 0.0, rk)
         v = torch.where(pad, 0.0, v)
+    if T <= chunk_size:  # one chunk: normalise the (T, T) weights, cheaper than a ones column on v
+        weights = torch.matmul(rq, rk.transpose(-1, -2)).mul_(_distance_weighting(T, 0, T, window, max_distance, rq))
+        return torch.matmul(weights / weights.sum(-1, keepdim=True).clamp_min(eps), v)
     # A ones column appended to v turns the normaliser into one more output column.
     v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
     out = _chunkwise(rq, rk, v1, chunk_size, window, max_distance)
@@ -105,15 +108,7 @@ def _chunkwise(
     rkc = rk.reshape(B, H, n, C, D)
     vc = v.reshape(B, H, n, C, v.shape[-1])
 
-    # Distance (query - key) between positions a, b of two chunks `o` apart: o*C + a - b.
-    local = torch.arange(C, device=rq.device)
-    rel = local[:, None] - local[None, :]
     win = window if window is not None else n * C + 1
-
-    def weighting(o: int) -> torch.Tensor:
-        d = o * C + rel
-        cos = torch.cos(d.to(torch.float64) * (math.pi / (2 * max_distance)))
-        return torch.where((d >= 0) & (d < win), cos, 0.0).to(rq.dtype)
 
     # Pairs of chunks `o` apart span distances o*C-(C-1) .. o*C+(C-1). Offsets whose pairs are only
     # partly visible get an explicit weighted product; wholly visible offsets (a contiguous range)
@@ -129,7 +124,7 @@ def _chunkwise(
     for o in explicit:
         # query chunks o.. against key chunks ..n-o; the first o query chunks get nothing here
         scores = torch.matmul(rqc[:, :, o:], rkc[:, :, : n - o].transpose(-1, -2))
-        scores = scores.mul_(weighting(o))  # in place: matmul's backward needs only its inputs
+        scores = scores.mul_(_distance_weighting(C, o, n * C, window, max_distance, rq))  # in place: matmul's backward needs only its inputs
         term = torch.matmul(scores, vc[:, :, : n - o])
         if o:
             term = F.pad(term, (0, 0, 0, 0, o, 0))
@@ -151,6 +146,18 @@ def _chunkwise(
             out[:, :, lo:] += term  # out is a fresh sum, safe to update in place
     assert out is not None  # offset 0 is always (at least partly) visible
     return out.reshape(B, H, n * C, -1)[:, :, :T]
+
+
+def _distance_weighting(
+    C: int, o: int, tokens: int, window: int | None, max_distance: int, like: torch.Tensor
+) -> torch.Tensor:
+    """(C, C) cos(pi/2 * d / M) for query/key positions a, b of two chunks ``o`` apart (distance
+    d = o*C + a - b), zero where the key is not visible (d < 0, or d >= window)."""
+    local = torch.arange(C, device=like.device)
+    d = o * C + local[:, None] - local[None, :]
+    win = window if window is not None else tokens + 1
+    cos = torch.cos(d.to(torch.float64) * (math.pi / (2 * max_distance)))
+    return torch.where((d >= 0) & (d < win), cos, 0.0).to(like.dtype)
 
 
 def _shift(x: torch.Tensor, o: int) -> torch.Tensor:
