@@ -90,14 +90,20 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+def config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """'field (saved x, now y)' for every field of ``cfg`` that differs from a saved run's config.json,
+    ignoring the fields a resume may change."""
     now = asdict(cfg)
-    diffs = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    return [f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in now
+            if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+
+
+def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    diffs = config_differences(saved, cfg)
     if diffs:
         raise ValueError(
-            f"cannot resume {path}: config differs from the saved run in "
-            + ", ".join(f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in diffs)
-            + "; use the saved values or a new --run-dir"
+            f"cannot resume {path}: config differs from the saved run in {', '.join(diffs)}; "
+            "use the saved values or a new --run-dir"
         )
 
 

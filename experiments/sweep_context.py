@@ -29,6 +29,7 @@ from typing import Any
 from agents.atomic import write_text
 from agents.config import TrainConfig, run_name
 from agents.results import EVAL_FILE
+from agents.trainer import config_differences
 from experiments.aggregate import ReferenceFn, load_reference
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, format_config
@@ -72,6 +73,9 @@ class SweepConfig:
     n_heads: int = field(default=_DEFAULT["n_heads"], metadata=_HELP["n_heads"])
     dropout: float = field(default=_DEFAULT["dropout"], metadata=_HELP["dropout"])
     batch_size: int = field(default=_DEFAULT["batch_size"], metadata=_HELP["batch_size"])
+    targets_per_step: int | None = field(
+        default=None, metadata={"help": "hold batch x K fixed: each cell trains with batch round(N / K) (at least 1), "
+                                        "so every K sees about N action targets per step; overrides batch_size"})
     lr: float = field(default=_DEFAULT["lr"], metadata=_HELP["lr"])
     weight_decay: float = field(default=_DEFAULT["weight_decay"], metadata=_HELP["weight_decay"])
     warmup_steps: int = field(default=_DEFAULT["warmup_steps"], metadata=_HELP["warmup_steps"])
@@ -109,9 +113,19 @@ class SweepConfig:
         if not all(isinstance(v, dict) for v in self.attention_options.values()):
             raise ValueError('attention_options must map attention names to option objects, e.g. '
                              '{"cosformer": {"chunk_size": 64}}')
+        if self.targets_per_step is not None and (isinstance(self.targets_per_step, bool)
+                                                  or not isinstance(self.targets_per_step, int)
+                                                  or self.targets_per_step < 1):
+            raise ValueError(f"targets_per_step must be a positive integer or unset, got {self.targets_per_step!r}")
         if self.jobs < 0 or self.threads_per_job < 0 or self.probe_steps < 0:
             raise ValueError(f"jobs, threads_per_job and probe_steps must be >= 0 (got {self.jobs}, "
                              f"{self.threads_per_job}, {self.probe_steps})")
+
+    def batch_for(self, context: int) -> int:
+        """The training batch of a cell at context ``context``."""
+        if self.targets_per_step is None:
+            return self.batch_size
+        return max(1, round(self.targets_per_step / context))
 
     def threads(self) -> int:
         """Torch threads per cell: threads_per_job, else the cores shared evenly by the jobs."""
@@ -131,9 +145,9 @@ class Cell:
         return Path(self.cfg.run_dir or "")
 
     def describe(self) -> str:
-        """dataset observe attention K seed, for one line of output."""
+        """dataset observe attention K seed batch, for one line of output."""
         c = self.cfg
-        return f"{c.dataset} observe={c.observe} {c.attention} K={c.context} seed={c.seed}"
+        return f"{c.dataset} observe={c.observe} {c.attention} K={c.context} seed={c.seed} batch={c.batch_size}"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -159,8 +173,8 @@ def cell_status(run_dir: Path, steps: int, eval_expected: bool) -> str:
 def expand_grid(cfg: SweepConfig) -> list[Cell]:
     """Every (dataset, observe, attention, K, seed) cell with its TrainConfig and on-disk status."""
     shared = {name: getattr(cfg, name) for name in _TRAIN_FIELDS
-              if name not in GRID_FIELDS and name not in PER_CELL_FIELDS}
-    cells, seen = [], {}
+              if name not in GRID_FIELDS and name not in PER_CELL_FIELDS and name != "batch_size"}
+    cells, seen, conflicts = [], {}, []
     for dataset in cfg.datasets:
         for observe in cfg.observes:
             for attention in cfg.attentions:
@@ -176,9 +190,18 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
                         train_cfg = TrainConfig(
                             dataset=dataset, observe=observe, attention=attention, context=context, seed=seed,
                             attention_options=dict(cfg.attention_options.get(attention, {})),
-                            run_dir=str(run_dir), resume=status == "resume", threads=cfg.threads(), **shared,
+                            run_dir=str(run_dir), resume=status == "resume", threads=cfg.threads(),
+                            batch_size=cfg.batch_for(context), **shared,
                         )
+                        saved = _read_json(run_dir / "config.json")
+                        if saved is not None and (diffs := config_differences(saved, train_cfg)):
+                            conflicts.append(f"{run_dir}: {', '.join(diffs)}")
                         cells.append(Cell(train_cfg, status))
+    if conflicts:
+        raise ValueError(
+            f"{len(conflicts)} cell(s) would reuse run directories trained with other settings (a finished one "
+            "would be skipped as if it were this grid's):\n  " + "\n  ".join(conflicts)
+            + "\nuse another --out-dir, or the settings those runs were trained with")
     return cells
 
 
@@ -189,12 +212,12 @@ def softmax_memory_warnings(cfg: SweepConfig) -> list[str]:
         return out
     for k in sorted(cfg.contexts):
         tokens = 3 * k
-        need = cfg.batch_size * cfg.n_heads * tokens**2 * 4 * cfg.n_layers
+        need = cfg.batch_for(k) * cfg.n_heads * tokens**2 * 4 * cfg.n_layers
         if need >= SOFTMAX_WARN_BYTES:
             out.append(
                 f"warning: softmax at K={k} ({tokens} tokens) may need ~{need / 2**30:.1f} GiB for attention weights "
-                f"(batch {cfg.batch_size} x {cfg.n_heads} head(s) x {tokens}^2 x 4 B x {cfg.n_layers} layer(s)); "
-                "cosFormer and Combiner do not; lower --batch-size or drop softmax at this K if it runs out of memory"
+                f"(batch {cfg.batch_for(k)} x {cfg.n_heads} head(s) x {tokens}^2 x 4 B x {cfg.n_layers} layer(s)); "
+                "cosFormer and Combiner do not; lower the batch or drop softmax at this K if it runs out of memory"
             )
     return out
 

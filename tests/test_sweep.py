@@ -108,10 +108,35 @@ def test_grid_expansion(tmp_path):
     ({"seeds": []}, "empty"),
     ({"attention_options": {"combiner": {"span": 4}}}, "not in --attentions"),
     ({"jobs": -1}, ">= 0"),
+    ({"targets_per_step": 0}, "targets_per_step"),
+    ({"targets_per_step": True}, "targets_per_step"),
 ])
 def test_bad_sweep_values_are_rejected(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         small(tmp_path, **bad)
+
+
+def test_targets_per_step_holds_batch_times_context_fixed(tmp_path, capsys):
+    cfg = small(tmp_path, attentions=["softmax"], contexts=[1, 5, 20, 60, 1000], seeds=[0], batch_size=7,
+                targets_per_step=640)
+    batches = {c.cfg.context: c.cfg.batch_size for c in expand_grid(cfg)}
+    assert batches == {1: 640, 5: 128, 20: 32, 60: 11, 1000: 1}
+    assert [w for w in sweep.softmax_memory_warnings(cfg)] == []  # batch 1 at K=1000: 36 MB per layer
+    assert run_sweep(dataclasses.replace(cfg, dry_run=True, probe_steps=0), train_fn=fake_train,
+                     reference_fn=None) == 0
+    assert "softmax K=60 seed=0 batch=11" in capsys.readouterr().out
+
+
+def test_run_directories_trained_with_other_settings_are_refused(tmp_path):
+    out = tmp_path / "sweep"
+    assert run_sweep(small(out, contexts=[5], seeds=[0], report=False), train_fn=fake_train,
+                     reference_fn=None, progress=False) == 0
+    # A longer run of the same settings resumes; other settings would silently reuse the finished runs.
+    assert {c.status for c in expand_grid(small(out, contexts=[5], seeds=[0], steps=8))} == {"resume"}
+    with pytest.raises(ValueError, match=r"(?s)2 cell\(s\) would reuse run directories.*batch_size \(saved 64, now 8\)"):
+        expand_grid(small(out, contexts=[5], seeds=[0], batch_size=8))
+    with pytest.raises(ValueError, match=r"(?s)lr \(saved 0.0001, now 0.001\).*another --out-dir"):
+        expand_grid(small(out, contexts=[5], seeds=[0], lr=1e-3))
 
 
 def test_bad_shared_training_value_is_rejected(tmp_path):
