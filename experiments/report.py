@@ -114,7 +114,7 @@ def print_report(report: Report) -> None:
     """The table, the unfinished runs and where the files went."""
     print(report.markdown)
     for kind, path in report.files.items():
-        print(f"{kind:<10} {path}")
+        print(f"{kind:<18} {path}")
 
 
 def _main(args: argparse.Namespace) -> int:
