@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agents.results import NAIVE_EVAL_FILE
+from agents.results import EVAL_FILE, NAIVE_EVAL_FILE
 from experiments.aggregate import CELL_KEY, format_pm, load_run, mean_std, read_json
 
 PAIR_COLUMNS = [*CELL_KEY, "seed", "streaming", "exact", "exact_minus_streaming", "run_dir"]
@@ -33,10 +33,10 @@ def load_readout_pairs(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], list
         if naive is None:
             continue
         rows = load_run(run_dir)
-        streaming = read_json(run_dir / "eval.json") or {}
+        streaming = read_json(run_dir / EVAL_FILE) or {}
         differ = [k for k in _SAME_EVALUATION if streaming.get(k) != naive.get(k)]
         if differ:
-            skipped.append((run_dir, f"{NAIVE_EVAL_FILE} and eval.json differ in {', '.join(differ)}"))
+            skipped.append((run_dir, f"{NAIVE_EVAL_FILE} and {EVAL_FILE} differ in {', '.join(differ)}"))
             continue
         exact = {float(r["target"]): float(r["normalized_mean"]) for r in naive.get("results", [])}
         episodes = {float(r["target"]): int(r.get("episodes", 0)) for r in naive.get("results", [])}
@@ -61,7 +61,7 @@ def summarize_readouts(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for p in pairs:
         groups.setdefault(tuple(p[k] for k in CELL_KEY), []).append(p)
     cells = []
-    for key, members in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+    for key, members in groups.items():
         cell: dict[str, Any] = dict(zip(CELL_KEY, key))
         cell["seeds"] = len(members)
         cell["streaming_mean"], cell["streaming_std"] = mean_std([m["streaming"] for m in members])

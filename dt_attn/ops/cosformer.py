@@ -79,7 +79,7 @@ def cosformer_attention(
         rk = torch.where(pad, 0.0, rk)
         v = torch.where(pad, 0.0, v)
     if T <= chunk_size:  # one chunk: normalise the (T, T) weights, cheaper than a ones column on v
-        weights = torch.matmul(rq, rk.transpose(-1, -2)).mul_(_distance_weighting(T, 0, T, window, max_distance, rq))
+        weights = torch.matmul(rq, rk.transpose(-1, -2)).mul_(_distance_weighting(T, 0, window, max_distance, rq))
         return torch.matmul(weights / weights.sum(-1, keepdim=True).clamp_min(eps), v)
     # A ones column appended to v turns the normaliser into one more output column.
     v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
@@ -141,7 +141,8 @@ def _chunkwise(
     for o in explicit:
         # query chunks o.. against key chunks ..n-o; the first o query chunks get nothing here
         scores = torch.matmul(rqc[:, :, o:], rkc[:, :, : n - o].transpose(-1, -2))
-        scores = scores.mul_(_distance_weighting(C, o, n * C, window, max_distance, rq))  # in place: matmul's backward needs only its inputs
+        # in place: matmul's backward needs only its inputs
+        scores = scores.mul_(_distance_weighting(C, o, window, max_distance, rq))
         term = torch.matmul(scores, vc[:, :, : n - o])
         if o:
             term = F.pad(term, (0, 0, 0, 0, o, 0))
@@ -165,16 +166,14 @@ def _chunkwise(
     return out.reshape(B, H, n * C, -1)[:, :, :T]
 
 
-def _distance_weighting(
-    C: int, o: int, tokens: int, window: int | None, max_distance: int, like: torch.Tensor
-) -> torch.Tensor:
+def _distance_weighting(C: int, o: int, window: int | None, max_distance: int, like: torch.Tensor) -> torch.Tensor:
     """(C, C) cos(pi/2 * d / M) for query/key positions a, b of two chunks ``o`` apart (distance
-    d = o*C + a - b), zero where the key is not visible (d < 0, or d >= window)."""
+    d = o*C + a - b), zero where the key is not visible (d < 0, or d >= window when windowed)."""
     local = torch.arange(C, device=like.device)
     d = o * C + local[:, None] - local[None, :]
-    win = window if window is not None else tokens + 1
+    visible = d >= 0 if window is None else (d >= 0) & (d < window)
     cos = torch.cos(d.to(torch.float64) * (math.pi / (2 * max_distance)))
-    return torch.where((d >= 0) & (d < win), cos, 0.0).to(like.dtype)
+    return torch.where(visible, cos, 0.0).to(like.dtype)
 
 
 def _shift(x: torch.Tensor, o: int) -> torch.Tensor:
