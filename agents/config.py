@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+# TrainConfig fields that may change when a run is resumed; every other field must match.
+RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "checkpoint_every",
+                     "eval_episodes", "eval_targets", "eval_envs", "run_dir"}
 
 
 @dataclass
@@ -96,3 +100,11 @@ def run_name(dataset: str, observe: str, attention: str, context: int, seed: int
     name = Path(dataset.replace("/", "_").replace(".hdf5", "").replace(".pkl", "")).name
     obs = "" if observe == "full" else f"-{observe.replace(':', '').replace('+', '-')}"
     return f"{name}{obs}-{attention}-K{context}-s{seed}"
+
+
+def config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """'field (saved x, now y)' for every field of ``cfg`` that differs from a saved run's config.json,
+    ignoring the fields a resume may change."""
+    now = asdict(cfg)
+    return [f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in now
+            if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]

@@ -16,14 +16,10 @@ from tqdm.auto import tqdm
 
 from agents.atomic import write_json
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from agents.config import TrainConfig, run_name
+from agents.config import TrainConfig, config_differences, run_name
 from agents.data import PreparedData, check_context, prepare_data
 from agents.model import DecisionTransformer, DTConfig, count_parameters
 from agents.sampler import Batch, SegmentSampler
-
-# Config fields that may change when a run is resumed; every other field must match.
-RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "checkpoint_every",
-                     "eval_episodes", "eval_targets", "eval_envs", "run_dir"}
 
 
 def log_eval_to_tensorboard(run_dir: str | Path, step: int, result: dict[str, Any]) -> None:
@@ -88,14 +84,6 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    """'field (saved x, now y)' for every field of ``cfg`` that differs from a saved run's config.json,
-    ignoring the fields a resume may change."""
-    now = asdict(cfg)
-    return [f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in now
-            if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:

@@ -80,12 +80,18 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     return sorted(finished), sorted(unfinished - finished)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The parsed file, None when it does not exist (a malformed file raises)."""
+def read_json(path: Path, tolerant: bool = False) -> dict[str, Any] | None:
+    """The parsed file, None when it does not exist; a malformed or unreadable file raises,
+    or also gives None when ``tolerant`` (for status checks that treat it as absent)."""
     if not path.is_file():
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        if tolerant:
+            return None
+        raise
 
 
 def _num(value: Any) -> float:

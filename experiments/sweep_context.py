@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.atomic import write_text
-from agents.config import TrainConfig, run_name
+from agents.config import TrainConfig, config_differences, run_name
 from agents.results import EVAL_FILE
-from agents.trainer import config_differences
-from experiments.aggregate import ReferenceFn, load_reference
+from experiments.aggregate import ReferenceFn, load_reference, read_json
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, format_config
 
@@ -137,7 +136,7 @@ class Cell:
     """One grid point: the training config of its run and its state on disk."""
 
     cfg: TrainConfig
-    status: str  # "done", "resume" or "new"
+    status: str  # "done", "evaluate", "resume" or "new"
 
     @property
     def run_dir(self) -> Path:
@@ -150,24 +149,27 @@ class Cell:
         return f"{c.dataset} observe={c.observe} {c.attention} K={c.context} seed={c.seed} batch={c.batch_size}"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def cell_status(run_dir: Path, steps: int, eval_expected: bool) -> str:
-    """'done' (trained to ``steps`` and evaluated), 'resume' (a checkpoint exists) or 'new'."""
-    summary = _read_json(run_dir / "train_summary.json")
-    trained = summary is not None and summary.get("steps") == steps
-    if trained and eval_expected:
-        ev = _read_json(run_dir / EVAL_FILE)
-        trained = ev is not None and ev.get("train_steps") == steps
-    if trained:
-        return "done"
+def cell_status(run_dir: Path, steps: int, eval_episodes: int = 0, eval_targets: list[float] | None = None) -> str:
+    """'done' (trained to ``steps`` and evaluated as asked), 'evaluate' (trained, but the evaluation is
+    missing or used other episodes or targets), 'resume' (a checkpoint exists) or 'new'."""
+    summary = read_json(run_dir / "train_summary.json", tolerant=True)
+    if summary is not None and summary.get("steps") == steps:
+        if eval_episodes <= 0 or _evaluated_as_asked(read_json(run_dir / EVAL_FILE, tolerant=True), steps,
+                                                     eval_episodes, eval_targets):
+            return "done"
+        return "evaluate"
     return "resume" if (run_dir / "checkpoint.pt").exists() else "new"
+
+
+def _evaluated_as_asked(ev: dict[str, Any] | None, steps: int, episodes: int, targets: list[float] | None) -> bool:
+    """Whether a run's eval.json is of the ``steps``-step checkpoint with these episodes and targets
+    (None: the environment's default targets, whatever they were)."""
+    if ev is None or ev.get("train_steps") != steps:
+        return False
+    results = ev.get("results") or []
+    if not results or any(r.get("episodes") != episodes for r in results):
+        return False
+    return targets is None or sorted(float(r.get("target", "nan")) for r in results) == sorted(map(float, targets))
 
 
 def expand_grid(cfg: SweepConfig) -> list[Cell]:
@@ -186,14 +188,14 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
                                              f"{name}; give datasets with distinct file names")
                         seen[name] = dataset
                         run_dir = Path(cfg.out_dir) / name
-                        status = cell_status(run_dir, cfg.steps, cfg.eval_episodes > 0)
+                        status = cell_status(run_dir, cfg.steps, cfg.eval_episodes, cfg.eval_targets)
                         train_cfg = TrainConfig(
                             dataset=dataset, observe=observe, attention=attention, context=context, seed=seed,
                             attention_options=dict(cfg.attention_options.get(attention, {})),
-                            run_dir=str(run_dir), resume=status == "resume", threads=cfg.threads(),
+                            run_dir=str(run_dir), resume=status in ("resume", "evaluate"), threads=cfg.threads(),
                             batch_size=cfg.batch_for(context), **shared,
                         )
-                        saved = _read_json(run_dir / "config.json")
+                        saved = read_json(run_dir / "config.json", tolerant=True)
                         if saved is not None and (diffs := config_differences(saved, train_cfg)):
                             conflicts.append(f"{run_dir}: {', '.join(diffs)}")
                         cells.append(Cell(train_cfg, status))
@@ -407,10 +409,11 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
     print(f"sweep config:\n{format_config(cfg)}")
     for w in softmax_memory_warnings(cfg):
         print(w)
-    counts = {s: sum(c.status == s for c in cells) for s in ("done", "resume", "new")}
-    print(f"grid: {len(cells)} cell(s): {counts['done']} done, {counts['resume']} to resume, {counts['new']} new")
+    counts = {s: sum(c.status == s for c in cells) for s in ("done", "evaluate", "resume", "new")}
+    print(f"grid: {len(cells)} cell(s): {counts['done']} done, {counts['evaluate']} to re-evaluate, "
+          f"{counts['resume']} to resume, {counts['new']} new")
     for c in cells:
-        print(f"  [{c.status:<6}] {c.describe():<60} -> {c.run_dir}")
+        print(f"  [{c.status:<8}] {c.describe():<60} -> {c.run_dir}")
     if cfg.dry_run:
         if cfg.probe_steps and counts["done"] < len(cells):
             try:

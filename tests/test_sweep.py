@@ -37,7 +37,7 @@ def fake_train(cfg: TrainConfig, progress: bool = True) -> dict:
     result = {"schema": "dt-attn/eval/1", "dataset": cfg.dataset, "dataset_label": cfg.dataset, "env_id": "Hopper-v4",
               "observe": cfg.observe, "attention": cfg.attention, "attention_options": cfg.attention_options,
               "context": cfg.context, "train_seed": cfg.seed, "train_steps": cfg.steps, "eval_seed": 1000,
-              "results": [{"target": 1800.0, "episodes": 1, "return_mean": score, "return_std": 0.0,
+              "results": [{"target": 1800.0, "episodes": cfg.eval_episodes, "return_mean": score, "return_std": 0.0,
                            "normalized_mean": score, "normalized_std": 0.0, "length_mean": 10.0,
                            "wall_time_s": 1.0, "env_steps_per_s": 100.0, "rollout": "incremental"}]}
     (run / "eval.json").write_text(json.dumps(result))
@@ -234,9 +234,9 @@ def test_dry_run_prints_the_grid_and_writes_nothing(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert len(calls(out)) == 1
-    assert "grid: 4 cell(s): 1 done, 0 to resume, 3 new" in printed
-    assert "[done  ] hopper-medium-standin observe=full softmax K=5 seed=0" in printed
-    assert "[new   ] hopper-medium-standin observe=full cosformer K=1000 seed=0" in printed
+    assert "grid: 4 cell(s): 1 done, 0 to re-evaluate, 0 to resume, 3 new" in printed
+    assert "[done    ] hopper-medium-standin observe=full softmax K=5 seed=0" in printed
+    assert "[new     ] hopper-medium-standin observe=full cosformer K=1000 seed=0" in printed
     assert "warning: softmax at K=1000" in printed and "warning: softmax at K=5" not in printed
     assert "dry run: nothing written" in printed
 
@@ -255,7 +255,17 @@ def test_real_tiny_sweep_skips_and_resumes(tmp_path, capsys):
     stamp = (run / "eval.json").stat().st_mtime_ns
     assert run_sweep(cfg, reference_fn=None, progress=False) == 0
     assert (run / "eval.json").stat().st_mtime_ns == stamp  # finished: skipped
-    longer = dataclasses.replace(cfg, steps=6)
+    # Other evaluation targets: evaluated again, not retrained.
+    other = dataclasses.replace(cfg, eval_targets=[900.0, 1800.0])
+    assert [c.status for c in expand_grid(other)] == ["evaluate"]
+    weights = (run / "checkpoint.pt").read_bytes()
+    assert run_sweep(other, reference_fn=None, progress=False) == 0
+    assert [r["target"] for r in json.loads((run / "eval.json").read_text())["results"]] == [900.0, 1800.0]
+    assert (run / "checkpoint.pt").read_bytes() == weights
+    assert [c.status for c in expand_grid(other)] == ["done"]
+    assert [c.status for c in expand_grid(dataclasses.replace(other, eval_episodes=2))] == ["evaluate"]
+    assert [c.status for c in expand_grid(dataclasses.replace(other, eval_targets=None))] == ["done"]
+    longer = dataclasses.replace(other, steps=6)
     assert [c.status for c in expand_grid(longer)] == ["resume"]
     assert run_sweep(longer, reference_fn=None, progress=False) == 0
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 6
