@@ -131,7 +131,7 @@ class DecisionTransformer(nn.Module):
         tokens = [self.embed_return(rtg) + t, self.embed_state(obs) + t]
         if prev_action is not None:
             tokens.insert(0, self.embed_action(prev_action) + self._time(timestep - 1))
-        h, state = self.transformer.step_many(self.embed_ln(torch.stack(tokens, dim=1)), state)
+        h, state = self.transformer.step_many(self.embed_ln(torch.stack(tokens, dim=1)), state, last_only=True)
         return self.predict_action(h[:, -1]), state
 
     def step_policy(

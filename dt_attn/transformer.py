@@ -61,14 +61,19 @@ class Block(nn.Module):
         q, k, v = self._qkv(x)
         return self._residuals(x, self.attn(q, k, v, pad_mask=pad_mask))
 
-    def step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        """n new tokens (B, n, E) -> (B, n, E) with the attention's incremental state.
+    def step(self, x: torch.Tensor, state: Any, last_only: bool = False) -> tuple[torch.Tensor, Any]:
+        """n new tokens (B, n, E) -> (B, n, E) with the attention's incremental state; (B, 1, E), the
+        last token's output alone, when ``last_only``.
 
         Everything but the attention is per token, so the n tokens share one pass through the
-        linear layers; the attention consumes them in order (``Attention.step_many``).
+        linear layers; the attention consumes them in order (``Attention.step_many``). All n keys
+        and values enter the state either way; ``last_only`` skips the projection and MLP of the
+        outputs nobody reads.
         """
         q, k, v = self._qkv(x)
         a, state = self.attn.step_many(q, k, v, state)
+        if last_only:
+            x, a = x[:, -1:], a[:, :, -1:]
         return self._residuals(x, a), state
 
     def _qkv(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,8 +120,10 @@ class CausalTransformer(nn.Module):
         out, state = self.step_many(x_t.unsqueeze(1), state)
         return out.squeeze(1), state
 
-    def step_many(self, x: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
-        """Consume n tokens per sequence at once, x (B, n, E) -> (B, n, E); equal to n calls to ``step``."""
+    def step_many(self, x: torch.Tensor, state: list, last_only: bool = False) -> tuple[torch.Tensor, list]:
+        """Consume n tokens per sequence at once, x (B, n, E) -> (B, n, E); equal to n calls to ``step``.
+        With ``last_only`` the output is the last token's alone, (B, 1, E), and the final block skips
+        the others' projection and MLP (a rollout reads only the newest state token)."""
         if len(state) != len(self.blocks):
             raise ValueError(
                 f"state has {len(state)} layer entries but the model has {len(self.blocks)} layers; "
@@ -125,8 +132,9 @@ class CausalTransformer(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.cfg.embed_dim:
             raise ValueError(f"expected x of shape (batch, new tokens, {self.cfg.embed_dim}), got {tuple(x.shape)}")
         new_state = []
-        for block, s in zip(self.blocks, state):
-            x, s = block.step(x, s)
+        last = len(self.blocks) - 1
+        for i, (block, s) in enumerate(zip(self.blocks, state)):
+            x, s = block.step(x, s, last_only=last_only and i == last)
             new_state.append(s)
         return self.ln_f(x), new_state
 

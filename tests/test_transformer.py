@@ -56,21 +56,25 @@ def test_step_matches_forward(name, tokens):
 @pytest.mark.parametrize("name", _mechanisms())
 @pytest.mark.parametrize("window", [None, 2, 5])  # 2: a chunk of 3 is longer than the window
 def test_step_many_matches_forward_in_uneven_chunks(name, window):
-    """Feeding 1, 3, 2, 3, 2 tokens at a time (a rollout feeds 2 then 3 per step) equals forward."""
+    """Feeding 1, 3, 2, 3, 2 tokens at a time (a rollout feeds 2 then 3 per step) equals forward;
+    so does the last token's output alone (last_only), with a state that evolves the same."""
     if window is not None and name == "combiner-logsparse":
         pytest.skip("combiner-logsparse has no window option")
     model = _model(name, **({} if window is None else {"window": window}))
     x = torch.randn(3, 11, 16)
     with torch.no_grad():
         full = model(x)
-        state = model.init_state(3)
-        outs, start = [], 0
+        state, state_last = model.init_state(3), model.init_state(3)
+        outs, lasts, start = [], [], 0
         for n in (1, 3, 2, 3, 2):
             out, state = model.step_many(x[:, start:start + n], state)
-            assert out.shape == (3, n, 16)
+            last, state_last = model.step_many(x[:, start:start + n], state_last, last_only=True)
+            assert out.shape == (3, n, 16) and last.shape == (3, 1, 16)
             outs.append(out)
             start += n
+            lasts.append(last[:, 0])
     torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.stack(lasts, dim=1), full[:, [0, 3, 5, 8, 10]], atol=1e-5, rtol=1e-5)
 
 
 def test_step_many_rejects_a_wrong_shape():
