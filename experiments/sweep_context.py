@@ -2,7 +2,8 @@
 
 python -m experiments.sweep_context --datasets hopper-medium-standin --contexts 20 100 1000 --seeds 0 1 2
 Every cell is one `dt-attn train` run in its own directory under --out-dir. Finished cells are
-skipped, interrupted ones resumed from their checkpoint, so rerunning a killed sweep continues it.
+skipped, interrupted ones resumed from their checkpoint, so rerunning a killed sweep continues it;
+trained cells evaluated with other episodes or targets are evaluated again, not retrained.
 At the end the report (CSV, Markdown table, plots) is rebuilt into OUT_DIR/report.
 """
 
