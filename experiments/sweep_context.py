@@ -368,7 +368,8 @@ def _hours(seconds: float) -> str:
 
 
 def format_estimate(cfg: SweepConfig, cells: list[Cell], probe: dict[tuple[str, int], dict[str, float]]) -> str:
-    """Cost of the cells still to run, from the probe timings (upper bound: resumed cells count in full)."""
+    """Cost of the cells still to run, from the probe timings (upper bound: resumed cells count in full;
+    cells that only need evaluating count no training)."""
     head = (f"timing probe ({cfg.probe_steps} training steps after 1 warm-up, {cells[0].cfg.threads} thread(s), "
             f"first {PROBE_EVAL_STEPS} rollout steps; dataset {cells[0].cfg.dataset}):")
     lines = [head]
@@ -376,7 +377,8 @@ def format_estimate(cfg: SweepConfig, cells: list[Cell], probe: dict[tuple[str, 
         ev = f", eval {p['eval_ms_per_env_step']:.2f} ms/env step" if "eval_ms_per_env_step" in p else ""
         lines.append(f"  {attention:<20} K={k:<5} train {p['train_s_per_step'] * 1e3:8.1f} ms/step{ev}")
     todo = [c for c in cells if c.status != "done"]
-    train = sum(probe[(c.cfg.attention, c.cfg.context)]["train_s_per_step"] * c.cfg.steps for c in todo)
+    train = sum(probe[(c.cfg.attention, c.cfg.context)]["train_s_per_step"] * c.cfg.steps for c in todo
+                if c.status != "evaluate")
     evals = sum(probe[(c.cfg.attention, c.cfg.context)]["eval_s"] for c in todo)
     parallel = max(1, min(cfg.jobs, len(todo)))
     lines.append(

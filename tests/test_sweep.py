@@ -318,3 +318,11 @@ except KeyboardInterrupt:
         for c in calls(out):
             if _alive(c["pid"]):
                 os.kill(c["pid"], signal.SIGKILL)
+
+
+def test_estimate_counts_training_only_for_cells_that_train(tmp_path):
+    cfg = small(tmp_path, attentions=["softmax"], contexts=[5], seeds=[0, 1, 2, 3], steps=60, jobs=1)
+    cells = [dataclasses.replace(c, status=s) for c, s in zip(expand_grid(cfg), ("new", "resume", "evaluate", "done"))]
+    probe = {("softmax", 5): {"train_s_per_step": 1.0, "eval_s": 30.0}}
+    # new + resume train 60 s each; new, resume and evaluate each evaluate for 30 s; done costs nothing
+    assert "3 cell(s) to run: training 2.0 min + evaluation 1.5 min = 3.5 min" in sweep.format_estimate(cfg, cells, probe)
