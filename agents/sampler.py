@@ -34,6 +34,23 @@ def returns_to_go(rewards: np.ndarray) -> np.ndarray:
     return np.cumsum(rewards[::-1], dtype=np.float64)[::-1].astype(np.float32)
 
 
+def mean_segment_targets(lengths: Sequence[int], context: int) -> float:
+    """Mean number of real (unpadded) steps, i.e. action targets, in a ``context``-step segment when
+    every transition is equally likely to end it: the mean over transitions of min(K, t + 1).
+
+    Episodes shorter than K make long-context segments mostly padding: hopper's medium-replay
+    stand-in (episodes of 157 steps on average) holds about 110 targets per K=1000 segment.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.size == 0 or lengths.sum() == 0:
+        raise ValueError("mean_segment_targets needs at least one non-empty episode")
+    k = min(context, int(lengths.max()))
+    short = np.minimum(lengths, k)
+    # sum over t < L of min(K, t + 1) = 1 + ... + min(L, K), then K for each later step
+    total = short * (short + 1) // 2 + (lengths - short) * k
+    return float(total.sum() / lengths.sum())
+
+
 class SegmentSampler:
     """Samples left-padded K-step segments from episodes with a seeded numpy Generator."""
 

@@ -74,8 +74,10 @@ class SweepConfig:
     dropout: float = field(default=_DEFAULT["dropout"], metadata=_HELP["dropout"])
     batch_size: int = field(default=_DEFAULT["batch_size"], metadata=_HELP["batch_size"])
     targets_per_step: int | None = field(
-        default=None, metadata={"help": "hold batch x K fixed: each cell trains with batch round(N / K) (at least 1), "
-                                        "so every K sees about N action targets per step; overrides batch_size"})
+        default=None, metadata={"help": "hold the action targets per step fixed: each cell trains with batch "
+                                        "round(N / m) (at least 1), m the mean number of real (unpadded) steps in a "
+                                        "K-step segment of its dataset, so every K sees about N targets per step; "
+                                        "overrides batch_size"})
     lr: float = field(default=_DEFAULT["lr"], metadata=_HELP["lr"])
     weight_decay: float = field(default=_DEFAULT["weight_decay"], metadata=_HELP["weight_decay"])
     warmup_steps: int = field(default=_DEFAULT["warmup_steps"], metadata=_HELP["warmup_steps"])
@@ -121,11 +123,12 @@ class SweepConfig:
             raise ValueError(f"jobs, threads_per_job and probe_steps must be >= 0 (got {self.jobs}, "
                              f"{self.threads_per_job}, {self.probe_steps})")
 
-    def batch_for(self, context: int) -> int:
-        """The training batch of a cell at context ``context``."""
+    def batch_for(self, context: int, segment_targets: float | None = None) -> int:
+        """The training batch of a cell at context ``context``: batch_size, or with targets_per_step the batch
+        that gives about that many action targets per step, ``segment_targets`` per segment (K when unknown)."""
         if self.targets_per_step is None:
             return self.batch_size
-        return max(1, round(self.targets_per_step / context))
+        return max(1, round(self.targets_per_step / (segment_targets or context)))
 
     def threads(self) -> int:
         """Torch threads per cell: threads_per_job, else the cores shared evenly by the jobs."""
@@ -144,10 +147,14 @@ class Cell:
         """The cell's run directory."""
         return Path(self.cfg.run_dir or "")
 
+    segment_targets: float | None = None  # mean real steps per K-step segment, when the sweep needed it
+
     def describe(self) -> str:
         """dataset observe attention K seed batch, for one line of output."""
         c = self.cfg
-        return f"{c.dataset} observe={c.observe} {c.attention} K={c.context} seed={c.seed} batch={c.batch_size}"
+        targets = (f" (~{c.batch_size * self.segment_targets:.0f} targets/step)"
+                   if self.segment_targets is not None else "")
+        return f"{c.dataset} observe={c.observe} {c.attention} K={c.context} seed={c.seed} batch={c.batch_size}{targets}"
 
 
 def cell_status(run_dir: Path, steps: int, eval_episodes: int = 0, eval_targets: list[float] | None = None) -> str:
@@ -179,9 +186,12 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
               if name not in GRID_FIELDS and name not in PER_CELL_FIELDS and name != "batch_size"}
     cells, seen, conflicts = [], {}, []
     for dataset in cfg.datasets:
+        per_k = (segment_targets_by_context(dataset, cfg.env, cfg.contexts)
+                 if cfg.targets_per_step is not None else {})
         for observe in cfg.observes:
             for attention in cfg.attentions:
                 for context in cfg.contexts:
+                    segment_targets = per_k.get(context)
                     for seed in cfg.seeds:
                         name = run_name(dataset, observe, attention, context, seed)
                         if name in seen:
@@ -194,12 +204,12 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
                             dataset=dataset, observe=observe, attention=attention, context=context, seed=seed,
                             attention_options=dict(cfg.attention_options.get(attention, {})),
                             run_dir=str(run_dir), resume=status in ("resume", "evaluate"), threads=cfg.threads(),
-                            batch_size=cfg.batch_for(context), **shared,
+                            batch_size=cfg.batch_for(context, segment_targets), **shared,
                         )
                         saved = read_json(run_dir / "config.json", tolerant=True)
                         if saved is not None and (diffs := config_differences(saved, train_cfg)):
                             conflicts.append(f"{run_dir}: {', '.join(diffs)}")
-                        cells.append(Cell(train_cfg, status))
+                        cells.append(Cell(train_cfg, status, segment_targets))
     if conflicts:
         raise ValueError(
             f"{len(conflicts)} cell(s) would reuse run directories trained with other settings (a finished one "
@@ -208,18 +218,29 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
     return cells
 
 
-def softmax_memory_warnings(cfg: SweepConfig) -> list[str]:
-    """Warnings for softmax cells whose attention weights may not fit in memory."""
+def segment_targets_by_context(dataset: str, env: str | None, contexts: list[int]) -> dict[int, float]:
+    """Mean real (unpadded) steps in a K-step training segment of ``dataset``, per K."""
+    from agents.sampler import mean_segment_targets  # torch: imported only when needed
+    from envs import load_dataset
+
+    lengths = [len(e) for e in load_dataset(dataset, env).episodes]
+    return {k: mean_segment_targets(lengths, k) for k in contexts}
+
+
+def softmax_memory_warnings(cells: list[Cell]) -> list[str]:
+    """Warnings for softmax cells whose attention weights may not fit in memory (one per K)."""
     out = []
-    if "softmax" not in cfg.attentions:
-        return out
-    for k in sorted(cfg.contexts):
+    largest: dict[int, TrainConfig] = {}
+    for c in cells:
+        if c.cfg.attention == "softmax" and c.cfg.batch_size > getattr(largest.get(c.cfg.context), "batch_size", 0):
+            largest[c.cfg.context] = c.cfg
+    for k, t in sorted(largest.items()):
         tokens = 3 * k
-        need = cfg.batch_for(k) * cfg.n_heads * tokens**2 * 4 * cfg.n_layers
+        need = t.batch_size * t.n_heads * tokens**2 * 4 * t.n_layers
         if need >= SOFTMAX_WARN_BYTES:
             out.append(
                 f"warning: softmax at K={k} ({tokens} tokens) may need ~{need / 2**30:.1f} GiB for attention weights "
-                f"(batch {cfg.batch_for(k)} x {cfg.n_heads} head(s) x {tokens}^2 x 4 B x {cfg.n_layers} layer(s)); "
+                f"(batch {t.batch_size} x {t.n_heads} head(s) x {tokens}^2 x 4 B x {t.n_layers} layer(s)); "
                 "cosFormer and Combiner do not; lower the batch or drop softmax at this K if it runs out of memory"
             )
     return out
@@ -410,7 +431,7 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
         _check_attentions(cfg.attentions)
     cells = expand_grid(cfg)
     print(f"sweep config:\n{format_config(cfg)}")
-    for w in softmax_memory_warnings(cfg):
+    for w in softmax_memory_warnings(cells):
         print(w)
     counts = {s: sum(c.status == s for c in cells) for s in ("done", "evaluate", "resume", "new")}
     print(f"grid: {len(cells)} cell(s): {counts['done']} done, {counts['evaluate']} to re-evaluate, "

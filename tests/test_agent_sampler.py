@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from agents.sampler import SegmentSampler, returns_to_go
+from agents.sampler import SegmentSampler, mean_segment_targets, returns_to_go
 
 
 def _sampler(lengths, context=4, seed=0, max_ep_len=1000):
@@ -62,3 +62,17 @@ def test_timesteps_clamped_to_embedding_size():
 def test_empty_dataset_is_rejected():
     with pytest.raises(ValueError, match="no episodes"):
         SegmentSampler([], [], [], 2, np.zeros(1), np.ones(1), 1.0, 10, 0)
+
+
+@pytest.mark.parametrize("context", [1, 4, 20, 100])
+def test_mean_segment_targets_is_the_samplers_mean_unpadded_length(context):
+    lengths = [3, 10, 50]
+    brute = np.mean([min(context, t + 1) for n in lengths for t in range(n)])
+    assert mean_segment_targets(lengths, context) == pytest.approx(brute, rel=1e-12)
+    real = (~_sampler(lengths, context=context).sample(20_000).pad_mask).sum(dim=1).float().mean().item()
+    assert real == pytest.approx(brute, rel=0.03)
+
+
+def test_mean_segment_targets_rejects_no_episodes():
+    with pytest.raises(ValueError, match="non-empty episode"):
+        mean_segment_targets([], 20)

@@ -116,15 +116,30 @@ def test_bad_sweep_values_are_rejected(tmp_path, bad, match):
         small(tmp_path, **bad)
 
 
-def test_targets_per_step_holds_batch_times_context_fixed(tmp_path, capsys):
+def test_targets_per_step_holds_real_action_targets_fixed(tmp_path, capsys):
+    """Batches count unpadded steps: episodes shorter than K leave most of a long segment padding."""
+    from envs import load_dataset
+
     cfg = small(tmp_path, attentions=["softmax"], contexts=[1, 5, 20, 60, 1000], seeds=[0], batch_size=7,
                 targets_per_step=640)
-    batches = {c.cfg.context: c.cfg.batch_size for c in expand_grid(cfg)}
-    assert batches == {1: 640, 5: 128, 20: 32, 60: 11, 1000: 1}
-    assert [w for w in sweep.softmax_memory_warnings(cfg)] == []  # batch 1 at K=1000: 36 MB per layer
+    cells = expand_grid(cfg)
+    lengths = [len(e) for e in load_dataset("hopper-medium-standin").episodes]
+    for c in cells:
+        per_segment = sum(min(c.cfg.context, t + 1) for n in lengths for t in range(n)) / sum(lengths)
+        assert c.cfg.batch_size == max(1, round(640 / per_segment))
+        assert c.segment_targets == pytest.approx(per_segment)
+    batches = {c.cfg.context: c.cfg.batch_size for c in cells}
+    assert batches[1] == 640 and batches[5] == 128 and batches[1000] > 1  # 1000 if every episode were full
+    assert sweep.softmax_memory_warnings(cells) == []  # batch 2 at K=1000: 72 MB per layer
     assert run_sweep(dataclasses.replace(cfg, dry_run=True, probe_steps=0), train_fn=fake_train,
                      reference_fn=None) == 0
-    assert "softmax K=60 seed=0 batch=11" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"softmax K=1000 seed=0 batch={batches[1000]} (~" in printed and "targets/step)" in printed
+
+
+def test_softmax_memory_warning_uses_each_cells_batch(tmp_path):
+    warned = sweep.softmax_memory_warnings(expand_grid(small(tmp_path, contexts=[5, 1000], batch_size=64)))
+    assert len(warned) == 1 and "softmax at K=1000 (3000 tokens)" in warned[0] and "batch 64" in warned[0]
 
 
 def test_run_directories_trained_with_other_settings_are_refused(tmp_path):
