@@ -70,6 +70,7 @@ class SegmentSampler:
             raise ValueError("cannot sample segments from a dataset with no episodes")
         lengths = np.array([len(o) for o in observations])
         self.context = context
+        self.mean_targets = mean_segment_targets(lengths, context)  # real steps per segment, on average
         self.obs = ((np.concatenate(observations) - state_mean) / state_std).astype(np.float32)
         self.actions = np.concatenate(actions).astype(np.float32)
         self.rtg = (np.concatenate([returns_to_go(np.asarray(r)) for r in rewards]) / rtg_scale).astype(np.float32)

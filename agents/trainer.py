@@ -241,6 +241,7 @@ class Trainer:
             "train_time_s": self.train_time,
             "steps_per_s": self.step / self.train_time if self.train_time > 0 else float("nan"),
             "tokens_per_step": tokens_per_step,
+            "targets_per_step": cfg.batch_size * self.sampler.mean_targets,  # unpadded steps, on average
             "peak_memory_mb": peak_memory_mb(self.device),
             "parameters": count_parameters(self.model),
             "device": str(self.device),

@@ -26,13 +26,13 @@ RUN_MARKERS = ("config.json", "checkpoint.pt", "train_summary.json")
 ROW_COLUMNS = [
     "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "K", "seed", "steps",
     "batch_size", "target", "episodes", "return_mean", "return_std", "normalized_mean", "normalized_std",
-    "length_mean", "score_reference", "train_time_s", "steps_per_s", "tokens_per_step", "peak_memory_mb",
-    "parameters", "device", "eval_env_steps_per_s", "eval_wall_time_s", "eval_seed", "rollout", "run_dir",
+    "length_mean", "score_reference", "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step",
+    "peak_memory_mb", "parameters", "device", "eval_env_steps_per_s", "eval_wall_time_s", "eval_seed", "rollout", "run_dir",
 ]
 # How a runs.csv column is read back (the rest stay strings).
 _INT_COLUMNS = ("K", "seed", "steps", "batch_size", "episodes")
 _FLOAT_COLUMNS = ("target", "return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean",
-                  "train_time_s", "steps_per_s", "tokens_per_step", "peak_memory_mb", "parameters",
+                  "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step", "peak_memory_mb", "parameters",
                   "eval_env_steps_per_s", "eval_wall_time_s")
 CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "K", "steps", "batch_size", "target")
 CELL_COLUMNS = [
@@ -132,6 +132,7 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
             "train_time_s": _num(train.get("train_time_s")),
             "steps_per_s": _num(train.get("steps_per_s")),
             "tokens_per_step": _num(train.get("tokens_per_step")),
+            "targets_per_step": _num(train.get("targets_per_step")),
             "peak_memory_mb": _num(train.get("peak_memory_mb")),
             "parameters": _num(train.get("parameters")),
             "device": train.get("device", ""),

@@ -13,7 +13,7 @@ from agents.evaluation import evaluate, load_policy
 from agents.evaluator import run_episodes
 from agents.trainer import NonFiniteLossError, Trainer
 from dt_attn import available_attentions
-from envs import make_vector_env
+from envs import load_dataset, make_vector_env
 from experiments.cli import main as cli_main
 
 
@@ -30,6 +30,10 @@ def test_train_then_evaluate_every_attention(tmp_path, attention):
     cfg = tiny(tmp_path, attention=attention)
     summary = Trainer(cfg, progress=False).train()
     assert summary["steps"] == 6 and summary["parameters"] > 0 and summary["steps_per_s"] > 0
+    if attention == "softmax":  # segments reaching back past an episode start hold fewer than K targets
+        lengths = [len(e) for e in load_dataset("default").episodes]
+        per_segment = sum(min(4, t + 1) for n in lengths for t in range(n)) / sum(lengths)
+        assert summary["targets_per_step"] == pytest.approx(8 * per_segment) and per_segment < 4
     result = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=2, envs=2, targets=[1800.0], max_steps=15),
                       progress=False, print_table=False)
     rec = result["results"][0]
