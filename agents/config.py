@@ -8,7 +8,7 @@ from typing import Any
 
 # TrainConfig fields that may change when a run is resumed; every other field must match.
 RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "checkpoint_every",
-                     "eval_episodes", "eval_targets", "eval_envs", "run_dir"}
+                     "eval_episodes", "eval_targets", "eval_envs", "eval_every", "run_dir"}
 
 
 @dataclass
@@ -39,6 +39,8 @@ class TrainConfig:
     eval_episodes: int = field(default=10, metadata={"help": "episodes per target at the end of training (0 = no evaluation)"})
     eval_targets: list[float] | None = field(default=None, metadata={"help": "target returns (default: the env's two D4RL-style targets)"})
     eval_envs: int = field(default=10, metadata={"help": "parallel evaluation environments"})
+    eval_every: int = field(default=0, metadata={"help": "also evaluate every N steps during training, from a checkpoint "
+                                                          "written then (RUN_DIR/evals/, TensorBoard); 0 = only at the end"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
     resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint.pt"})
@@ -62,6 +64,7 @@ class TrainConfig:
             "warmup_steps": self.warmup_steps >= 0,
             "eval_episodes": self.eval_episodes >= 0,
             "eval_envs": self.eval_envs >= 1,
+            "eval_every": self.eval_every >= 0,
             "dropout": 0.0 <= self.dropout < 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]

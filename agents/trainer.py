@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from agents.atomic import write_json
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from agents.config import TrainConfig, config_differences, run_name
+from agents.config import EvalConfig, TrainConfig, config_differences, run_name
 from agents.data import PreparedData, check_context, prepare_data
 from agents.model import DecisionTransformer, DTConfig, count_parameters
 from agents.sampler import Batch, SegmentSampler
@@ -27,10 +27,14 @@ def log_eval_to_tensorboard(run_dir: str | Path, step: int, result: dict[str, An
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(Path(run_dir) / "tb")) as writer:
-        for rec in result["results"]:
-            tag = f"target_{rec['target']:g}"
-            for key in ("return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean"):
-                writer.add_scalar(f"eval/{tag}/{key}", rec[key], step)
+        _log_eval(writer, step, result)
+
+
+def _log_eval(writer: Any, step: int, result: dict[str, Any]) -> None:
+    for rec in result["results"]:
+        tag = f"target_{rec['target']:g}"
+        for key in ("return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean"):
+            writer.add_scalar(f"eval/{tag}/{key}", rec[key], step)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -163,6 +167,28 @@ class Trainer:
             },
         }
 
+    def _evaluate_now(self, writer: Any, bar: Any) -> float:
+        """Evaluate the current weights from a checkpoint written now (RUN_DIR/evals/step-N.json and
+        TensorBoard) without touching training's random state; returns the seconds it took."""
+        from agents.evaluation import evaluate
+
+        start = time.perf_counter()
+        if self._last_saved != self.step:
+            self.save()
+            self._last_saved = self.step
+        cfg = self.cfg
+        eval_cfg = EvalConfig(
+            checkpoint=str(self.run_dir / CHECKPOINT_NAME), episodes=cfg.eval_episodes, targets=cfg.eval_targets,
+            envs=min(cfg.eval_envs, cfg.eval_episodes), device=cfg.device, threads=cfg.threads,
+            output=str(self.run_dir / "evals" / f"step-{self.step:07d}.json"),
+        )
+        with torch.random.fork_rng(devices=[]):  # building the policy draws initial weights
+            result = evaluate(eval_cfg, progress=False, print_table=False)
+        _log_eval(writer, self.step, result)
+        scores = ", ".join(f"target {r['target']:g}: {r['normalized_mean']:.1f}" for r in result["results"])
+        bar.write(f"step {self.step}: normalized {scores}")
+        return time.perf_counter() - start
+
     def save(self) -> None:
         """Write the checkpoint atomically."""
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._payload())
@@ -231,6 +257,8 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save()
                     self._last_saved = self.step
+                if cfg.eval_every and cfg.eval_episodes and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    window_start += self._evaluate_now(writer, bar)  # evaluation time is not training time
         finally:
             bar.close()
             writer.close()

@@ -89,6 +89,7 @@ class SweepConfig:
     eval_episodes: int = field(default=_DEFAULT["eval_episodes"], metadata=_HELP["eval_episodes"])
     eval_targets: list[float] | None = field(default=_DEFAULT["eval_targets"], metadata=_HELP["eval_targets"])
     eval_envs: int = field(default=_DEFAULT["eval_envs"], metadata=_HELP["eval_envs"])
+    eval_every: int = field(default=_DEFAULT["eval_every"], metadata=_HELP["eval_every"])
     device: str = field(default=_DEFAULT["device"], metadata=_HELP["device"])
     out_dir: str = field(default="runs/sweep", metadata={"help": "folder of the run directories and the report"})
     jobs: int = field(default=1, metadata={"help": "cells run in parallel, each in a fresh process "

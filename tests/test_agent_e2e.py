@@ -166,6 +166,27 @@ def test_cli_rejects_bad_inputs(tmp_path, capsys):
     assert code == 2 and "no checkpoint" in err
 
 
+def test_evaluation_during_training_leaves_training_unchanged(tmp_path, capsys):
+    plain = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "plain"), steps=6, dropout=0.1), progress=False)
+    plain.train()
+    cfg = tiny(tmp_path, run_dir=str(tmp_path / "evals"), steps=6, dropout=0.1, eval_every=2, eval_episodes=1,
+               eval_envs=1, eval_targets=[1800.0])
+    watched = Trainer(cfg, progress=False)
+    watched.train()
+    for (name, p), q in zip(plain.model.state_dict().items(), watched.model.state_dict().values()):
+        assert torch.equal(p, q), name  # same dropout masks and batches: evaluation drew no training randomness
+    files = sorted(p.name for p in (tmp_path / "evals" / "evals").iterdir())
+    assert files == ["step-0000002.json", "step-0000004.json"]  # the final evaluation is train_and_evaluate's
+    ev = json.loads((tmp_path / "evals" / "evals" / "step-0000004.json").read_text())
+    assert ev["train_steps"] == 4 and ev["results"][0]["target"] == 1800.0 and ev["results"][0]["episodes"] == 1
+    assert "step 2: normalized target 1800: " in capsys.readouterr().out
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "evals" / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval/target_1800/normalized_mean")] == [2, 4]
+
+
 def test_existing_run_needs_resume_flag(tmp_path):
     cfg = tiny(tmp_path, steps=2)
     Trainer(cfg, progress=False).train()
