@@ -256,7 +256,7 @@ def run_cell(cfg: TrainConfig, train_fn: TrainFn | None = None) -> dict[str, Any
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / LOG_NAME
     start = time.perf_counter()
-    with open(log_path, "a") as log, redirect_stdout(log), redirect_stderr(log):
+    with open(log_path, "a", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):  # line-buffered: tail -f works
         print(f"==== sweep cell started {time.strftime('%Y-%m-%d %H:%M:%S')} (resume={cfg.resume})", flush=True)
         try:
             out = train_fn(cfg, progress=False)

@@ -341,3 +341,16 @@ def test_estimate_counts_training_only_for_cells_that_train(tmp_path):
     probe = {("softmax", 5): {"train_s_per_step": 1.0, "eval_s": 30.0}}
     # new + resume train 60 s each; new, resume and evaluate each evaluate for 30 s; done costs nothing
     assert "3 cell(s) to run: training 2.0 min + evaluation 1.5 min = 3.5 min" in sweep.format_estimate(cfg, cells, probe)
+
+
+def test_cell_output_reaches_its_log_as_it_is_printed(tmp_path):
+    seen = {}
+
+    def chatty_train(cfg: TrainConfig, progress: bool = True) -> dict:
+        print("step 2: normalized target 1800: 12.5")
+        seen["log"] = (Path(cfg.run_dir) / "sweep.log").read_text()  # while the cell is still running
+        return fake_train(cfg, progress)
+
+    cfg = small(tmp_path / "sweep", attentions=["softmax"], contexts=[5], seeds=[0], report=False)
+    assert run_sweep(cfg, train_fn=chatty_train, reference_fn=None, progress=False) == 0
+    assert "step 2: normalized target 1800: 12.5" in seen["log"]
