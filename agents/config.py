@@ -98,6 +98,13 @@ class EvalConfig:
             raise ValueError(f"episodes and envs must be >= 1 (got episodes={self.episodes}, envs={self.envs})")
 
 
+def run_evaluation(cfg: TrainConfig, checkpoint: str | Path, output: str | Path) -> EvalConfig:
+    """The evaluation a training run asks for (its episodes, targets, envs, device, threads) of
+    ``checkpoint``, written to ``output``."""
+    return EvalConfig(checkpoint=str(checkpoint), episodes=cfg.eval_episodes, targets=cfg.eval_targets,
+                      envs=min(cfg.eval_envs, cfg.eval_episodes), device=cfg.device, threads=cfg.threads,
+                      output=str(output))
+
 def run_name(dataset: str, observe: str, attention: str, context: int, seed: int) -> str:
     """Default run directory name: <dataset>[-<observe>]-<attention>-K<context>-s<seed>."""
     name = Path(dataset.replace("/", "_").replace(".hdf5", "").replace(".pkl", "")).name

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from agents.atomic import write_json
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from agents.config import EvalConfig, TrainConfig, config_differences, run_name
+from agents.config import TrainConfig, config_differences, run_evaluation, run_name
 from agents.data import PreparedData, check_context, prepare_data
 from agents.model import DecisionTransformer, DTConfig, count_parameters
 from agents.sampler import Batch, SegmentSampler
@@ -176,12 +176,8 @@ class Trainer:
         if self._last_saved != self.step:
             self.save()
             self._last_saved = self.step
-        cfg = self.cfg
-        eval_cfg = EvalConfig(
-            checkpoint=str(self.run_dir / CHECKPOINT_NAME), episodes=cfg.eval_episodes, targets=cfg.eval_targets,
-            envs=min(cfg.eval_envs, cfg.eval_episodes), device=cfg.device, threads=cfg.threads,
-            output=str(self.run_dir / "evals" / f"step-{self.step:07d}.json"),
-        )
+        eval_cfg = run_evaluation(self.cfg, self.run_dir / CHECKPOINT_NAME,
+                                  self.run_dir / "evals" / f"step-{self.step:07d}.json")
         with torch.random.fork_rng(devices=[]):  # building the policy draws initial weights
             result = evaluate(eval_cfg, progress=False, print_table=False)
         _log_eval(writer, self.step, result)

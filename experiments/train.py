@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from agents.checkpoint import CHECKPOINT_NAME
-from agents.config import EvalConfig, TrainConfig
+from agents.config import TrainConfig, run_evaluation
 from agents.results import EVAL_FILE
 from agents.trainer import NonFiniteLossError, Trainer, log_eval_to_tensorboard
 from experiments.common import run_cli
@@ -30,11 +30,8 @@ def train_and_evaluate(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.eval_episodes > 0:
         from agents.evaluation import evaluate
 
-        out["eval"] = evaluate(
-            EvalConfig(checkpoint=str(trainer.run_dir / CHECKPOINT_NAME), episodes=cfg.eval_episodes,
-                       targets=cfg.eval_targets, envs=min(cfg.eval_envs, cfg.eval_episodes), device=cfg.device,
-                       threads=cfg.threads, output=str(trainer.run_dir / EVAL_FILE)),  # the run's own result
-            progress=progress,
+        out["eval"] = evaluate(  # the run's own result
+            run_evaluation(cfg, trainer.run_dir / CHECKPOINT_NAME, trainer.run_dir / EVAL_FILE), progress=progress
         )
         log_eval_to_tensorboard(trainer.run_dir, summary["steps"], out["eval"])
     return out
