@@ -19,8 +19,10 @@ from experiments.aggregate import CELL_KEY, format_pm, load_run, mean_std, read_
 PAIR_COLUMNS = [*CELL_KEY, "seed", "streaming", "exact", "exact_minus_streaming", "run_dir"]
 READOUT_CELL_COLUMNS = [*CELL_KEY, "seeds", "streaming_mean", "streaming_std", "exact_mean", "exact_std",
                         "diff_mean", "diff_std", "abs_diff_max"]
-# Fields of the two result files that must agree for their scores to be comparable.
-_SAME_EVALUATION = ("train_steps", "eval_seed", "env_id", "observe", "context")
+# Fields of the two result files that must agree for their scores to be comparable:
+# eval-naive.json's name for each -> load_run's column holding eval.json's value.
+_SAME_EVALUATION = {"train_steps": "steps", "eval_seed": "eval_seed", "env_id": "env_id", "observe": "observe",
+                    "context": "K"}
 
 
 def load_readout_pairs(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
@@ -33,8 +35,9 @@ def load_readout_pairs(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], list
         if naive is None:
             continue
         rows = load_run(run_dir)
-        streaming = read_json(run_dir / EVAL_FILE) or {}
-        differ = [k for k in _SAME_EVALUATION if streaming.get(k) != naive.get(k)]
+        if not rows:
+            continue
+        differ = [k for k, column in _SAME_EVALUATION.items() if rows[0][column] != naive.get(k)]
         if differ:
             skipped.append((run_dir, f"{NAIVE_EVAL_FILE} and {EVAL_FILE} differ in {', '.join(differ)}"))
             continue
