@@ -16,6 +16,9 @@ from torch import nn
 
 from dt_attn import CausalTransformer, TransformerConfig
 
+# Token layout per timestep: (return-to-go, state, action); actions are read from state tokens.
+STATE_TOKENS = slice(1, None, 3)
+
 
 @dataclass
 class DTConfig:
@@ -93,23 +96,22 @@ class DecisionTransformer(nn.Module):
         """Predicted actions (B,K,A) for every step of left-padded segments (pad_mask True = padding)."""
         x = self.embed_tokens(rtg, states, actions, timesteps)
         if pad_mask is None:
-            h = self.transformer(x)
-        else:
-            # Roll each row so its first real token sits at position 0, as in a rollout that
-            # starts at the episode start: position-dependent mechanisms (Combiner's regions,
-            # cosFormer's phases) then see identical positions in training and evaluation.
-            # Padding moves to the end, after every real token, so causal attention alone keeps
-            # it out of real outputs: no key-padding mask is needed, which keeps softmax on the
-            # fused is_causal kernel. Outputs at padded steps are finite and ignored by the loss.
-            shift = 3 * _left_pad_lengths(pad_mask)
-            n = x.shape[1]
-            idx = (torch.arange(n, device=x.device)[None, :] + shift[:, None]) % n
-            x = torch.gather(x, 1, idx[:, :, None].expand_as(x))
-            h = self.transformer(x)
-            back = (torch.arange(n, device=x.device)[None, :] - shift[:, None]) % n
-            h = torch.gather(h, 1, back[:, :, None].expand_as(h))
-        state_tokens = h[:, 1::3]
-        return self.predict_action(state_tokens)
+            return self.predict_action(self.transformer(x, keep=STATE_TOKENS))
+        # Roll each row so its first real token sits at position 0, as in a rollout that
+        # starts at the episode start: position-dependent mechanisms (Combiner's regions,
+        # cosFormer's phases) then see identical positions in training and evaluation.
+        # Padding moves to the end, after every real token, so causal attention alone keeps
+        # it out of real outputs: no key-padding mask is needed, which keeps softmax on the
+        # fused is_causal kernel. Outputs at padded steps are finite and ignored by the loss.
+        # The roll moves whole (R, s, a) triples, so state tokens stay at positions 1::3.
+        pad_steps = _left_pad_lengths(pad_mask)
+        n, k = x.shape[1], states.shape[1]
+        idx = (torch.arange(n, device=x.device)[None, :] + 3 * pad_steps[:, None]) % n
+        x = torch.gather(x, 1, idx[:, :, None].expand_as(x))
+        h = self.transformer(x, keep=STATE_TOKENS)
+        back = (torch.arange(k, device=x.device)[None, :] - pad_steps[:, None]) % k
+        h = torch.gather(h, 1, back[:, :, None].expand_as(h))
+        return self.predict_action(h)
 
     # ------------------------------------------------------------ incremental
     def init_state(self, batch: int, device: torch.device | str | None = None) -> list:

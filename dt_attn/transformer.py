@@ -56,10 +56,19 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, E) -> (B, T, E), causal over T."""
+    def forward(
+        self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, keep: slice | None = None
+    ) -> torch.Tensor:
+        """(B, T, E) -> (B, T, E), causal over T; with ``keep``, only the outputs x[:, keep].
+
+        Every token still enters the attention as a key and value; ``keep`` skips the projection
+        and MLP of the outputs nobody reads.
+        """
         q, k, v = self._qkv(x)
-        return self._residuals(x, self.attn(q, k, v, pad_mask=pad_mask))
+        a = self.attn(q, k, v, pad_mask=pad_mask)
+        if keep is not None:
+            x, a = x[:, keep], a[:, :, keep]
+        return self._residuals(x, a)
 
     def step(self, x: torch.Tensor, state: Any, last_only: bool = False) -> tuple[torch.Tensor, Any]:
         """n new tokens (B, n, E) -> (B, n, E) with the attention's incremental state; (B, 1, E), the
@@ -98,12 +107,20 @@ class CausalTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.embed_dim)
         self.apply(_init_weights)
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, E) -> (B, T, E); ``pad_mask`` (B, T) True marks padded positions."""
+    def forward(
+        self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, keep: slice | None = None
+    ) -> torch.Tensor:
+        """(B, T, E) -> (B, T, E); ``pad_mask`` (B, T) True marks padded positions.
+
+        ``keep`` (a slice of the token axis) returns only the outputs x[:, keep]; the final block
+        then skips the projection and MLP of the other tokens, which a caller that reads a
+        subset (a Decision Transformer reads its state tokens) never needs.
+        """
         if x.dim() != 3 or x.shape[-1] != self.cfg.embed_dim:
             raise ValueError(f"expected x of shape (batch, tokens, {self.cfg.embed_dim}), got {tuple(x.shape)}")
-        for block in self.blocks:
-            x = block(x, pad_mask)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, pad_mask, keep=keep if i == last else None)
         return self.ln_f(x)
 
     def init_state(

@@ -77,6 +77,25 @@ def test_step_many_matches_forward_in_uneven_chunks(name, window):
     torch.testing.assert_close(torch.stack(lasts, dim=1), full[:, [0, 3, 5, 8, 10]], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", _mechanisms())
+def test_keep_returns_the_kept_outputs_with_the_same_gradients(name):
+    """forward(x, keep=slice) equals forward(x)[:, slice], and so do the gradients of anything
+    computed from the kept outputs (the skipped projection/MLP rows feed nothing)."""
+    model = _model(name)
+    keep = slice(1, None, 3)
+    x = torch.randn(3, 12, 16, requires_grad=True)
+    weights = torch.randn(3, 4, 16)
+    full = model(x)
+    kept = model(x, keep=keep)
+    assert kept.shape == (3, 4, 16)
+    torch.testing.assert_close(kept, full[:, keep], atol=1e-6, rtol=1e-6)
+    params = [x, *model.parameters()]
+    g_full = torch.autograd.grad((full[:, keep] * weights).sum(), params)
+    g_kept = torch.autograd.grad((kept * weights).sum(), params)
+    for a, b in zip(g_kept, g_full):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_step_many_rejects_a_wrong_shape():
     model = _model("softmax")
     with pytest.raises(ValueError, match="new tokens"):
