@@ -207,7 +207,7 @@ def _sort_key(cell: dict[str, Any]) -> tuple:
             cell["steps"], cell["batch_size"], cell["target"], cell["env_id"])
 
 
-def _labels(cells: list[dict[str, Any]]) -> None:
+def assign_labels(cells: list[dict[str, Any]]) -> None:
     """Display label per cell (one plotted line per label): the attention name, plus what tells apart
     runs of one name: options at one K (some options, like Combiner's span, vary with K), steps, batch, env id."""
     options: dict[tuple, set[str]] = {}
@@ -258,7 +258,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cell["parameters"], _ = mean_std([m["parameters"] for m in members])
         cells.append(cell)
     cells.sort(key=_sort_key)
-    _labels(cells)
+    assign_labels(cells)
     return cells
 
 

@@ -66,6 +66,22 @@ def plot_scores(cells: list[dict[str, Any]], refs: dict[str, DatasetReference], 
     """Normalized score vs K: a panel per (dataset, observe, target), a line per attention, ± std band."""
     if not cells:
         raise ValueError("no finished runs to plot")
+    return _score_panels(cells, "K", lambda ax, mine: _k_axis(ax, [c["K"] for c in mine]), refs,
+                         "normalized score vs context length (mean ± std over seeds)", path)
+
+
+def plot_curves(curves: list[dict[str, Any]], refs: dict[str, DatasetReference], path: str | Path) -> Path:
+    """Normalized score vs training step: a panel per (dataset, observe, target), a line per cell, ± std band."""
+    if not curves:
+        raise ValueError("no evaluations during training to plot")
+    return _score_panels(curves, "step", lambda ax, _: ax.set_xlabel("training step"), refs,
+                         "normalized score during training (mean ± std over seeds)", path)
+
+
+def _score_panels(cells: list[dict[str, Any]], x: str, x_axis, refs: dict[str, DatasetReference], title: str,
+                  path: str | Path) -> Path:
+    """A panel per (dataset, observe, target) of normalized score against ``x``, a line per label with a
+    ± std band and the dataset's average and best episode; ``x_axis(ax, panel_cells)`` labels the x axis."""
     panels = sorted({(c["dataset"], c["observe"], c["target"]) for c in cells})
     looks = _looks(cells)
     rows, cols = _grid(len(panels))
@@ -74,25 +90,25 @@ def plot_scores(cells: list[dict[str, Any]], refs: dict[str, DatasetReference], 
     for ax, (dataset, observe, target) in zip(axes, panels):
         mine = [c for c in cells if (c["dataset"], c["observe"], c["target"]) == (dataset, observe, target)]
         for label in sorted({c["label"] for c in mine}):
-            line = sorted((c for c in mine if c["label"] == label), key=lambda c: c["K"])
-            k, mean, std = _finite([c["K"] for c in line], [c["normalized_mean"] for c in line],
-                                   [c["normalized_std"] for c in line])
+            line = sorted((c for c in mine if c["label"] == label), key=lambda c: c[x])
+            xs, mean, std = _finite([c[x] for c in line], [c["normalized_mean"] for c in line],
+                                    [c["normalized_std"] for c in line])
             seeds = "/".join(str(n) for n in sorted({c["seeds"] for c in line}))
             color, marker = looks[label]
-            ax.plot(k, mean, marker=marker, color=color, label=f"{label} (n={seeds})")
-            ax.fill_between(k, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+            ax.plot(xs, mean, marker=marker, color=color, label=f"{label} (n={seeds})")
+            ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
         ref = refs.get(dataset)
         if ref is not None:
             ax.axhline(ref.average, color="0.4", linestyle="--", linewidth=1, label=f"dataset average {ref.average:.1f}")
             ax.axhline(ref.best, color="0.4", linestyle=":", linewidth=1, label=f"dataset best {ref.best:.1f}")
-        _k_axis(ax, [c["K"] for c in mine])
+        x_axis(ax, mine)
         ax.set_ylabel("normalized score")
-        ax.set_title(f"{mine[0]['dataset_label'] or dataset}\nobserve {observe}, target {target:g}", fontsize=9)
+        ax.set_title(f"{mine[0].get('dataset_label') or dataset}\nobserve {observe}, target {target:g}", fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle("normalized score vs context length (mean ± std over seeds)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 

@@ -30,6 +30,13 @@ from experiments.aggregate import (
     write_csv,
 )
 from experiments.common import run_cli
+from experiments.curves import (
+    CURVE_COLUMNS,
+    POINT_COLUMNS,
+    format_curves,
+    load_curve_points,
+    summarize_curves,
+)
 from experiments.readouts import (
     PAIR_COLUMNS,
     READOUT_CELL_COLUMNS,
@@ -67,7 +74,8 @@ def build_report(
 ) -> Report:
     """Aggregate every finished run under ``paths`` (and the rows of any runs.csv among them) into
     out_dir: runs.csv, cells.csv, report.md, PNGs; readout_pairs.csv and readouts.csv when runs also
-    hold eval-naive.json (see experiments.readouts)."""
+    hold eval-naive.json (see experiments.readouts); curve_points.csv, curves.csv and curves.png when
+    runs evaluated during training (see experiments.curves)."""
     if not paths:
         raise ValueError("no run directories given; pass run directories or folders that contain them")
     out = Path(out_dir) if out_dir is not None else default_out_dir(paths)
@@ -104,6 +112,17 @@ def build_report(
         report.files["readouts_csv"] = write_csv(readouts, READOUT_CELL_COLUMNS, out / "readouts.csv")
         report.markdown += "\n".join(format_readouts(readouts)) + "\n"
         report.markdown += "".join(f"* not compared: {d}: {why}\n" for d, why in mismatched)
+    points, left_out = load_curve_points(finished)
+    if points:
+        curves = summarize_curves(points)
+        report.files["curve_points_csv"] = write_csv(points, POINT_COLUMNS, out / "curve_points.csv")
+        report.files["curves_csv"] = write_csv(curves, CURVE_COLUMNS, out / "curves.csv")
+        if plots:
+            from experiments.plots import plot_curves
+
+            report.files["curves_png"] = plot_curves(curves, refs, out / "curves.png")
+        report.markdown += "\n".join(format_curves(curves)) + "\n"
+    report.markdown += "".join(f"* not in a learning curve: {p}: {why}\n" for p, why in left_out)
     md = out / "report.md"
     write_text(md, report.markdown)
     report.files["markdown"] = md

@@ -310,3 +310,49 @@ def test_report_without_exact_readouts_has_no_comparison(tmp_path):
     rep = build_report([tmp_path / "runs"], tmp_path / "report", reference_fn=None, plots=False)
     assert "readouts_csv" not in rep.files and not (tmp_path / "report" / "readouts.csv").exists()
     assert "Streaming vs exact" not in rep.markdown
+
+
+def _write_periodic(run: Path, step: int, scores: dict[float, float], episodes: int = 2, eval_seed: int = 1000) -> None:
+    """evals/step-N.json as `--eval-every` writes it (the eval.json schema at an earlier step)."""
+    ev = json.loads((run / "eval.json").read_text())
+    ev["train_steps"], ev["eval_seed"] = step, eval_seed
+    ev["results"] = [{**r, "episodes": episodes, "normalized_mean": scores[r["target"]]} for r in ev["results"]]
+    (run / "evals").mkdir(exist_ok=True)
+    (run / "evals" / f"step-{step:07d}.json").write_text(json.dumps(ev))
+
+
+def test_report_builds_learning_curves_from_evaluations_during_training(tmp_path):
+    runs = tmp_path / "runs"
+    # seed s scores 10*s + step/100 at the periodic checkpoints and 50 + s at the end (step 300)
+    for seed in range(2):
+        run = write_run(runs, "cosformer", 20, seed, {1800.0: 50.0 + seed, 3600.0: 5.0}, steps=300)
+        for step in (100, 200):
+            _write_periodic(run, step, {1800.0: 10.0 * seed + step / 100, 3600.0: 1.0})
+    _write_periodic(run, 50, {1800.0: 99.0, 3600.0: 99.0}, eval_seed=7)  # other environment seeds: left out
+    _write_periodic(run, 150, {1800.0: 99.0, 3600.0: 99.0}, episodes=5)  # other episode count: left out
+    _write_periodic(run, 300, {1800.0: 99.0, 3600.0: 99.0})  # eval.json's step: eval.json counts
+    write_run(runs, "softmax", 20, 0, {1800.0: 40.0, 3600.0: 4.0}, steps=300)  # no evals/: no curve
+
+    report = build_report([runs], tmp_path / "out", reference_fn=fake_reference)
+
+    with open(report.files["curves_csv"]) as fh:
+        curves = {(r["attention"], float(r["target"]), int(r["step"])): r for r in csv.DictReader(fh)}
+    assert set(curves) == {("cosformer", t, s) for t in (1800.0, 3600.0) for s in (100, 200, 300)}
+    at_100 = curves[("cosformer", 1800.0, 100)]
+    assert at_100["seeds"] == "2" and float(at_100["normalized_mean"]) == pytest.approx(6.0)  # (1 + 11) / 2
+    assert float(at_100["normalized_std"]) == pytest.approx(5.0)
+    assert float(curves[("cosformer", 1800.0, 300)]["normalized_mean"]) == pytest.approx(50.5)
+    with open(report.files["curve_points_csv"]) as fh:
+        assert len(list(csv.DictReader(fh))) == 2 * 2 * 3  # seeds x targets x checkpoints
+    md = report.markdown
+    assert "| hopper-medium-standin | full | cosformer | 20 | 64 | 300 | 1800 | 6.0 ± 5.0 | 7.0 ± 5.0 | 50.5 ± 0.5 |" in md
+    assert f"not in a learning curve: {run / 'evals' / 'step-0000050.json'}: environment seed 7" in md
+    assert f"not in a learning curve: {run / 'evals' / 'step-0000150.json'}: target 1800: 5 episodes" in md
+    assert f"not in a learning curve: {run / 'evals' / 'step-0000300.json'}: step 300 is eval.json's" in md
+    assert report.files["curves_png"].read_bytes().startswith(PNG_MAGIC)
+
+
+def test_report_without_evaluations_during_training_has_no_curves(tmp_path):
+    make_sweep(tmp_path / "runs")
+    report = build_report([tmp_path / "runs"], tmp_path / "out", reference_fn=fake_reference, plots=False)
+    assert "curves_csv" not in report.files and "Learning curves" not in report.markdown

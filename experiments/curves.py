@@ -1,0 +1,121 @@
+"""Learning curves: the scores of the checkpoints a run evaluated during training (``--eval-every``).
+
+A run trained with ``--eval-every N`` holds ``evals/step-N.json`` (same schema as ``eval.json``) for
+each checkpoint evaluated on the way, and its final ``eval.json``. Each (run, target, checkpoint)
+gives one point; points of one cell (the report's cell: everything but the seed) are averaged over
+seeds per checkpoint. A periodic evaluation enters a curve only when it used the final evaluation's
+environment seed and episode count, so every point of a curve measures the same thing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from experiments.aggregate import CELL_KEY, assign_labels, format_pm, load_run, mean_std, read_json
+
+EVALS_DIR = "evals"
+POINT_COLUMNS = [*CELL_KEY, "seed", "step", "episodes", "normalized_mean", "return_mean", "run_dir"]
+CURVE_COLUMNS = [*CELL_KEY, "step", "seeds", "seed_list", "normalized_mean", "normalized_std"]
+
+
+def load_curve_points(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """One point per (run, target, evaluated checkpoint) of every run that holds ``evals/``, and the
+    periodic evaluation files left out (with why)."""
+    points: list[dict[str, Any]] = []
+    skipped: list[tuple[Path, str]] = []
+    for run_dir in map(Path, run_dirs):
+        files = sorted((run_dir / EVALS_DIR).glob("step-*.json"))
+        rows = load_run(run_dir) if files else []
+        if not rows:
+            continue
+        final = {r["target"]: r for r in rows}
+        for row in rows:
+            points.append(_point(row, row["steps"], row["episodes"], row["normalized_mean"], row["return_mean"]))
+        for path in files:
+            ev = read_json(path) or {}
+            if ev.get("eval_seed") != rows[0]["eval_seed"]:
+                skipped.append((path, (f"environment seed {ev.get('eval_seed')} vs {rows[0]['eval_seed']} "
+                                      "in eval.json")))
+                continue
+            step = int(ev.get("train_steps", -1))
+            if step == rows[0]["steps"]:
+                skipped.append((path, f"step {step} is eval.json's (the final evaluation counts)"))
+                continue
+            for res in ev.get("results", []):
+                row = final.get(float(res["target"]))
+                if row is None:
+                    continue
+                if int(res.get("episodes", 0)) != row["episodes"]:
+                    skipped.append((path, (f"target {row['target']:g}: {res.get('episodes')} episodes vs "
+                                          f"{row['episodes']} in eval.json")))
+                    continue
+                points.append(_point(row, step, row["episodes"], float(res["normalized_mean"]),
+                                     float(res["return_mean"])))
+    return points, skipped
+
+
+def _point(row: dict[str, Any], step: int, episodes: int, normalized: float, ret: float) -> dict[str, Any]:
+    return {**{k: row[k] for k in CELL_KEY}, "seed": row["seed"], "step": step, "episodes": episodes,
+            "normalized_mean": normalized, "return_mean": ret, "run_dir": row["run_dir"]}
+
+
+def summarize_curves(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds of each cell at each evaluated checkpoint."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault((*(p[k] for k in CELL_KEY), p["step"]), []).append(p)
+    curves = []
+    for key, members in groups.items():
+        cell: dict[str, Any] = dict(zip((*CELL_KEY, "step"), key))
+        seeds = sorted(m["seed"] for m in members)
+        if len(set(seeds)) != len(seeds):
+            dirs = ", ".join(m["run_dir"] for m in members)
+            raise ValueError(f"several runs of one cell share a seed ({dirs}); pass each run directory once")
+        cell["seeds"] = len(seeds)
+        cell["seed_list"] = " ".join(map(str, seeds))
+        cell["normalized_mean"], cell["normalized_std"] = mean_std([m["normalized_mean"] for m in members])
+        curves.append(cell)
+    curves.sort(key=lambda c: (c["dataset"], c["observe"], c["K"], c["attention"], c["attention_options"],
+                               c["steps"], c["batch_size"], c["target"], c["env_id"], c["step"]))
+    assign_labels(curves)
+    contexts: dict[tuple, set[int]] = {}
+    for c in curves:
+        contexts.setdefault((c["dataset"], c["observe"], c["target"]), set()).add(c["K"])
+    for c in curves:  # unlike in the score plot, K is not the x axis here
+        if len(contexts[(c["dataset"], c["observe"], c["target"])]) > 1:
+            c["label"] += f" K={c['K']}"
+    return curves
+
+
+def format_curves(curves: list[dict[str, Any]]) -> list[str]:
+    """Markdown section: one row per cell and target, one column per evaluated checkpoint (empty when no
+    run evaluated during training)."""
+    if not curves:
+        return []
+    steps = sorted({c["step"] for c in curves})
+    rows: dict[tuple, dict[int, dict[str, Any]]] = {}
+    for c in curves:
+        rows.setdefault(tuple(c[k] for k in CELL_KEY), {})[c["step"]] = c
+    lines = ["", "## Learning curves (evaluations during training)", "",
+             ("Normalized score at each evaluated checkpoint, mean ± std over seeds (the number of seeds in "
+              "brackets where it is not the same at every checkpoint; one seed: its score); the last column of a run is its final "
+              "`eval.json`. Same environment seeds and episodes at every checkpoint."), "",
+             ("| dataset | observe | attention | K | batch | steps | target | "
+              + " | ".join(f"{s:,}" for s in steps) + " |"),
+             "|---|---|---|---:|---:|---:|---:|" + "---:|" * len(steps)]
+    for by_step in rows.values():
+        c = next(iter(by_step.values()))
+        counts = {p["seeds"] for p in by_step.values()}
+        cells = []
+        for s in steps:
+            p = by_step.get(s)
+            if p is None:
+                cells.append("")
+                continue
+            text = (format_pm(p["normalized_mean"], p["normalized_std"]) if p["seeds"] > 1
+                    else f"{p['normalized_mean']:.1f}")
+            cells.append(text if len(counts) == 1 else f"{text} ({p['seeds']})")
+        lines.append(f"| {c['dataset']} | {c['observe']} | {c['attention']} | {c['K']} | {c['batch_size']} "
+                     f"| {c['steps']:,} | {c['target']:g} | " + " | ".join(cells) + " |")
+    return lines
