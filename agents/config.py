@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Values of fields added after runs were saved without them: what those runs used.
+LEGACY_DEFAULTS = {"activation": "gelu"}
+
 # TrainConfig fields that may change when a run is resumed; every other field must match.
 RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "checkpoint_every",
                      "eval_episodes", "eval_targets", "eval_envs", "eval_every", "run_dir"}
@@ -25,6 +28,7 @@ class TrainConfig:
     n_layers: int = 3
     n_heads: int = 1
     dropout: float = 0.1
+    activation: str = field(default="relu", metadata={"help": "MLP nonlinearity: relu (the DT paper's code) or gelu"})
     batch_size: int = 64
     lr: float = 1e-4
     weight_decay: float = 1e-4
@@ -66,13 +70,14 @@ class TrainConfig:
             "eval_envs": self.eval_envs >= 1,
             "eval_every": self.eval_every >= 0,
             "dropout": 0.0 <= self.dropout < 1.0,
+            "activation": self.activation in ("relu", "gelu"),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 "invalid training config value(s): "
                 + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
-                + " (context/steps/sizes must be positive, dropout in [0, 1))"
+                + " (context/steps/sizes must be positive, dropout in [0, 1), activation relu or gelu)"
             )
 
 
@@ -116,5 +121,12 @@ def config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """'field (saved x, now y)' for every field of ``cfg`` that differs from a saved run's config.json,
     ignoring the fields a resume may change."""
     now = asdict(cfg)
+    saved = with_legacy_defaults(saved)
     return [f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in now
             if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+
+
+def with_legacy_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (run config.json or a checkpoint's model config) with the values runs used
+    before a field existed filled in, so an old GELU run is not read as today's ReLU default."""
+    return {**LEGACY_DEFAULTS, **saved}

@@ -12,7 +12,7 @@ import torch
 
 from agents.atomic import write_json
 from agents.checkpoint import load_checkpoint, resolve_checkpoint
-from agents.config import EvalConfig
+from agents.config import EvalConfig, with_legacy_defaults
 from agents.evaluator import run_episodes
 from agents.model import DecisionTransformer, DTConfig
 from agents.results import (
@@ -29,7 +29,7 @@ from envs import ObservationFilter, get_env_spec, make_vector_env, normalized_sc
 
 def load_policy(payload: dict[str, Any], device: str | torch.device = "cpu") -> DecisionTransformer:
     """Rebuild the Decision Transformer stored in a checkpoint payload."""
-    model = DecisionTransformer(DTConfig(**payload["model_config"])).to(device)
+    model = DecisionTransformer(DTConfig(**with_legacy_defaults(payload["model_config"]))).to(device)
     model.load_state_dict(payload["model"])
     model.eval()
     return model

@@ -34,6 +34,7 @@ class DTConfig:
     dropout: float = 0.1
     attention: str = "softmax"
     attention_options: dict[str, Any] = field(default_factory=dict)
+    activation: str = "relu"
 
 
 def _left_pad_lengths(pad_mask: torch.Tensor) -> torch.Tensor:
@@ -63,6 +64,7 @@ class DecisionTransformer(nn.Module):
                 n_layers=cfg.n_layers,
                 n_heads=cfg.n_heads,
                 dropout=cfg.dropout,
+                activation=cfg.activation,
                 attention=cfg.attention,
                 attention_options=dict(cfg.attention_options),
             )

@@ -70,6 +70,7 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> DecisionTransformer:
             n_layers=cfg.n_layers,
             n_heads=cfg.n_heads,
             dropout=cfg.dropout,
+            activation=cfg.activation,
             attention=cfg.attention,
             attention_options=attention_options,
         )

@@ -10,6 +10,8 @@ from torch import nn
 
 from dt_attn.attention.base import build_attention
 
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
 
 @dataclass
 class TransformerConfig:
@@ -20,6 +22,7 @@ class TransformerConfig:
     n_heads: int = 1
     dropout: float = 0.1
     mlp_ratio: int = 4
+    activation: str = "relu"  # the MLP's nonlinearity: "relu" (the DT paper's code) or "gelu"
     attention: str = "softmax"
     attention_options: dict[str, Any] = field(default_factory=dict)
 
@@ -33,6 +36,8 @@ class TransformerConfig:
                 f"embed_dim={self.embed_dim} is not divisible by n_heads={self.n_heads}; "
                 f"pick n_heads that divides embed_dim"
             )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
@@ -51,7 +56,7 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.embed_dim)
         self.mlp = nn.Sequential(
             nn.Linear(cfg.embed_dim, cfg.mlp_ratio * cfg.embed_dim),
-            nn.GELU(),
+            ACTIVATIONS[cfg.activation](),
             nn.Linear(cfg.mlp_ratio * cfg.embed_dim, cfg.embed_dim),
         )
         self.drop = nn.Dropout(cfg.dropout)

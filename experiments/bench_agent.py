@@ -95,7 +95,7 @@ def _hf_step_fn(cfg: BenchAgentConfig, context: int):
     hf = DecisionTransformerModel(DecisionTransformerConfig(
         state_dim=STATE_DIM, act_dim=ACT_DIM, hidden_size=cfg.embed_dim, n_layer=cfg.n_layers, n_head=cfg.n_heads,
         max_ep_len=1000, n_positions=max(1024, 3 * context), resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
-        n_inner=4 * cfg.embed_dim, activation_function="gelu"))
+        n_inner=4 * cfg.embed_dim, activation_function="relu"))
     hf.train()
     opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=1e-4)
 

@@ -72,6 +72,7 @@ class SweepConfig:
     n_layers: int = field(default=_DEFAULT["n_layers"], metadata=_HELP["n_layers"])
     n_heads: int = field(default=_DEFAULT["n_heads"], metadata=_HELP["n_heads"])
     dropout: float = field(default=_DEFAULT["dropout"], metadata=_HELP["dropout"])
+    activation: str = field(default=_DEFAULT["activation"], metadata=_HELP["activation"])
     batch_size: int = field(default=_DEFAULT["batch_size"], metadata=_HELP["batch_size"])
     targets_per_step: int | None = field(
         default=None, metadata={"help": "hold the action targets per step fixed: each cell trains with batch "

@@ -8,7 +8,7 @@ import torch
 
 from agents import trainer as trainer_mod
 from agents.checkpoint import load_checkpoint
-from agents.config import EvalConfig, TrainConfig
+from agents.config import EvalConfig, TrainConfig, config_differences
 from agents.evaluation import evaluate, load_policy
 from agents.evaluator import run_episodes
 from agents.trainer import NonFiniteLossError, Trainer
@@ -61,6 +61,29 @@ def test_checkpoint_round_trip(tmp_path):
         torch.testing.assert_close(
             policy(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask),
             tr.model(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask))
+
+
+def test_checkpoint_saved_before_the_activation_field_loads_as_gelu(tmp_path):
+    """Runs saved before the MLP activation became a config value used GELU; their checkpoints and
+    config.json must still be read that way, not as today's ReLU default."""
+    cfg = tiny(tmp_path, activation="gelu")
+    tr = Trainer(cfg, progress=False)
+    tr.train()
+    payload = load_checkpoint(cfg.run_dir)
+    assert payload["model_config"]["activation"] == "gelu"
+    del payload["model_config"]["activation"]
+    policy = load_policy(payload)
+    assert isinstance(policy.transformer.blocks[0].mlp[1], torch.nn.GELU)
+    batch = tr.sampler.sample(4)
+    tr.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(policy(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask),
+                                   tr.model(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask))
+    saved = {k: v for k, v in json.loads((tmp_path / "run" / "config.json").read_text()).items() if k != "activation"}
+    assert config_differences(saved, tiny(tmp_path, activation="gelu")) == []
+    assert config_differences(saved, tiny(tmp_path)) == ["activation (saved 'gelu', now 'relu')"]
+    assert isinstance(Trainer(tiny(tmp_path, run_dir=str(tmp_path / "relu"), steps=0), progress=False)
+                      .model.transformer.blocks[0].mlp[1], torch.nn.ReLU)  # the default: the DT paper's code
 
 
 def test_resume_after_kill_reaches_same_weights(tmp_path, monkeypatch):

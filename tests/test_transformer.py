@@ -162,6 +162,7 @@ def test_output_shape_and_dropout_only_in_training():
         ({"embed_dim": 10, "n_heads": 3}, "embed_dim=10 is not divisible by n_heads=3"),
         ({"n_layers": 0}, "n_layers must be an int >= 1"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+        ({"activation": "swish"}, r"activation must be one of \['gelu', 'relu'\], got 'swish'"),
     ],
 )
 def test_bad_config_raises(kwargs, message):
