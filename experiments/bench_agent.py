@@ -37,7 +37,10 @@ class BenchAgentConfig:
     compare_hf: bool = field(default=True, metadata={"help": "include transformers.DecisionTransformerModel when installed"})
     throughput_context: int = 20
     throughput_batch: int = 64
-    timed_steps: int = 30
+    timed_steps: int = field(default=50, metadata={"help": "timed training steps per model (throughput part)"})
+    throughput_rounds: int = field(default=5, metadata={
+        "help": "the timed steps are split into this many rounds that visit every model in turn (a rotating order), "
+                "so that drifts of the machine's speed hit all models alike; figures are medians over rounds"})
     warmup_steps: int = 5
     contexts: list[int] = field(default_factory=lambda: [20, 100, 300, 1000])
     context_batch: int = 16
@@ -124,17 +127,17 @@ def _time_steps(step, sampler: SegmentSampler, batch: int, warmup: int, timed: i
 
 
 def bench_throughput(cfg: BenchAgentConfig) -> list[dict]:
-    """Training steps/s at K=throughput_context for each attention and HF's DT."""
-    rows = []
+    """Training steps/s at K=throughput_context for each attention and HF's DT, measured in interleaved rounds:
+    each round times timed_steps / rounds steps of every model in turn; a model's figure is its median round."""
+    if cfg.throughput_rounds < 1 or cfg.timed_steps < cfg.throughput_rounds:
+        raise ValueError(f"need 1 <= throughput_rounds <= timed_steps, got {cfg.throughput_rounds} rounds of "
+                         f"{cfg.timed_steps} steps")
     k = cfg.throughput_context
-    sampler = _synthetic_sampler(k, cfg.seed)
+    contenders = []  # (name, step function, parameters)
     for att in cfg.attentions:
         torch.manual_seed(cfg.seed)
         model = DecisionTransformer(_dt_config(cfg, att, k)).train()
-        sps = _time_steps(_ours_step_fn(model), sampler, cfg.throughput_batch, cfg.warmup_steps, cfg.timed_steps)
-        rows.append({"model": f"dt-attn {att}", "context": k, "batch": cfg.throughput_batch, "steps_per_s": sps,
-                     "parameters": sum(p.numel() for p in model.parameters())})
-        print(f"  dt-attn {att:<20} {sps:8.2f} steps/s", flush=True)
+        contenders.append((f"dt-attn {att}", _ours_step_fn(model), sum(p.numel() for p in model.parameters())))
     if cfg.compare_hf:
         try:
             torch.manual_seed(cfg.seed)
@@ -142,10 +145,28 @@ def bench_throughput(cfg: BenchAgentConfig) -> list[dict]:
         except ImportError:
             print("  transformers not installed: skipping the HuggingFace comparison (pip install transformers)")
         else:
-            sps = _time_steps(step, sampler, cfg.throughput_batch, cfg.warmup_steps, cfg.timed_steps)
-            rows.append({"model": "transformers DecisionTransformerModel", "context": k,
-                         "batch": cfg.throughput_batch, "steps_per_s": sps, "parameters": n_params})
-            print(f"  HF DecisionTransformerModel {sps:8.2f} steps/s", flush=True)
+            contenders.append(("transformers DecisionTransformerModel", step, n_params))
+    per_round = cfg.timed_steps // cfg.throughput_rounds
+    sampler = _synthetic_sampler(k, cfg.seed)
+    batches = [sampler.sample(cfg.throughput_batch) for _ in range(cfg.warmup_steps + per_round)]
+    for _, step, _ in contenders:
+        for b in batches[: cfg.warmup_steps]:
+            step(b)
+    rates: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+    for r in range(cfg.throughput_rounds):
+        shift = r % len(contenders)
+        for name, step, _ in contenders[shift:] + contenders[:shift]:
+            t0 = time.perf_counter()
+            for b in batches[cfg.warmup_steps:]:
+                step(b)
+            rates[name].append(per_round / (time.perf_counter() - t0))
+    rows = []
+    for name, _, n_params in contenders:
+        sps = sorted(rates[name])
+        rows.append({"model": name, "context": k, "batch": cfg.throughput_batch, "steps_per_s": float(np.median(sps)),
+                     "steps_per_s_min": sps[0], "steps_per_s_max": sps[-1], "rounds": len(sps),
+                     "steps_per_round": per_round, "parameters": n_params})
+        print(f"  {name:<38} {np.median(sps):8.2f} steps/s (rounds {sps[0]:.2f}-{sps[-1]:.2f})", flush=True)
     return rows
 
 
@@ -234,7 +255,8 @@ def run(cfg: BenchAgentConfig) -> dict:
         hf = by.get("transformers DecisionTransformerModel")
         ours = by.get("dt-attn softmax")
         if hf and ours:
-            print(f"\ntarget: dt-attn softmax >= 2x HF steps/s: {ours / hf:.2f}x -> {'PASS' if ours >= 2 * hf else 'FAIL'}")
+            print("\n(ratios of median rounds)")
+            print(f"target: dt-attn softmax >= 2x HF steps/s: {ours / hf:.2f}x -> {'PASS' if ours >= 2 * hf else 'FAIL'}")
         for att in cfg.attentions:
             if att != "softmax" and f"dt-attn {att}" in by and ours:
                 r = by[f"dt-attn {att}"] / ours
@@ -267,7 +289,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def quick(cfg: BenchAgentConfig) -> BenchAgentConfig:
     """Tiny sizes for a smoke run."""
-    cfg.timed_steps, cfg.warmup_steps, cfg.contexts, cfg.context_steps = 2, 1, [5, 10], 1
+    cfg.timed_steps, cfg.throughput_rounds, cfg.warmup_steps, cfg.contexts, cfg.context_steps = 4, 2, 1, [5, 10], 1
     cfg.eval_contexts, cfg.eval_episodes, cfg.eval_max_steps, cfg.embed_dim, cfg.n_layers = [5], 2, 10, 16, 1
     cfg.throughput_batch, cfg.context_batch = 4, 2
     return cfg

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from experiments import bench_agent
 
 
@@ -20,3 +22,21 @@ def test_quick_eval_part_writes_both_paths(tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["config"]["eval_attentions"] == ["softmax"] and len(summary["eval"]) == 2
     assert "target: softmax K=5 incremental >= 10x naive" in capsys.readouterr().out
+
+
+def test_quick_throughput_part_interleaves_rounds(tmp_path, capsys):
+    assert bench_agent.main(["--quick", "--parts", "throughput", "--attentions", "softmax", "cosformer",
+                             "--compare-hf", "false", "--out-dir", str(tmp_path)]) == 0
+    with open(tmp_path / "throughput.csv") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"dt-attn softmax", "dt-attn cosformer"}
+    for r in rows.values():
+        assert int(r["rounds"]) == 2 and int(r["steps_per_round"]) == 2
+        assert 0 < float(r["steps_per_s_min"]) <= float(r["steps_per_s"]) <= float(r["steps_per_s_max"])
+    assert "target: cosformer no slower than softmax at K=20" in capsys.readouterr().out
+
+
+def test_throughput_rounds_must_fit_the_timed_steps(tmp_path):
+    with pytest.raises(ValueError, match="need 1 <= throughput_rounds <= timed_steps, got 6 rounds of 5 steps"):
+        bench_agent.bench_throughput(bench_agent.BenchAgentConfig(timed_steps=5, throughput_rounds=6,
+                                                                  out_dir=str(tmp_path)))
