@@ -59,7 +59,8 @@ class _TokenMax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         x, values = ctx.saved_tensors
-        return (x == values.unsqueeze(-2)) * grad.unsqueeze(-2)
+        # where, not (x == values) * grad: the product would first convert the bool mask to floats
+        return torch.where(x == values.unsqueeze(-2), grad.unsqueeze(-2), 0.0)
 
 
 def masked_max(x: Tensor, valid: Tensor | None, empty_to_zero: bool = True) -> Tensor:
@@ -100,10 +101,11 @@ def _prepare(
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
     b, _, t, _ = q.shape
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # e.g. (B, T, H, D).transpose(1, 2)
     span = default_span(t) if span is None else span
     nb = max(1, -(-t // span))
     extra = nb * span - t
+    if not extra:  # (padding below copies into a fresh contiguous tensor anyway)
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # e.g. (B, T, H, D).transpose(1, 2)
     valid = None
     if pad_mask is not None:
         if pad_mask.shape != (b, t):
