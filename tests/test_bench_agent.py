@@ -33,10 +33,16 @@ def test_quick_throughput_part_interleaves_rounds(tmp_path, capsys):
     for r in rows.values():
         assert int(r["rounds"]) == 2 and int(r["steps_per_round"]) == 2
         assert 0 < float(r["steps_per_s_min"]) <= float(r["steps_per_s"]) <= float(r["steps_per_s_max"])
-    assert "target: cosformer no slower than softmax at K=20" in capsys.readouterr().out
+    assert "target: cosformer no slower than softmax at K=20: " in capsys.readouterr().out
 
 
 def test_throughput_rounds_must_fit_the_timed_steps(tmp_path):
     with pytest.raises(ValueError, match="need 1 <= throughput_rounds <= timed_steps, got 6 rounds of 5 steps"):
         bench_agent.bench_throughput(bench_agent.BenchAgentConfig(timed_steps=5, throughput_rounds=6,
                                                                   out_dir=str(tmp_path)))
+
+
+def test_paired_ratio_takes_the_median_of_per_round_ratios():
+    fast = {"round_steps_per_s": "10 20 30"}
+    slow = {"round_steps_per_s": "8 10 40"}  # per-round ratios 1.25, 2, 0.75; the ratio of medians would be 2
+    assert bench_agent.paired_ratio(fast, slow) == (1.25, 0.75, 2.0)
