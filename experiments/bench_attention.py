@@ -201,13 +201,16 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     g = torch.Generator(device="cpu").manual_seed(spec["seed"])
     shape = (spec["batch"], spec["heads"], spec["tokens"], spec["head_dim"])
     q, k, v = (torch.randn(shape, generator=g).to(device).requires_grad_() for _ in range(3))
+    # A dense upstream gradient, as a model's next layer hands back; out.sum().backward() would pass an
+    # expanded (stride-0) one, which makes CPU batched matmuls copy it batch by batch.
+    upstream = torch.randn(shape, generator=g).to(device)
 
     def once() -> float:
         q.grad = k.grad = v.grad = None
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         sync()
         start = time.perf_counter()
-        fn(q, k, v).sum().backward()
+        fn(q, k, v).backward(upstream)
         sync()
         return time.perf_counter() - start
 
