@@ -112,6 +112,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
         "observe": observe,
         "attention": model.cfg.attention,
         "attention_options": model.cfg.attention_options,
+        "activation": model.cfg.activation,
         "context": model.cfg.context,
         "train_seed": train_cfg["seed"],
         "train_steps": int(payload["step"]),

@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from agents.atomic import write_rows_csv
+from agents.config import LEGACY_DEFAULTS, with_legacy_defaults
 from agents.results import EVAL_FILE
 
 # Files whose presence marks a directory as a run directory (written by `dt-attn train`).
 RUN_MARKERS = ("config.json", "checkpoint.pt", "train_summary.json")
 
 ROW_COLUMNS = [
-    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "K", "seed", "steps",
-    "batch_size", "target", "episodes", "return_mean", "return_std", "normalized_mean", "normalized_std",
+    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "K", "seed",
+    "steps", "batch_size", "target", "episodes", "return_mean", "return_std", "normalized_mean", "normalized_std",
     "length_mean", "score_reference", "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step",
     "peak_memory_mb", "parameters", "device", "eval_env_steps_per_s", "eval_wall_time_s", "eval_seed", "rollout", "run_dir",
 ]
@@ -34,9 +35,11 @@ _INT_COLUMNS = ("K", "seed", "steps", "batch_size", "episodes")
 _FLOAT_COLUMNS = ("target", "return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean",
                   "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step", "peak_memory_mb", "parameters",
                   "eval_env_steps_per_s", "eval_wall_time_s")
-CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "K", "steps", "batch_size", "target")
+CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "activation", "K", "steps", "batch_size",
+            "target")
 CELL_COLUMNS = [
-    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "K", "steps", "batch_size",
+    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "K", "steps",
+    "batch_size",
     "target", "seeds", "seed_list", "normalized_mean", "normalized_std", "return_mean", "return_std",
     "train_time_s", "train_s_per_step", "train_s_per_step_std", "steps_per_s", "peak_memory_mb",
     "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "label",
@@ -106,7 +109,7 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
     if ev is None:
         raise FileNotFoundError(f"{run_dir} has no {EVAL_FILE}: the run is unfinished (rerun it with --resume)")
     train = read_json(run_dir / "train_summary.json") or {}
-    config = read_json(run_dir / "config.json") or {}
+    config = with_legacy_defaults(read_json(run_dir / "config.json") or {})
     rows = []
     for res in ev.get("results", []):
         sps = _num(res.get("env_steps_per_s"))
@@ -117,6 +120,7 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
             "observe": ev.get("observe", config.get("observe", "full")),
             "attention": ev.get("attention", config.get("attention", "")),
             "attention_options": json.dumps(ev.get("attention_options", {}), sort_keys=True),
+            "activation": ev.get("activation", config["activation"]),
             "K": int(ev.get("context", config.get("context", 0))),
             "seed": int(ev.get("train_seed", config.get("seed", 0))),
             "steps": int(ev.get("train_steps", train.get("steps", 0))),
@@ -186,6 +190,7 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
                 row["batch_size"] = round(row["tokens_per_step"] / (3 * row["K"]))
             row["observe"] = row["observe"] or "full"
             row["attention_options"] = row["attention_options"] or "{}"
+            row["activation"] = row["activation"] or LEGACY_DEFAULTS["activation"]  # CSVs from before the column
             row["run_dir"] = row["run_dir"] or f"{path}:{reader.line_num}"
             row["env"] = None
             rows.append(row)
@@ -204,7 +209,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def _sort_key(cell: dict[str, Any]) -> tuple:
     # K before the options: some options (Combiner's default span) change with K
     return (cell["dataset"], cell["observe"], cell["attention"], cell["K"], cell["attention_options"],
-            cell["steps"], cell["batch_size"], cell["target"], cell["env_id"])
+            cell["activation"], cell["steps"], cell["batch_size"], cell["target"], cell["env_id"])
 
 
 def assign_labels(cells: list[dict[str, Any]]) -> None:
@@ -215,18 +220,20 @@ def assign_labels(cells: list[dict[str, Any]]) -> None:
     for c in cells:
         options.setdefault((c["dataset"], c["observe"], c["attention"], c["K"]), set()).add(c["attention_options"])
         runs.setdefault((c["dataset"], c["attention"]), set()).add(
-            (c["steps"], c["batch_size"], c["env_id"]))
+            (c["steps"], c["batch_size"], c["env_id"], c["activation"]))
     for c in cells:
         parts = [c["attention"]]
         if len(options[(c["dataset"], c["observe"], c["attention"], c["K"])]) > 1:
             parts.append(c["attention_options"])
         variants = runs[(c["dataset"], c["attention"])]  # across observe variants: one name per setting
-        if len({s for s, _, _ in variants}) > 1:
+        if len({s for s, _, _, _ in variants}) > 1:
             parts.append(f"{c['steps']} steps")
-        if len({b for _, b, _ in variants}) > 1:
+        if len({b for _, b, _, _ in variants}) > 1:
             parts.append(f"batch {c['batch_size']}")
-        if len({e for _, _, e in variants}) > 1:
+        if len({e for _, _, e, _ in variants}) > 1:
             parts.append(c["env_id"])
+        if len({a for _, _, _, a in variants}) > 1:
+            parts.append(c["activation"])
         c["label"] = " ".join(parts)
 
 

@@ -116,6 +116,6 @@ def format_curves(curves: list[dict[str, Any]]) -> list[str]:
             text = (format_pm(p["normalized_mean"], p["normalized_std"]) if p["seeds"] > 1
                     else f"{p['normalized_mean']:.1f}")
             cells.append(text if len(counts) == 1 else f"{text} ({p['seeds']})")
-        lines.append(f"| {c['dataset']} | {c['observe']} | {c['attention']} | {c['K']} | {c['batch_size']} "
+        lines.append(f"| {c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | {c['batch_size']} "
                      f"| {c['steps']:,} | {c['target']:g} | " + " | ".join(cells) + " |")
     return lines

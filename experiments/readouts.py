@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.results import EVAL_FILE, NAIVE_EVAL_FILE
-from experiments.aggregate import CELL_KEY, format_pm, load_run, mean_std, read_json
+from experiments.aggregate import CELL_KEY, assign_labels, format_pm, load_run, mean_std, read_json
 
 PAIR_COLUMNS = [*CELL_KEY, "seed", "streaming", "exact", "exact_minus_streaming", "run_dir"]
 READOUT_CELL_COLUMNS = [*CELL_KEY, "seeds", "streaming_mean", "streaming_std", "exact_mean", "exact_std",
@@ -74,6 +74,7 @@ def summarize_readouts(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cell["abs_diff_max"] = max(abs(d) for d in diffs)
         cells.append(cell)
     cells.sort(key=lambda c: (c["dataset"], c["observe"], c["K"], c["attention"], c["batch_size"], c["target"]))
+    assign_labels(cells)
     return cells
 
 
@@ -90,7 +91,7 @@ def format_readouts(cells: list[dict[str, Any]]) -> list[str]:
              "| max abs diff |"),
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cells:
-        lines.append(f"| {c['dataset']} | {c['observe']} | {c['attention']} | {c['K']} | {c['batch_size']} "
+        lines.append(f"| {c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | {c['batch_size']} "
                      f"| {c['target']:g} | {c['seeds']} | {format_pm(c['streaming_mean'], c['streaming_std'])} "
                      f"| {format_pm(c['exact_mean'], c['exact_std'])} | {format_pm(c['diff_mean'], c['diff_std'])} "
                      f"| {c['abs_diff_max']:.1f} |")

@@ -43,10 +43,11 @@ def test_train_then_evaluate_every_attention(tmp_path, attention):
     np.testing.assert_allclose(rec["normalized_mean"],
                                np.mean([100 * (r - ref_min) / (ref_max - ref_min) for r in rec["returns"]]), rtol=1e-6)
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
-    for key in ("schema", "dataset", "dataset_label", "env_id", "observe", "attention", "context", "train_seed",
-                "train_steps", "eval_seed", "score_reference", "results", "versions"):
+    for key in ("schema", "dataset", "dataset_label", "env_id", "observe", "attention", "activation", "context",
+                "train_seed", "train_steps", "eval_seed", "score_reference", "results", "versions"):
         assert key in saved, key
     assert saved["train_steps"] == 6 and saved["attention"] == attention and saved["env_id"] == "Hopper-v4"
+    assert saved["activation"] == "relu"
     assert "stand-in" in saved["dataset_label"]
 
 

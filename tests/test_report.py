@@ -226,12 +226,13 @@ def test_old_runs_csv_without_batch_column_and_bad_csv(tmp_path):
         rows = list(csv.DictReader(f))
     old = tmp_path / "old.csv"
     with open(old, "w", newline="") as f:
-        cols = [c for c in ROW_COLUMNS if c != "batch_size"]
+        cols = [c for c in ROW_COLUMNS if c not in ("batch_size", "activation")]
         w = csv.DictWriter(f, cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     (row,) = load_rows_csv(old)
     assert row["batch_size"] == 32 and row["K"] == 20 and row["normalized_mean"] == 12.0
+    assert row["activation"] == "gelu"  # runs from before the column were GELU models
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not a runs.csv"):
@@ -356,3 +357,18 @@ def test_report_without_evaluations_during_training_has_no_curves(tmp_path):
     make_sweep(tmp_path / "runs")
     report = build_report([tmp_path / "runs"], tmp_path / "out", reference_fn=fake_reference, plots=False)
     assert "curves_csv" not in report.files and "Learning curves" not in report.markdown
+
+
+def test_relu_and_gelu_runs_are_separate_cells_and_labelled(tmp_path):
+    """A run saved before the activation field (GELU) and a ReLU run of the same grid point are not averaged."""
+    write_run(tmp_path / "old", "softmax", 20, 0, {1800.0: 10.0})  # no activation anywhere: a GELU run
+    new = write_run(tmp_path / "new", "softmax", 20, 1, {1800.0: 30.0})
+    ev = json.loads((new / "eval.json").read_text())
+    (new / "eval.json").write_text(json.dumps({**ev, "activation": "relu"}))
+    report = build_report([tmp_path / "old", tmp_path / "new"], tmp_path / "out", reference_fn=None, plots=False)
+    with open(report.files["cells_csv"]) as f:
+        cells = {r["activation"]: r for r in csv.DictReader(f)}
+    assert set(cells) == {"gelu", "relu"}
+    assert cells["gelu"]["seeds"] == "1" and float(cells["gelu"]["normalized_mean"]) == 10.0
+    assert cells["relu"]["label"] == "softmax relu" and float(cells["relu"]["normalized_mean"]) == 30.0
+    assert "| softmax gelu | 20 | 1800 |" in report.markdown
