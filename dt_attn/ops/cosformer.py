@@ -71,10 +71,6 @@ def cosformer_attention(
     else:
         check_distance(window - 1, max_distance)
 
-    # q, k, v are often strided views (e.g. slices of one fused qkv projection); batched matmuls on CPU
-    # copy such operands batch by batch (about 130 small copies per call at batch 64), so make them
-    # contiguous once here. (The ReLU keeps its input's strides.)
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     rq, rk = torch.relu(q), _ContiguousGrad.apply(torch.relu(k))
     if pad_mask is not None:
         pad = pad_mask.to(device=q.device, dtype=torch.bool)[:, None, :, None]
