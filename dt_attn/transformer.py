@@ -70,10 +70,7 @@ class Block(nn.Module):
         and MLP of the outputs nobody reads.
         """
         q, k, v = self._qkv(x)
-        a = self.attn(q, k, v, pad_mask=pad_mask)
-        if keep is not None:
-            x, a = x[:, keep], a[:, :, keep]
-        return self._residuals(x, a)
+        return self._residuals(x, self.attn(q, k, v, pad_mask=pad_mask), keep)
 
     def step(self, x: torch.Tensor, state: Any, last_only: bool = False) -> tuple[torch.Tensor, Any]:
         """n new tokens (B, n, E) -> (B, n, E) with the attention's incremental state; (B, 1, E), the
@@ -86,17 +83,18 @@ class Block(nn.Module):
         """
         q, k, v = self._qkv(x)
         a, state = self.attn.step_many(q, k, v, state)
-        if last_only:
-            x, a = x[:, -1:], a[:, :, -1:]
-        return self._residuals(x, a), state
+        return self._residuals(x, a, slice(-1, None) if last_only else None), state
 
     def _qkv(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, E) -> q, k, v stacked as (3, B, H, T, Dh)."""
         B, T, _ = x.shape
         return self.qkv(self.ln1(x)).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
 
-    def _residuals(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """x plus the projected attention output a (B, H, T, Dh), then plus the MLP."""
+    def _residuals(self, x: torch.Tensor, a: torch.Tensor, keep: slice | None = None) -> torch.Tensor:
+        """x plus the projected attention output a (B, H, T, Dh), then plus the MLP; only for the
+        tokens ``keep`` selects (all when None)."""
+        if keep is not None:
+            x, a = x[:, keep], a[:, :, keep]
         B, T, E = x.shape
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, T, E)))
         return x + self.drop(self.mlp(self.ln2(x)))
