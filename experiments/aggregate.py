@@ -206,7 +206,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std())
 
 
-def _sort_key(cell: dict[str, Any]) -> tuple:
+def cell_sort_key(cell: dict[str, Any]) -> tuple:
+    """Table order of cells: dataset, observe, attention, K, options, activation, steps, batch, target, env."""
     # K before the options: some options (Combiner's default span) change with K
     return (cell["dataset"], cell["observe"], cell["attention"], cell["K"], cell["attention_options"],
             cell["activation"], cell["steps"], cell["batch_size"], cell["target"], cell["env_id"])
@@ -264,7 +265,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cell["eval_s_per_step"], cell["eval_s_per_step_std"] = mean_std(eps)
         cell["parameters"], _ = mean_std([m["parameters"] for m in members])
         cells.append(cell)
-    cells.sort(key=_sort_key)
+    cells.sort(key=cell_sort_key)
     assign_labels(cells)
     return cells
 

@@ -12,22 +12,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.aggregate import CELL_KEY, assign_labels, format_pm, load_run, mean_std, read_json
+from experiments.aggregate import CELL_KEY, assign_labels, cell_sort_key, format_pm, mean_std, read_json
 
 EVALS_DIR = "evals"
 POINT_COLUMNS = [*CELL_KEY, "seed", "step", "episodes", "normalized_mean", "return_mean", "run_dir"]
 CURVE_COLUMNS = [*CELL_KEY, "step", "seeds", "seed_list", "normalized_mean", "normalized_std"]
 
 
-def load_curve_points(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+def load_curve_points(
+    rows_by_run: dict[Path, list[dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
     """One point per (run, target, evaluated checkpoint) of every run that holds ``evals/``, and the
-    periodic evaluation files left out (with why)."""
+    periodic evaluation files left out (with why). ``rows_by_run``: each run directory's ``load_run``
+    rows (its final evaluation)."""
     points: list[dict[str, Any]] = []
     skipped: list[tuple[Path, str]] = []
-    for run_dir in map(Path, run_dirs):
+    for run_dir, rows in rows_by_run.items():
         files = sorted((run_dir / EVALS_DIR).glob("step-*.json"))
-        rows = load_run(run_dir) if files else []
-        if not rows:
+        if not files or not rows:
             continue
         final = {r["target"]: r for r in rows}
         for row in rows:
@@ -76,8 +78,7 @@ def summarize_curves(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cell["seed_list"] = " ".join(map(str, seeds))
         cell["normalized_mean"], cell["normalized_std"] = mean_std([m["normalized_mean"] for m in members])
         curves.append(cell)
-    curves.sort(key=lambda c: (c["dataset"], c["observe"], c["K"], c["attention"], c["attention_options"],
-                               c["steps"], c["batch_size"], c["target"], c["env_id"], c["step"]))
+    curves.sort(key=lambda c: (*cell_sort_key(c), c["step"]))
     assign_labels(curves)
     contexts: dict[tuple, set[int]] = {}
     for c in curves:

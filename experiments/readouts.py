@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.results import EVAL_FILE, NAIVE_EVAL_FILE
-from experiments.aggregate import CELL_KEY, assign_labels, format_pm, load_run, mean_std, read_json
+from experiments.aggregate import CELL_KEY, assign_labels, cell_sort_key, format_pm, mean_std, read_json
 
 PAIR_COLUMNS = [*CELL_KEY, "seed", "streaming", "exact", "exact_minus_streaming", "run_dir"]
 READOUT_CELL_COLUMNS = [*CELL_KEY, "seeds", "streaming_mean", "streaming_std", "exact_mean", "exact_std",
@@ -25,17 +25,16 @@ _SAME_EVALUATION = {"train_steps": "steps", "eval_seed": "eval_seed", "env_id": 
                     "context": "K"}
 
 
-def load_readout_pairs(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+def load_readout_pairs(
+    rows_by_run: dict[Path, list[dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
     """One row per (run, target) holding both eval.json and eval-naive.json scores, and the runs whose
-    two files cannot be compared (with why)."""
+    two files cannot be compared (with why). ``rows_by_run``: each run directory's ``load_run`` rows."""
     pairs: list[dict[str, Any]] = []
     skipped: list[tuple[Path, str]] = []
-    for run_dir in map(Path, run_dirs):
+    for run_dir, rows in rows_by_run.items():
         naive = read_json(run_dir / NAIVE_EVAL_FILE)
-        if naive is None:
-            continue
-        rows = load_run(run_dir)
-        if not rows:
+        if naive is None or not rows:
             continue
         differ = [k for k, column in _SAME_EVALUATION.items() if rows[0][column] != naive.get(k)]
         if differ:
@@ -73,7 +72,7 @@ def summarize_readouts(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cell["diff_mean"], cell["diff_std"] = mean_std(diffs)
         cell["abs_diff_max"] = max(abs(d) for d in diffs)
         cells.append(cell)
-    cells.sort(key=lambda c: (c["dataset"], c["observe"], c["K"], c["attention"], c["batch_size"], c["target"]))
+    cells.sort(key=cell_sort_key)
     assign_labels(cells)
     return cells
 

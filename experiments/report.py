@@ -86,6 +86,9 @@ def build_report(
     dirs = [p for p in paths if Path(p).suffix != ".csv"]
     finished, unfinished_dirs = find_runs(dirs)
     rows, broken = load_runs(finished)
+    rows_by_run: dict[Path, list[dict]] = {}  # the finished run directories' rows, for readouts and curves
+    for r in rows:
+        rows_by_run.setdefault(Path(r["run_dir"]), []).append(r)
     live = {(r["run_dir"], r["target"]) for r in rows}
     for csv_file in csv_files:
         rows += [r for r in load_rows_csv(csv_file) if (r["run_dir"], r["target"]) not in live]
@@ -105,14 +108,14 @@ def build_report(
         report.files["scores_png"] = plot_scores(cells, refs, out / "scores.png")
         report.files["costs_png"] = plot_costs(cells, out / "costs.png")
     report.markdown = format_markdown(cells, refs, notes, unfinished, len(runs))
-    pairs, mismatched = load_readout_pairs(finished)
+    pairs, mismatched = load_readout_pairs(rows_by_run)
     if pairs or mismatched:
         readouts = summarize_readouts(pairs)
         report.files["readout_pairs_csv"] = write_csv(pairs, PAIR_COLUMNS, out / "readout_pairs.csv")
         report.files["readouts_csv"] = write_csv(readouts, READOUT_CELL_COLUMNS, out / "readouts.csv")
         report.markdown += "\n".join(format_readouts(readouts)) + "\n"
         report.markdown += "".join(f"* not compared: {d}: {why}\n" for d, why in mismatched)
-    points, left_out = load_curve_points(finished)
+    points, left_out = load_curve_points(rows_by_run)
     if points:
         curves = summarize_curves(points)
         report.files["curve_points_csv"] = write_csv(points, POINT_COLUMNS, out / "curve_points.csv")

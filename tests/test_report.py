@@ -115,7 +115,9 @@ def test_unfinished_runs_are_listed_not_fatal(tmp_path):
     (killed / "config.json").write_text("{}")
     (killed / "checkpoint.pt").write_bytes(b"x")
     broken = write_run(tmp_path, "softmax", 5, 2, {1800.0: 1.0})
-    (broken / "eval.json").write_text("{not json")
+    _write_periodic(broken, 50, {1800.0: 1.0})
+    (broken / "eval-naive.json").write_text((broken / "eval.json").read_text())
+    (broken / "eval.json").write_text("{not json")  # listed as unreadable; its readouts and curve are skipped
     rep = build_report([tmp_path], tmp_path / "out", reference_fn=None)
     assert [Path(r) for r in rep.runs] == [(tmp_path / "hopper-medium-standin-softmax-K5-s0").resolve()]
     assert {d.name for d, _ in rep.unfinished} == {killed.name, broken.name}
