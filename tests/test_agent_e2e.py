@@ -188,6 +188,8 @@ def test_cli_rejects_bad_inputs(tmp_path, capsys):
     assert code == 2 and "1..1000" in err
     code, err = _cli_error(capsys, ["train", "--eval-every", "-1", "--run-dir", run])
     assert code == 2 and "eval_every=-1" in err
+    code, err = _cli_error(capsys, ["train", "--activation", "swish", "--run-dir", run])
+    assert code == 2 and "activation='swish'" in err and "activation relu or gelu" in err
     code, err = _cli_error(capsys, ["eval", "--checkpoint", str(tmp_path / "missing")])
     assert code == 2 and "no checkpoint" in err
 
