@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from dt_attn.attention.base import Attention, register
-from dt_attn.attention.window import check_window, ring_step_layout
-from dt_attn.ops.cosformer import check_distance, cos_features, cosformer_attention, rotation_at
+from dt_attn.attention.window import check_window, ring_capacity, ring_fits, ring_layout, step_in_pieces
+from dt_attn.ops.cosformer import check_distance, cos_features, cosformer_attention, rotations_from
 
 
 def _check_positive_int(name: str, value: object) -> None:
@@ -19,14 +19,14 @@ def _check_positive_int(name: str, value: object) -> None:
 @dataclass
 class CosformerState:
     """Recurrent state per head at a position: without a window, the cos and sin key-value sums
-    stacked (2d x dv) and their key sums (2d); with one, a ring buffer of the window's key
-    features and values (re-summed each step: exact, no add/subtract drift)."""
+    stacked (2d x dv) and their key sums (2d); with one, a ring buffer holding (at least) the
+    window's key features and values (re-summed each step: exact, no add/subtract drift)."""
 
     position: int = 0  # position of the next token
     kv: torch.Tensor | None = None  # (batch, heads, 2*head_dim, value_dim)
     k_sum: torch.Tensor | None = None  # (batch, heads, 2*head_dim)
-    key_buffer: torch.Tensor | None = None  # (batch, heads, window, 2*head_dim)
-    value_buffer: torch.Tensor | None = None  # (batch, heads, window, value_dim)
+    key_buffer: torch.Tensor | None = None  # (batch, heads, ring_capacity(window), 2*head_dim)
+    value_buffer: torch.Tensor | None = None  # (batch, heads, ring_capacity(window), value_dim)
 
 
 @register("cosformer")
@@ -90,9 +90,8 @@ class CosformerAttention(Attention):
 
         if self.window is None:
             return CosformerState(kv=zeros(2 * head_dim, value_dim), k_sum=zeros(2 * head_dim))
-        return CosformerState(
-            key_buffer=zeros(self.window, 2 * head_dim), value_buffer=zeros(self.window, value_dim)
-        )
+        cap = ring_capacity(self.window)
+        return CosformerState(key_buffer=zeros(cap, 2 * head_dim), value_buffer=zeros(cap, value_dim))
 
     def step(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: CosformerState
@@ -110,14 +109,21 @@ class CosformerAttention(Attention):
         """n tokens at once: the recurrent sums (or the ring buffer) plus causal attention among
         the n new tokens, in a handful of batched ops."""
         n, pos = q.shape[2], state.position
+        if self.window is not None and not ring_fits(n):
+            return step_in_pieces(self.step_many, q, k, v, state)
         if self.window is None:
             check_distance(pos + n - 1, self.max_distance)
-        rot = torch.tensor([rotation_at(pos + i, self.max_distance) for i in range(n)], dtype=q.dtype)
-        rot = rot.to(q.device)
+        rot = rotations_from(pos, n, self.max_distance, q.dtype, q.device)
         qf = cos_features(q, rot)  # (B, H, n, 2d)
         kf = cos_features(k, rot)
         if self.window is None:
             assert state.kv is not None and state.k_sum is not None
+            if n == 1:  # a single token sees the whole updated sums: fold it in first, no mixing term
+                kv = state.kv + torch.matmul(kf.transpose(-1, -2), v)
+                k_sum = state.k_sum + kf.squeeze(2)
+                num = torch.matmul(qf, kv)
+                den = torch.matmul(qf, k_sum.unsqueeze(-1))
+                return num / den.clamp_min(self.eps), CosformerState(pos + 1, kv=kv, k_sum=k_sum)
             w = torch.matmul(qf, kf.transpose(-1, -2)).tril()  # among the new tokens, causal
             num = torch.matmul(qf, state.kv) + torch.matmul(w, v)
             den = torch.matmul(qf, state.k_sum.unsqueeze(-1)).squeeze(-1) + w.sum(-1)
@@ -127,10 +133,10 @@ class CosformerAttention(Attention):
 
         kbuf, vbuf = state.key_buffer, state.value_buffer
         assert kbuf is not None and vbuf is not None
-        visible, slots = ring_step_layout(pos, self.window, n, q.device)
-        w = torch.matmul(qf, torch.cat([kbuf, kf], dim=2).transpose(-1, -2)) * visible
-        out = torch.matmul(w, torch.cat([vbuf, v], dim=2)) / w.sum(-1, keepdim=True).clamp_min(self.eps)
-        # Re-summed over the buffer each call: exact, no add/subtract drift.
-        kbuf.index_copy_(2, slots, kf[:, :, n - slots.numel():])
-        vbuf.index_copy_(2, slots, v[:, :, n - slots.numel():])
+        layout = ring_layout(pos, self.window, n, q.device)
+        kbuf.index_copy_(2, layout.slots, kf)
+        vbuf.index_copy_(2, layout.slots, v)
+        # Re-summed over the ring each call: exact, no add/subtract drift.
+        w = torch.matmul(qf, kbuf.transpose(-1, -2)).masked_fill_(layout.hidden, 0.0)
+        out = torch.matmul(w, vbuf) / w.sum(-1, keepdim=True).clamp_min(self.eps)
         return out, CosformerState(pos + n, key_buffer=kbuf, value_buffer=vbuf)

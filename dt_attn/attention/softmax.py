@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dt_attn.attention.base import Attention, register
-from dt_attn.attention.window import check_window, ring_step_layout
+from dt_attn.attention.window import check_window, ring_capacity, ring_fits, ring_layout, step_in_pieces
 
 # The KV cache grows by this many slots at a time (when there is no window).
 _CACHE_GROWTH = 256
@@ -74,8 +74,8 @@ class SoftmaxAttention(Attention):
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> KVCache:
-        """An empty KV cache (a ring buffer of ``window`` slots when windowed)."""
-        cap = self.window if self.window is not None else _CACHE_GROWTH
+        """An empty KV cache (a ring buffer of ``ring_capacity(window)`` slots when windowed)."""
+        cap = ring_capacity(self.window) if self.window is not None else _CACHE_GROWTH
         return KVCache(
             keys=torch.zeros(batch, heads, cap, head_dim, device=device, dtype=dtype),
             values=torch.zeros(batch, heads, cap, value_dim, device=device, dtype=dtype),
@@ -94,16 +94,16 @@ class SoftmaxAttention(Attention):
     def step_many(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: KVCache
     ) -> tuple[torch.Tensor, KVCache]:
-        """n tokens at once: one attention over [cached keys, new keys] under a causal (windowed)
-        mask, then the new keys join the cache (in place)."""
+        """n tokens at once: the new keys join the cache (in place), then one attention over the
+        cache under a causal (windowed) mask."""
         n, pos = q.shape[2], state.length
         if self.window is not None:
-            visible, slots = ring_step_layout(pos, self.window, n, q.device)
-            keys = torch.cat([state.keys, k], dim=2)
-            values = torch.cat([state.values, v], dim=2)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
-            state.keys.index_copy_(2, slots, k[:, :, n - slots.numel():])
-            state.values.index_copy_(2, slots, v[:, :, n - slots.numel():])
+            if not ring_fits(n):
+                return step_in_pieces(self.step_many, q, k, v, state)
+            layout = ring_layout(pos, self.window, n, q.device)
+            state.keys.index_copy_(2, layout.slots, k)
+            state.values.index_copy_(2, layout.slots, v)
+            out = F.scaled_dot_product_attention(q, state.keys, state.values, attn_mask=layout.visible)
             return out, KVCache(keys=state.keys, values=state.values, length=pos + n)
         keys, values = state.keys, state.values
         if pos + n > keys.shape[2]:

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
+
+#: Extra ring slots beyond the window. New tokens are written before they are read, so a call may
+#: add up to RING_SPARE + 1 tokens without overwriting a key its first query still sees; longer
+#: calls are cut into pieces of that size (``step_in_pieces``).
+RING_SPARE = 7
 
 
 def check_window(window: int | None) -> None:
@@ -18,30 +25,62 @@ def check_window(window: int | None) -> None:
         )
 
 
-def ring_step_layout(position: int, window: int, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which keys each of n new tokens sees, and where the new tokens go in the ring buffer.
+def ring_capacity(window: int) -> int:
+    """Slots of the ring buffer that serves a sliding window of ``window`` keys."""
+    return window + RING_SPARE
 
-    The new tokens sit at positions ``position .. position+n-1``; they attend over the ring
-    buffer as it was *before* this call (``window`` slots; slot j holds the latest earlier
-    position equal to j mod window) followed by the n new keys. Returns ``visible`` (n,
-    window + n) bool, True where query i may see that key (within the window and causal), and
-    ``slots`` (long), the ring slots the last min(n, window) new tokens are written to.
-    Reading before writing matters: writing first would overwrite keys the earlier queries
-    still see. The layout repeats with period ``window`` once the buffer is full, so it is cached.
+
+def ring_fits(n: int) -> bool:
+    """Whether n new tokens fit one ``ring_layout``; longer calls go through ``step_in_pieces``."""
+    return n <= RING_SPARE + 1
+
+
+def step_in_pieces(step_many: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: Any) -> tuple:
+    """Feed n tokens (dim 2) through ``step_many`` in consecutive pieces that each fit the ring."""
+    outs = []
+    for lo in range(0, q.shape[2], RING_SPARE + 1):
+        piece = slice(lo, lo + RING_SPARE + 1)
+        out, state = step_many(q[:, :, piece], k[:, :, piece], v[:, :, piece], state)
+        outs.append(out)
+    return torch.cat(outs, dim=2), state
+
+
+class RingLayout(NamedTuple):
+    """Where n new tokens go in the ring and which slots each of them may attend to."""
+
+    slots: torch.Tensor  # (n,) long: ring slot of each new token
+    visible: torch.Tensor  # (n, capacity) bool: True where query i may see the key in that slot
+    hidden: torch.Tensor  # ~visible, for masked_fill_
+
+
+def ring_layout(position: int, window: int, n: int, device: torch.device) -> RingLayout:
+    """The layout of n new tokens at positions ``position .. position+n-1`` (n <= RING_SPARE + 1).
+
+    Slot s of a ring of ``ring_capacity(window)`` slots holds the latest position p = s mod capacity.
+    The new keys are written first; query i then sees the slots whose position p satisfies
+    ``position + i - window < p <= position + i`` (within its window and causal; never an empty
+    slot). The spare slots guarantee the oldest key the first query sees is still there. The
+    layout repeats with period ``capacity`` once the ring is full, so it is cached.
     """
-    key = position if position < window else window + position % window
+    if n < 1 or not ring_fits(n):
+        raise ValueError(f"ring_layout takes 1 to {RING_SPARE + 1} new tokens, got {n}; feed them with step_in_pieces")
+    cap = ring_capacity(window)
+    key = position if position < cap else cap + position % cap
     return _layout(key, window, n, str(device))
 
 
 @functools.lru_cache(maxsize=4096)
-def _layout(position: int, window: int, n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    j = torch.arange(window)
-    slot_pos = position - 1 - (position - 1 - j) % window  # position held by slot j (negative: empty)
+def _layout(position: int, window: int, n: int, device: str) -> RingLayout:
+    with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward later
+        return _build_layout(position, window, n, device)
+
+
+def _build_layout(position: int, window: int, n: int, device: str) -> RingLayout:
+    cap = ring_capacity(window)
+    last = position + n - 1  # newest position held after the write
+    s = torch.arange(cap)
+    slot_pos = last - (last - s) % cap  # position held by slot s (negative: empty)
     query_pos = position + torch.arange(n)[:, None]
-    old = (slot_pos >= 0) & (slot_pos > query_pos - window)
-    m = torch.arange(n)
-    new = (m[None, :] <= m[:, None]) & (m[:, None] - m[None, :] < window)
-    visible = torch.cat([old, new], dim=1)
-    first = max(0, n - window)  # only the last `window` new tokens survive in the buffer
-    slots = (position + torch.arange(first, n)) % window
-    return visible.to(device), slots.to(device)
+    visible = (slot_pos >= 0) & (slot_pos <= query_pos) & (slot_pos > query_pos - window)
+    slots = (position + torch.arange(n)) % cap
+    return RingLayout(slots.to(device), visible.to(device), (~visible).to(device))

@@ -9,6 +9,7 @@ times a chunk x chunk distance weighting), distant chunks through per-chunk key-
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -21,10 +22,16 @@ def rotation(positions: torch.Tensor, max_distance: int, dtype: torch.dtype) -> 
     return torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1).to(dtype)
 
 
-def rotation_at(position: int, max_distance: int) -> tuple[float, float]:
-    """``rotation`` of one position, computed in Python floats (cheap for single steps)."""
-    angle = (position % (4 * max_distance)) * (math.pi / (2 * max_distance))
-    return math.cos(angle), math.sin(angle)
+def rotations_from(position: int, n: int, max_distance: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``rotation`` of the n positions ``position .. position+n-1`` as an (n, 2) tensor, cached: a
+    rollout asks for the same few rows at every layer of every step."""
+    return _rotations_from(position % (4 * max_distance), n, max_distance, dtype, str(device))
+
+
+@functools.lru_cache(maxsize=8192)
+def _rotations_from(position: int, n: int, max_distance: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward later
+        return rotation(torch.arange(position, position + n), max_distance, dtype).to(device)
 
 
 def cos_features(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
