@@ -25,7 +25,8 @@ def test_ring_layout_matches_a_simulated_ring(window):
             expected = [0 <= p <= q and p > q - window for p in held]
             assert layout.visible[i].tolist() == expected
             assert sum(expected) == min(window, q + 1)  # nothing it should see was overwritten
-        assert torch.equal(layout.hidden, ~layout.visible)
+            seen = layout.visible[i]
+            assert layout.distance[i][seen].tolist() == [q - p for p, e in zip(held, expected) if e]
         position += n
 
 

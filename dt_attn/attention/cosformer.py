@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 
 from dt_attn.attention.base import Attention, register
-from dt_attn.attention.window import check_window, ring_capacity, ring_fits, ring_layout, step_in_pieces
-from dt_attn.ops.cosformer import check_distance, cos_features, cosformer_attention, rotations_from
+from dt_attn.attention.window import (
+    RingLayout,
+    check_window,
+    ring_capacity,
+    ring_fits,
+    ring_layout,
+    step_in_pieces,
+)
+from dt_attn.ops.cosformer import (
+    check_distance,
+    cos_features,
+    cosformer_attention,
+    distance_weights,
+    rotations_from,
+)
 
 
 def _check_positive_int(name: str, value: object) -> None:
@@ -20,12 +34,12 @@ def _check_positive_int(name: str, value: object) -> None:
 class CosformerState:
     """Recurrent state per head at a position: without a window, the cos and sin key-value sums
     stacked (2d x dv) and their key sums (2d); with one, a ring buffer holding (at least) the
-    window's key features and values (re-summed each step: exact, no add/subtract drift)."""
+    window's ReLU'd keys and values (re-summed each step: exact, no add/subtract drift)."""
 
     position: int = 0  # position of the next token
     kv: torch.Tensor | None = None  # (batch, heads, 2*head_dim, value_dim)
     k_sum: torch.Tensor | None = None  # (batch, heads, 2*head_dim)
-    key_buffer: torch.Tensor | None = None  # (batch, heads, ring_capacity(window), 2*head_dim)
+    key_buffer: torch.Tensor | None = None  # (batch, heads, ring_capacity(window), head_dim)
     value_buffer: torch.Tensor | None = None  # (batch, heads, ring_capacity(window), value_dim)
 
 
@@ -91,7 +105,7 @@ class CosformerAttention(Attention):
         if self.window is None:
             return CosformerState(kv=zeros(2 * head_dim, value_dim), k_sum=zeros(2 * head_dim))
         cap = ring_capacity(self.window)
-        return CosformerState(key_buffer=zeros(cap, 2 * head_dim), value_buffer=zeros(cap, value_dim))
+        return CosformerState(key_buffer=zeros(cap, head_dim), value_buffer=zeros(cap, value_dim))
 
     def step(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: CosformerState
@@ -111,32 +125,55 @@ class CosformerAttention(Attention):
         n, pos = q.shape[2], state.position
         if self.window is not None and not ring_fits(n):
             return step_in_pieces(self.step_many, q, k, v, state)
-        if self.window is None:
-            check_distance(pos + n - 1, self.max_distance)
+        if self.window is not None:
+            return self._step_window(q, k, v, state)
+        check_distance(pos + n - 1, self.max_distance)
+        assert state.kv is not None and state.k_sum is not None
         rot = rotations_from(pos, n, self.max_distance, q.dtype, q.device)
         qf = cos_features(q, rot)  # (B, H, n, 2d)
         kf = cos_features(k, rot)
-        if self.window is None:
-            assert state.kv is not None and state.k_sum is not None
-            if n == 1:  # a single token sees the whole updated sums: fold it in first, no mixing term
-                kv = state.kv + torch.matmul(kf.transpose(-1, -2), v)
-                k_sum = state.k_sum + kf.squeeze(2)
-                num = torch.matmul(qf, kv)
-                den = torch.matmul(qf, k_sum.unsqueeze(-1))
-                return num / den.clamp_min(self.eps), CosformerState(pos + 1, kv=kv, k_sum=k_sum)
-            w = torch.matmul(qf, kf.transpose(-1, -2)).tril()  # among the new tokens, causal
-            num = torch.matmul(qf, state.kv) + torch.matmul(w, v)
-            den = torch.matmul(qf, state.k_sum.unsqueeze(-1)).squeeze(-1) + w.sum(-1)
+        if n == 1:  # a single token sees the whole updated sums: fold it in first, no mixing term
             kv = state.kv + torch.matmul(kf.transpose(-1, -2), v)
-            k_sum = state.k_sum + kf.sum(2)
-            return num / den.clamp_min(self.eps).unsqueeze(-1), CosformerState(pos + n, kv=kv, k_sum=k_sum)
+            k_sum = state.k_sum + kf.squeeze(2)
+            num = torch.matmul(qf, kv)
+            den = torch.matmul(qf, k_sum.unsqueeze(-1))
+            return num / den.clamp_min(self.eps), CosformerState(pos + 1, kv=kv, k_sum=k_sum)
+        w = torch.matmul(qf, kf.transpose(-1, -2)).tril()  # among the new tokens, causal
+        num = torch.matmul(qf, state.kv) + torch.matmul(w, v)
+        den = torch.matmul(qf, state.k_sum.unsqueeze(-1)).squeeze(-1) + w.sum(-1)
+        kv = state.kv + torch.matmul(kf.transpose(-1, -2), v)
+        k_sum = state.k_sum + kf.sum(2)
+        return num / den.clamp_min(self.eps).unsqueeze(-1), CosformerState(pos + n, kv=kv, k_sum=k_sum)
 
+    def _step_window(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: CosformerState
+    ) -> tuple[torch.Tensor, CosformerState]:
+        """The windowed step: the new ReLU'd keys and values join the ring, then each new query
+        weighs the slots it sees by relu(q).relu(k) * cos(pi/2 * distance / M), as in the
+        single-chunk parallel form (half the width of the 2d cos/sin features)."""
         kbuf, vbuf = state.key_buffer, state.value_buffer
-        assert kbuf is not None and vbuf is not None
+        assert kbuf is not None and vbuf is not None and self.window is not None
+        n, pos = q.shape[2], state.position
         layout = ring_layout(pos, self.window, n, q.device)
-        kbuf.index_copy_(2, layout.slots, kf)
+        kbuf.index_copy_(2, layout.slots, torch.relu(k))
         vbuf.index_copy_(2, layout.slots, v)
         # Re-summed over the ring each call: exact, no add/subtract drift.
-        w = torch.matmul(qf, kbuf.transpose(-1, -2)).masked_fill_(layout.hidden, 0.0)
+        weights = _ring_weights(layout, self.max_distance, q.dtype)
+        w = torch.matmul(torch.relu(q), kbuf.transpose(-1, -2)).mul_(weights)
         out = torch.matmul(w, vbuf) / w.sum(-1, keepdim=True).clamp_min(self.eps)
         return out, CosformerState(pos + n, key_buffer=kbuf, value_buffer=vbuf)
+
+
+def _ring_weights(layout: RingLayout, max_distance: int, dtype: torch.dtype) -> torch.Tensor:
+    """(n, capacity) distance weighting of a ring layout, zero on the slots a query does not see."""
+    # Tensors hash by identity: ring layouts are cached objects, so each distinct layout hits here
+    # (and the cache's reference keeps that identity from being reused).
+    return _ring_weights_cached(layout.distance, layout.visible, max_distance, dtype)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ring_weights_cached(
+    distance: torch.Tensor, visible: torch.Tensor, max_distance: int, dtype: torch.dtype
+) -> torch.Tensor:
+    with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward later
+        return distance_weights(distance, visible, max_distance, dtype)

@@ -50,7 +50,7 @@ class RingLayout(NamedTuple):
 
     slots: torch.Tensor  # (n,) long: ring slot of each new token
     visible: torch.Tensor  # (n, capacity) bool: True where query i may see the key in that slot
-    hidden: torch.Tensor  # ~visible, for masked_fill_
+    distance: torch.Tensor  # (n, capacity) long: query position minus the position held in the slot
 
 
 def ring_layout(position: int, window: int, n: int, device: torch.device) -> RingLayout:
@@ -83,4 +83,4 @@ def _build_layout(position: int, window: int, n: int, device: str) -> RingLayout
     query_pos = position + torch.arange(n)[:, None]
     visible = (slot_pos >= 0) & (slot_pos <= query_pos) & (slot_pos > query_pos - window)
     slots = (position + torch.arange(n)) % cap
-    return RingLayout(slots.to(device), visible.to(device), (~visible).to(device))
+    return RingLayout(slots.to(device), visible.to(device), (query_pos - slot_pos).to(device))

@@ -179,8 +179,13 @@ def _distance_weighting(C: int, o: int, window: int | None, max_distance: int, l
     local = torch.arange(C, device=like.device)
     d = o * C + local[:, None] - local[None, :]
     visible = d >= 0 if window is None else (d >= 0) & (d < window)
-    cos = torch.cos(d.to(torch.float64) * (math.pi / (2 * max_distance)))
-    return torch.where(visible, cos, 0.0).to(like.dtype)
+    return distance_weights(d, visible, max_distance, like.dtype)
+
+
+def distance_weights(distance: torch.Tensor, visible: torch.Tensor, max_distance: int, dtype: torch.dtype) -> torch.Tensor:
+    """cos(pi/2 * distance / M) where ``visible``, else 0 (computed in float64, returned as ``dtype``)."""
+    cos = torch.cos(distance.to(torch.float64) * (math.pi / (2 * max_distance)))
+    return torch.where(visible, cos, 0.0).to(dtype)
 
 
 def _shift(x: torch.Tensor, o: int) -> torch.Tensor:
