@@ -19,6 +19,9 @@ def test_quick_eval_part_writes_both_paths(tmp_path, capsys):
     for r in rows:
         assert r["attention"] == "softmax" and r["context"] == "5" and int(r["steps"]) == 10
         assert 0 < float(r["policy_time_s"]) <= float(r["wall_time_s"])
+        walls = [float(x) for x in r["round_wall_time_s"].split()]
+        assert int(r["rounds"]) == 2 == len(walls)
+        assert float(r["wall_time_s"]) == pytest.approx(sum(walls) / 2, abs=1e-3)  # the median of two
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["config"]["eval_attentions"] == ["softmax"] and len(summary["eval"]) == 2
     assert "target: softmax K=5 incremental >= 10x naive" in capsys.readouterr().out
@@ -46,3 +49,8 @@ def test_paired_ratio_takes_the_median_of_per_round_ratios():
     fast = {"round_steps_per_s": "10 20 30"}
     slow = {"round_steps_per_s": "8 10 40"}  # per-round ratios 1.25, 2, 0.75; the ratio of medians would be 2
     assert bench_agent.paired_ratio(fast, slow) == (1.25, 0.75, 2.0)
+
+
+def test_eval_rounds_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="eval_rounds must be >= 1, got 0"):
+        bench_agent.bench_eval(bench_agent.BenchAgentConfig(eval_rounds=0, out_dir=str(tmp_path)))
