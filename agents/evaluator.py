@@ -106,7 +106,7 @@ def run_episodes(
             if pad:
                 seg = [torch.cat((x.new_zeros((n, pad) + x.shape[2:]), x), dim=1) for x in seg]
             mask = torch.arange(context, device=device).expand(n, context) < pad
-            action = policy(seg[0], seg[1], seg[2], seg[3], mask if pad else None)[:, -1]
+            action = policy(seg[0], seg[1], seg[2], seg[3], mask if pad else None, last_only=True)[:, -1]
             hist_a[:, t] = action
         else:
             action, state = policy.act(state, rtg, s, ts, prev_action)

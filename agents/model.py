@@ -94,11 +94,14 @@ class DecisionTransformer(nn.Module):
         rtg: torch.Tensor,
         timesteps: torch.Tensor,
         pad_mask: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """Predicted actions (B,K,A) for every step of left-padded segments (pad_mask True = padding)."""
+        """Predicted actions (B,K,A) for every step of left-padded segments (pad_mask True = padding);
+        with ``last_only``, for the last step alone (B,1,A), as a rollout that re-runs the window reads."""
         x = self.embed_tokens(rtg, states, actions, timesteps)
+        k = states.shape[1]
         if pad_mask is None:
-            return self.predict_action(self.transformer(x, keep=STATE_TOKENS))
+            return self.predict_action(self.transformer(x, keep=slice(3 * k - 2, 3 * k - 1) if last_only else STATE_TOKENS))
         # Roll each row so its first real token sits at position 0, as in a rollout that
         # starts at the episode start: position-dependent mechanisms (Combiner's regions,
         # cosFormer's phases) then see identical positions in training and evaluation.
@@ -107,13 +110,16 @@ class DecisionTransformer(nn.Module):
         # fused is_causal kernel. Outputs at padded steps are finite and ignored by the loss.
         # The roll moves whole (R, s, a) triples, so state tokens stay at positions 1::3.
         pad_steps = _left_pad_lengths(pad_mask)
-        n, k = x.shape[1], states.shape[1]
+        n = x.shape[1]
         idx = (torch.arange(n, device=x.device)[None, :] + 3 * pad_steps[:, None]) % n
         x = torch.gather(x, 1, idx[:, :, None].expand_as(x))
+        if last_only and bool((pad_steps == pad_steps[0]).all()):  # one shared position of the last step
+            last = 3 * (k - int(pad_steps[0])) - 2
+            return self.predict_action(self.transformer(x, keep=slice(last, last + 1)))
         h = self.transformer(x, keep=STATE_TOKENS)
         back = (torch.arange(k, device=x.device)[None, :] - pad_steps[:, None]) % k
         h = torch.gather(h, 1, back[:, :, None].expand_as(h))
-        return self.predict_action(h)
+        return self.predict_action(h[:, -1:] if last_only else h)
 
     # ------------------------------------------------------------ incremental
     def init_state(self, batch: int, device: torch.device | str | None = None) -> list:

@@ -42,6 +42,20 @@ def test_left_padding_matches_unpadded_segment(attention):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("pads", [None, (2, 2, 2), (0, 3, 1)], ids=["no-padding", "equal-padding", "mixed-padding"])
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_last_only_gives_the_last_steps_action(attention, pads):
+    """forward(last_only=True), which a naive rollout uses, equals the last step of the full forward
+    (with one shared padding the final block then runs the projection and MLP of that token only)."""
+    m = _model(attention)
+    s, a, r, t = _inputs(3, 6)
+    mask = None if pads is None else torch.arange(6)[None, :] < torch.tensor(pads)[:, None]
+    full = m(s, a, r, t, mask)
+    last = m(s, a, r, t, mask, last_only=True)
+    assert last.shape == (3, 1, 2)
+    torch.testing.assert_close(last, full[:, -1:], atol=1e-6, rtol=1e-5)
+
+
 def test_pad_mask_must_be_left_padding():
     m = _model("softmax")
     s, a, r, t = _inputs(1, 4)
