@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dt_attn import build_attention
-from dt_attn.attention.window import RING_SPARE, ring_capacity, ring_layout
+from dt_attn.attention.window import RING_SPARE, ring_capacity, ring_distances, ring_layout
 
 
 @pytest.mark.parametrize("window", [1, 3, 8])
@@ -26,7 +26,7 @@ def test_ring_layout_matches_a_simulated_ring(window):
             assert layout.visible[i].tolist() == expected
             assert sum(expected) == min(window, q + 1)  # nothing it should see was overwritten
             seen = layout.visible[i]
-            assert layout.distance[i][seen].tolist() == [q - p for p, e in zip(held, expected) if e]
+            assert ring_distances(layout)[i][seen].tolist() == [q - p for p, e in zip(held, expected) if e]
         position += n
 
 

@@ -12,6 +12,7 @@ from dt_attn.attention.window import (
     RingLayout,
     check_window,
     ring_capacity,
+    ring_distances,
     ring_fits,
     ring_layout,
     step_in_pieces,
@@ -166,14 +167,11 @@ class CosformerAttention(Attention):
 
 def _ring_weights(layout: RingLayout, max_distance: int, dtype: torch.dtype) -> torch.Tensor:
     """(n, capacity) distance weighting of a ring layout, zero on the slots a query does not see."""
-    # Tensors hash by identity: ring layouts are cached objects, so each distinct layout hits here
-    # (and the cache's reference keeps that identity from being reused).
-    return _ring_weights_cached(layout.distance, layout.visible, max_distance, dtype)
+    return _ring_weights_cached(layout.key, max_distance, dtype)
 
 
 @functools.lru_cache(maxsize=1024)
-def _ring_weights_cached(
-    distance: torch.Tensor, visible: torch.Tensor, max_distance: int, dtype: torch.dtype
-) -> torch.Tensor:
+def _ring_weights_cached(key: tuple, max_distance: int, dtype: torch.dtype) -> torch.Tensor:
+    layout = ring_layout(*key)  # the canonical position is its own canonical form: a cache hit
     with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward later
-        return distance_weights(distance, visible, max_distance, dtype)
+        return distance_weights(ring_distances(layout), layout.visible, max_distance, dtype)

@@ -48,12 +48,12 @@ def step_in_pieces(step_many: Callable, q: torch.Tensor, k: torch.Tensor, v: tor
 class RingLayout(NamedTuple):
     """Where n new tokens go in the ring and which slots each of them may attend to."""
 
+    key: tuple[int, int, int, str]  # (canonical position, window, n, device): equal keys, equal layouts
     slots: torch.Tensor  # (n,) long: ring slot of each new token
     visible: torch.Tensor  # (n, capacity) bool: True where query i may see the key in that slot
-    distance: torch.Tensor  # (n, capacity) long: query position minus the position held in the slot
 
 
-def ring_layout(position: int, window: int, n: int, device: torch.device) -> RingLayout:
+def ring_layout(position: int, window: int, n: int, device: torch.device | str) -> RingLayout:
     """The layout of n new tokens at positions ``position .. position+n-1`` (n <= RING_SPARE + 1).
 
     Slot s of a ring of ``ring_capacity(window)`` slots holds the latest position p = s mod capacity.
@@ -65,22 +65,28 @@ def ring_layout(position: int, window: int, n: int, device: torch.device) -> Rin
     if n < 1 or not ring_fits(n):
         raise ValueError(f"ring_layout takes 1 to {RING_SPARE + 1} new tokens, got {n}; feed them with step_in_pieces")
     cap = ring_capacity(window)
-    key = position if position < cap else cap + position % cap
-    return _layout(key, window, n, str(device))
+    canonical = position if position < cap else cap + position % cap
+    return _layout(canonical, window, n, str(device))
+
+
+def ring_distances(layout: RingLayout) -> torch.Tensor:
+    """(n, capacity) long: each new query's position minus the position held in each slot."""
+    position, window, n, device = layout.key
+    query_pos, slot_pos = _positions(position, window, n)
+    return (query_pos - slot_pos).to(device)
+
+
+def _positions(position: int, window: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query positions (n, 1) and the position each slot holds after the write (capacity,), negative if empty."""
+    cap = ring_capacity(window)
+    last = position + n - 1  # newest position held after the write
+    return position + torch.arange(n)[:, None], last - (last - torch.arange(cap)) % cap
 
 
 @functools.lru_cache(maxsize=4096)
 def _layout(position: int, window: int, n: int, device: str) -> RingLayout:
     with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward later
-        return _build_layout(position, window, n, device)
-
-
-def _build_layout(position: int, window: int, n: int, device: str) -> RingLayout:
-    cap = ring_capacity(window)
-    last = position + n - 1  # newest position held after the write
-    s = torch.arange(cap)
-    slot_pos = last - (last - s) % cap  # position held by slot s (negative: empty)
-    query_pos = position + torch.arange(n)[:, None]
-    visible = (slot_pos >= 0) & (slot_pos <= query_pos) & (slot_pos > query_pos - window)
-    slots = (position + torch.arange(n)) % cap
-    return RingLayout(slots.to(device), visible.to(device), (query_pos - slot_pos).to(device))
+        query_pos, slot_pos = _positions(position, window, n)
+        visible = (slot_pos >= 0) & (slot_pos <= query_pos) & (slot_pos > query_pos - window)
+        slots = (position + torch.arange(n)) % ring_capacity(window)
+        return RingLayout((position, window, n, device), slots.to(device), visible.to(device))
