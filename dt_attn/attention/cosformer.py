@@ -124,9 +124,9 @@ class CosformerAttention(Attention):
         """n tokens at once: the recurrent sums (or the ring buffer) plus causal attention among
         the n new tokens, in a handful of batched ops."""
         n, pos = q.shape[2], state.position
-        if self.window is not None and not ring_fits(n):
-            return step_in_pieces(self.step_many, q, k, v, state)
         if self.window is not None:
+            if not ring_fits(n):
+                return step_in_pieces(self.step_many, q, k, v, state)
             return self._step_window(q, k, v, state)
         check_distance(pos + n - 1, self.max_distance)
         assert state.kv is not None and state.k_sum is not None
