@@ -238,20 +238,31 @@ def assign_labels(cells: list[dict[str, Any]]) -> None:
         c["label"] = " ".join(parts)
 
 
+def group_by(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple, list[dict[str, Any]]]:
+    """The rows grouped by their values of the ``key`` columns, in first-seen order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in key), []).append(r)
+    return groups
+
+
+def distinct_seeds(members: list[dict[str, Any]]) -> list[int]:
+    """The sorted seeds of one cell's runs; two runs with one seed (a run passed twice) are refused."""
+    seeds = sorted({m["seed"] for m in members})
+    if len(seeds) != len(members):
+        dirs = ", ".join(m["run_dir"] for m in members)
+        raise ValueError(f"several runs of one cell share a seed ({dirs}); pass each run directory once")
+    return seeds
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One cell per (dataset, env id, observe, attention, options, K, steps, batch, target): mean ± std over
     seeds."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r[k] for k in CELL_KEY), []).append(r)
     cells = []
-    for key, members in groups.items():
+    for key, members in group_by(rows, CELL_KEY).items():
         cell: dict[str, Any] = dict(zip(CELL_KEY, key))
         cell["dataset_label"] = members[0]["dataset_label"]
-        seeds = sorted({m["seed"] for m in members})
-        if len(seeds) != len(members):
-            dirs = ", ".join(m["run_dir"] for m in members)
-            raise ValueError(f"several runs of one cell share a seed ({dirs}); pass each run directory once")
+        seeds = distinct_seeds(members)
         cell["seeds"] = len(seeds)
         cell["seed_list"] = " ".join(str(s) for s in seeds)
         cell["normalized_mean"], cell["normalized_std"] = mean_std([m["normalized_mean"] for m in members])

@@ -12,7 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.aggregate import CELL_KEY, assign_labels, cell_sort_key, format_pm, mean_std, read_json
+from experiments.aggregate import (
+    CELL_KEY,
+    assign_labels,
+    cell_sort_key,
+    distinct_seeds,
+    format_pm,
+    group_by,
+    mean_std,
+    read_json,
+)
 
 EVALS_DIR = "evals"
 POINT_COLUMNS = [*CELL_KEY, "seed", "step", "episodes", "normalized_mean", "return_mean", "run_dir"]
@@ -64,16 +73,10 @@ def _point(row: dict[str, Any], step: int, episodes: int, normalized: float, ret
 
 def summarize_curves(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean ± std over seeds of each cell at each evaluated checkpoint."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for p in points:
-        groups.setdefault((*(p[k] for k in CELL_KEY), p["step"]), []).append(p)
     curves = []
-    for key, members in groups.items():
+    for key, members in group_by(points, (*CELL_KEY, "step")).items():
         cell: dict[str, Any] = dict(zip((*CELL_KEY, "step"), key))
-        seeds = sorted(m["seed"] for m in members)
-        if len(set(seeds)) != len(seeds):
-            dirs = ", ".join(m["run_dir"] for m in members)
-            raise ValueError(f"several runs of one cell share a seed ({dirs}); pass each run directory once")
+        seeds = distinct_seeds(members)
         cell["seeds"] = len(seeds)
         cell["seed_list"] = " ".join(map(str, seeds))
         cell["normalized_mean"], cell["normalized_std"] = mean_std([m["normalized_mean"] for m in members])

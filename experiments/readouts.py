@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from agents.results import EVAL_FILE, NAIVE_EVAL_FILE
-from experiments.aggregate import CELL_KEY, assign_labels, cell_sort_key, format_pm, mean_std, read_json
+from experiments.aggregate import (
+    CELL_KEY,
+    assign_labels,
+    cell_sort_key,
+    format_pm,
+    group_by,
+    mean_std,
+    read_json,
+)
 
 PAIR_COLUMNS = [*CELL_KEY, "seed", "streaming", "exact", "exact_minus_streaming", "run_dir"]
 READOUT_CELL_COLUMNS = [*CELL_KEY, "seeds", "streaming_mean", "streaming_std", "exact_mean", "exact_std",
@@ -59,11 +67,8 @@ def load_readout_pairs(
 def summarize_readouts(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per cell: both readouts' mean ± std over seeds, the mean paired difference (exact - streaming) and
     its largest absolute value."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for p in pairs:
-        groups.setdefault(tuple(p[k] for k in CELL_KEY), []).append(p)
     cells = []
-    for key, members in groups.items():
+    for key, members in group_by(pairs, CELL_KEY).items():
         cell: dict[str, Any] = dict(zip(CELL_KEY, key))
         cell["seeds"] = len(members)
         cell["streaming_mean"], cell["streaming_std"] = mean_std([m["streaming"] for m in members])
