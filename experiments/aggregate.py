@@ -213,28 +213,27 @@ def cell_sort_key(cell: dict[str, Any]) -> tuple:
             cell["activation"], cell["steps"], cell["batch_size"], cell["target"], cell["env_id"])
 
 
+# Run settings that, when runs of one attention differ in them, join its display label (column, text).
+_LABEL_SETTINGS = (("steps", "{} steps"), ("batch_size", "batch {}"), ("env_id", "{}"), ("activation", "{}"))
+
+
 def assign_labels(cells: list[dict[str, Any]]) -> None:
     """Display label per cell (one plotted line per label): the attention name, plus what tells apart
-    runs of one name: options at one K (some options, like Combiner's span, vary with K), steps, batch, env id."""
+    runs of one name: options at one K (some options, like Combiner's span, vary with K), steps, batch,
+    env id, activation."""
     options: dict[tuple, set[str]] = {}
-    runs: dict[tuple, set[tuple]] = {}
+    settings: dict[tuple, dict[str, set]] = {}  # across observe variants: one name per setting
     for c in cells:
         options.setdefault((c["dataset"], c["observe"], c["attention"], c["K"]), set()).add(c["attention_options"])
-        runs.setdefault((c["dataset"], c["attention"]), set()).add(
-            (c["steps"], c["batch_size"], c["env_id"], c["activation"]))
+        seen = settings.setdefault((c["dataset"], c["attention"]), {col: set() for col, _ in _LABEL_SETTINGS})
+        for col, _ in _LABEL_SETTINGS:
+            seen[col].add(c[col])
     for c in cells:
         parts = [c["attention"]]
         if len(options[(c["dataset"], c["observe"], c["attention"], c["K"])]) > 1:
             parts.append(c["attention_options"])
-        variants = runs[(c["dataset"], c["attention"])]  # across observe variants: one name per setting
-        if len({s for s, _, _, _ in variants}) > 1:
-            parts.append(f"{c['steps']} steps")
-        if len({b for _, b, _, _ in variants}) > 1:
-            parts.append(f"batch {c['batch_size']}")
-        if len({e for _, _, e, _ in variants}) > 1:
-            parts.append(c["env_id"])
-        if len({a for _, _, _, a in variants}) > 1:
-            parts.append(c["activation"])
+        seen = settings[(c["dataset"], c["attention"])]
+        parts += [text.format(c[col]) for col, text in _LABEL_SETTINGS if len(seen[col]) > 1]
         c["label"] = " ".join(parts)
 
 
