@@ -46,6 +46,12 @@ def _left_pad_lengths(pad_mask: torch.Tensor) -> torch.Tensor:
     return pads
 
 
+def _last_state_token(k: int, pad_steps: int) -> slice:
+    """The state token of the last real step of a K-step segment whose padding was rolled to its end."""
+    last = 3 * (k - pad_steps) - 2
+    return slice(last, last + 1)
+
+
 class DecisionTransformer(nn.Module):
     """Return-conditioned policy: (R, s, a) tokens in, a_t predicted from the state token."""
 
@@ -101,7 +107,7 @@ class DecisionTransformer(nn.Module):
         x = self.embed_tokens(rtg, states, actions, timesteps)
         k = states.shape[1]
         if pad_mask is None:
-            return self.predict_action(self.transformer(x, keep=slice(3 * k - 2, 3 * k - 1) if last_only else STATE_TOKENS))
+            return self.predict_action(self.transformer(x, keep=_last_state_token(k, 0) if last_only else STATE_TOKENS))
         # Roll each row so its first real token sits at position 0, as in a rollout that
         # starts at the episode start: position-dependent mechanisms (Combiner's regions,
         # cosFormer's phases) then see identical positions in training and evaluation.
@@ -114,8 +120,7 @@ class DecisionTransformer(nn.Module):
         idx = (torch.arange(n, device=x.device)[None, :] + 3 * pad_steps[:, None]) % n
         x = torch.gather(x, 1, idx[:, :, None].expand_as(x))
         if last_only and bool((pad_steps == pad_steps[0]).all()):  # one shared position of the last step
-            last = 3 * (k - int(pad_steps[0])) - 2
-            return self.predict_action(self.transformer(x, keep=slice(last, last + 1)))
+            return self.predict_action(self.transformer(x, keep=_last_state_token(k, int(pad_steps[0]))))
         h = self.transformer(x, keep=STATE_TOKENS)
         back = (torch.arange(k, device=x.device)[None, :] - pad_steps[:, None]) % k
         h = torch.gather(h, 1, back[:, :, None].expand_as(h))
