@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dt_attn.attention.base import build_attention
+from dt_attn.ops.dropout import Dropout
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -59,7 +60,7 @@ class Block(nn.Module):
             ACTIVATIONS[cfg.activation](),
             nn.Linear(cfg.mlp_ratio * cfg.embed_dim, cfg.embed_dim),
         )
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(
         self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, keep: slice | None = None

@@ -34,11 +34,13 @@ def summarize(qbar: Tensor, k: Tensor, v: Tensor, valid: Tensor | None = None) -
     qbar (..., D); k (..., n, D); v (..., n, Dv); valid (..., n) bool or None (all valid).
     A region without a valid token gets an arbitrary finite value (callers mask it out).
     """
-    logits = (k @ (qbar * qbar.shape[-1] ** -0.5).unsqueeze(-1)).squeeze(-1)
+    # Elementwise products and sums, not matmuls: the matmul form is thousands of tiny
+    # matrix-vector products, which measured about twice as slow (forward + backward) on CPU.
+    logits = (k * (qbar * qbar.shape[-1] ** -0.5).unsqueeze(-2)).sum(-1)
     if valid is not None:
         logits = logits.masked_fill(~valid, float("-inf"))
         logits = torch.where(valid.any(-1, keepdim=True), logits, torch.zeros_like(logits))
-    return (torch.softmax(logits, dim=-1).unsqueeze(-2) @ v).squeeze(-2)
+    return (torch.softmax(logits, dim=-1).unsqueeze(-1) * v).sum(-2)
 
 
 class _TokenMax(torch.autograd.Function):
