@@ -130,6 +130,28 @@ def _time_steps(step, sampler: SegmentSampler, batch: int, warmup: int, timed: i
     return timed / (time.perf_counter() - t0)
 
 
+def matmul_peak_gflops(size: int = 2048, seconds: float = 1.0) -> float:
+    """This machine's float32 matrix-multiply rate (GFLOP/s) on large square matrices: a practical peak."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    runs, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        runs += 1
+    return 2 * size**3 * runs / (time.perf_counter() - t0) / 1e9
+
+
+def counted_gflop(step, batch) -> float:
+    """Matrix-multiply GFLOP of one training step, as torch's FlopCounterMode counts them (it does not see
+    inside CPU fused attention kernels, so for SDPA models this is a lower bound)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(batch)
+    return counter.get_total_flops() / 1e9
+
+
 def bench_throughput(cfg: BenchAgentConfig) -> list[dict]:
     """Training steps/s at K=throughput_context for each attention and HF's DT, measured in interleaved rounds:
     each round times timed_steps / rounds steps of every model in turn; a model's figure is its median round."""
@@ -153,9 +175,13 @@ def bench_throughput(cfg: BenchAgentConfig) -> list[dict]:
     per_round = cfg.timed_steps // cfg.throughput_rounds
     sampler = _synthetic_sampler(k, cfg.seed)
     batches = [sampler.sample(cfg.throughput_batch) for _ in range(cfg.warmup_steps + per_round)]
-    for _, step, _ in contenders:
+    gflop = {}
+    for name, step, _ in contenders:
         for b in batches[: cfg.warmup_steps]:
             step(b)
+        gflop[name] = counted_gflop(step, batches[0])
+    peak = matmul_peak_gflops()
+    print(f"  float32 matmul peak of this machine: {peak:.1f} GFLOP/s (2048^3 products)", flush=True)
     rates: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
     for r in range(cfg.throughput_rounds):
         shift = r % len(contenders)
@@ -170,8 +196,12 @@ def bench_throughput(cfg: BenchAgentConfig) -> list[dict]:
         rows.append({"model": name, "context": k, "batch": cfg.throughput_batch, "steps_per_s": float(np.median(sps)),
                      "steps_per_s_min": sps[0], "steps_per_s_max": sps[-1], "rounds": len(sps),
                      "steps_per_round": per_round, "parameters": n_params,
-                     "round_steps_per_s": " ".join(f"{x:.4f}" for x in rates[name])})
-        print(f"  {name:<38} {np.median(sps):8.2f} steps/s (rounds {sps[0]:.2f}-{sps[-1]:.2f})", flush=True)
+                     "round_steps_per_s": " ".join(f"{x:.4f}" for x in rates[name]),
+                     "counted_gflop_per_step": gflop[name], "matmul_peak_gflops": peak,
+                     "steps_per_s_ceiling": peak / gflop[name] if gflop[name] else float("inf")})
+        print(f"  {name:<38} {np.median(sps):8.2f} steps/s (rounds {sps[0]:.2f}-{sps[-1]:.2f}); "
+              f"{gflop[name]:.2f} counted GFLOP/step, so at most {rows[-1]['steps_per_s_ceiling']:.2f} steps/s "
+              "at the matmul peak", flush=True)
     return rows
 
 

@@ -36,6 +36,9 @@ def test_quick_throughput_part_interleaves_rounds(tmp_path, capsys):
     for r in rows.values():
         assert int(r["rounds"]) == 2 and int(r["steps_per_round"]) == 2
         assert 0 < float(r["steps_per_s_min"]) <= float(r["steps_per_s"]) <= float(r["steps_per_s_max"])
+        gflop, peak = float(r["counted_gflop_per_step"]), float(r["matmul_peak_gflops"])
+        assert gflop > 0 and peak > 0
+        assert float(r["steps_per_s_ceiling"]) == pytest.approx(peak / gflop, rel=1e-6)
     assert "target: cosformer no slower than softmax at K=20: " in capsys.readouterr().out
 
 
@@ -54,3 +57,14 @@ def test_paired_ratio_takes_the_median_of_per_round_ratios():
 def test_eval_rounds_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="eval_rounds must be >= 1, got 0"):
         bench_agent.bench_eval(bench_agent.BenchAgentConfig(eval_rounds=0, out_dir=str(tmp_path)))
+
+
+def test_counted_gflop_of_a_known_step():
+    import torch
+
+    w = torch.randn(32, 48, requires_grad=True)
+
+    def step(x):
+        (x @ w).sum().backward()  # forward 2*m*k*n; backward only dW = x^T g, another 2*m*k*n
+
+    assert bench_agent.counted_gflop(step, torch.randn(100, 32)) * 1e9 == pytest.approx(2 * 2 * 100 * 32 * 48)
