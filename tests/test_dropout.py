@@ -65,3 +65,12 @@ def test_reproducible_from_the_generator_state():
 def test_bad_probability_raises(p):
     with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
         Dropout(p)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_keeps_the_input_dtype(dtype):
+    torch.manual_seed(4)
+    x = torch.ones(N, dtype=dtype)
+    out = dropout(x, 0.1, training=True)
+    assert out.dtype == dtype
+    assert abs((out == 0).double().mean().item() - 0.1) < 5 * math.sqrt(0.09 / N)

@@ -19,8 +19,10 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
-    mask = torch.empty_like(x, requires_grad=False).uniform_().ge_(p).mul_(1.0 / (1.0 - p))
-    return x * mask
+    # Draw in at least float32 so that a low-precision x still gets an exact keep probability.
+    draw = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    mask = torch.empty(x.shape, dtype=draw, device=x.device).uniform_().ge_(p).mul_(1.0 / (1.0 - p))
+    return x * mask.to(x.dtype)
 
 
 class Dropout(nn.Module):
