@@ -8,6 +8,9 @@ from typing import Any
 
 # Values of fields added after runs were saved without them: what those runs used.
 LEGACY_DEFAULTS = {"activation": "gelu"}
+#: The MLP nonlinearities ``dt_attn.transformer.ACTIVATIONS`` builds, named here so that reading a
+#: config does not import torch (a test keeps the two lists equal).
+ACTIVATION_NAMES = ("relu", "gelu")
 
 # TrainConfig fields that may change when a run is resumed; every other field must match.
 RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "checkpoint_every",
@@ -70,14 +73,14 @@ class TrainConfig:
             "eval_envs": self.eval_envs >= 1,
             "eval_every": self.eval_every >= 0,
             "dropout": 0.0 <= self.dropout < 1.0,
-            "activation": self.activation in ("relu", "gelu"),
+            "activation": self.activation in ACTIVATION_NAMES,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 "invalid training config value(s): "
                 + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
-                + " (context/steps/sizes must be positive, dropout in [0, 1), activation relu or gelu)"
+                + f" (context/steps/sizes must be positive, dropout in [0, 1), activation one of {', '.join(ACTIVATION_NAMES)})"
             )
 
 

@@ -8,11 +8,12 @@ import torch
 
 from agents import trainer as trainer_mod
 from agents.checkpoint import load_checkpoint
-from agents.config import EvalConfig, TrainConfig, config_differences
+from agents.config import ACTIVATION_NAMES, EvalConfig, TrainConfig, config_differences
 from agents.evaluation import evaluate, load_policy
 from agents.evaluator import run_episodes
 from agents.trainer import NonFiniteLossError, Trainer
 from dt_attn import available_attentions
+from dt_attn.transformer import ACTIVATIONS
 from envs import load_dataset, make_vector_env
 from experiments.cli import main as cli_main
 
@@ -189,7 +190,7 @@ def test_cli_rejects_bad_inputs(tmp_path, capsys):
     code, err = _cli_error(capsys, ["train", "--eval-every", "-1", "--run-dir", run])
     assert code == 2 and "eval_every=-1" in err
     code, err = _cli_error(capsys, ["train", "--activation", "swish", "--run-dir", run])
-    assert code == 2 and "activation='swish'" in err and "activation relu or gelu" in err
+    assert code == 2 and "activation='swish'" in err and "activation one of relu, gelu" in err
     code, err = _cli_error(capsys, ["eval", "--checkpoint", str(tmp_path / "missing")])
     assert code == 2 and "no checkpoint" in err
 
@@ -269,3 +270,8 @@ def test_train_command_logs_training_and_eval_to_tensorboard(tmp_path):
     events = acc.Scalars("eval/target_500/normalized_mean")
     assert events[-1].step == 4
     assert abs(events[-1].value - out["eval"]["results"][0]["normalized_mean"]) < 1e-4
+
+
+def test_config_accepts_exactly_the_activations_the_transformer_builds():
+    """The torch-free name list in agents.config must match what dt_attn.transformer can build."""
+    assert sorted(ACTIVATION_NAMES) == sorted(ACTIVATIONS)
