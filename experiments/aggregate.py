@@ -42,7 +42,7 @@ CELL_COLUMNS = [
     "batch_size",
     "target", "seeds", "seed_list", "normalized_mean", "normalized_std", "return_mean", "return_std",
     "train_time_s", "train_s_per_step", "train_s_per_step_std", "steps_per_s", "peak_memory_mb",
-    "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "label",
+    "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "targets_per_step", "label",
 ]
 
 
@@ -215,26 +215,56 @@ def cell_sort_key(cell: dict[str, Any]) -> tuple:
 
 # Run settings that, when runs of one attention differ in them, join its display label (column, text).
 _LABEL_SETTINGS = (("steps", "{} steps"), ("batch_size", "batch {}"), ("env_id", "{}"), ("activation", "{}"))
+#: How a report draws its lines: one per batch size (the default), or one per attention across batch sizes,
+#: for sweeps that held the action targets per step fixed (``dt-attn sweep --targets-per-step``).
+LINES_BY = ("batch", "targets")
 
 
-def assign_labels(cells: list[dict[str, Any]]) -> None:
+def assign_labels(cells: list[dict[str, Any]], lines_by: str = "batch") -> None:
     """Display label per cell (one plotted line per label): the attention name, plus what tells apart
     runs of one name: options at one K (some options, like Combiner's span, vary with K), steps, batch,
-    env id, activation."""
+    env id, activation. With ``lines_by="targets"`` the batch does not split lines; the label names the
+    line's median targets per step instead (cells must carry ``targets_per_step``)."""
+    if lines_by not in LINES_BY:
+        raise ValueError(f"lines_by must be one of {LINES_BY}, got {lines_by!r}")
+    label_settings = [s for s in _LABEL_SETTINGS if lines_by == "batch" or s[0] != "batch_size"]
     options: dict[tuple, set[str]] = {}
     settings: dict[tuple, dict[str, set]] = {}  # across observe variants: one name per setting
     for c in cells:
         options.setdefault((c["dataset"], c["observe"], c["attention"], c["K"]), set()).add(c["attention_options"])
-        seen = settings.setdefault((c["dataset"], c["attention"]), {col: set() for col, _ in _LABEL_SETTINGS})
-        for col, _ in _LABEL_SETTINGS:
+        seen = settings.setdefault((c["dataset"], c["attention"]), {col: set() for col, _ in label_settings})
+        for col, _ in label_settings:
             seen[col].add(c[col])
     for c in cells:
         parts = [c["attention"]]
         if len(options[(c["dataset"], c["observe"], c["attention"], c["K"])]) > 1:
             parts.append(c["attention_options"])
         seen = settings[(c["dataset"], c["attention"])]
-        parts += [text.format(c[col]) for col, text in _LABEL_SETTINGS if len(seen[col]) > 1]
+        parts += [text.format(c[col]) for col, text in label_settings if len(seen[col]) > 1]
         c["label"] = " ".join(parts)
+    if lines_by == "targets":
+        _label_targets(cells)
+
+
+def _label_targets(cells: list[dict[str, Any]]) -> None:
+    """Append "~N targets/step" (the median over the line's cells, 2 significant digits) to every label, and
+    refuse two cells that would share one point of a line (two batch sizes at one K)."""
+    missing = sorted({c["attention"] for c in cells if math.isnan(c.get("targets_per_step", math.nan))})
+    if missing:
+        raise ValueError(f"runs of {', '.join(missing)} do not record their targets per step (trained before "
+                         f"train_summary.json held it); report them with --lines-by batch")
+    for members in group_by(cells, ("dataset", "label")).values():
+        median = float(np.median([c["targets_per_step"] for c in members]))
+        n = int(float(f"{median:.2g}"))
+        points = [(c["observe"], c["K"], c["steps"], c["target"]) for c in members]
+        clash = sorted({p for p in points if points.count(p) > 1}, key=str)
+        if clash:
+            observe, k = clash[0][:2]
+            raise ValueError(f"{members[0]['label']} has several batch sizes at observe={observe} K={k}; with "
+                             f"--lines-by targets each line takes one run setting per K: report those sweeps "
+                             f"separately or use --lines-by batch")
+        for c in members:
+            c["label"] = f"{c['label']} ~{n} targets/step"
 
 
 def group_by(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple, list[dict[str, Any]]]:
@@ -254,9 +284,9 @@ def distinct_seeds(members: list[dict[str, Any]]) -> list[int]:
     return seeds
 
 
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(rows: list[dict[str, Any]], lines_by: str = "batch") -> list[dict[str, Any]]:
     """One cell per (dataset, env id, observe, attention, options, K, steps, batch, target): mean ± std over
-    seeds."""
+    seeds; labelled for display with ``assign_labels(cells, lines_by)``."""
     cells = []
     for key, members in group_by(rows, CELL_KEY).items():
         cell: dict[str, Any] = dict(zip(CELL_KEY, key))
@@ -274,9 +304,10 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         eps = [1.0 / m["eval_env_steps_per_s"] if m["eval_env_steps_per_s"] > 0 else math.nan for m in members]
         cell["eval_s_per_step"], cell["eval_s_per_step_std"] = mean_std(eps)
         cell["parameters"], _ = mean_std([m["parameters"] for m in members])
+        cell["targets_per_step"], _ = mean_std([m["targets_per_step"] for m in members])
         cells.append(cell)
     cells.sort(key=cell_sort_key)
-    assign_labels(cells)
+    assign_labels(cells, lines_by)
     return cells
 
 

@@ -17,6 +17,7 @@ from agents.atomic import write_text
 from experiments.aggregate import (
     CELL_COLUMNS,
     EVAL_FILE,
+    LINES_BY,
     ROW_COLUMNS,
     RUN_MARKERS,
     ReferenceFn,
@@ -71,11 +72,13 @@ def build_report(
     out_dir: str | Path | None = None,
     reference_fn: ReferenceFn | None = load_reference,
     plots: bool = True,
+    lines_by: str = "batch",
 ) -> Report:
     """Aggregate every finished run under ``paths`` (and the rows of any runs.csv among them) into
     out_dir: runs.csv, cells.csv, report.md, PNGs; readout_pairs.csv and readouts.csv when runs also
     hold eval-naive.json (see experiments.readouts); curve_points.csv, curves.csv and curves.png when
-    runs evaluated during training (see experiments.curves)."""
+    runs evaluated during training (see experiments.curves). ``lines_by`` (see ``assign_labels``): "batch"
+    draws one line per attention and batch size, "targets" one per attention across batch sizes."""
     if not paths:
         raise ValueError("no run directories given; pass run directories or folders that contain them")
     out = Path(out_dir) if out_dir is not None else default_out_dir(paths)
@@ -98,7 +101,7 @@ def build_report(
     if not rows:
         listed = "".join(f"\n  {d}: {why}" for d, why in unfinished)
         raise ValueError(f"no finished runs ({EVAL_FILE}) under {', '.join(map(str, paths))}{listed}")
-    cells = summarize(rows)
+    cells = summarize(rows, lines_by)
     refs, notes = collect_references(rows, reference_fn)
     report.files["runs_csv"] = write_csv(rows, ROW_COLUMNS, out / "runs.csv")
     report.files["cells_csv"] = write_csv(cells, CELL_COLUMNS, out / "cells.csv")
@@ -142,7 +145,7 @@ def print_report(report: Report) -> None:
 def _main(args: argparse.Namespace) -> int:
     def body() -> int:
         report = build_report(args.run_dirs, args.out, None if args.no_references else load_reference,
-                              plots=not args.no_plots)
+                              plots=not args.no_plots, lines_by=args.lines_by)
         print_report(report)
         return 0
 
@@ -159,6 +162,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-references", action="store_true",
                         help="skip loading the datasets for their average/best reference scores")
     parser.add_argument("--no-plots", action="store_true", help="write only the CSV files and the table")
+    parser.add_argument("--lines-by", choices=LINES_BY, default="batch",
+                        help="one table row and plotted line per attention and batch size (batch, the default), "
+                             "or per attention across batch sizes (targets: for sweeps run with "
+                             "--targets-per-step, whose batch changes with K)")
 
 
 def register(subparsers) -> None:

@@ -458,7 +458,7 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
               for c in cells]
     write_text(out_dir / "sweep_results.json", json.dumps(record, indent=2, default=str) + "\n")
     if cfg.report:
-        _report(out_dir, reference_fn)
+        _report(out_dir, reference_fn, "batch" if cfg.targets_per_step is None else "targets")
     print(f"sweep finished: {len(cells) - len(failed)} of {len(cells)} cell(s) done"
           + (f", {len(failed)} failed:" if failed else ""))
     for c in failed:
@@ -466,11 +466,11 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
     return 1 if failed else 0
 
 
-def _report(out_dir: Path, reference_fn: ReferenceFn | None) -> None:
+def _report(out_dir: Path, reference_fn: ReferenceFn | None, lines_by: str) -> None:
     from experiments.report import build_report, print_report
 
     try:
-        report = build_report([out_dir], out_dir / "report", reference_fn)
+        report = build_report([out_dir], out_dir / "report", reference_fn, lines_by=lines_by)
     except ValueError as exc:
         print(f"report not built: {exc}")
         return

@@ -20,7 +20,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def write_run(root: Path, attention: str, K: int, seed: int, scores: dict[float, float], *,
               dataset: str = "hopper-medium-standin", steps: int = 100, steps_per_s: float = 10.0,
               peak_mb: float = 500.0, eval_sps: float = 200.0, options: dict | None = None,
-              observe: str = "full", batch_size: int = 64) -> Path:
+              observe: str = "full", batch_size: int = 64, targets_per_step: float | None = None) -> Path:
     """A finished run directory in the layout `dt-attn train` writes; ``scores`` maps target -> normalized."""
     run = root / f"{dataset}-{attention}-K{K}-s{seed}"
     run.mkdir(parents=True)
@@ -29,7 +29,8 @@ def write_run(root: Path, attention: str, K: int, seed: int, scores: dict[float,
                                                  "steps": steps, "batch_size": batch_size}))
     (run / "train_summary.json").write_text(json.dumps({
         "steps": steps, "train_time_s": steps / steps_per_s, "steps_per_s": steps_per_s,
-        "tokens_per_step": batch_size * 3 * K, "peak_memory_mb": peak_mb, "parameters": 1234, "device": "cpu",
+        "tokens_per_step": batch_size * 3 * K,
+        "targets_per_step": batch_size * K if targets_per_step is None else targets_per_step, "peak_memory_mb": peak_mb, "parameters": 1234, "device": "cpu",
         "dataset_label": f"{dataset} (stand-in)", "env_id": "Hopper-v4", "observe": observe}))
     results = [{
         "target": t, "episodes": 2, "return_mean": 32.5 * s, "return_std": 1.0, "return_min": 0.0,
@@ -184,6 +185,49 @@ def test_batch_sizes_are_separate_cells_and_labelled(tmp_path):
     cells = summarize([r for d in find_runs([tmp_path])[0] for r in load_run(d)])
     assert sorted((c["label"], c["batch_size"]) for c in cells) == [
         ("cosformer batch 32", 32), ("cosformer batch 8", 8), ("softmax", 32)]
+
+
+def _equal_targets_sweep(root: Path) -> None:
+    """softmax and cosformer with about 640 targets per step: batch 128 at K=5, 32 at K=20, 4 at K=200
+    (whose segments hold 180 real steps on average, 720 targets); 2 seeds."""
+    for attention in ("softmax", "cosformer"):
+        for K, batch, targets in ((5, 128, 640.0), (20, 32, 634.0), (200, 4, 720.0)):
+            for seed in range(2):
+                write_run(root, attention, K, seed, {1800.0: K / 10 + seed}, batch_size=batch,
+                          targets_per_step=targets)
+
+
+def test_equal_targets_sweeps_draw_one_line_per_attention(tmp_path, capsys):
+    _equal_targets_sweep(tmp_path / "runs")
+    rows = [r for d in find_runs([tmp_path / "runs"])[0] for r in load_run(d)]
+    by_batch = summarize(rows)
+    assert sorted({c["label"] for c in by_batch if c["attention"] == "softmax"}) == [
+        "softmax batch 128", "softmax batch 32", "softmax batch 4"]
+    cells = summarize(rows, lines_by="targets")
+    assert {(c["attention"], c["K"]): c["label"] for c in cells} == {
+        (a, K): f"{a} ~640 targets/step" for a in ("softmax", "cosformer") for K in (5, 20, 200)}
+    assert {c["K"]: c["targets_per_step"] for c in cells} == {5: 640.0, 20: 634.0, 200: 720.0}
+    assert {c["K"]: c["batch_size"] for c in cells} == {5: 128, 20: 32, 200: 4}
+    assert report_mod.main([str(tmp_path / "runs"), "--no-references", "--no-plots", "--lines-by", "targets"]) == 0
+    printed = capsys.readouterr().out
+    # one pivot row per attention holds every K (scores K/10 + seed: means 1.0, 2.5, 20.5)
+    assert "| full | softmax ~640 targets/step | 1.0 ± 0.5 | 2.5 ± 0.5 | 20.5 ± 0.5 |" in printed
+    with open(tmp_path / "runs" / "report" / "cells.csv") as f:
+        assert {float(r["targets_per_step"]) for r in csv.DictReader(f)} == {640.0, 634.0, 720.0}
+
+
+def test_lines_by_targets_refuses_two_batches_at_one_k_and_runs_without_targets(tmp_path):
+    _equal_targets_sweep(tmp_path / "a")
+    write_run(tmp_path / "b", "softmax", 20, 0, {1800.0: 1.0}, batch_size=64)
+    rows = [r for d in find_runs([tmp_path])[0] for r in load_run(d)]
+    with pytest.raises(ValueError, match="several batch sizes at observe=full K=20.*--lines-by batch"):
+        summarize(rows, lines_by="targets")
+    for r in rows:
+        r["targets_per_step"] = math.nan  # runs trained before train_summary.json recorded it
+    with pytest.raises(ValueError, match="do not record their targets per step"):
+        summarize(rows, lines_by="targets")
+    with pytest.raises(ValueError, match="lines_by must be one of"):
+        summarize(rows, lines_by="seeds")
 
 
 def test_report_merges_rows_of_an_earlier_runs_csv(tmp_path):

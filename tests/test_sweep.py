@@ -30,6 +30,7 @@ def fake_train(cfg: TrainConfig, progress: bool = True) -> dict:
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
     (run / "checkpoint.pt").write_bytes(b"ckpt")
     summary = {"steps": cfg.steps, "train_time_s": 1.0, "steps_per_s": float(cfg.steps), "tokens_per_step": 1,
+               "targets_per_step": float(cfg.batch_size * cfg.context),
                "peak_memory_mb": 10.0 * cfg.context, "parameters": 5, "device": "cpu", "dataset_label": cfg.dataset,
                "env_id": "Hopper-v4", "observe": cfg.observe}
     (run / "train_summary.json").write_text(json.dumps(summary))
@@ -135,6 +136,11 @@ def test_targets_per_step_holds_real_action_targets_fixed(tmp_path, capsys):
                      reference_fn=None) == 0
     printed = capsys.readouterr().out
     assert f"softmax K=1000 seed=0 batch={batches[1000]} (~" in printed and "targets/step)" in printed
+    # The report after the sweep draws one line per attention across the batch sizes.
+    assert run_sweep(dataclasses.replace(cfg, contexts=[1, 5]), train_fn=fake_train, reference_fn=None,
+                     progress=False) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| full | softmax ~640 targets/step | 10.0 ± 0.0 | 50.0 ± 0.0 |" in report
 
 
 def test_softmax_memory_warning_uses_each_cells_batch(tmp_path):
