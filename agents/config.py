@@ -80,7 +80,8 @@ class TrainConfig:
             raise ValueError(
                 "invalid training config value(s): "
                 + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
-                + f" (context/steps/sizes must be positive, dropout in [0, 1), activation one of {', '.join(ACTIVATION_NAMES)})"
+                + " (context/steps/sizes must be positive, dropout in [0, 1), activation one of "
+                + ", ".join(ACTIVATION_NAMES) + ")"
             )
 
 

@@ -30,7 +30,8 @@ def write_run(root: Path, attention: str, K: int, seed: int, scores: dict[float,
     (run / "train_summary.json").write_text(json.dumps({
         "steps": steps, "train_time_s": steps / steps_per_s, "steps_per_s": steps_per_s,
         "tokens_per_step": batch_size * 3 * K,
-        "targets_per_step": batch_size * K if targets_per_step is None else targets_per_step, "peak_memory_mb": peak_mb, "parameters": 1234, "device": "cpu",
+        "targets_per_step": batch_size * K if targets_per_step is None else targets_per_step,
+        "peak_memory_mb": peak_mb, "parameters": 1234, "device": "cpu",
         "dataset_label": f"{dataset} (stand-in)", "env_id": "Hopper-v4", "observe": observe}))
     results = [{
         "target": t, "episodes": 2, "return_mean": 32.5 * s, "return_std": 1.0, "return_min": 0.0,
