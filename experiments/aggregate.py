@@ -256,7 +256,7 @@ def _label_targets(cells: list[dict[str, Any]]) -> None:
     for members in group_by(cells, ("dataset", "label")).values():
         median = float(np.median([c["targets_per_step"] for c in members]))
         n = int(float(f"{median:.2g}"))
-        points = [(c["observe"], c["K"], c["steps"], c["target"]) for c in members]
+        points = [(c["observe"], c["K"], c["steps"], c["target"], c.get("step")) for c in members]
         clash = sorted({p for p in points if points.count(p) > 1}, key=str)
         if clash:
             observe, k = clash[0][:2]

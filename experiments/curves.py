@@ -68,11 +68,13 @@ def load_curve_points(
 
 def _point(row: dict[str, Any], step: int, episodes: int, normalized: float, ret: float) -> dict[str, Any]:
     return {**{k: row[k] for k in CELL_KEY}, "seed": row["seed"], "step": step, "episodes": episodes,
-            "normalized_mean": normalized, "return_mean": ret, "run_dir": row["run_dir"]}
+            "normalized_mean": normalized, "return_mean": ret, "targets_per_step": row["targets_per_step"],
+            "run_dir": row["run_dir"]}
 
 
-def summarize_curves(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds of each cell at each evaluated checkpoint."""
+def summarize_curves(points: list[dict[str, Any]], lines_by: str = "batch") -> list[dict[str, Any]]:
+    """Mean ± std over seeds of each cell at each evaluated checkpoint, labelled as
+    ``assign_labels(curves, lines_by)`` does."""
     curves = []
     for key, members in group_by(points, (*CELL_KEY, "step")).items():
         cell: dict[str, Any] = dict(zip((*CELL_KEY, "step"), key))
@@ -80,9 +82,10 @@ def summarize_curves(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cell["seeds"] = len(seeds)
         cell["seed_list"] = " ".join(map(str, seeds))
         cell["normalized_mean"], cell["normalized_std"] = mean_std([m["normalized_mean"] for m in members])
+        cell["targets_per_step"], _ = mean_std([m["targets_per_step"] for m in members])
         curves.append(cell)
     curves.sort(key=lambda c: (*cell_sort_key(c), c["step"]))
-    assign_labels(curves)
+    assign_labels(curves, lines_by)
     contexts: dict[tuple, set[int]] = {}
     for c in curves:
         contexts.setdefault((c["dataset"], c["observe"], c["target"]), set()).add(c["K"])

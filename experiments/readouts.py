@@ -60,13 +60,13 @@ def load_readout_pairs(
                 continue
             pairs.append({**{k: row[k] for k in CELL_KEY}, "seed": row["seed"], "streaming": row["normalized_mean"],
                           "exact": exact[target], "exact_minus_streaming": exact[target] - row["normalized_mean"],
-                          "run_dir": row["run_dir"]})
+                          "targets_per_step": row["targets_per_step"], "run_dir": row["run_dir"]})
     return pairs, skipped
 
 
-def summarize_readouts(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize_readouts(pairs: list[dict[str, Any]], lines_by: str = "batch") -> list[dict[str, Any]]:
     """Per cell: both readouts' mean ± std over seeds, the mean paired difference (exact - streaming) and
-    its largest absolute value."""
+    its largest absolute value; labelled as ``assign_labels(cells, lines_by)`` does."""
     cells = []
     for key, members in group_by(pairs, CELL_KEY).items():
         cell: dict[str, Any] = dict(zip(CELL_KEY, key))
@@ -76,9 +76,10 @@ def summarize_readouts(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         diffs = [m["exact_minus_streaming"] for m in members]
         cell["diff_mean"], cell["diff_std"] = mean_std(diffs)
         cell["abs_diff_max"] = max(abs(d) for d in diffs)
+        cell["targets_per_step"], _ = mean_std([m["targets_per_step"] for m in members])
         cells.append(cell)
     cells.sort(key=cell_sort_key)
-    assign_labels(cells)
+    assign_labels(cells, lines_by)
     return cells
 
 

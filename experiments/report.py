@@ -113,14 +113,14 @@ def build_report(
     report.markdown = format_markdown(cells, refs, notes, unfinished, len(runs))
     pairs, mismatched = load_readout_pairs(rows_by_run)
     if pairs or mismatched:
-        readouts = summarize_readouts(pairs)
+        readouts = summarize_readouts(pairs, lines_by)
         report.files["readout_pairs_csv"] = write_csv(pairs, PAIR_COLUMNS, out / "readout_pairs.csv")
         report.files["readouts_csv"] = write_csv(readouts, READOUT_CELL_COLUMNS, out / "readouts.csv")
         report.markdown += "\n".join(format_readouts(readouts)) + "\n"
         report.markdown += "".join(f"* not compared: {d}: {why}\n" for d, why in mismatched)
     points, left_out = load_curve_points(rows_by_run)
     if points:
-        curves = summarize_curves(points)
+        curves = summarize_curves(points, lines_by)
         report.files["curve_points_csv"] = write_csv(points, POINT_COLUMNS, out / "curve_points.csv")
         report.files["curves_csv"] = write_csv(curves, CURVE_COLUMNS, out / "curves.csv")
         if plots:

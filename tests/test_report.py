@@ -419,3 +419,20 @@ def test_relu_and_gelu_runs_are_separate_cells_and_labelled(tmp_path):
     assert cells["gelu"]["seeds"] == "1" and float(cells["gelu"]["normalized_mean"]) == 10.0
     assert cells["relu"]["label"] == "softmax relu" and float(cells["relu"]["normalized_mean"]) == 30.0
     assert "| softmax gelu | 20 | 1800 |" in report.markdown
+
+
+def test_lines_by_targets_also_labels_readouts_and_learning_curves(tmp_path):
+    runs = tmp_path / "runs"
+    for K, batch, targets in ((5, 128, 640.0), (20, 32, 634.0)):
+        for seed in range(2):
+            run = write_run(runs, "cosformer", K, seed, {1800.0: 20.0 + seed}, batch_size=batch,
+                            targets_per_step=targets, steps=300)
+            write_naive(run, {1800.0: 21.0 + seed})
+            for step in (100, 200):
+                _write_periodic(run, step, {1800.0: step / 10})
+    rep = build_report([runs], tmp_path / "report", reference_fn=None, plots=False, lines_by="targets")
+    readouts = rep.markdown.split("## Streaming vs exact readout")[1]
+    assert "| full | cosformer ~640 targets/step | 5 | 128 |" in readouts
+    assert "| full | cosformer ~640 targets/step | 20 | 32 |" in readouts
+    assert "cosformer ~640 targets/step K=5" in rep.markdown and "cosformer ~640 targets/step K=20" in rep.markdown
+    assert "batch 128" not in rep.markdown
