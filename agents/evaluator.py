@@ -8,8 +8,8 @@ Window semantics: with K shorter than the episode, the incremental path gives ev
 sliding window of 3K tokens over the episode stream. For the first K steps (and for K >= the
 episode length) that is exactly the naive computation; after that, a multi-layer stack's
 upper layers carry information from beyond the window (receptive field n_layers * 3K), the
-usual streaming sliding-window semantics. Mechanisms without a window option fall back to
-the naive path when K is shorter than the episode.
+usual streaming sliding-window semantics. Every built-in mechanism has a window option; one
+registered without it falls back to the naive path when K is shorter than the episode.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents import evaluator as evaluator_mod
 from agents import trainer as trainer_mod
 from agents.checkpoint import load_checkpoint
 from agents.config import ACTIVATION_NAMES, EvalConfig, TrainConfig, config_differences
@@ -151,21 +152,39 @@ def _rollout_actions(model, naive, context, steps=12, n=2):
         envs.close()
 
 
-@pytest.mark.parametrize("attention", available_attentions())
-@pytest.mark.parametrize("n_layers,context", [(2, 12), (1, 4)])
-def test_incremental_and_naive_rollouts_agree(tmp_path, attention, n_layers, context):
-    """Whole-context (K >= steps) agrees for every mechanism; one layer agrees with a sliding window too."""
-    if context < 12 and not attention.startswith(("softmax", "cosformer")):
-        pytest.skip("region boundaries of Combiner depend on the window start: no exact streaming window")
+def _tiny_policy(attention: str, context: int, n_layers: int = 1):
     from agents.model import DecisionTransformer, DTConfig
 
     torch.manual_seed(0)
     opts = {"span": 4} if attention.startswith("combiner") else {}
-    model = DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=context, max_ep_len=12, embed_dim=16,
-                                         n_layers=n_layers, dropout=0.0, attention=attention,
-                                         attention_options=opts)).eval()
-    fast = _rollout_actions(model, naive=False, context=context)
-    slow = _rollout_actions(model, naive=True, context=context)
+    return DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=context, max_ep_len=12, embed_dim=16,
+                                        n_layers=n_layers, dropout=0.0, attention=attention,
+                                        attention_options=opts)).eval()
+
+
+@pytest.mark.parametrize("attention", available_attentions())
+def test_short_context_rolls_out_incrementally(attention, monkeypatch):
+    """K shorter than the episode takes the sliding-window incremental path with every built-in
+    mechanism; a mechanism without a window option falls back to the naive path."""
+    model = _tiny_policy(attention, context=4)
+    policy, path, naive = evaluator_mod.rollout_model(model, 4, naive=False)
+    assert not naive and path.startswith("incremental: sliding window of 12 tokens")
+    assert policy.cfg.attention_options["window"] == 12 and "window" not in model.cfg.attention_options
+    monkeypatch.setattr(evaluator_mod, "attention_options", lambda name: {})
+    policy, path, naive = evaluator_mod.rollout_model(model, 4, naive=False)
+    assert naive and policy is model and f"{attention} has no window option" in path
+
+
+@pytest.mark.parametrize("attention", available_attentions())
+@pytest.mark.parametrize("n_layers,context", [(2, 12), (1, 4)])
+def test_incremental_and_naive_rollouts_agree(tmp_path, attention, n_layers, context):
+    """Whole-context (K >= steps) agrees for every mechanism; one layer agrees with a sliding window too
+    (Combiner over the first K steps only: its streaming blocks stay aligned to the episode start,
+    the naive window's to the window start)."""
+    steps = context if attention.startswith("combiner") else 12
+    model = _tiny_policy(attention, context, n_layers)
+    fast = _rollout_actions(model, naive=False, context=context, steps=steps)
+    slow = _rollout_actions(model, naive=True, context=context, steps=steps)
     assert fast.path.startswith("incremental") and slow.path.startswith("naive")
     np.testing.assert_allclose(fast.returns, slow.returns, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(fast.lengths, slow.lengths)

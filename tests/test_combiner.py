@@ -9,7 +9,7 @@ import torch
 
 from dt_attn.attention.base import build_attention
 from dt_attn.attention.combiner import CombinerFixed, CombinerLogsparse
-from dt_attn.ops.combiner import combiner_fixed, combiner_logsparse
+from dt_attn.ops.combiner import combiner_fixed, combiner_logsparse, dyadic_cover
 
 VARIANTS = ["combiner-fixed", "combiner-logsparse"]
 
@@ -24,15 +24,19 @@ def _qkv(b: int, h: int, t: int, d: int, dv: int | None = None, dtype=torch.floa
 
 def _regions(variant: str, block: int, span: int, window: int | None) -> list[list[int]]:
     """Token indices of each region a query in ``block`` sees, straight from the definition."""
+    visible = [r for r in range(block) if window is None or r * span >= block * span - window]
     if variant == "combiner-fixed":
-        blocks = [[r] for r in range(block) if window is None or r * span >= block * span - window]
+        blocks = [[r] for r in visible]
     else:
-        blocks, end = [], block
-        for level in range(block.bit_length()):
-            if (block >> level) & 1:
-                start = end - (1 << level)
-                blocks.append(list(range(start, end)))
-                end = start
+        # Logsparse: from the right end, each time the largest aligned power-of-two run of blocks
+        # that stays inside the visible range (with no window: the binary digits of ``block``).
+        blocks, end, lo = [], block, visible[0] if visible else block
+        while end > lo:
+            size = 1
+            while end % (2 * size) == 0 and end - 2 * size >= lo:
+                size *= 2
+            blocks.append(list(range(end - size, end)))
+            end -= size
         blocks.reverse()
     return [[j for r in rs for j in range(r * span, (r + 1) * span)] for rs in blocks]
 
@@ -70,9 +74,8 @@ def reference_matrix(variant, q, k, span, window=None, pad_mask=None) -> torch.T
 
 
 def _forward(variant, q, k, v, span, window=None, pad_mask=None):
-    if variant == "combiner-fixed":
-        return combiner_fixed(q, k, v, span=span, window=window, pad_mask=pad_mask)
-    return combiner_logsparse(q, k, v, span=span, pad_mask=pad_mask)
+    ops = combiner_fixed if variant == "combiner-fixed" else combiner_logsparse
+    return ops(q, k, v, span=span, window=window, pad_mask=pad_mask)
 
 
 def _implied_matrix(variant, q, k, span, window=None, pad_mask=None):
@@ -90,6 +93,10 @@ CASES = [
     ("combiner-logsparse", 12, 4, None),
     ("combiner-logsparse", 19, 2, None),
     ("combiner-logsparse", 23, 3, None),
+    ("combiner-logsparse", 23, 3, 4),  # one earlier block at most
+    ("combiner-logsparse", 29, 2, 13),  # six blocks back: groups of 2 and 4 on both sides
+    ("combiner-logsparse", 34, 2, 21),  # ten blocks back
+    ("combiner-logsparse", 13, 4, 2),  # window shorter than a block: the own block only
 ]
 
 
@@ -140,6 +147,9 @@ STEP_CASES = [
     ("combiner-fixed", {"span": 1}),
     ("combiner-logsparse", {"span": 3}),
     ("combiner-logsparse", {"span": 1}),
+    ("combiner-logsparse", {"span": 2, "window": 13}),
+    ("combiner-logsparse", {"span": 1, "window": 7}),
+    ("combiner-logsparse", {"span": 4, "window": 2}),
 ]
 
 
@@ -157,6 +167,23 @@ def test_step_matches_parallel(variant, opts):
     torch.testing.assert_close(
         attn(q[:, :, :23], k[:, :, :23], v[:, :, :23]), full[:, :, :23], atol=1e-5, rtol=1e-5
     )
+
+
+def test_windowed_logsparse_state_stays_bounded():
+    """With a window the state holds only the blocks and summaries later queries can use, and the
+    open block attends to the fewest aligned groups covering the blocks its window reaches."""
+    span, window, t = 2, 21, 400  # ten blocks back
+    attn = CombinerLogsparse(span=span, window=window)
+    q, k, v = _qkv(1, 1, t, 2)
+    state = attn.init_state(1, 1, 2, 2)
+    most_summaries = 0
+    for i in range(t):
+        _, state = attn.step(q[:, :, i], k[:, :, i], v[:, :, i], state)
+        b = (i + 1) // span  # the open block
+        assert state.num_summaries == len(dyadic_cover(max(0, b - 10), b)) <= 2 * math.log2(10)
+        assert len(state.blocks) == min(b, 10)
+        most_summaries = max(most_summaries, len(state.summaries))
+    assert most_summaries <= 2 * 10  # cached summaries are O(window / span), not O(t)
 
 
 def test_step_state_grows_sublinearly():
@@ -221,15 +248,34 @@ def test_all_padded_region_is_ignored(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_gradcheck_float64(variant):
+def test_window_with_left_padding_matches_reference(variant):
+    q, k, _ = _qkv(2, 2, 27, 4, dtype=torch.float64, seed=5)
+    pad = torch.zeros(2, 27, dtype=torch.bool)
+    pad[0, :9] = True  # three whole blocks and no more
+    pad[1, :4] = True
+    got = _implied_matrix(variant, q, k, 3, window=14, pad_mask=pad)
+    torch.testing.assert_close(got, reference_matrix(variant, q, k, 3, window=14, pad_mask=pad))
+
+
+def test_logsparse_window_beyond_the_sequence_changes_nothing():
+    q, k, v = _qkv(2, 2, 37, 4, dtype=torch.float64)
+    for span in (1, 3, 5):
+        whole = combiner_logsparse(q, k, v, span=span)
+        torch.testing.assert_close(combiner_logsparse(q, k, v, span=span, window=37), whole)
+        assert not torch.allclose(combiner_logsparse(q, k, v, span=span, window=36 - span), whole)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("window", [None, 5])
+def test_gradcheck_float64(variant, window):
     q, k, v = _qkv(1, 1, 9, 2, dtype=torch.float64, seed=3)
     pad = torch.zeros(1, 9, dtype=torch.bool)
     pad[0, :2] = True
     inputs = tuple(x.requires_grad_() for x in (q, k, v))
-    assert torch.autograd.gradcheck(lambda a, b, c: _forward(variant, a, b, c, 2, pad_mask=pad), inputs)
+    assert torch.autograd.gradcheck(lambda a, b, c: _forward(variant, a, b, c, 2, window, pad), inputs)
     q, k, v = _qkv(2, 2, 11, 3, dtype=torch.float64, seed=4)
     inputs = tuple(x.requires_grad_() for x in (q, k, v))
-    assert torch.autograd.gradcheck(lambda a, b, c: _forward(variant, a, b, c, 3), inputs, fast_mode=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: _forward(variant, a, b, c, 3, window), inputs, fast_mode=True)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -267,9 +313,10 @@ def test_default_span_is_sqrt_length(variant):
     torch.testing.assert_close(_forward(variant, q, k, v, None), _forward(variant, q, k, v, 8))
 
 
-def test_window_limits_the_reach_of_summaries():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_window_limits_the_reach_of_summaries(variant):
     q, k, _ = _qkv(1, 1, 24, 4)
-    a = _implied_matrix("combiner-fixed", q, k, span=4, window=4)
+    a = _implied_matrix(variant, q, k, span=4, window=4)
     # Token 20 (block 5) sees block 4 (tokens 16..19) but nothing before it.
     assert a[0, 0, 20, :16].abs().max() == 0
     assert (a[0, 0, 20, 16:21] > 0).all()
@@ -285,6 +332,7 @@ def test_window_limits_the_reach_of_summaries():
         ("combiner-fixed", {"window": -3}, "window"),
         ("combiner-logsparse", {"span": -1}, "span"),
         ("combiner-logsparse", {"span": True}, "span"),
+        ("combiner-logsparse", {"window": 0}, "window"),
     ],
 )
 def test_bad_options_raise(variant, opts, name):
@@ -299,7 +347,8 @@ def test_incremental_form_needs_a_span(variant):
 
 
 def test_unknown_option_and_registry():
-    with pytest.raises(ValueError, match="window"):
-        build_attention("combiner-logsparse", window=4)
+    with pytest.raises(ValueError, match="width"):
+        build_attention("combiner-logsparse", width=4)
     attn = build_attention("combiner-fixed", span=8, window=16)
     assert attn.options() == {"span": 8, "window": 16}
+    assert build_attention("combiner-logsparse", span=8, window=16).options() == {"span": 8, "window": 16}

@@ -58,8 +58,6 @@ def test_step_matches_forward(name, tokens):
 def test_step_many_matches_forward_in_uneven_chunks(name, window):
     """Feeding 1, 3, 2, 3, 2 tokens at a time (a rollout feeds 2 then 3 per step) equals forward;
     so does the last token's output alone (last_only), with a state that evolves the same."""
-    if window is not None and name == "combiner-logsparse":
-        pytest.skip("combiner-logsparse has no window option")
     model = _model(name, **({} if window is None else {"window": window}))
     x = torch.randn(3, 11, 16)
     with torch.no_grad():

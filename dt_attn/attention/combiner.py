@@ -18,17 +18,21 @@ projected q, k, v only), it is independent of the attending query (summaries are
 and cached), and, unlike pooling the keys twice, it lets the region "ask" a query-like question
 of its own tokens. The price: a merged logsparse group has a new ``qbar``, so its summary cannot
 be assembled from its halves' summaries; the incremental logsparse form keeps the keys/values of
-completed blocks (like a softmax KV cache) and re-summarises a group when it is formed. Each
-block is re-summarised once per level, so the amortised cost stays O(span + log(blocks)) per
-step, although the step that completes a group of 2**l blocks does O(2**l * span) work.
+completed blocks (like a softmax KV cache) and summarises a group once, when its last block
+closes. Each block is summarised once per level, so the amortised cost stays
+O(span + log(blocks)) per step, although the step that completes a group of 2**l blocks does
+O(2**l * span) work.
 
 * ``combiner-fixed`` (options ``span``, ``window``): one region per earlier block.
   O(T * span + T^2 / span) = O(T sqrt T) with the default span ceil(sqrt(T)). With ``window``,
   a block's summary is seen only from blocks starting at most ``window`` tokens after it; the
   incremental form then keeps only the last ``window // span`` summaries (constant cost per step).
-* ``combiner-logsparse`` (option ``span``): the earlier blocks ``[0, b)`` are covered by aligned
-  dyadic groups of blocks following the binary digits of ``b`` (largest first, like a Fenwick
-  tree), one region per group: at most log2(blocks) regions per query.
+* ``combiner-logsparse`` (options ``span``, ``window``): the earlier blocks ``[0, b)`` are covered by
+  aligned dyadic groups of blocks following the binary digits of ``b`` (largest first, like a
+  Fenwick tree), one region per group: at most log2(blocks) regions per query. With ``window``,
+  the blocks ``[b - window // span, b)`` (those Fixed would show) are covered by the fewest aligned
+  dyadic groups, at most 2 log2(window / span) regions; the incremental form then keeps only the
+  keys/values of those blocks and the summaries that can still be used (constant cost per step).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import torch
 from torch import Tensor
 
 from dt_attn.attention.base import Attention, register
-from dt_attn.ops.combiner import attend_step, combiner_fixed, combiner_logsparse, summarize
+from dt_attn.ops.combiner import attend_step, combiner_fixed, combiner_logsparse, dyadic_cover, summarize
 
 
 def _check_positive_int(name: str, value: int | None) -> None:
@@ -78,34 +82,36 @@ class CombinerFixedState:
 
 
 @dataclass
-class _Group:
-    """A logsparse region: an aligned run of ``2**level`` closed blocks."""
+class _ClosedBlock:
+    """A completed block of ``span`` tokens, kept while a logsparse group may still need it."""
 
-    level: int
-    q_max: Tensor  # (B, H, D)
-    k: Tensor  # (B, H, n, D) the group's keys (needed to re-summarise when groups merge)
-    v: Tensor  # (B, H, n, Dv)
-    k_bar: Tensor  # (B, H, D)
-    v_bar: Tensor  # (B, H, Dv)
+    q_max: Tensor  # (B, H, D) elementwise max of its queries
+    k_max: Tensor  # (B, H, D) and of its keys
+    k: Tensor  # (B, H, span, D)
+    v: Tensor  # (B, H, span, Dv)
 
 
 @dataclass
 class CombinerLogsparseState:
-    """Incremental state of ``combiner-logsparse``: the open block plus <= log2(blocks)+1 groups."""
+    """Incremental state of ``combiner-logsparse``: the open block, the closed blocks and group
+    summaries that later queries can still use, and the regions the open block attends to."""
 
     span: int
+    window: int | None
     q_max: Tensor
     k_blk: Tensor
     v_blk: Tensor
-    groups: list[_Group] = field(default_factory=list)
-    k_reg: Tensor | None = None  # (B, H, len(groups), D) stacked group summaries
+    blocks: dict[int, _ClosedBlock] = field(default_factory=dict)  # by block index
+    # (level, g) -> (k_bar, v_bar) of the group of blocks [g * 2**level, (g + 1) * 2**level)
+    summaries: dict[tuple[int, int], tuple[Tensor, Tensor]] = field(default_factory=dict)
+    k_reg: Tensor | None = None  # (B, H, R, D) summaries of the regions the open block sees
     v_reg: Tensor | None = None
     tokens: int = 0
 
     @property
     def num_summaries(self) -> int:
-        """How many region summaries are cached."""
-        return len(self.groups)
+        """How many region summaries the open block attends to."""
+        return self.k_reg.shape[2]
 
 
 def _open_block(batch: int, heads: int, head_dim: int, value_dim: int, device, dtype):
@@ -186,14 +192,16 @@ class CombinerFixed(Attention):
 class CombinerLogsparse(Attention):
     """Causal Combiner-Logsparse: direct attention in the own block, dyadic group summaries before."""
 
-    def __init__(self, span: int | None = None) -> None:
+    def __init__(self, span: int | None = None, window: int | None = None) -> None:
         super().__init__()
         _check_positive_int("span", span)
+        _check_positive_int("window", window)
         self.span = span
+        self.window = window
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """Parallel causal Combiner-Logsparse attention; returns (B, H, T, Dv)."""
-        return combiner_logsparse(q, k, v, span=self.span, pad_mask=pad_mask)
+        return combiner_logsparse(q, k, v, span=self.span, window=self.window, pad_mask=pad_mask)
 
     def init_state(
         self,
@@ -204,10 +212,10 @@ class CombinerLogsparse(Attention):
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> CombinerLogsparseState:
-        """Empty state: no open-block tokens, no groups."""
+        """Empty state: no open-block tokens, no closed blocks, no summaries."""
         span = _require_span(self.span, "combiner-logsparse")
         q_max, k, v = _open_block(batch, heads, head_dim, value_dim, device, dtype)
-        return CombinerLogsparseState(span, q_max, k, v, [], k[:, :, :0], v[:, :, :0])
+        return CombinerLogsparseState(span, self.window, q_max, k, v, {}, {}, k[:, :, :0], v[:, :, :0])
 
     def step(
         self, q: Tensor, k: Tensor, v: Tensor, state: CombinerLogsparseState
@@ -218,28 +226,53 @@ class CombinerLogsparse(Attention):
         k_blk = torch.cat([state.k_blk, k.unsqueeze(2)], dim=2)
         v_blk = torch.cat([state.v_blk, v.unsqueeze(2)], dim=2)
         out = attend_step(q, k_blk, v_blk, state.k_reg, state.v_reg)
-        groups, k_reg, v_reg = state.groups, state.k_reg, state.v_reg
+        blocks, summaries, k_reg, v_reg = state.blocks, state.summaries, state.k_reg, state.v_reg
         if k_blk.shape[2] == state.span:
-            groups = _push_block(groups, q_max, k_blk, v_blk)
-            k_reg = torch.stack([g.k_bar for g in groups], dim=2)
-            v_reg = torch.stack([g.v_bar for g in groups], dim=2)
+            closed = _ClosedBlock(q_max, k_blk.amax(2), k_blk, v_blk)
+            blocks, summaries, k_reg, v_reg = _close_block(state, closed)
             q_max = torch.full_like(q_max, float("-inf"))
             k_blk, v_blk = k_blk[:, :, :0], v_blk[:, :, :0]
-        new = CombinerLogsparseState(state.span, q_max, k_blk, v_blk, groups, k_reg, v_reg, state.tokens + 1)
+        new = CombinerLogsparseState(
+            state.span, state.window, q_max, k_blk, v_blk, blocks, summaries, k_reg, v_reg, state.tokens + 1
+        )
         return out, new
 
 
-def _push_block(groups: list[_Group], q_max: Tensor, k: Tensor, v: Tensor) -> list[_Group]:
-    """Add a closed block as a level-0 group and merge equal-level tail groups (binary carry)."""
-    groups = list(groups)
-    new = _Group(0, q_max, k, v, k.amax(2), summarize(q_max, k, v))
-    while groups and groups[-1].level == new.level:
-        left = groups.pop()
-        q_m = torch.maximum(left.q_max, new.q_max)
-        k_m = torch.cat([left.k, new.k], dim=2)
-        v_m = torch.cat([left.v, new.v], dim=2)
-        new = _Group(
-            new.level + 1, q_m, k_m, v_m, torch.maximum(left.k_bar, new.k_bar), summarize(q_m, k_m, v_m)
-        )
-    groups.append(new)
-    return groups
+def _close_block(state: CombinerLogsparseState, closed: _ClosedBlock) -> tuple:
+    """Blocks, summaries and stacked region summaries (k_reg, v_reg) after block ``c`` closes.
+
+    Summarises every group that block c completes (level l when 2**l divides c + 1 and the group
+    fits the window), then keeps only what a later query block b' >= b = c + 1, whose range
+    [lo', b') has lo' >= lo, can still use: closed blocks from lo on, and summaries of groups that
+    start at lo or later, except those whose parent group is already complete (it covers them for
+    good, unless a window can later cut the parent off the left and leave its right half).
+    """
+    c = state.tokens // state.span  # index of the block that closes
+    b = c + 1
+    reach = b if state.window is None else state.window // state.span
+    lo = max(0, b - reach)
+    blocks = {**state.blocks, c: closed}
+    summaries = dict(state.summaries)
+    level = 0
+    while b % (1 << level) == 0 and (1 << level) <= reach:
+        members = [blocks[i] for i in range(b - (1 << level), b)]
+        q_bar = torch.stack([m.q_max for m in members]).amax(0)
+        k_grp = torch.cat([m.k for m in members], dim=2)
+        v_grp = torch.cat([m.v for m in members], dim=2)
+        k_bar = torch.stack([m.k_max for m in members]).amax(0)
+        summaries[(level, (b >> level) - 1)] = (k_bar, summarize(q_bar, k_grp, v_grp))
+        level += 1
+    if state.window is not None:
+        blocks = {i: blk for i, blk in blocks.items() if i >= lo}
+
+    def still_usable(level: int, g: int) -> bool:
+        parent_complete = ((g >> 1) + 1) << (level + 1) <= b
+        right_half = g & 1 and state.window is not None
+        return g << level >= lo and (not parent_complete or right_half)
+
+    summaries = {key: sums for key, sums in summaries.items() if still_usable(*key)}
+    cover = [summaries[key] for key in dyadic_cover(lo, b)]
+    if not cover:  # a window shorter than a block: the own block only
+        return blocks, summaries, closed.k[:, :, :0], closed.v[:, :, :0]
+    k_reg = torch.stack([k_bar for k_bar, _ in cover], dim=2)
+    return blocks, summaries, k_reg, torch.stack([v_bar for _, v_bar in cover], dim=2)

@@ -9,6 +9,8 @@ elementwise max of its keys and ``p(j|r) = softmax_j(qbar_r . k_j / sqrt(d))`` w
 elementwise max of its queries (the reference code's choice), so a summary depends only on the
 region's own tokens. Fixed: one region per earlier block. Logsparse: the blocks ``[0, b)`` are
 split into aligned dyadic groups (the binary digits of ``b``, largest first), one region each.
+With a ``window`` both see only the blocks ``[b - window // span, b)`` before their own (Logsparse:
+the fewest aligned dyadic groups that cover exactly those blocks).
 
 Shapes: q, k (B, H, T, D); v (B, H, T, Dv); pad_mask (B, T) bool, True = padded. Padded tokens
 take no part in any logit or summary; padded queries return zeros.
@@ -278,17 +280,47 @@ def dyadic_levels(num_blocks: int) -> int:
     return (num_blocks - 1).bit_length()
 
 
+def dyadic_cover(lo: int, hi: int) -> list[tuple[int, int]]:
+    """The fewest aligned dyadic groups of blocks that tile ``[lo, hi)``, left to right.
+
+    Group ``(level, g)`` holds blocks ``[g * 2**level, (g + 1) * 2**level)``. These are the maximal
+    aligned groups inside the range; for ``lo = 0`` they follow the binary digits of ``hi``.
+    """
+    groups, p = [], lo
+    while p < hi:
+        level = 0
+        while p % (2 << level) == 0 and p + (2 << level) <= hi:
+            level += 1
+        groups.append((level, p >> level))
+        p += 1 << level
+    return groups
+
+
+def _cover_mask(nb: int, level: int, groups: int, reach: int, device: torch.device) -> Tensor:
+    """(nb, groups) bool: whether level-``level`` group g is in ``dyadic_cover(max(0, b - reach), b)``
+    for query block b: inside the range while its parent group is not."""
+    b = torch.arange(nb, device=device)[:, None]
+    lo = (b - reach).clamp(min=0)
+    g = torch.arange(groups, device=device)[None, :]
+    start, parent = g << level, (g >> 1) << (level + 1)
+    inside = (start >= lo) & (start + (1 << level) <= b)
+    parent_inside = (parent >= lo) & (parent + (2 << level) <= b)
+    return inside & ~parent_inside
+
+
 def combiner_logsparse(
     q: Tensor,
     k: Tensor,
     v: Tensor,
     span: int | None = None,
+    window: int | None = None,
     pad_mask: Tensor | None = None,
 ) -> Tensor:
     """Causal Combiner-Logsparse attention; returns (B, H, T, Dv).
 
     Block b attends to its own tokens directly and to one summary per set bit l of b: the
-    aligned group of 2**l blocks ending at block ((b >> l) << l).
+    aligned group of 2**l blocks ending at block ((b >> l) << l). With ``window``, block b sees
+    only the blocks ``[b - window // span, b)``, as the fewest aligned dyadic groups (``dyadic_cover``).
     """
     bsz, heads, t, d = q.shape
     q, k, v, valid, span, nb = _prepare(q, k, v, span, pad_mask)
@@ -328,20 +360,29 @@ def combiner_logsparse(
             v[:, :, : groups * size].view(bsz, heads, groups, size, dv),
             tok_valid,
         )
-        use = ((blk >> level) & 1).bool()  # block b uses a level-`level` group iff that bit is set
-        idx = ((blk >> level) - 1).clamp(min=0)
-        sel_k.append(kbar[:, :, idx])
-        sel_v.append(vbar[:, :, idx])
-        ok = use.view(1, 1, nb)
-        sel_ok.append(ok if gvalid is None else ok & gvalid[:, :, idx])
+        if window is None:  # one group per level: block b uses a level-l group iff bit l of b is set
+            idx = ((blk >> level) - 1).clamp(min=0)
+            sel_k.append(kbar[:, :, idx])
+            sel_v.append(vbar[:, :, idx])
+            ok = ((blk >> level) & 1).bool().view(1, 1, nb)
+            sel_ok.append(ok if gvalid is None else ok & gvalid[:, :, idx])
+        else:  # up to two groups per level: every group of the level, masked per query block
+            sel_k.append(kbar)
+            sel_v.append(vbar)
+            ok = _cover_mask(nb, level, groups, window // span, q.device).view(1, 1, nb, groups)
+            sel_ok.append(ok if gvalid is None else ok & gvalid.unsqueeze(2))
 
-    if levels:
+    if not levels:
+        k_reg = kb.new_zeros(bsz, heads, nb, 0, d)
+        v_reg = vb.new_zeros(bsz, heads, nb, 0, dv)
+        reg_mask = torch.ones(1, 1, nb, 1, 0, dtype=torch.bool, device=q.device)
+    elif window is None:
         k_reg = torch.stack(sel_k, dim=3)  # (B, H, nb, levels, D)
         v_reg = torch.stack(sel_v, dim=3)
         reg_mask = torch.stack(sel_ok, dim=-1).unsqueeze(-2)  # (B|1, 1, nb, 1, levels)
     else:
-        k_reg = kb.new_zeros(bsz, heads, nb, 0, d)
-        v_reg = vb.new_zeros(bsz, heads, nb, 0, dv)
-        reg_mask = torch.ones(1, 1, nb, 1, 0, dtype=torch.bool, device=q.device)
+        k_reg = torch.cat(sel_k, dim=2).unsqueeze(2)  # (B, H, 1, all groups, D), shared by every block
+        v_reg = torch.cat(sel_v, dim=2).unsqueeze(2)
+        reg_mask = torch.cat(sel_ok, dim=-1).unsqueeze(-2)  # (B|1, 1, nb, 1, all groups)
     out = _joint_attention(qb, kb, vb, _local_mask(valid, span, nb, q.device), k_reg, v_reg, reg_mask)
     return _finish(out.reshape(bsz, heads, nb * span, dv), t, valid)
