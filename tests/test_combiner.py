@@ -9,7 +9,7 @@ import torch
 
 from dt_attn.attention.base import build_attention
 from dt_attn.attention.combiner import CombinerFixed, CombinerLogsparse
-from dt_attn.ops.combiner import combiner_fixed, combiner_logsparse, dyadic_cover
+from dt_attn.ops.combiner import combiner_fixed, combiner_logsparse, window_groups
 
 VARIANTS = ["combiner-fixed", "combiner-logsparse"]
 
@@ -28,15 +28,13 @@ def _regions(variant: str, block: int, span: int, window: int | None) -> list[li
     if variant == "combiner-fixed":
         blocks = [[r] for r in visible]
     else:
-        # Logsparse: from the right end, each time the largest aligned power-of-two run of blocks
-        # that stays inside the visible range (with no window: the binary digits of ``block``).
-        blocks, end, lo = [], block, visible[0] if visible else block
-        while end > lo:
-            size = 1
-            while end % (2 * size) == 0 and end - 2 * size >= lo:
-                size *= 2
-            blocks.append(list(range(end - size, end)))
-            end -= size
+        # Logsparse: from the query's end back to the first visible block, runs of 1, 2, 4, ...
+        # blocks, one for each set bit of the number of visible blocks (smallest nearest the query).
+        blocks, end = [], block
+        for bit in range(len(visible).bit_length()):
+            if len(visible) >> bit & 1:
+                blocks.append(list(range(end - (1 << bit), end)))
+                end -= 1 << bit
         blocks.reverse()
     return [[j for r in rs for j in range(r * span, (r + 1) * span)] for rs in blocks]
 
@@ -94,8 +92,8 @@ CASES = [
     ("combiner-logsparse", 19, 2, None),
     ("combiner-logsparse", 23, 3, None),
     ("combiner-logsparse", 23, 3, 4),  # one earlier block at most
-    ("combiner-logsparse", 29, 2, 13),  # six blocks back: groups of 2 and 4 on both sides
-    ("combiner-logsparse", 34, 2, 21),  # ten blocks back
+    ("combiner-logsparse", 29, 2, 13),  # six blocks back: groups of 4 and 2
+    ("combiner-logsparse", 34, 2, 22),  # eleven blocks back: 8, 2 and 1
     ("combiner-logsparse", 13, 4, 2),  # window shorter than a block: the own block only
 ]
 
@@ -170,20 +168,19 @@ def test_step_matches_parallel(variant, opts):
 
 
 def test_windowed_logsparse_state_stays_bounded():
-    """With a window the state holds only the blocks and summaries later queries can use, and the
-    open block attends to the fewest aligned groups covering the blocks its window reaches."""
-    span, window, t = 2, 21, 400  # ten blocks back
+    """With a window the state holds only the blocks the window reaches, and the open block attends
+    to one region per set bit of their number."""
+    span, window, t = 2, 23, 400  # eleven blocks back: regions of 8, 2 and 1 blocks
     attn = CombinerLogsparse(span=span, window=window)
     q, k, v = _qkv(1, 1, t, 2)
     state = attn.init_state(1, 1, 2, 2)
-    most_summaries = 0
     for i in range(t):
         _, state = attn.step(q[:, :, i], k[:, :, i], v[:, :, i], state)
         b = (i + 1) // span  # the open block
-        assert state.num_summaries == len(dyadic_cover(max(0, b - 10), b)) <= 2 * math.log2(10)
-        assert len(state.blocks) == min(b, 10)
-        most_summaries = max(most_summaries, len(state.summaries))
-    assert most_summaries <= 2 * 10  # cached summaries are O(window / span), not O(t)
+        seen = min(b, 11)
+        assert len(state.blocks) == seen and state.num_summaries == seen.bit_count()
+        assert sorted(n for _, n in state.regions) == [n for n in (1, 2, 4, 8) if seen & n]
+        assert all(first >= b - seen for first, _ in state.regions)
 
 
 def test_step_state_grows_sublinearly():
@@ -255,6 +252,12 @@ def test_window_with_left_padding_matches_reference(variant):
     pad[1, :4] = True
     got = _implied_matrix(variant, q, k, 3, window=14, pad_mask=pad)
     torch.testing.assert_close(got, reference_matrix(variant, q, k, 3, window=14, pad_mask=pad))
+
+
+def test_window_groups_follow_the_binary_digits_from_the_window_start():
+    assert window_groups(0, 13) == [(0, 8), (8, 4), (12, 1)]  # no window: aligned, as in training
+    assert window_groups(5, 16) == [(5, 8), (13, 2), (15, 1)]  # 11 blocks from block 5
+    assert window_groups(7, 7) == []
 
 
 def test_logsparse_window_beyond_the_sequence_changes_nothing():

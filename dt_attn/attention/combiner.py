@@ -19,7 +19,7 @@ and cached), and, unlike pooling the keys twice, it lets the region "ask" a quer
 of its own tokens. The price: a merged logsparse group has a new ``qbar``, so its summary cannot
 be assembled from its halves' summaries; the incremental logsparse form keeps the keys/values of
 completed blocks (like a softmax KV cache) and summarises a group once, when its last block
-closes. Each block is summarised once per level, so the amortised cost stays
+closes. Without a window each block is summarised once per level, so the amortised cost stays
 O(span + log(blocks)) per step, although the step that completes a group of 2**l blocks does
 O(2**l * span) work.
 
@@ -30,9 +30,11 @@ O(2**l * span) work.
 * ``combiner-logsparse`` (options ``span``, ``window``): the earlier blocks ``[0, b)`` are covered by
   aligned dyadic groups of blocks following the binary digits of ``b`` (largest first, like a
   Fenwick tree), one region per group: at most log2(blocks) regions per query. With ``window``,
-  the blocks ``[b - window // span, b)`` (those Fixed would show) are covered by the fewest aligned
-  dyadic groups, at most 2 log2(window / span) regions; the incremental form then keeps only the
-  keys/values of those blocks and the summaries that can still be used (constant cost per step).
+  the n = min(b, window // span) blocks before b (those Fixed would show) are grouped the same way
+  from the window's start: groups of the sizes of n's binary digits, largest first. A training
+  segment's last block sees exactly this shape, so a sliding window keeps what training saw. The
+  groups move with the window, so the incremental form re-summarises them (O(window) work) each
+  time a block closes, keeping only the keys/values of those n blocks.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import torch
 from torch import Tensor
 
 from dt_attn.attention.base import Attention, register
-from dt_attn.ops.combiner import attend_step, combiner_fixed, combiner_logsparse, dyadic_cover, summarize
+from dt_attn.ops.combiner import attend_step, combiner_fixed, combiner_logsparse, summarize, window_groups
 
 
 def _check_positive_int(name: str, value: int | None) -> None:
@@ -93,8 +95,8 @@ class _ClosedBlock:
 
 @dataclass
 class CombinerLogsparseState:
-    """Incremental state of ``combiner-logsparse``: the open block, the closed blocks and group
-    summaries that later queries can still use, and the regions the open block attends to."""
+    """Incremental state of ``combiner-logsparse``: the open block, the closed blocks a later group
+    may still need, and the summaries of the regions the open block attends to."""
 
     span: int
     window: int | None
@@ -102,9 +104,9 @@ class CombinerLogsparseState:
     k_blk: Tensor
     v_blk: Tensor
     blocks: dict[int, _ClosedBlock] = field(default_factory=dict)  # by block index
-    # (level, g) -> (k_bar, v_bar) of the group of blocks [g * 2**level, (g + 1) * 2**level)
-    summaries: dict[tuple[int, int], tuple[Tensor, Tensor]] = field(default_factory=dict)
-    k_reg: Tensor | None = None  # (B, H, R, D) summaries of the regions the open block sees
+    # (first block, number of blocks) -> (k_bar, v_bar), one entry per region of the open block
+    regions: dict[tuple[int, int], tuple[Tensor, Tensor]] = field(default_factory=dict)
+    k_reg: Tensor | None = None  # (B, H, R, D) the same summaries, stacked
     v_reg: Tensor | None = None
     tokens: int = 0
 
@@ -212,7 +214,7 @@ class CombinerLogsparse(Attention):
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> CombinerLogsparseState:
-        """Empty state: no open-block tokens, no closed blocks, no summaries."""
+        """Empty state: no open-block tokens, no closed blocks, no regions."""
         span = _require_span(self.span, "combiner-logsparse")
         q_max, k, v = _open_block(batch, heads, head_dim, value_dim, device, dtype)
         return CombinerLogsparseState(span, self.window, q_max, k, v, {}, {}, k[:, :, :0], v[:, :, :0])
@@ -226,53 +228,44 @@ class CombinerLogsparse(Attention):
         k_blk = torch.cat([state.k_blk, k.unsqueeze(2)], dim=2)
         v_blk = torch.cat([state.v_blk, v.unsqueeze(2)], dim=2)
         out = attend_step(q, k_blk, v_blk, state.k_reg, state.v_reg)
-        blocks, summaries, k_reg, v_reg = state.blocks, state.summaries, state.k_reg, state.v_reg
+        blocks, regions, k_reg, v_reg = state.blocks, state.regions, state.k_reg, state.v_reg
         if k_blk.shape[2] == state.span:
             closed = _ClosedBlock(q_max, k_blk.amax(2), k_blk, v_blk)
-            blocks, summaries, k_reg, v_reg = _close_block(state, closed)
+            blocks, regions, k_reg, v_reg = _close_block(state, closed)
             q_max = torch.full_like(q_max, float("-inf"))
             k_blk, v_blk = k_blk[:, :, :0], v_blk[:, :, :0]
         new = CombinerLogsparseState(
-            state.span, state.window, q_max, k_blk, v_blk, blocks, summaries, k_reg, v_reg, state.tokens + 1
+            state.span, state.window, q_max, k_blk, v_blk, blocks, regions, k_reg, v_reg, state.tokens + 1
         )
         return out, new
 
 
 def _close_block(state: CombinerLogsparseState, closed: _ClosedBlock) -> tuple:
-    """Blocks, summaries and stacked region summaries (k_reg, v_reg) after block ``c`` closes.
+    """Blocks, regions and stacked region summaries (k_reg, v_reg) once the open block closes.
 
-    Summarises every group that block c completes (level l when 2**l divides c + 1 and the group
-    fits the window), then keeps only what a later query block b' >= b = c + 1, whose range
-    [lo', b') has lo' >= lo, can still use: closed blocks from lo on, and summaries of groups that
-    start at lo or later, except those whose parent group is already complete (it covers them for
-    good, unless a window can later cut the parent off the left and leave its right half).
+    The next block b sees the blocks ``[lo, b)``; only those stay, and its regions
+    (``window_groups``) are summarised unless the previous block had the same one (always the
+    case without a window, except for the group the closing block completes).
     """
-    c = state.tokens // state.span  # index of the block that closes
-    b = c + 1
-    reach = b if state.window is None else state.window // state.span
-    lo = max(0, b - reach)
-    blocks = {**state.blocks, c: closed}
-    summaries = dict(state.summaries)
-    level = 0
-    while b % (1 << level) == 0 and (1 << level) <= reach:
-        members = [blocks[i] for i in range(b - (1 << level), b)]
-        q_bar = torch.stack([m.q_max for m in members]).amax(0)
-        k_grp = torch.cat([m.k for m in members], dim=2)
-        v_grp = torch.cat([m.v for m in members], dim=2)
-        k_bar = torch.stack([m.k_max for m in members]).amax(0)
-        summaries[(level, (b >> level) - 1)] = (k_bar, summarize(q_bar, k_grp, v_grp))
-        level += 1
-    if state.window is not None:
-        blocks = {i: blk for i, blk in blocks.items() if i >= lo}
+    b = state.tokens // state.span + 1  # the closing block is b - 1
+    lo = 0 if state.window is None else max(0, b - state.window // state.span)
+    blocks = {i: blk for i, blk in {**state.blocks, b - 1: closed}.items() if i >= lo}
+    regions = {}
+    for first, size in window_groups(lo, b):
+        key = (first, size)
+        regions[key] = state.regions[key] if key in state.regions else _summarize_blocks(
+            [blocks[i] for i in range(first, first + size)]
+        )
+    if not regions:  # a window shorter than a block: the own block only
+        return blocks, regions, closed.k[:, :, :0], closed.v[:, :, :0]
+    k_reg = torch.stack([k_bar for k_bar, _ in regions.values()], dim=2)
+    return blocks, regions, k_reg, torch.stack([v_bar for _, v_bar in regions.values()], dim=2)
 
-    def still_usable(level: int, g: int) -> bool:
-        parent_complete = ((g >> 1) + 1) << (level + 1) <= b
-        right_half = g & 1 and state.window is not None
-        return g << level >= lo and (not parent_complete or right_half)
 
-    summaries = {key: sums for key, sums in summaries.items() if still_usable(*key)}
-    cover = [summaries[key] for key in dyadic_cover(lo, b)]
-    if not cover:  # a window shorter than a block: the own block only
-        return blocks, summaries, closed.k[:, :, :0], closed.v[:, :, :0]
-    k_reg = torch.stack([k_bar for k_bar, _ in cover], dim=2)
-    return blocks, summaries, k_reg, torch.stack([v_bar for _, v_bar in cover], dim=2)
+def _summarize_blocks(members: list[_ClosedBlock]) -> tuple[Tensor, Tensor]:
+    """(k_bar, v_bar) of the region made of these closed blocks."""
+    q_bar = torch.stack([m.q_max for m in members]).amax(0)
+    k_bar = torch.stack([m.k_max for m in members]).amax(0)
+    k = torch.cat([m.k for m in members], dim=2)
+    v = torch.cat([m.v for m in members], dim=2)
+    return k_bar, summarize(q_bar, k, v)

@@ -9,8 +9,8 @@ elementwise max of its keys and ``p(j|r) = softmax_j(qbar_r . k_j / sqrt(d))`` w
 elementwise max of its queries (the reference code's choice), so a summary depends only on the
 region's own tokens. Fixed: one region per earlier block. Logsparse: the blocks ``[0, b)`` are
 split into aligned dyadic groups (the binary digits of ``b``, largest first), one region each.
-With a ``window`` both see only the blocks ``[b - window // span, b)`` before their own (Logsparse:
-the fewest aligned dyadic groups that cover exactly those blocks).
+With a ``window`` both see only the blocks ``[b - window // span, b)`` before their own; Logsparse
+groups them as it groups ``[0, n)``, n the number of those blocks, shifted to start at the window.
 
 Shapes: q, k (B, H, T, D); v (B, H, T, Dv); pad_mask (B, T) bool, True = padded. Padded tokens
 take no part in any logit or summary; padded queries return zeros.
@@ -280,32 +280,19 @@ def dyadic_levels(num_blocks: int) -> int:
     return (num_blocks - 1).bit_length()
 
 
-def dyadic_cover(lo: int, hi: int) -> list[tuple[int, int]]:
-    """The fewest aligned dyadic groups of blocks that tile ``[lo, hi)``, left to right.
+def window_groups(lo: int, hi: int) -> list[tuple[int, int]]:
+    """Logsparse regions of a query block that sees the earlier blocks ``[lo, hi)``: (first block,
+    number of blocks) per region, following the binary digits of ``hi - lo``, largest first.
 
-    Group ``(level, g)`` holds blocks ``[g * 2**level, (g + 1) * 2**level)``. These are the maximal
-    aligned groups inside the range; for ``lo = 0`` they follow the binary digits of ``hi``.
+    With ``lo = 0`` (no window) these are the aligned dyadic groups of the unwindowed form; a
+    window keeps the same shape relative to its own start, as a training segment has it.
     """
-    groups, p = [], lo
-    while p < hi:
-        level = 0
-        while p % (2 << level) == 0 and p + (2 << level) <= hi:
-            level += 1
-        groups.append((level, p >> level))
-        p += 1 << level
+    groups, start, n = [], lo, hi - lo
+    for level in reversed(range(n.bit_length())):
+        if (n >> level) & 1:
+            groups.append((start, 1 << level))
+            start += 1 << level
     return groups
-
-
-def _cover_mask(nb: int, level: int, groups: int, reach: int, device: torch.device) -> Tensor:
-    """(nb, groups) bool: whether level-``level`` group g is in ``dyadic_cover(max(0, b - reach), b)``
-    for query block b: inside the range while its parent group is not."""
-    b = torch.arange(nb, device=device)[:, None]
-    lo = (b - reach).clamp(min=0)
-    g = torch.arange(groups, device=device)[None, :]
-    start, parent = g << level, (g >> 1) << (level + 1)
-    inside = (start >= lo) & (start + (1 << level) <= b)
-    parent_inside = (parent >= lo) & (parent + (2 << level) <= b)
-    return inside & ~parent_inside
 
 
 def combiner_logsparse(
@@ -320,7 +307,8 @@ def combiner_logsparse(
 
     Block b attends to its own tokens directly and to one summary per set bit l of b: the
     aligned group of 2**l blocks ending at block ((b >> l) << l). With ``window``, block b sees
-    only the blocks ``[b - window // span, b)``, as the fewest aligned dyadic groups (``dyadic_cover``).
+    the n = min(b, window // span) blocks before it, grouped by the set bits of n from the
+    window's start (``window_groups``).
     """
     bsz, heads, t, d = q.shape
     q, k, v, valid, span, nb = _prepare(q, k, v, span, pad_mask)
@@ -331,27 +319,46 @@ def combiner_logsparse(
         v.view(bsz, heads, nb, span, dv),
     )
     vblk = None if valid is None else valid.view(bsz, 1, nb, span)
-    levels = dyadic_levels(nb)
-    blk = torch.arange(nb, device=q.device)
+    # Per-block maxima; an empty (all-padded) block keeps -inf so that merges with others stay exact.
+    qmax, kmax = masked_max(qb, vblk, False), masked_max(kb, vblk, False)
+    bvalid = None if vblk is None else vblk.any(-1)  # (B, 1, nb)
+    regions = _aligned_regions if window is None else _windowed_regions
+    sel_k, sel_v, sel_ok = regions(qmax, kmax, bvalid, k, v, valid, span, nb, window)
+    if sel_k:
+        k_reg = torch.stack(sel_k, dim=3)  # (B, H, nb, levels, D): block b's region of each level
+        v_reg = torch.stack(sel_v, dim=3)
+        reg_mask = torch.stack(sel_ok, dim=-1).unsqueeze(-2)  # (B|1, 1, nb, 1, levels)
+    else:
+        k_reg = kb.new_zeros(bsz, heads, nb, 0, d)
+        v_reg = vb.new_zeros(bsz, heads, nb, 0, dv)
+        reg_mask = torch.ones(1, 1, nb, 1, 0, dtype=torch.bool, device=q.device)
+    out = _joint_attention(qb, kb, vb, _local_mask(valid, span, nb, q.device), k_reg, v_reg, reg_mask)
+    return _finish(out.reshape(bsz, heads, nb * span, dv), t, valid)
 
+
+def _zero_empty(x: Tensor, ok: Tensor | None) -> Tensor:
+    """Pooled maxima (B, H, G, D) with the groups that hold no valid token (ok (B, 1, G) False) set to 0."""
+    return x if ok is None else torch.where(ok.unsqueeze(-1), x, torch.zeros_like(x))
+
+
+def _aligned_regions(qmax, kmax, bvalid, k, v, valid, span, nb, window):
+    """Unwindowed regions, level by level: every aligned group of 2**l blocks is summarised once,
+    then block b takes the one ending at ((b >> l) << l) when bit l of b is set.
+
+    Returns per level the (B, H, nb, D) keys, (B, H, nb, Dv) values and (B|1, 1, nb) use mask."""
+    bsz, heads, _, d = kmax.shape
+    dv = v.shape[-1]
+    blk = torch.arange(nb, device=k.device)
     sel_k, sel_v, sel_ok = [], [], []
-    # Level 0: one group per block. Empty groups keep -inf maxima until used so merges stay exact.
-    qbar_raw, kbar_raw = masked_max(qb, vblk, False), masked_max(kb, vblk, False)
-    gvalid = None if vblk is None else vblk.any(-1)  # (B, 1, groups)
-    for level in range(levels):
-        if level:
-            # Pooled keys/queries of a group are the max over its two halves.
-            n = qbar_raw.shape[2] // 2
-            qbar_raw = torch.maximum(qbar_raw[:, :, 0 : 2 * n : 2], qbar_raw[:, :, 1 : 2 * n : 2])
-            kbar_raw = torch.maximum(kbar_raw[:, :, 0 : 2 * n : 2], kbar_raw[:, :, 1 : 2 * n : 2])
+    gvalid = bvalid
+    for level in range(dyadic_levels(nb)):
+        if level:  # a group's pooled keys/queries are the max over its two halves
+            n = qmax.shape[2] // 2
+            qmax = torch.maximum(qmax[:, :, 0 : 2 * n : 2], qmax[:, :, 1 : 2 * n : 2])
+            kmax = torch.maximum(kmax[:, :, 0 : 2 * n : 2], kmax[:, :, 1 : 2 * n : 2])
             if gvalid is not None:
                 gvalid = gvalid[:, :, 0 : 2 * n : 2] | gvalid[:, :, 1 : 2 * n : 2]
-        if gvalid is None:
-            qbar, kbar = qbar_raw, kbar_raw
-        else:
-            ok = gvalid.unsqueeze(-1)
-            qbar = torch.where(ok, qbar_raw, torch.zeros_like(qbar_raw))
-            kbar = torch.where(ok, kbar_raw, torch.zeros_like(kbar_raw))
+        qbar, kbar = _zero_empty(qmax, gvalid), _zero_empty(kmax, gvalid)
         groups, size = qbar.shape[2], span << level
         tok_valid = None if valid is None else valid[:, None, : groups * size].view(bsz, 1, groups, size)
         vbar = summarize(
@@ -360,29 +367,34 @@ def combiner_logsparse(
             v[:, :, : groups * size].view(bsz, heads, groups, size, dv),
             tok_valid,
         )
-        if window is None:  # one group per level: block b uses a level-l group iff bit l of b is set
-            idx = ((blk >> level) - 1).clamp(min=0)
-            sel_k.append(kbar[:, :, idx])
-            sel_v.append(vbar[:, :, idx])
-            ok = ((blk >> level) & 1).bool().view(1, 1, nb)
-            sel_ok.append(ok if gvalid is None else ok & gvalid[:, :, idx])
-        else:  # up to two groups per level: every group of the level, masked per query block
-            sel_k.append(kbar)
-            sel_v.append(vbar)
-            ok = _cover_mask(nb, level, groups, window // span, q.device).view(1, 1, nb, groups)
-            sel_ok.append(ok if gvalid is None else ok & gvalid.unsqueeze(2))
+        idx = ((blk >> level) - 1).clamp(min=0)
+        sel_k.append(kbar[:, :, idx])
+        sel_v.append(vbar[:, :, idx])
+        ok = ((blk >> level) & 1).bool().view(1, 1, nb)
+        sel_ok.append(ok if gvalid is None else ok & gvalid[:, :, idx])
+    return sel_k, sel_v, sel_ok
 
-    if not levels:
-        k_reg = kb.new_zeros(bsz, heads, nb, 0, d)
-        v_reg = vb.new_zeros(bsz, heads, nb, 0, dv)
-        reg_mask = torch.ones(1, 1, nb, 1, 0, dtype=torch.bool, device=q.device)
-    elif window is None:
-        k_reg = torch.stack(sel_k, dim=3)  # (B, H, nb, levels, D)
-        v_reg = torch.stack(sel_v, dim=3)
-        reg_mask = torch.stack(sel_ok, dim=-1).unsqueeze(-2)  # (B|1, 1, nb, 1, levels)
-    else:
-        k_reg = torch.cat(sel_k, dim=2).unsqueeze(2)  # (B, H, 1, all groups, D), shared by every block
-        v_reg = torch.cat(sel_v, dim=2).unsqueeze(2)
-        reg_mask = torch.cat(sel_ok, dim=-1).unsqueeze(-2)  # (B|1, 1, nb, 1, all groups)
-    out = _joint_attention(qb, kb, vb, _local_mask(valid, span, nb, q.device), k_reg, v_reg, reg_mask)
-    return _finish(out.reshape(bsz, heads, nb * span, dv), t, valid)
+
+def _windowed_regions(qmax, kmax, bvalid, k, v, valid, span, nb, window):
+    """Windowed regions, level by level: block b, seeing n = min(b, window // span) blocks from
+    lo = b - n, takes the group of 2**l blocks starting at lo + ((n >> (l + 1)) << (l + 1)) when bit
+    l of n is set. The groups move with the window, so each block's are summarised separately.
+
+    Returns per level the (B, H, nb, D) keys, (B, H, nb, Dv) values and (B|1, 1, nb) use mask."""
+    blk = torch.arange(nb, device=k.device)
+    n = blk.clamp(max=window // span)
+    lo = blk - n
+    sel_k, sel_v, sel_ok = [], [], []
+    for level in range(int(n.max()).bit_length()):
+        first = lo + ((n >> (level + 1)) << (level + 1))
+        members = (first[:, None] + torch.arange(1 << level, device=k.device)).clamp(max=nb - 1)  # (nb, 2**l)
+        tokens = (members[:, :, None] * span + torch.arange(span, device=k.device)).flatten(1)  # (nb, 2**l * span)
+        gvalid = None if bvalid is None else bvalid[:, :, members].any(-1)  # (B, 1, nb)
+        qbar = _zero_empty(_TokenMax.apply(qmax[:, :, members]), gvalid)
+        kbar = _zero_empty(_TokenMax.apply(kmax[:, :, members]), gvalid)
+        tok_valid = None if valid is None else valid[:, None, tokens]
+        sel_k.append(kbar)
+        sel_v.append(summarize(qbar, k[:, :, tokens], v[:, :, tokens], tok_valid))
+        ok = ((n >> level) & 1).bool().view(1, 1, nb)
+        sel_ok.append(ok if gvalid is None else ok & gvalid)
+    return sel_k, sel_v, sel_ok
