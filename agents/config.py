@@ -14,7 +14,7 @@ ACTIVATION_NAMES = ("relu", "gelu")
 
 # TrainConfig fields that may change when a run is resumed; every other field must match.
 RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "checkpoint_every",
-                     "eval_episodes", "eval_targets", "eval_envs", "eval_every", "run_dir"}
+                     "eval_episodes", "eval_targets", "eval_envs", "eval_every", "eval_exact", "run_dir"}
 
 
 @dataclass
@@ -48,6 +48,10 @@ class TrainConfig:
     eval_envs: int = field(default=10, metadata={"help": "parallel evaluation environments"})
     eval_every: int = field(default=0, metadata={"help": "also evaluate every N steps during training, from a checkpoint "
                                                           "written then (RUN_DIR/evals/, TensorBoard); 0 = only at the end"})
+    eval_exact: bool = field(default=False, metadata={"help": "when K is shorter than the episode, also read the final "
+                                                              "evaluation exactly (the --naive path: the last K steps, "
+                                                              "as trained) into eval-naive.json, beside the streaming "
+                                                              "eval.json; `dt-attn report` compares the two"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
     resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint.pt"})

@@ -74,7 +74,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
     records = []
     score_source = ""
     for target in targets:
-        returns, lengths, wall, steps, path = [], [], 0.0, 0, ""
+        returns, lengths, wall, steps, path, exact = [], [], 0.0, 0, "", False
         for first in range(0, cfg.episodes, cfg.envs):
             n = min(cfg.envs, cfg.episodes - first)
             envs = make_vector_env(env_id, n, cfg.seed + first, observe=observe)
@@ -97,7 +97,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
             lengths.extend(res.lengths)
             wall += res.wall_time_s
             steps += res.env_steps
-            path = res.path
+            path, exact = res.path, res.exact
             if progress:
                 print(f"  target {target:.0f}: {len(returns)}/{cfg.episodes} episodes, "
                       f"mean return {np.mean(returns):.1f}", flush=True)
@@ -118,6 +118,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
         "train_steps": int(payload["step"]),
         "eval_seed": cfg.seed,
         "score_reference": score_source,
+        "exact_readout": exact,  # False: a streaming sliding-window readout (K shorter than the episode)
         "eval_config": json.loads(json.dumps(cfg.__dict__)),
         "results": records,
         "created": now_iso(),

@@ -34,6 +34,7 @@ class RolloutResult:
     env_steps: int
     path: str  # "incremental" or "naive", and the context it used
     policy_time_s: float = 0.0  # time spent in the model alone (no environment stepping)
+    exact: bool = False  # the policy read as trained: the naive path, or a context holding the whole episode
 
 
 def rollout_model(model: DecisionTransformer, context: int, naive: bool) -> tuple[DecisionTransformer, str, bool]:
@@ -122,4 +123,4 @@ def run_episodes(
         t += 1
     wall = time.perf_counter() - start
     return RolloutResult(returns=returns, lengths=lengths, wall_time_s=wall, env_steps=t * n, path=path,
-                         policy_time_s=policy_time)
+                         policy_time_s=policy_time, exact=use_naive or context >= model.cfg.max_ep_len)

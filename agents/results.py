@@ -13,6 +13,16 @@ EVAL_FILE = "eval.json"  # a run's own result (default readout)
 NAIVE_EVAL_FILE = "eval-naive.json"  # `dt-attn eval --naive`: the exact recompute-the-window readout
 
 
+def is_exact_readout(result: dict[str, Any]) -> bool:
+    """Whether an evaluation record read the policy exactly as trained (the naive path, or a context
+    holding the whole episode) rather than through a streaming sliding window. Records written
+    before the ``exact_readout`` field existed are judged by their rollout description."""
+    if "exact_readout" in result:
+        return bool(result["exact_readout"])
+    rollout = ((result.get("results") or [{}])[0]).get("rollout", "")
+    return rollout.startswith("naive") or rollout == "incremental: whole episode"
+
+
 def target_record(target: float, returns: np.ndarray, lengths: np.ndarray, normalized: np.ndarray,
                   wall_time_s: float, env_steps: int, path: str) -> dict[str, Any]:
     """Statistics of one target's episodes."""

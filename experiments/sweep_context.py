@@ -29,7 +29,7 @@ from typing import Any
 
 from agents.atomic import write_text
 from agents.config import TrainConfig, config_differences, run_name
-from agents.results import EVAL_FILE
+from agents.results import EVAL_FILE, NAIVE_EVAL_FILE, is_exact_readout
 from experiments.aggregate import ReferenceFn, load_reference, read_json
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, format_config
@@ -91,6 +91,7 @@ class SweepConfig:
     eval_targets: list[float] | None = field(default=_DEFAULT["eval_targets"], metadata=_HELP["eval_targets"])
     eval_envs: int = field(default=_DEFAULT["eval_envs"], metadata=_HELP["eval_envs"])
     eval_every: int = field(default=_DEFAULT["eval_every"], metadata=_HELP["eval_every"])
+    eval_exact: bool = field(default=_DEFAULT["eval_exact"], metadata=_HELP["eval_exact"])
     device: str = field(default=_DEFAULT["device"], metadata=_HELP["device"])
     out_dir: str = field(default="runs/sweep", metadata={"help": "folder of the run directories and the report"})
     jobs: int = field(default=1, metadata={"help": "cells run in parallel, each in a fresh process "
@@ -159,15 +160,22 @@ class Cell:
         return f"{c.dataset} observe={c.observe} {c.attention} K={c.context} seed={c.seed} batch={c.batch_size}{targets}"
 
 
-def cell_status(run_dir: Path, steps: int, eval_episodes: int = 0, eval_targets: list[float] | None = None) -> str:
+def cell_status(run_dir: Path, steps: int, eval_episodes: int = 0, eval_targets: list[float] | None = None,
+                eval_exact: bool = False) -> str:
     """'done' (trained to ``steps`` and evaluated as asked), 'evaluate' (trained, but the evaluation is
-    missing or used other episodes or targets), 'resume' (a checkpoint exists) or 'new'."""
+    missing or used other episodes or targets, or ``eval_exact`` asks for an exact readout beside a
+    streaming one and it is missing), 'resume' (a checkpoint exists) or 'new'."""
     summary = read_json(run_dir / "train_summary.json", tolerant=True)
     if summary is not None and summary.get("steps") == steps:
-        if eval_episodes <= 0 or _evaluated_as_asked(read_json(run_dir / EVAL_FILE, tolerant=True), steps,
-                                                     eval_episodes, eval_targets):
+        if eval_episodes <= 0:
             return "done"
-        return "evaluate"
+        ev = read_json(run_dir / EVAL_FILE, tolerant=True)
+        if not _evaluated_as_asked(ev, steps, eval_episodes, eval_targets):
+            return "evaluate"
+        if eval_exact and not is_exact_readout(ev) and not _evaluated_as_asked(
+                read_json(run_dir / NAIVE_EVAL_FILE, tolerant=True), steps, eval_episodes, eval_targets):
+            return "evaluate"
+        return "done"
     return "resume" if (run_dir / "checkpoint.pt").exists() else "new"
 
 
@@ -201,7 +209,8 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
                                              f"{name}; give datasets with distinct file names")
                         seen[name] = dataset
                         run_dir = Path(cfg.out_dir) / name
-                        status = cell_status(run_dir, cfg.steps, cfg.eval_episodes, cfg.eval_targets)
+                        status = cell_status(run_dir, cfg.steps, cfg.eval_episodes, cfg.eval_targets,
+                                             cfg.eval_exact)
                         train_cfg = TrainConfig(
                             dataset=dataset, observe=observe, attention=attention, context=context, seed=seed,
                             attention_options=dict(cfg.attention_options.get(attention, {})),
@@ -266,7 +275,9 @@ def run_cell(cfg: TrainConfig, train_fn: TrainFn | None = None) -> dict[str, Any
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start,
                     "log": str(log_path)}
     scores = {f"{r['target']:g}": r["normalized_mean"] for r in (out.get("eval") or {}).get("results", [])}
-    return {"ok": True, "seconds": time.perf_counter() - start, "log": str(log_path), "scores": scores}
+    exact = {f"{r['target']:g}": r["normalized_mean"] for r in (out.get("eval_exact") or {}).get("results", [])}
+    return {"ok": True, "seconds": time.perf_counter() - start, "log": str(log_path), "scores": scores,
+            "exact_scores": exact}
 
 
 def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress: bool) -> dict[Path, dict]:
@@ -279,7 +290,9 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
     def record(cell: Cell, res: dict) -> None:
         results[cell.run_dir] = res
         if res["ok"]:
-            scores = ", ".join(f"target {t}: {s:.1f}" for t, s in res.get("scores", {}).items())
+            exact = res.get("exact_scores", {})
+            scores = ", ".join(f"target {t}: {s:.1f}" + (f" (exact {exact[t]:.1f})" if t in exact else "")
+                               for t, s in res.get("scores", {}).items())
             msg = f"ok     {cell.describe()} ({res['seconds']:.0f}s){'; ' + scores if scores else ''}"
         else:
             msg = f"FAILED {cell.describe()}: {res['error']} (log: {res.get('log', cell.run_dir / LOG_NAME)})"

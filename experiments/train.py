@@ -7,14 +7,15 @@ import sys
 
 from agents.checkpoint import CHECKPOINT_NAME
 from agents.config import TrainConfig, run_evaluation
-from agents.results import EVAL_FILE
+from agents.results import EVAL_FILE, NAIVE_EVAL_FILE
 from agents.trainer import NonFiniteLossError, Trainer, log_eval_to_tensorboard
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, format_config
 
 
 def train_and_evaluate(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Train per ``cfg`` and, when eval_episodes > 0, evaluate; returns {'train': ..., 'eval': ...}."""
+    """Train per ``cfg`` and, when eval_episodes > 0, evaluate; returns {'train': ..., 'eval': ...}, plus
+    'eval_exact' when ``cfg.eval_exact`` asks for the exact readout and the streaming one is not exact."""
     trainer = Trainer(cfg, progress=progress)
     print(f"run directory: {trainer.run_dir}")
     print(f"config:\n{format_config(cfg)}")
@@ -34,6 +35,10 @@ def train_and_evaluate(cfg: TrainConfig, progress: bool = True) -> dict:
             run_evaluation(cfg, trainer.run_dir / CHECKPOINT_NAME, trainer.run_dir / EVAL_FILE), progress=progress
         )
         log_eval_to_tensorboard(trainer.run_dir, summary["steps"], out["eval"])
+        if cfg.eval_exact and not out["eval"]["exact_readout"]:
+            exact = run_evaluation(cfg, trainer.run_dir / CHECKPOINT_NAME, trainer.run_dir / NAIVE_EVAL_FILE)
+            exact.naive = True
+            out["eval_exact"] = evaluate(exact, progress=progress)
     return out
 
 

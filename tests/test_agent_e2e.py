@@ -291,6 +291,32 @@ def test_train_command_logs_training_and_eval_to_tensorboard(tmp_path):
     assert abs(events[-1].value - out["eval"]["results"][0]["normalized_mean"]) < 1e-4
 
 
+def test_is_exact_readout_reads_new_and_old_result_files():
+    from agents.results import is_exact_readout
+
+    assert is_exact_readout({"exact_readout": True}) and not is_exact_readout({"exact_readout": False})
+    old = {"results": [{"rollout": "incremental: sliding window of 60 tokens per layer (streaming: ...)"}]}
+    assert not is_exact_readout(old)
+    old["results"][0]["rollout"] = "incremental: whole episode"
+    assert is_exact_readout(old)
+    old["results"][0]["rollout"] = "naive (combiner-logsparse has no window option): recompute the last 20 steps"
+    assert is_exact_readout(old)
+
+
+def test_readouts_are_marked_exact_only_when_they_read_the_policy_as_trained(tmp_path):
+    """A sliding window over a longer episode streams (not exact); the naive path and a context that
+    holds the whole episode are exact, and the result file says which it was."""
+    marks = {(k, naive): _rollout_actions(_tiny_policy("cosformer", k, n_layers=2), naive, k, steps=3).exact
+             for k in (4, 12) for naive in (False, True)}
+    assert marks == {(4, False): False, (4, True): True, (12, False): True, (12, True): True}
+    cfg = tiny(tmp_path, steps=2)
+    Trainer(cfg, progress=False).train()
+    for naive in (False, True):
+        result = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=1, envs=1, targets=[1800.0], max_steps=8,
+                                     naive=naive), progress=False, print_table=False)
+        assert result["exact_readout"] is naive
+
+
 def test_config_accepts_exactly_the_activations_the_transformer_builds():
     """The torch-free name list in agents.config must match what dt_attn.transformer can build."""
     assert sorted(ACTIVATION_NAMES) == sorted(ACTIVATIONS)

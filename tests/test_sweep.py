@@ -292,6 +292,16 @@ def test_real_tiny_sweep_skips_and_resumes(tmp_path, capsys):
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 6
     assert json.loads((run / "eval.json").read_text())["train_steps"] == 6
     assert "(resume=True)" in (run / "sweep.log").read_text()
+    # The exact readout beside the streaming one: evaluated for the finished cell, not retrained.
+    assert not json.loads((run / "eval.json").read_text())["exact_readout"]
+    exact = dataclasses.replace(longer, eval_exact=True)
+    assert [c.status for c in expand_grid(exact)] == ["evaluate"]
+    assert run_sweep(exact, reference_fn=None, progress=False) == 0
+    naive = json.loads((run / "eval-naive.json").read_text())
+    assert naive["exact_readout"] and naive["eval_config"]["naive"] and naive["train_steps"] == 6
+    assert naive["results"][0]["rollout"] == "naive: recompute the last 2 steps"
+    assert [c.status for c in expand_grid(exact)] == ["done"]
+    assert "(exact " in capsys.readouterr().out
 
 
 def _alive(pid: int) -> bool:
