@@ -19,7 +19,11 @@ def is_exact_readout(result: dict[str, Any]) -> bool:
     before the ``exact_readout`` field existed are judged by their rollout description."""
     if "exact_readout" in result:
         return bool(result["exact_readout"])
-    rollout = ((result.get("results") or [{}])[0]).get("rollout", "")
+    return rollout_is_exact(((result.get("results") or [{}])[0]).get("rollout", ""))
+
+
+def rollout_is_exact(rollout: str) -> bool:
+    """Whether a rollout description (a result's ``rollout``) names an exact readout."""
     return rollout.startswith("naive") or rollout == "incremental: whole episode"
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from agents.atomic import write_rows_csv
 from agents.config import LEGACY_DEFAULTS, with_legacy_defaults
-from agents.results import EVAL_FILE
+from agents.results import EVAL_FILE, is_exact_readout, rollout_is_exact
 
 # Files whose presence marks a directory as a run directory (written by `dt-attn train`).
 RUN_MARKERS = ("config.json", "checkpoint.pt", "train_summary.json")
@@ -28,7 +28,8 @@ ROW_COLUMNS = [
     "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "K", "seed",
     "steps", "batch_size", "target", "episodes", "return_mean", "return_std", "normalized_mean", "normalized_std",
     "length_mean", "score_reference", "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step",
-    "peak_memory_mb", "parameters", "device", "eval_env_steps_per_s", "eval_wall_time_s", "eval_seed", "rollout", "run_dir",
+    "peak_memory_mb", "parameters", "device", "eval_env_steps_per_s", "eval_wall_time_s", "eval_seed", "rollout",
+    "readout", "run_dir",
 ]
 # How a runs.csv column is read back (the rest stay strings).
 _INT_COLUMNS = ("K", "seed", "steps", "batch_size", "episodes")
@@ -42,7 +43,8 @@ CELL_COLUMNS = [
     "batch_size",
     "target", "seeds", "seed_list", "normalized_mean", "normalized_std", "return_mean", "return_std",
     "train_time_s", "train_s_per_step", "train_s_per_step_std", "steps_per_s", "peak_memory_mb",
-    "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "targets_per_step", "label",
+    "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "targets_per_step", "readout",
+    "label",
 ]
 
 
@@ -144,6 +146,7 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
             "eval_wall_time_s": _num(res.get("wall_time_s")),
             "eval_seed": ev.get("eval_seed", ""),
             "rollout": res.get("rollout", ""),
+            "readout": "exact" if is_exact_readout(ev) else "streaming",
             "run_dir": str(run_dir),
             "env": config.get("env"),  # the run's env override, needed to reload its dataset
         })
@@ -191,6 +194,7 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
             row["observe"] = row["observe"] or "full"
             row["attention_options"] = row["attention_options"] or "{}"
             row["activation"] = row["activation"] or LEGACY_DEFAULTS["activation"]  # CSVs from before the column
+            row["readout"] = row["readout"] or ("exact" if rollout_is_exact(row["rollout"]) else "streaming")
             row["run_dir"] = row["run_dir"] or f"{path}:{reader.line_num}"
             row["env"] = None
             rows.append(row)
@@ -305,6 +309,8 @@ def summarize(rows: list[dict[str, Any]], lines_by: str = "batch") -> list[dict[
         cell["eval_s_per_step"], cell["eval_s_per_step_std"] = mean_std(eps)
         cell["parameters"], _ = mean_std([m["parameters"] for m in members])
         cell["targets_per_step"], _ = mean_std([m["targets_per_step"] for m in members])
+        readouts = {m["readout"] for m in members}
+        cell["readout"] = readouts.pop() if len(readouts) == 1 else "mixed"
         cells.append(cell)
     cells.sort(key=cell_sort_key)
     assign_labels(cells, lines_by)
@@ -420,14 +426,15 @@ def format_markdown(
         "",
         "## Normalized score by cell (mean ± std over seeds)",
         "",
-        ("| dataset | observe | attention | K | target | steps | batch | seeds | normalized | return "
+        ("| dataset | observe | attention | K | target | steps | batch | seeds | readout | normalized | return "
          "| train ms/step | peak MB | eval ms/step |"),
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         lines.append(
             f"| {c['dataset_label'] or c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | {c['target']:g} "
-            f"| {c['steps']} | {c['batch_size']} | {c['seeds']} | {format_pm(c['normalized_mean'], c['normalized_std'])} "
+            f"| {c['steps']} | {c['batch_size']} | {c['seeds']} | {c['readout']} "
+            f"| {format_pm(c['normalized_mean'], c['normalized_std'])} "
             f"| {format_pm(c['return_mean'], c['return_std'])} | {_fmt(c['train_s_per_step'], 1, 1e3)} "
             f"| {_fmt(c['peak_memory_mb'], 0)} | {_fmt(c['eval_s_per_step'], 2, 1e3)} |"
         )
@@ -435,7 +442,9 @@ def format_markdown(
     lines += _cost_by_context(cells)
     lines += [
         "",
-        ("std is the population std (ddof=0) of the per-seed episode means; seeds = number of training seeds. "
+        ("std is the population std (ddof=0) of the per-seed episode means; seeds = number of training seeds; "
+         "readout: *streaming* (the default rollout for K shorter than the episode: a sliding window per layer, "
+         "so upper layers see past K steps) or *exact* (the trained function: `--naive`, or K >= the episode). "
          "Costs are means over seeds: train ms/step = 1000 / training steps per second, peak MB = peak memory "
          "of the training process, eval ms/step = evaluation wall time per environment step (all parallel envs)."),
         "",

@@ -103,7 +103,7 @@ def test_report_rebuilds_csv_table_and_plots(tmp_path):
     s = expected[("softmax", 5)]
     m = sum(s) / 3
     sd = math.sqrt(sum((x - m) ** 2 for x in s) / 3)
-    assert f"| 5 | 1800 | 100 | 64 | 3 | {m:.1f} ± {sd:.1f} |" in md
+    assert f"| 5 | 1800 | 100 | 64 | 3 | exact | {m:.1f} ± {sd:.1f} |" in md
     assert "| hopper-medium-standin | hopper stand-in | 54.1 | 95.9 | D4RL |" in md
     for kind in ("scores_png", "costs_png"):
         data = rep.files[kind].read_bytes()
@@ -156,7 +156,7 @@ def test_cli_main_and_default_out(tmp_path, capsys):
     out = tmp_path / "runs" / "report"
     assert {p.name for p in out.iterdir()} == {"runs.csv", "cells.csv", "report.md", "scores.png", "costs.png"}
     printed = capsys.readouterr().out
-    assert "| positions | cosformer | 5 | 1800 | 100 | 64 | 1 | 14.0 ± 0.0 |" in printed
+    assert "| positions | cosformer | 5 | 1800 | 100 | 64 | 1 | exact | 14.0 ± 0.0 |" in printed
 
 
 def test_attention_variants_are_labelled_and_duplicate_seeds_rejected(tmp_path):
@@ -301,7 +301,7 @@ def test_markdown_has_score_by_context_pivot():
         return {"dataset": "d", "dataset_label": "d stand-in", "observe": observe, "label": "cosformer", "K": k,
                 "target": 3600.0, "steps": 10, "batch_size": 4, "seeds": 3, "normalized_mean": mean, "normalized_std": 1.0,
                 "return_mean": 1.0, "return_std": 0.0, "train_s_per_step": 0.01, "peak_memory_mb": 1.0,
-                "eval_s_per_step": 0.001}
+                "eval_s_per_step": 0.001, "readout": "exact"}
 
     cells = [cell("full", 1, 10.0), cell("full", 20, 30.0), cell("positions", 20, 5.0)]
     cells[2].update(train_s_per_step=0.03, peak_memory_mb=3.0)
@@ -351,6 +351,35 @@ def test_report_compares_streaming_and_exact_readouts(tmp_path):
     assert "## Streaming vs exact readout" in md
     assert "| 24.7 ± 4.1 | 25.3 ± 5.4 | 0.7 ± 2.6 | 3.0 |" in md
     assert f"not compared: {mismatched}: eval-naive.json and eval.json differ in train_steps" in md
+
+
+def test_every_cell_says_which_readout_produced_it(tmp_path):
+    """exact_readout in eval.json, or for older files the rollout description, marks each run; a cell
+    of both kinds says mixed; rows read back from an old runs.csv without the column are judged alike."""
+    runs = tmp_path / "runs"
+    sliding = "incremental: sliding window of 60 tokens per layer (streaming: ...)"
+    for seed, (flag, rollout) in enumerate([(False, sliding), (None, sliding), (None, "naive: recompute")]):
+        run = write_run(runs, "softmax", 20, seed, {1800.0: 10.0})
+        record = json.loads((run / "eval.json").read_text())
+        record["results"][0]["rollout"] = rollout
+        if flag is not None:
+            record["exact_readout"] = flag
+        (run / "eval.json").write_text(json.dumps(record))
+    write_run(runs, "cosformer", 1000, 0, {1800.0: 10.0})  # whole episode: exact
+    rep = build_report([runs], tmp_path / "report", reference_fn=None, plots=False)
+    rows = {(r["attention"], r["seed"]): r["readout"] for r in _read_rows(rep.files["runs_csv"])}
+    assert rows == {("softmax", 0): "streaming", ("softmax", 1): "streaming", ("softmax", 2): "exact",
+                    ("cosformer", 0): "exact"}
+    with open(rep.files["cells_csv"]) as f:
+        assert {r["attention"]: r["readout"] for r in csv.DictReader(f)} == {"softmax": "mixed", "cosformer": "exact"}
+    assert "| 3 | mixed | 10.0 ± 0.0 |" in rep.markdown
+    old = tmp_path / "old_runs.csv"
+    lines = rep.files["runs_csv"].read_text().splitlines()
+    header = lines[0].split(",")
+    col = header.index("readout")
+    old.write_text("\n".join(",".join(f for i, f in enumerate(line.split(",")) if i != col) for line in lines) + "\n")
+    assert "readout" not in old.read_text().splitlines()[0]
+    assert {(r["attention"], r["seed"]): r["readout"] for r in _read_rows(old)} == rows
 
 
 def test_report_without_exact_readouts_has_no_comparison(tmp_path):
