@@ -31,10 +31,11 @@ O(2**l * span) work.
   aligned dyadic groups of blocks following the binary digits of ``b`` (largest first, like a
   Fenwick tree), one region per group: at most log2(blocks) regions per query. With ``window``,
   the n = min(b, window // span) blocks before b (those Fixed would show) are grouped the same way
-  from the window's start: groups of the sizes of n's binary digits, largest first. A training
-  segment's last block sees exactly this shape, so a sliding window keeps what training saw. The
-  groups move with the window, so the incremental form re-summarises them (O(window) work) each
-  time a block closes, keeping only the keys/values of those n blocks.
+  from the window's start: groups of the sizes of n's binary digits, largest first. A block of a
+  training segment (which starts at position 0) sees its n earlier blocks grouped the same way, so
+  the regions keep the shapes training saw. The groups move with the window, so the incremental
+  form re-summarises them (O(window) work) each time a block closes, keeping only the keys/values
+  of those n blocks.
 """
 
 from __future__ import annotations
