@@ -186,6 +186,18 @@ class Trainer:
         bar.write(f"step {self.step}: normalized {scores}")
         return time.perf_counter() - start
 
+    def _peak_memory_so_far(self) -> float:
+        """Peak memory of this process, or of an earlier process of the same run if higher (a resumed
+        run, or one resumed only to be evaluated again, must not report the smaller figure)."""
+        now = peak_memory_mb(self.device)
+        try:
+            import json
+
+            earlier = float(json.loads((self.run_dir / "train_summary.json").read_text())["peak_memory_mb"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return now
+        return max(now, earlier) if math.isfinite(earlier) else now
+
     def save(self) -> None:
         """Write the checkpoint atomically."""
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._payload())
@@ -267,7 +279,7 @@ class Trainer:
             "steps_per_s": self.step / self.train_time if self.train_time > 0 else float("nan"),
             "tokens_per_step": tokens_per_step,
             "targets_per_step": cfg.batch_size * self.sampler.mean_targets,  # unpadded steps, on average
-            "peak_memory_mb": peak_memory_mb(self.device),
+            "peak_memory_mb": self._peak_memory_so_far(),
             "parameters": count_parameters(self.model),
             "device": str(self.device),
             "dataset_label": self.data.dataset.label,

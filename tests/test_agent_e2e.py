@@ -117,6 +117,22 @@ def test_resume_after_kill_reaches_same_weights(tmp_path, monkeypatch):
         assert torch.equal(p, q), name
 
 
+def test_resumed_run_keeps_the_larger_peak_memory(tmp_path):
+    """A run resumed (even with nothing left to train, to be evaluated again) reports the peak memory of
+    its largest process, not only the resuming one's."""
+    cfg = tiny(tmp_path, steps=2)
+    first = Trainer(cfg, progress=False).train()
+    summary_path = tmp_path / "run" / "train_summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["peak_memory_mb"] = 1e6  # as if the training process had been far larger
+    summary_path.write_text(json.dumps(summary))
+    again = Trainer(tiny(tmp_path, steps=2, resume=True), progress=False).train()
+    assert again["peak_memory_mb"] == 1e6 and again["steps"] == 2
+    summary_path.write_text("{damaged")
+    third = Trainer(tiny(tmp_path, steps=2, resume=True), progress=False).train()
+    assert 0 < third["peak_memory_mb"] < 1e6 and first["peak_memory_mb"] > 0
+
+
 def test_same_seed_same_weights(tmp_path):
     a = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "a")), progress=False)
     b = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "b")), progress=False)
