@@ -48,10 +48,11 @@ class TrainConfig:
     eval_envs: int = field(default=10, metadata={"help": "parallel evaluation environments"})
     eval_every: int = field(default=0, metadata={"help": "also evaluate every N steps during training, from a checkpoint "
                                                           "written then (RUN_DIR/evals/, TensorBoard); 0 = only at the end"})
-    eval_exact: bool = field(default=False, metadata={"help": "when K is shorter than the episode, also read the final "
+    eval_exact: bool = field(default=False, metadata={"help": "when K is shorter than the episode, also read every "
                                                               "evaluation exactly (the --naive path: the last K steps, "
-                                                              "as trained) into eval-naive.json, beside the streaming "
-                                                              "eval.json; `dt-attn report` compares the two"})
+                                                              "as trained): eval-naive.json beside the streaming "
+                                                              "eval.json, evals/step-N-naive.json with --eval-every; "
+                                                              "`dt-attn report` compares the two and draws both curves"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
     resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint.pt"})

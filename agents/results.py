@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,13 @@ import numpy as np
 SCHEMA = "dt-attn/eval/1"
 EVAL_FILE = "eval.json"  # a run's own result (default readout)
 NAIVE_EVAL_FILE = "eval-naive.json"  # `dt-attn eval --naive`: the exact recompute-the-window readout
+NAIVE_SUFFIX = "-naive"  # evals/step-N-naive.json: a periodic evaluation's exact readout (--eval-exact)
+
+
+def exact_readout_path(path: Path) -> Path:
+    """Where the exact readout of the evaluation written to ``path`` goes: eval.json -> eval-naive.json,
+    evals/step-N.json -> evals/step-N-naive.json."""
+    return path.with_name(f"{path.stem}{NAIVE_SUFFIX}{path.suffix}")
 
 
 def is_exact_readout(result: dict[str, Any]) -> bool:

@@ -19,22 +19,24 @@ from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from agents.config import TrainConfig, config_differences, run_evaluation, run_name
 from agents.data import PreparedData, check_context, prepare_data
 from agents.model import DecisionTransformer, DTConfig, count_parameters
+from agents.results import exact_readout_path
 from agents.sampler import Batch, SegmentSampler
 
 
-def log_eval_to_tensorboard(run_dir: str | Path, step: int, result: dict[str, Any]) -> None:
-    """Add an evaluation result's per-target returns and normalized scores to the run's TensorBoard log."""
+def log_eval_to_tensorboard(run_dir: str | Path, step: int, result: dict[str, Any], section: str = "eval") -> None:
+    """Add an evaluation result's per-target returns and normalized scores to the run's TensorBoard log
+    (``section`` "eval", or "eval_exact" for the exact readout beside a streaming one)."""
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(Path(run_dir) / "tb")) as writer:
-        _log_eval(writer, step, result)
+        _log_eval(writer, step, result, section)
 
 
-def _log_eval(writer: Any, step: int, result: dict[str, Any]) -> None:
+def _log_eval(writer: Any, step: int, result: dict[str, Any], section: str = "eval") -> None:
     for rec in result["results"]:
         tag = f"target_{rec['target']:g}"
         for key in ("return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean"):
-            writer.add_scalar(f"eval/{tag}/{key}", rec[key], step)
+            writer.add_scalar(f"{section}/{tag}/{key}", rec[key], step)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -181,8 +183,15 @@ class Trainer:
                                   self.run_dir / "evals" / f"step-{self.step:07d}.json")
         with torch.random.fork_rng(devices=[]):  # building the policy draws initial weights
             result = evaluate(eval_cfg, progress=False, print_table=False)
+            exact = None
+            if self.cfg.eval_exact and not result["exact_readout"]:
+                eval_cfg.naive, eval_cfg.output = True, str(exact_readout_path(Path(eval_cfg.output)))
+                exact = evaluate(eval_cfg, progress=False, print_table=False)
         _log_eval(writer, self.step, result)
         scores = ", ".join(f"target {r['target']:g}: {r['normalized_mean']:.1f}" for r in result["results"])
+        if exact is not None:
+            _log_eval(writer, self.step, exact, "eval_exact")
+            scores += "; exact " + ", ".join(f"{r['normalized_mean']:.1f}" for r in exact["results"])
         bar.write(f"step {self.step}: normalized {scores}")
         return time.perf_counter() - start
 

@@ -5,6 +5,10 @@ each checkpoint evaluated on the way, and its final ``eval.json``. Each (run, ta
 gives one point; points of one cell (the report's cell: everything but the seed) are averaged over
 seeds per checkpoint. A periodic evaluation enters a curve only when it used the final evaluation's
 environment seed and episode count, so every point of a curve measures the same thing.
+
+With ``exact=True`` the points are the exact readouts (``--eval-exact``: ``evals/step-N-naive.json``
+and ``eval-naive.json``); a run whose own readout is already exact (K >= the episode) gives its
+ordinary points, so exact curves span every K.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agents.results import NAIVE_EVAL_FILE, NAIVE_SUFFIX, is_exact_readout
 from experiments.aggregate import (
     CELL_KEY,
     assign_labels,
@@ -28,16 +33,21 @@ POINT_COLUMNS = [*CELL_KEY, "seed", "step", "episodes", "normalized_mean", "retu
 CURVE_COLUMNS = [*CELL_KEY, "step", "seeds", "seed_list", "normalized_mean", "normalized_std"]
 
 
+def has_exact_curves(rows_by_run: dict[Path, list[dict[str, Any]]]) -> bool:
+    """Whether any run evaluated exactly during training (``evals/step-N-naive.json``)."""
+    return any(next((d / EVALS_DIR).glob(f"step-*{NAIVE_SUFFIX}.json"), None) for d in rows_by_run)
+
+
 def load_curve_points(
-    rows_by_run: dict[Path, list[dict[str, Any]]],
+    rows_by_run: dict[Path, list[dict[str, Any]]], exact: bool = False,
 ) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
     """One point per (run, target, evaluated checkpoint) of every run that holds ``evals/``, and the
     periodic evaluation files left out (with why). ``rows_by_run``: each run directory's ``load_run``
-    rows (its final evaluation)."""
+    rows (its final evaluation); ``exact``: the exact readouts' points (see the module docstring)."""
     points: list[dict[str, Any]] = []
     skipped: list[tuple[Path, str]] = []
     for run_dir, rows in rows_by_run.items():
-        files = sorted((run_dir / EVALS_DIR).glob("step-*.json"))
+        files, rows = _readout_files(run_dir, rows, exact)
         if not files or not rows:
             continue
         final = {r["target"]: r for r in rows}
@@ -64,6 +74,27 @@ def load_curve_points(
                 points.append(_point(row, step, row["episodes"], float(res["normalized_mean"]),
                                      float(res["return_mean"])))
     return points, skipped
+
+
+def _readout_files(run_dir: Path, rows: list[dict[str, Any]], exact: bool) -> tuple[list[Path], list[dict[str, Any]]]:
+    """The periodic evaluation files of one readout, and the final rows with that readout's scores
+    (empty when the run has no such readout)."""
+    files = sorted((run_dir / EVALS_DIR).glob("step-*.json"))
+    naive = [f for f in files if f.stem.endswith(NAIVE_SUFFIX)]
+    plain = [f for f in files if not f.stem.endswith(NAIVE_SUFFIX)]
+    if not exact:
+        return plain, rows
+    if rows and rows[0]["readout"] == "exact":
+        return plain, rows
+    final = read_json(run_dir / NAIVE_EVAL_FILE)
+    if final is None or not is_exact_readout(final) or final.get("train_steps") != rows[0]["steps"]:
+        return [], []
+    scores = {float(r["target"]): r for r in final.get("results", [])}
+    exact_rows = [{**r, "normalized_mean": float(scores[r["target"]]["normalized_mean"]),
+                   "return_mean": float(scores[r["target"]]["return_mean"]),
+                   "episodes": int(scores[r["target"]].get("episodes", 0))}
+                  for r in rows if r["target"] in scores]
+    return naive, exact_rows
 
 
 def _point(row: dict[str, Any], step: int, episodes: int, normalized: float, ret: float) -> dict[str, Any]:
@@ -95,19 +126,24 @@ def summarize_curves(points: list[dict[str, Any]], lines_by: str = "batch") -> l
     return curves
 
 
-def format_curves(curves: list[dict[str, Any]]) -> list[str]:
+def format_curves(curves: list[dict[str, Any]], exact: bool = False) -> list[str]:
     """Markdown section: one row per cell and target, one column per evaluated checkpoint (empty when no
-    run evaluated during training)."""
+    run evaluated during training); ``exact`` titles it as the exact readout's."""
     if not curves:
         return []
     steps = sorted({c["step"] for c in curves})
     rows: dict[tuple, dict[int, dict[str, Any]]] = {}
     for c in curves:
         rows.setdefault(tuple(c[k] for k in CELL_KEY), {})[c["step"]] = c
-    lines = ["", "## Learning curves (evaluations during training)", "",
+    if exact:
+        title = "Learning curves, exact readout (`--eval-exact`)"
+        final = "`eval-naive.json` (or `eval.json` where K holds the whole episode)"
+    else:
+        title, final = "Learning curves (evaluations during training)", "`eval.json`"
+    lines = ["", f"## {title}", "",
              ("Normalized score at each evaluated checkpoint, mean ± std over seeds (the number of seeds in "
-              "brackets where it is not the same at every checkpoint; one seed: its score); the last column of a run is its final "
-              "`eval.json`. Same environment seeds and episodes at every checkpoint."), "",
+              "brackets where it is not the same at every checkpoint; one seed: its score); the last column of a "
+              f"run is its final {final}. Same environment seeds and episodes at every checkpoint."), "",
              ("| dataset | observe | attention | K | batch | steps | target | "
               + " | ".join(f"{s:,}" for s in steps) + " |"),
              "|---|---|---|---:|---:|---:|---:|" + "---:|" * len(steps)]

@@ -35,6 +35,7 @@ from experiments.curves import (
     CURVE_COLUMNS,
     POINT_COLUMNS,
     format_curves,
+    has_exact_curves,
     load_curve_points,
     summarize_curves,
 )
@@ -118,17 +119,20 @@ def build_report(
         report.files["readouts_csv"] = write_csv(readouts, READOUT_CELL_COLUMNS, out / "readouts.csv")
         report.markdown += "\n".join(format_readouts(readouts)) + "\n"
         report.markdown += "".join(f"* not compared: {d}: {why}\n" for d, why in mismatched)
-    points, left_out = load_curve_points(rows_by_run)
-    if points:
-        curves = summarize_curves(points, lines_by)
-        report.files["curve_points_csv"] = write_csv(points, POINT_COLUMNS, out / "curve_points.csv")
-        report.files["curves_csv"] = write_csv(curves, CURVE_COLUMNS, out / "curves.csv")
-        if plots:
-            from experiments.plots import plot_curves
+    for exact in (False, True) if has_exact_curves(rows_by_run) else (False,):
+        points, left_out = load_curve_points(rows_by_run, exact)
+        suffix = "_exact" if exact else ""
+        if points:
+            curves = summarize_curves(points, lines_by)
+            report.files[f"curve_points{suffix}_csv"] = write_csv(points, POINT_COLUMNS,
+                                                                  out / f"curve_points{suffix}.csv")
+            report.files[f"curves{suffix}_csv"] = write_csv(curves, CURVE_COLUMNS, out / f"curves{suffix}.csv")
+            if plots:
+                from experiments.plots import plot_curves
 
-            report.files["curves_png"] = plot_curves(curves, refs, out / "curves.png")
-        report.markdown += "\n".join(format_curves(curves)) + "\n"
-    report.markdown += "".join(f"* not in a learning curve: {p}: {why}\n" for p, why in left_out)
+                report.files[f"curves{suffix}_png"] = plot_curves(curves, refs, out / f"curves{suffix}.png")
+            report.markdown += "\n".join(format_curves(curves, exact)) + "\n"
+        report.markdown += "".join(f"* not in a learning curve: {p}: {why}\n" for p, why in left_out)
     md = out / "report.md"
     write_text(md, report.markdown)
     report.files["markdown"] = md

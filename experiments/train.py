@@ -39,6 +39,7 @@ def train_and_evaluate(cfg: TrainConfig, progress: bool = True) -> dict:
             exact = run_evaluation(cfg, trainer.run_dir / CHECKPOINT_NAME, trainer.run_dir / NAIVE_EVAL_FILE)
             exact.naive = True
             out["eval_exact"] = evaluate(exact, progress=progress)
+            log_eval_to_tensorboard(trainer.run_dir, summary["steps"], out["eval_exact"], "eval_exact")
     return out
 
 

@@ -251,6 +251,33 @@ def test_evaluation_during_training_leaves_training_unchanged(tmp_path, capsys):
     assert [e.step for e in acc.Scalars("eval/target_1800/normalized_mean")] == [2, 4]
 
 
+def test_exact_readouts_during_and_after_training(tmp_path, capsys):
+    """--eval-exact beside --eval-every: every evaluation also read exactly (evals/step-N-naive.json,
+    eval-naive.json, TensorBoard eval_exact/), and the weights are those of a run without evaluations."""
+    from experiments.train import train_and_evaluate
+
+    plain = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "plain"), steps=4, dropout=0.1), progress=False)
+    plain.train()
+    cfg = tiny(tmp_path, run_dir=str(tmp_path / "exact"), steps=4, dropout=0.1, eval_every=2, eval_episodes=1,
+               eval_envs=1, eval_targets=[1800.0], eval_exact=True)
+    out = train_and_evaluate(cfg, progress=False)
+    run = tmp_path / "exact"
+    weights = load_checkpoint(run)["model"]
+    for name, p in plain.model.state_dict().items():
+        assert torch.equal(p, weights[name]), name
+    assert sorted(p.name for p in (run / "evals").iterdir()) == ["step-0000002-naive.json", "step-0000002.json"]
+    periodic = json.loads((run / "evals" / "step-0000002-naive.json").read_text())
+    assert periodic["exact_readout"] and periodic["results"][0]["rollout"].startswith("naive")
+    final = json.loads((run / "eval-naive.json").read_text())
+    assert final["train_steps"] == 4 and final["exact_readout"] and out["eval_exact"]["exact_readout"]
+    assert "; exact " in capsys.readouterr().out
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval_exact/target_1800/normalized_mean")] == [2, 4]
+
+
 def test_existing_run_needs_resume_flag(tmp_path):
     cfg = tiny(tmp_path, steps=2)
     Trainer(cfg, progress=False).train()

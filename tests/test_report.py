@@ -429,6 +429,44 @@ def test_report_builds_learning_curves_from_evaluations_during_training(tmp_path
     assert report.files["curves_png"].read_bytes().startswith(PNG_MAGIC)
 
 
+def _mark_streaming(run: Path) -> None:
+    ev = json.loads((run / "eval.json").read_text())
+    ev["exact_readout"] = False
+    for r in ev["results"]:
+        r["rollout"] = "incremental: sliding window of 60 tokens per layer"
+    (run / "eval.json").write_text(json.dumps(ev))
+
+
+def test_exact_readouts_during_training_make_their_own_curves(tmp_path):
+    """--eval-exact runs hold evals/step-N-naive.json and eval-naive.json: the streaming curves leave them
+    out, the exact curves use them, and runs whose own readout is exact (K >= the episode) join both."""
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        run = write_run(runs, "cosformer", 20, seed, {1800.0: 50.0 + seed}, steps=300)
+        _mark_streaming(run)
+        write_naive(run, {1800.0: 60.0 + seed}, exact_readout=True)
+        for step in (100, 200):
+            _write_periodic(run, step, {1800.0: step / 100})
+            naive = run / "evals" / f"step-{step:07d}.json"
+            ev = json.loads(naive.read_text())
+            ev["exact_readout"] = True
+            ev["results"][0]["normalized_mean"] = 20.0 + step / 100 + seed
+            (run / "evals" / f"step-{step:07d}-naive.json").write_text(json.dumps(ev))
+    whole = write_run(runs, "softmax", 1000, 0, {1800.0: 40.0}, steps=300)  # exact by itself
+    _write_periodic(whole, 100, {1800.0: 30.0})
+    report = build_report([runs], tmp_path / "out", reference_fn=None, plots=False)
+
+    def curve(kind):
+        with open(report.files[kind]) as fh:
+            return {(r["attention"], int(r["step"])): float(r["normalized_mean"]) for r in csv.DictReader(fh)}
+
+    assert curve("curves_csv") == {("cosformer", 100): 1.0, ("cosformer", 200): 2.0, ("cosformer", 300): 50.5,
+                                   ("softmax", 100): 30.0, ("softmax", 300): 40.0}
+    assert curve("curves_exact_csv") == {("cosformer", 100): 21.5, ("cosformer", 200): 22.5,
+                                         ("cosformer", 300): 60.5, ("softmax", 100): 30.0, ("softmax", 300): 40.0}
+    assert "## Learning curves, exact readout (`--eval-exact`)" in report.markdown
+
+
 def test_report_without_evaluations_during_training_has_no_curves(tmp_path):
     make_sweep(tmp_path / "runs")
     report = build_report([tmp_path / "runs"], tmp_path / "out", reference_fn=fake_reference, plots=False)
