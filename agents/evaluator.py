@@ -5,10 +5,13 @@ attention's incremental form (KV cache, cosFormer's recurrent state, Combiner's 
 model over the whole K-step window every step, as the original DT evaluation does.
 
 Window semantics: with K shorter than the episode, the incremental path gives every layer a
-sliding window of 3K tokens over the episode stream. For the first K steps (and for K >= the
-episode length) that is exactly the naive computation; after that, a multi-layer stack's
-upper layers carry information from beyond the window (receptive field n_layers * 3K), the
-usual streaming sliding-window semantics. Every built-in mechanism has a window option; one
+sliding window of 3K - 1 tokens over the episode stream: at the state token s_t, exactly the
+tokens R_{t-K+1} .. s_t of the K-step segment the naive path re-runs (3K tokens would reach
+back to a_{t-K}, which no training segment puts before R_{t-K+1}). A one-layer model, and any
+model for the first K steps (or with K >= the episode length), thus computes exactly the naive
+action; in a deeper stack the upper layers read lower-layer outputs of earlier tokens, whose
+own windows reach further back (receptive field about n_layers * 3K), the usual streaming
+sliding-window semantics. Every built-in mechanism has a window option; one
 registered without it falls back to the naive path when K is shorter than the episode.
 """
 
@@ -48,9 +51,10 @@ def rollout_model(model: DecisionTransformer, context: int, naive: bool) -> tupl
     if "window" in attention_options(cfg.attention):
         caveat = (f" (streaming: after {context} steps the upper layers see past the window, unlike training;"
                   " --naive is exact)" if cfg.n_layers > 1 else "")
+        window = 3 * context - 1  # R_{t-K+1} .. s_t: the trained segment as seen from its last state token
         return (
-            model.with_attention_options(window=3 * context),
-            f"incremental: sliding window of {3 * context} tokens per layer{caveat}",
+            model.with_attention_options(window=window),
+            f"incremental: sliding window of {window} tokens per layer{caveat}",
             False,
         )
     return model, f"naive ({cfg.attention} has no window option): recompute the last {context} steps", True

@@ -1,8 +1,8 @@
 """Streaming vs exact readouts of the same checkpoints.
 
 For a context K shorter than the episode, the default rollout streams: every layer keeps a sliding
-window of its last 3K tokens, so from the second layer on a step's output depends on more than K
-steps of history, unlike training. ``dt-attn eval --naive`` writes eval-naive.json with the exact
+window of its last 3K - 1 tokens (the trained segment, seen from its last state token), so from the
+second layer on a step's output depends on more than K steps of history, unlike training. ``dt-attn eval --naive`` writes eval-naive.json with the exact
 readout (the model re-run on the last K steps each step). This module pairs the two results of a
 run per target and summarizes the difference per cell, so a report can say how much the readout
 moves a score.
@@ -89,7 +89,7 @@ def format_readouts(cells: list[dict[str, Any]]) -> list[str]:
         return []
     lines = ["", "## Streaming vs exact readout of the same checkpoints", "",
              ("Normalized score, mean ± std over seeds. *streaming*: the default incremental rollout (a sliding "
-              "window of 3K tokens per layer, so upper layers see more than K steps); *exact*: `dt-attn eval "
+              "window of 3K - 1 tokens per layer, 3K before session 9, so upper layers see more than K steps); *exact*: `dt-attn eval "
               "--naive` (the model re-run on the last K steps, the trained function). Same checkpoints, "
               "environment seeds and episodes."), "",
              ("| dataset | observe | attention | K | batch | target | seeds | streaming | exact | exact - streaming "

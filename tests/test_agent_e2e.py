@@ -184,8 +184,8 @@ def test_short_context_rolls_out_incrementally(attention, monkeypatch):
     mechanism; a mechanism without a window option falls back to the naive path."""
     model = _tiny_policy(attention, context=4)
     policy, path, naive = evaluator_mod.rollout_model(model, 4, naive=False)
-    assert not naive and path.startswith("incremental: sliding window of 12 tokens")
-    assert policy.cfg.attention_options["window"] == 12 and "window" not in model.cfg.attention_options
+    assert not naive and path.startswith("incremental: sliding window of 11 tokens")
+    assert policy.cfg.attention_options["window"] == 11 and "window" not in model.cfg.attention_options
     monkeypatch.setattr(evaluator_mod, "attention_options", lambda name: {})
     policy, path, naive = evaluator_mod.rollout_model(model, 4, naive=False)
     assert naive and policy is model and f"{attention} has no window option" in path
@@ -202,8 +202,33 @@ def test_incremental_and_naive_rollouts_agree(tmp_path, attention, n_layers, con
     fast = _rollout_actions(model, naive=False, context=context, steps=steps)
     slow = _rollout_actions(model, naive=True, context=context, steps=steps)
     assert fast.path.startswith("incremental") and slow.path.startswith("naive")
-    np.testing.assert_allclose(fast.returns, slow.returns, rtol=1e-4, atol=1e-4)
+    # Tight: a window one token too long (3K, reaching back to a_{t-K}) moved these returns by ~4e-4.
+    np.testing.assert_allclose(fast.returns, slow.returns, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(fast.lengths, slow.lengths)
+
+
+@pytest.mark.parametrize("attention", ["softmax", "cosformer"])
+def test_one_layer_streaming_policy_takes_the_naive_actions_after_k_steps(attention):
+    """With one layer the rollout window holds exactly the trained segment R_{t-K+1} .. s_t, so every
+    action equals the naive path's, long after the window started to slide; a window of 3K tokens
+    (one more: a_{t-K}) does not."""
+    k, steps = 3, 10
+    model = _tiny_policy(attention, k, n_layers=1)
+    g = torch.Generator().manual_seed(1)
+    s, a = torch.randn(2, steps, 11, generator=g), torch.randn(2, steps, 3, generator=g).tanh()
+    r, t = torch.randn(2, steps, 1, generator=g), torch.arange(steps).expand(2, steps)
+    policy, _, _ = evaluator_mod.rollout_model(model, k, naive=False)
+    too_long = model.with_attention_options(window=3 * k)
+    with torch.no_grad():
+        states = [policy.init_state(2), too_long.init_state(2)]
+        worst = [0.0, 0.0]
+        for i in range(steps):
+            naive = model(s[:, max(0, i + 1 - k) : i + 1], a[:, max(0, i + 1 - k) : i + 1],
+                          r[:, max(0, i + 1 - k) : i + 1], t[:, max(0, i + 1 - k) : i + 1], last_only=True)[:, -1]
+            for j, m in enumerate((policy, too_long)):
+                action, states[j] = m.act(states[j], r[:, i], s[:, i], t[:, i], a[:, i - 1] if i else None)
+                worst[j] = max(worst[j], float((action - naive).abs().max()))
+    assert worst[0] < 1e-5 < worst[1]
 
 
 # ---------------------------------------------------------------------------- errors
