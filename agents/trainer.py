@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import resource
@@ -200,8 +201,6 @@ class Trainer:
         run, or one resumed only to be evaluated again, must not report the smaller figure)."""
         now = peak_memory_mb(self.device)
         try:
-            import json
-
             earlier = float(json.loads((self.run_dir / "train_summary.json").read_text())["peak_memory_mb"])
         except (OSError, ValueError, KeyError, TypeError):
             return now

@@ -79,12 +79,14 @@ def load_curve_points(
 def _readout_files(run_dir: Path, rows: list[dict[str, Any]], exact: bool) -> tuple[list[Path], list[dict[str, Any]]]:
     """The periodic evaluation files of one readout, and the final rows with that readout's scores
     (empty when the run has no such readout)."""
+    if not rows:
+        return [], []
     files = sorted((run_dir / EVALS_DIR).glob("step-*.json"))
     naive = [f for f in files if f.stem.endswith(NAIVE_SUFFIX)]
     plain = [f for f in files if not f.stem.endswith(NAIVE_SUFFIX)]
     if not exact:
         return plain, rows
-    if rows and rows[0]["readout"] == "exact":
+    if rows[0]["readout"] == "exact":
         return plain, rows
     final = read_json(run_dir / NAIVE_EVAL_FILE)
     if final is None or not is_exact_readout(final) or final.get("train_steps") != rows[0]["steps"]:
