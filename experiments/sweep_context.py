@@ -387,14 +387,20 @@ def probe_costs(cfg: SweepConfig, cells: list[Cell]) -> dict[tuple[str, int], di
             if cfg.eval_episodes > 0:
                 n_envs = min(cfg.eval_envs, cfg.eval_episodes)
                 targets = cfg.eval_targets or list(trainer.data.default_targets)
-                res = evaluate(EvalConfig(checkpoint=tmp, episodes=n_envs, envs=n_envs, targets=targets[:1],
-                                          max_steps=PROBE_EVAL_STEPS, threads=cell.cfg.threads,
-                                          device=cell.cfg.device, output=str(Path(tmp) / "probe-eval.json")),
-                               progress=False, print_table=False)
-                env_steps_per_s = res["results"][0]["env_steps_per_s"]
+                probe_eval = EvalConfig(checkpoint=tmp, episodes=n_envs, envs=n_envs, targets=targets[:1],
+                                        max_steps=PROBE_EVAL_STEPS, threads=cell.cfg.threads,
+                                        device=cell.cfg.device, output=str(Path(tmp) / "probe-eval.json"))
                 max_len = get_env_spec(trainer.data.env_name).max_episode_steps
+                res = evaluate(probe_eval, progress=False, print_table=False)
+                env_steps_per_s = res["results"][0]["env_steps_per_s"]
                 entry["eval_s"] = len(targets) * cfg.eval_episodes * max_len / env_steps_per_s
                 entry["eval_ms_per_env_step"] = 1e3 / env_steps_per_s
+                if cfg.eval_exact and not res["exact_readout"]:  # --eval-exact also runs the naive path
+                    probe_eval.naive = True
+                    res = evaluate(probe_eval, progress=False, print_table=False)
+                    env_steps_per_s = res["results"][0]["env_steps_per_s"]
+                    entry["exact_eval_s"] = len(targets) * cfg.eval_episodes * max_len / env_steps_per_s
+                    entry["exact_eval_ms_per_env_step"] = 1e3 / env_steps_per_s
         out[key] = entry
     return out
 
@@ -405,17 +411,24 @@ def _hours(seconds: float) -> str:
 
 def format_estimate(cfg: SweepConfig, cells: list[Cell], probe: dict[tuple[str, int], dict[str, float]]) -> str:
     """Cost of the cells still to run, from the probe timings (upper bound: resumed cells count in full;
-    cells that only need evaluating count no training)."""
+    cells that only need evaluating count no training). Evaluations count the periodic ones
+    (``eval_every``) and, with ``eval_exact``, the exact readout beside each."""
     head = (f"timing probe ({cfg.probe_steps} training steps after 1 warm-up, {cells[0].cfg.threads} thread(s), "
             f"first {PROBE_EVAL_STEPS} rollout steps; dataset {cells[0].cfg.dataset}):")
     lines = [head]
     for (attention, k), p in sorted(probe.items()):
         ev = f", eval {p['eval_ms_per_env_step']:.2f} ms/env step" if "eval_ms_per_env_step" in p else ""
+        if "exact_eval_ms_per_env_step" in p:
+            ev += f" (+ exact {p['exact_eval_ms_per_env_step']:.2f})"
         lines.append(f"  {attention:<20} K={k:<5} train {p['train_s_per_step'] * 1e3:8.1f} ms/step{ev}")
     todo = [c for c in cells if c.status != "done"]
     train = sum(probe[(c.cfg.attention, c.cfg.context)]["train_s_per_step"] * c.cfg.steps for c in todo
                 if c.status != "evaluate")
-    evals = sum(probe[(c.cfg.attention, c.cfg.context)]["eval_s"] for c in todo)
+    evals = 0.0
+    for c in todo:
+        p = probe[(c.cfg.attention, c.cfg.context)]
+        periodic = (c.cfg.steps - 1) // cfg.eval_every if cfg.eval_every and c.status != "evaluate" else 0
+        evals += (1 + periodic) * (p["eval_s"] + p.get("exact_eval_s", 0.0))
     parallel = max(1, min(cfg.jobs, len(todo)))
     lines.append(
         f"estimate for {len(todo)} cell(s) to run: training {_hours(train)} + evaluation {_hours(evals)} "

@@ -357,6 +357,11 @@ def test_estimate_counts_training_only_for_cells_that_train(tmp_path):
     probe = {("softmax", 5): {"train_s_per_step": 1.0, "eval_s": 30.0}}
     # new + resume train 60 s each; new, resume and evaluate each evaluate for 30 s; done costs nothing
     assert "3 cell(s) to run: training 2.0 min + evaluation 1.5 min = 3.5 min" in sweep.format_estimate(cfg, cells, probe)
+    # an evaluation at step 30 of 60 besides the final one, and an exact readout (+30 s) beside each
+    probe[("softmax", 5)].update(exact_eval_s=30.0, eval_ms_per_env_step=0.5, exact_eval_ms_per_env_step=2.0)
+    text = sweep.format_estimate(dataclasses.replace(cfg, eval_every=30, eval_exact=True), cells, probe)
+    # new and resume: 2 evaluations x 60 s each; evaluate: 1 x 60 s
+    assert "training 2.0 min + evaluation 5.0 min = 0.12 h" in text and "eval 0.50 ms/env step (+ exact 2.00)" in text
 
 
 def test_cell_output_reaches_its_log_as_it_is_printed(tmp_path):
