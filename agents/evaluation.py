@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from agents.results import (
     EVAL_FILE,
     NAIVE_EVAL_FILE,
     SCHEMA,
+    exact_readout_path,
     format_eval_table,
     now_iso,
     software_versions,
@@ -130,3 +132,17 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
         print(format_eval_table(result))
         print(f"results written to {out}")
     return result
+
+
+def evaluate_with_exact(
+    cfg: EvalConfig, exact: bool, progress: bool = True, print_table: bool = True
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``evaluate(cfg)`` and, when ``exact`` asks for it and that readout streamed, the exact one too
+    (the naive path, written to ``exact_readout_path`` of cfg's output, or where ``--naive`` writes
+    by default); None when not run."""
+    result = evaluate(cfg, progress=progress, print_table=print_table)
+    if not exact or result["exact_readout"]:
+        return result, None
+    output = str(exact_readout_path(Path(cfg.output))) if cfg.output else None
+    naive = dataclasses.replace(cfg, naive=True, output=output)
+    return result, evaluate(naive, progress=progress, print_table=print_table)

@@ -20,7 +20,6 @@ from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from agents.config import TrainConfig, config_differences, run_evaluation, run_name
 from agents.data import PreparedData, check_context, prepare_data
 from agents.model import DecisionTransformer, DTConfig, count_parameters
-from agents.results import exact_readout_path
 from agents.sampler import Batch, SegmentSampler
 
 
@@ -174,7 +173,7 @@ class Trainer:
     def _evaluate_now(self, writer: Any, bar: Any) -> float:
         """Evaluate the current weights from a checkpoint written now (RUN_DIR/evals/step-N.json and
         TensorBoard) without touching training's random state; returns the seconds it took."""
-        from agents.evaluation import evaluate
+        from agents.evaluation import evaluate_with_exact
 
         start = time.perf_counter()
         if self._last_saved != self.step:
@@ -183,11 +182,7 @@ class Trainer:
         eval_cfg = run_evaluation(self.cfg, self.run_dir / CHECKPOINT_NAME,
                                   self.run_dir / "evals" / f"step-{self.step:07d}.json")
         with torch.random.fork_rng(devices=[]):  # building the policy draws initial weights
-            result = evaluate(eval_cfg, progress=False, print_table=False)
-            exact = None
-            if self.cfg.eval_exact and not result["exact_readout"]:
-                eval_cfg.naive, eval_cfg.output = True, str(exact_readout_path(Path(eval_cfg.output)))
-                exact = evaluate(eval_cfg, progress=False, print_table=False)
+            result, exact = evaluate_with_exact(eval_cfg, self.cfg.eval_exact, progress=False, print_table=False)
         _log_eval(writer, self.step, result)
         scores = ", ".join(f"target {r['target']:g}: {r['normalized_mean']:.1f}" for r in result["results"])
         if exact is not None:

@@ -7,7 +7,7 @@ import sys
 
 from agents.checkpoint import CHECKPOINT_NAME
 from agents.config import TrainConfig, run_evaluation
-from agents.results import EVAL_FILE, NAIVE_EVAL_FILE
+from agents.results import EVAL_FILE
 from agents.trainer import NonFiniteLossError, Trainer, log_eval_to_tensorboard
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, format_config
@@ -29,17 +29,16 @@ def train_and_evaluate(cfg: TrainConfig, progress: bool = True) -> dict:
           f"({summary['steps_per_s']:.1f} steps/s, peak memory {summary['peak_memory_mb']:.0f} MB)")
     out = {"train": summary, "run_dir": str(trainer.run_dir)}
     if cfg.eval_episodes > 0:
-        from agents.evaluation import evaluate
+        from agents.evaluation import evaluate_with_exact
 
-        out["eval"] = evaluate(  # the run's own result
-            run_evaluation(cfg, trainer.run_dir / CHECKPOINT_NAME, trainer.run_dir / EVAL_FILE), progress=progress
+        out["eval"], exact = evaluate_with_exact(  # the run's own result, and its exact readout if asked
+            run_evaluation(cfg, trainer.run_dir / CHECKPOINT_NAME, trainer.run_dir / EVAL_FILE), cfg.eval_exact,
+            progress=progress,
         )
         log_eval_to_tensorboard(trainer.run_dir, summary["steps"], out["eval"])
-        if cfg.eval_exact and not out["eval"]["exact_readout"]:
-            exact = run_evaluation(cfg, trainer.run_dir / CHECKPOINT_NAME, trainer.run_dir / NAIVE_EVAL_FILE)
-            exact.naive = True
-            out["eval_exact"] = evaluate(exact, progress=progress)
-            log_eval_to_tensorboard(trainer.run_dir, summary["steps"], out["eval_exact"], "eval_exact")
+        if exact is not None:
+            out["eval_exact"] = exact
+            log_eval_to_tensorboard(trainer.run_dir, summary["steps"], exact, "eval_exact")
     return out
 
 
