@@ -112,6 +112,7 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"{run_dir} has no {EVAL_FILE}: the run is unfinished (rerun it with --resume)")
     train = read_json(run_dir / "train_summary.json") or {}
     config = with_legacy_defaults(read_json(run_dir / "config.json") or {})
+    readout = "exact" if is_exact_readout(ev) else "streaming"
     rows = []
     for res in ev.get("results", []):
         sps = _num(res.get("env_steps_per_s"))
@@ -146,7 +147,7 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
             "eval_wall_time_s": _num(res.get("wall_time_s")),
             "eval_seed": ev.get("eval_seed", ""),
             "rollout": res.get("rollout", ""),
-            "readout": "exact" if is_exact_readout(ev) else "streaming",
+            "readout": readout,
             "run_dir": str(run_dir),
             "env": config.get("env"),  # the run's env override, needed to reload its dataset
         })

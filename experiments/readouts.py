@@ -2,10 +2,10 @@
 
 For a context K shorter than the episode, the default rollout streams: every layer keeps a sliding
 window of its last 3K - 1 tokens (the trained segment, seen from its last state token), so from the
-second layer on a step's output depends on more than K steps of history, unlike training. ``dt-attn eval --naive`` writes eval-naive.json with the exact
-readout (the model re-run on the last K steps each step). This module pairs the two results of a
-run per target and summarizes the difference per cell, so a report can say how much the readout
-moves a score.
+second layer on a step's output depends on more than K steps of history, unlike training.
+``dt-attn eval --naive`` writes eval-naive.json with the exact readout (the model re-run on the last
+K steps each step). This module pairs the two results of a run per target and summarizes the
+difference per cell, so a report can say how much the readout moves a score.
 """
 
 from __future__ import annotations

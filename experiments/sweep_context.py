@@ -274,10 +274,13 @@ def run_cell(cfg: TrainConfig, train_fn: TrainFn | None = None) -> dict[str, Any
             traceback.print_exc()
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start,
                     "log": str(log_path)}
-    scores = {f"{r['target']:g}": r["normalized_mean"] for r in (out.get("eval") or {}).get("results", [])}
-    exact = {f"{r['target']:g}": r["normalized_mean"] for r in (out.get("eval_exact") or {}).get("results", [])}
-    return {"ok": True, "seconds": time.perf_counter() - start, "log": str(log_path), "scores": scores,
-            "exact_scores": exact}
+    return {"ok": True, "seconds": time.perf_counter() - start, "log": str(log_path),
+            "scores": _scores(out.get("eval")), "exact_scores": _scores(out.get("eval_exact"))}
+
+
+def _scores(result: dict[str, Any] | None) -> dict[str, float]:
+    """Normalized score per target ("1800": 12.5) of an evaluation result, if any."""
+    return {f"{r['target']:g}": r["normalized_mean"] for r in (result or {}).get("results", [])}
 
 
 def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress: bool) -> dict[Path, dict]:
@@ -365,7 +368,7 @@ def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
 def probe_costs(cfg: SweepConfig, cells: list[Cell]) -> dict[tuple[str, int], dict[str, float]]:
     """Time ``probe_steps`` training steps (after one warm-up) and a short rollout per (attention, K)."""
     from agents.config import EvalConfig
-    from agents.evaluation import evaluate
+    from agents.evaluation import evaluate_with_exact
     from agents.trainer import Trainer
     from envs import get_env_spec
 
@@ -390,17 +393,13 @@ def probe_costs(cfg: SweepConfig, cells: list[Cell]) -> dict[tuple[str, int], di
                 probe_eval = EvalConfig(checkpoint=tmp, episodes=n_envs, envs=n_envs, targets=targets[:1],
                                         max_steps=PROBE_EVAL_STEPS, threads=cell.cfg.threads,
                                         device=cell.cfg.device, output=str(Path(tmp) / "probe-eval.json"))
-                max_len = get_env_spec(trainer.data.env_name).max_episode_steps
-                res = evaluate(probe_eval, progress=False, print_table=False)
-                env_steps_per_s = res["results"][0]["env_steps_per_s"]
-                entry["eval_s"] = len(targets) * cfg.eval_episodes * max_len / env_steps_per_s
-                entry["eval_ms_per_env_step"] = 1e3 / env_steps_per_s
-                if cfg.eval_exact and not res["exact_readout"]:  # --eval-exact also runs the naive path
-                    probe_eval.naive = True
-                    res = evaluate(probe_eval, progress=False, print_table=False)
-                    env_steps_per_s = res["results"][0]["env_steps_per_s"]
-                    entry["exact_eval_s"] = len(targets) * cfg.eval_episodes * max_len / env_steps_per_s
-                    entry["exact_eval_ms_per_env_step"] = 1e3 / env_steps_per_s
+                env_steps = len(targets) * cfg.eval_episodes * get_env_spec(trainer.data.env_name).max_episode_steps
+                streaming, exact = evaluate_with_exact(probe_eval, cfg.eval_exact, progress=False, print_table=False)
+                for prefix, res in (("", streaming), ("exact_", exact)):  # exact: --eval-exact's naive readout
+                    if res is not None:
+                        env_steps_per_s = res["results"][0]["env_steps_per_s"]
+                        entry[f"{prefix}eval_s"] = env_steps / env_steps_per_s
+                        entry[f"{prefix}eval_ms_per_env_step"] = 1e3 / env_steps_per_s
         out[key] = entry
     return out
 
