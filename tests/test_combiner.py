@@ -9,7 +9,7 @@ import torch
 
 from dt_attn.attention.base import build_attention
 from dt_attn.attention.combiner import CombinerFixed, CombinerLogsparse
-from dt_attn.ops.combiner import combiner_fixed, combiner_logsparse, window_groups
+from dt_attn.ops.combiner import combiner_fixed, combiner_logsparse, masked_max, summarize, window_groups
 
 VARIANTS = ["combiner-fixed", "combiner-logsparse"]
 
@@ -279,6 +279,41 @@ def test_gradcheck_float64(variant, window):
     q, k, v = _qkv(2, 2, 11, 3, dtype=torch.float64, seed=4)
     inputs = tuple(x.requires_grad_() for x in (q, k, v))
     assert torch.autograd.gradcheck(lambda a, b, c: _forward(variant, a, b, c, 3, window), inputs, fast_mode=True)
+
+
+def _plain_summary(qbar, k, v, valid):
+    """summarize's formula written with autograd ops only."""
+    logits = (k * qbar.unsqueeze(-2)).sum(-1) / math.sqrt(qbar.shape[-1])
+    logits = logits.masked_fill(~valid, float("-inf"))
+    logits = torch.where(valid.any(-1, keepdim=True), logits, torch.zeros_like(logits))
+    return (torch.softmax(logits, -1).unsqueeze(-1) * v).sum(-2)
+
+
+def test_summary_gradient_matches_autograd_of_the_formula():
+    g = torch.Generator().manual_seed(5)
+    qbar = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 3, 4, 6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 3, 4, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    valid = torch.rand(2, 3, 4, 6, generator=g) > 0.3
+    valid[0, 0, 0] = False  # a region without a valid token
+    valid[1, 2, 3] = True
+    d_out = torch.randn(2, 3, 4, 7, generator=g, dtype=torch.float64)
+    for mask in (valid, None):
+        ours = summarize(qbar, k, v, mask)
+        plain = _plain_summary(qbar, k, v, torch.ones_like(valid) if mask is None else mask)
+        torch.testing.assert_close(ours, plain)
+        for a, b in zip(torch.autograd.grad(ours, (qbar, k, v), d_out), torch.autograd.grad(plain, (qbar, k, v), d_out)):
+            torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda a, b, c: summarize(a, b, c, valid), (qbar, k, v))
+
+
+def test_token_max_gradient_goes_to_the_maxima():
+    x = torch.tensor([[1.0, 5.0], [3.0, 5.0], [2.0, 0.0]], requires_grad=True)
+    masked_max(x, None).backward(torch.tensor([10.0, 20.0]))
+    assert x.grad.tolist() == [[0.0, 20.0], [10.0, 20.0], [0.0, 0.0]]  # a tie feeds both entries
+    x.grad = None
+    masked_max(x, torch.tensor([True, False, True])).backward(torch.tensor([10.0, 20.0]))
+    assert x.grad.tolist() == [[0.0, 20.0], [0.0, 0.0], [10.0, 0.0]]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
