@@ -307,6 +307,18 @@ def test_summary_gradient_matches_autograd_of_the_formula():
     assert torch.autograd.gradcheck(lambda a, b, c: summarize(a, b, c, valid), (qbar, k, v))
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bfloat16_with_padding_keeps_its_dtype(variant):
+    q, k, v = (x.to(torch.bfloat16).requires_grad_() for x in _qkv(2, 1, 13, 8))
+    pad = torch.zeros(2, 13, dtype=torch.bool)
+    pad[0, :5] = True
+    out = _forward(variant, q, k, v, 3, None, pad)
+    out.float().sum().backward()
+    assert out.dtype == q.grad.dtype == k.grad.dtype == v.grad.dtype == torch.bfloat16
+    reference = _forward(variant, *(x.detach().float() for x in (q, k, v)), 3, None, pad)
+    torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.05)
+
+
 def test_token_max_gradient_goes_to_the_maxima():
     x = torch.tensor([[1.0, 5.0], [3.0, 5.0], [2.0, 0.0]], requires_grad=True)
     masked_max(x, None).backward(torch.tensor([10.0, 20.0]))

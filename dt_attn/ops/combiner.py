@@ -55,7 +55,7 @@ class _Summary(torch.autograd.Function):
         if valid is not None:
             some_valid = valid.any(-1, keepdim=True)
             # A region without a valid token gets uniform weights (finite, and masked by the caller).
-            logits = torch.where(valid, logits, torch.where(some_valid, float("-inf"), 0.0))
+            logits = torch.where(some_valid, logits.masked_fill(~valid, float("-inf")), 0.0)
         p = torch.softmax(logits, dim=-1)
         out = (p.unsqueeze(-2) @ v).squeeze(-2)
         ctx.save_for_backward(qs, k, v, p, out, some_valid)
