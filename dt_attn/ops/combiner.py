@@ -43,8 +43,9 @@ class _Summary(torch.autograd.Function):
     """:func:`summarize` with a hand-written backward.
 
     The logits are elementwise products and sums, not matmuls: as thousands of tiny
-    matrix-vector products they measured about twice as slow on CPU. The backward needs four
-    region-sized temporaries where autograd's kept more; forward + backward measured 15% faster.
+    matrix-vector products they measured about twice as slow on CPU. The backward makes fewer
+    region-sized temporaries than autograd's; with the token max's float mask below, Combiner-Fixed's
+    attention at 60 tokens (batch 64, d 128) went from 10.1 to 8.7 ms forward + backward.
     """
 
     @staticmethod
