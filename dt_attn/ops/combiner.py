@@ -392,8 +392,10 @@ def _aligned_regions(qmax, kmax, bvalid, k, v, valid, span, nb, window):
     for level in range(dyadic_levels(nb)):
         if level:  # a group's pooled keys/queries are the max over its two halves
             n = qmax.shape[2] // 2
-            qmax = torch.maximum(qmax[:, :, 0 : 2 * n : 2], qmax[:, :, 1 : 2 * n : 2])
-            kmax = torch.maximum(kmax[:, :, 0 : 2 * n : 2], kmax[:, :, 1 : 2 * n : 2])
+            # _TokenMax over the pair, not torch.maximum: the latter's backward runs on bool masks,
+            # which are slow on CPU (see _TokenMax.backward)
+            qmax = _TokenMax.apply(qmax[:, :, : 2 * n].unflatten(2, (n, 2)))
+            kmax = _TokenMax.apply(kmax[:, :, : 2 * n].unflatten(2, (n, 2)))
             if gvalid is not None:
                 gvalid = gvalid[:, :, 0 : 2 * n : 2] | gvalid[:, :, 1 : 2 * n : 2]
         qbar, kbar = _zero_empty(qmax, gvalid), _zero_empty(kmax, gvalid)

@@ -1,9 +1,14 @@
 """Hopper equal-signal 2,000-step checkpoints, 50-episode readouts: per (observe, K) the mean over runs of
 each run's mean normalized score, with the standard error over runs, per readout; and per attention."""
-import json, re, sys, statistics as st, collections
+import collections
+import json
+import re
+import statistics as st
+import sys
 from pathlib import Path
+
 root = Path(sys.argv[1])
-seeds = set(int(s) for s in sys.argv[2].split(",")) if len(sys.argv) > 2 else None
+seeds = {int(s) for s in sys.argv[2].split(",")} if len(sys.argv) > 2 else None
 pat = re.compile(r"hopper-medium-replay-standin-(positions-)?(softmax|cosformer|combiner-fixed)-K(\d+)-s(\d+)$")
 rows = collections.defaultdict(lambda: collections.defaultdict(list))
 for d in sorted(root.iterdir()):
@@ -15,7 +20,7 @@ for d in sorted(root.iterdir()):
         continue
     for f, name in (("eval.json", "streaming"), ("eval-naive.json", "exact")):
         if (d / f).is_file():
-            r = json.load(open(d / f))["results"][0]
+            r = json.loads((d / f).read_text())["results"][0]
             assert r["episodes"] == 50, d
             rows[(obs, k)][name].append((att, seed, r["normalized_mean"]))
 def fmt(v):
