@@ -1,12 +1,16 @@
 #!/bin/bash
-# Session 10: the 50-episode readouts of seeds 3-5 (hopper_seeds345.sh), as hopper_50ep.sh does for seeds 0-2:
-# exact (--naive) and streaming, 50 episodes in 10 envs, eval seed 2000; finished runs only. Run as
-# OBS=positions- bash hopper_50ep_s345b.sh {0,1} (two workers), then OBS= for the rest.
+# Session 10: 50-episode readouts of the hopper equal-signal 2,000-step checkpoints, exact (--naive) and
+# streaming, 10 envs, eval seed 2000 (the 5-episode readouts used seed 1000); finished runs only.
+# Usage: [OBS=positions-] bash readouts_50ep.sh SRC_ROOT PART   (PART 0 or 1: two workers split the runs)
+#   seeds 0-2: SRC_ROOT=/work/runs_s9/hopper_tps640_2k
+#   seeds 3-5: SRC_ROOT=/work/runs_s10/hopper_tps640_2k_s345 (OBS=positions- while the full cells still trained)
+# Run as two as-run copies of this loop (one per source); merged here, same commands for finished runs.
 cd /tmp/snap10
 export DT_ATTN_STANDIN_DIR=/work/shared/datasets
-part=$1
+src_root=$1
+part=$2
 i=0
-for src in /work/runs_s10/hopper_tps640_2k_s345/hopper-medium-replay-standin-${OBS}*-s?; do
+for src in "$src_root"/hopper-medium-replay-standin-${OBS}*-s?; do
   [ -f $src/eval-naive.json ] || { echo "$(basename $src) not finished"; continue; }
   i=$((i+1)); [ $((i % 2)) = $part ] || continue
   dst=/work/runs_s10/hopper_2k_50ep/$(basename $src)
