@@ -5,7 +5,9 @@
 #   seeds 0-2: SRC_ROOT=/work/runs_s9/hopper_tps640_2k
 #   seeds 3-5: SRC_ROOT=/work/runs_s10/hopper_tps640_2k_s345 (OBS=positions- while the full cells still trained)
 # Run as two as-run copies of this loop (one per source); merged here, same commands for finished runs.
-cd /tmp/snap10
+# SNAP (the frozen checkout to run) and DST (where the readouts go) default to session 10's.
+cd "${SNAP:-/tmp/snap10}"
+dst_root=${DST:-/work/runs_s10/hopper_2k_50ep}
 export DT_ATTN_STANDIN_DIR=/work/shared/datasets
 src_root=$1
 part=$2
@@ -13,7 +15,7 @@ i=0
 for src in "$src_root"/hopper-medium-replay-standin-${OBS}*-s?; do
   [ -f $src/eval-naive.json ] || { echo "$(basename $src) not finished"; continue; }
   i=$((i+1)); [ $((i % 2)) = $part ] || continue
-  dst=/work/runs_s10/hopper_2k_50ep/$(basename $src)
+  dst=$dst_root/$(basename $src)
   mkdir -p $dst && cp $src/config.json $src/train_summary.json $dst/
   [ -f $dst/eval-naive.json ] || python -m experiments.cli eval --checkpoint $src --episodes 50 --envs 10 --threads 1 --seed 2000 --naive --output $dst/eval-naive.json > $dst/naive.log 2>&1
   [ -f $dst/eval.json ] || python -m experiments.cli eval --checkpoint $src --episodes 50 --envs 10 --threads 1 --seed 2000 --output $dst/eval.json > $dst/stream.log 2>&1
