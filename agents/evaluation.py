@@ -92,6 +92,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
                     state_mean=np.asarray(norm["state_mean"]), state_std=np.asarray(norm["state_std"]),
                     rtg_scale=float(train_cfg["rtg_scale"]), seed=cfg.seed + first, max_steps=max_steps,
                     naive=cfg.naive, device=cfg.device,
+                    progress=f"target {target:g}, episodes {first + 1}-{first + n}" if progress else None,
                 )
             finally:
                 envs.close()

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from agents.model import DecisionTransformer
+from agents.progress import progress_bar
 from dt_attn import attention_options
 
 
@@ -74,8 +75,10 @@ def run_episodes(
     max_steps: int,
     naive: bool = False,
     device: str | torch.device = "cpu",
+    progress: str | None = None,
 ) -> RolloutResult:
-    """One episode in each sub-environment of ``envs``, all conditioned on return ``target``."""
+    """One episode in each sub-environment of ``envs``, all conditioned on return ``target``; with
+    ``progress``, a bar of environment steps under that label."""
     model.eval()
     policy, path, use_naive = rollout_model(model, context, naive)
     n = envs.num_envs
@@ -94,6 +97,7 @@ def run_episodes(
     else:
         state = policy.init_state(n, device=device)
         prev_action = None  # a_{t-1}, fed together with R_t and s_t
+    bar = progress_bar(total=max_steps, desc=progress, unit="step", leave=False, disable=progress is None)
     start = time.perf_counter()
     policy_time = 0.0
     t = 0
@@ -125,6 +129,8 @@ def run_episodes(
         rtg = rtg - torch.as_tensor(reward, dtype=torch.float32, device=device)[:, None] / rtg_scale
         done |= np.asarray(terminated) | np.asarray(truncated)
         t += 1
+        bar.update()
     wall = time.perf_counter() - start
+    bar.close()
     return RolloutResult(returns=returns, lengths=lengths, wall_time_s=wall, env_steps=t * n, path=path,
                          policy_time_s=policy_time, exact=use_naive or context >= model.cfg.max_ep_len)

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from agents.atomic import write_json
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from agents.config import TrainConfig, config_differences, run_evaluation, run_name
 from agents.data import PreparedData, check_context, prepare_data
 from agents.model import DecisionTransformer, DTConfig, count_parameters
+from agents.progress import progress_bar
 from agents.sampler import Batch, SegmentSampler
 
 
@@ -231,8 +231,7 @@ class Trainer:
 
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
         tokens_per_step = cfg.batch_size * 3 * cfg.context
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
-                   dynamic_ncols=True)
+        bar = progress_bar(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step")
         torch.set_rng_state(self._torch_rng)
         self.model.train()
         window_start, window_steps = time.perf_counter(), 0

@@ -29,6 +29,7 @@ from typing import Any
 
 from agents.atomic import write_text
 from agents.config import TrainConfig, config_differences, run_name
+from agents.progress import progress_bar
 from agents.results import EVAL_FILE, NAIVE_EVAL_FILE, is_exact_readout
 from experiments.aggregate import ReferenceFn, load_reference, read_json
 from experiments.common import run_cli
@@ -285,10 +286,8 @@ def _scores(result: dict[str, Any] | None) -> dict[str, float]:
 
 def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress: bool) -> dict[Path, dict]:
     """Run ``cells``: in this process when jobs == 0, else in a pool of fresh processes."""
-    from tqdm.auto import tqdm
-
     results: dict[Path, dict] = {}
-    bar = tqdm(total=len(cells), desc="sweep", unit="cell", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(cells), desc="sweep", unit="cell", disable=not progress)
 
     def record(cell: Cell, res: dict) -> None:
         results[cell.run_dir] = res
