@@ -241,6 +241,39 @@ def bench_context(cfg: BenchAgentConfig) -> list[dict]:
     return rows
 
 
+def counted_mflop_per_rollout_step(model: DecisionTransformer, context: int, naive: bool, envs: int,
+                                   after_steps: int) -> float:
+    """Matrix-multiply MFLOP (FlopCounterMode) of the policy's work for one rollout step of ``envs``
+    episodes after ``after_steps`` steps (random inputs: the cost does not depend on their values)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from agents.evaluator import rollout_model
+
+    policy, _, use_naive = rollout_model(model, context, naive)
+    s_dim, a_dim, t = model.cfg.state_dim, model.cfg.act_dim, after_steps
+    rtg, ts = torch.ones(envs, 1), torch.full((envs,), t)
+    with torch.inference_mode():
+        if use_naive:
+            k = min(context, t + 1)  # the naive path pads shorter windows to K: the cost of a full one
+            window = (torch.randn(envs, context, s_dim), torch.randn(envs, context, a_dim),
+                      torch.randn(envs, context, 1), torch.arange(t + 1 - k, t + 1 - k + context).expand(envs, context))
+
+            def step():
+                policy(*window, None, last_only=True)
+        else:
+            state, prev = policy.init_state(envs), None
+            for i in range(t):
+                prev, state = policy.act(state, rtg, torch.randn(envs, s_dim), torch.full((envs,), i), prev)
+
+            def step():
+                policy.act(state, rtg, torch.randn(envs, s_dim), ts, prev)
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+    return counter.get_total_flops() / 1e6
+
+
 def bench_eval(cfg: BenchAgentConfig) -> list[dict]:
     """Rollout cost of the incremental and the naive path (untrained weights: cost, not score), in
     ``eval_rounds`` alternating rounds so that a slow spell of the machine hits both paths."""
@@ -269,14 +302,17 @@ def bench_eval(cfg: BenchAgentConfig) -> list[dict]:
                 runs = results[naive]
                 steps = int(runs[0].lengths.max())
                 walls, policies = [x.wall_time_s for x in runs], [x.policy_time_s for x in runs]
+                mflop = counted_mflop_per_rollout_step(model, k, naive, cfg.eval_episodes, min(k, steps) - 1)
+                policy_s = float(np.median(policies))
                 rows.append({"attention": att, "context": k, "path": runs[0].path, "episodes": cfg.eval_episodes,
                              "steps": steps, "rounds": len(runs), "wall_time_s": float(np.median(walls)),
-                             "policy_time_s": float(np.median(policies)),
-                             "ms_per_step": 1000 * float(np.median(policies)) / max(1, steps),
+                             "policy_time_s": policy_s, "ms_per_step": 1000 * policy_s / max(1, steps),
+                             "counted_mflop_per_step": mflop, "policy_gflops": mflop * steps / 1e3 / policy_s,
                              "round_wall_time_s": " ".join(f"{x:.4f}" for x in walls),
                              "round_policy_time_s": " ".join(f"{x:.4f}" for x in policies)})
                 print(f"  {att:<12} K={k:<5} {runs[0].path:<55} wall {np.median(walls):7.2f}s "
-                      f"policy {np.median(policies):7.2f}s (median of {len(runs)})", flush=True)
+                      f"policy {policy_s:7.2f}s (median of {len(runs)}); {mflop:8.1f} counted MFLOP per step of "
+                      f"{cfg.eval_episodes} envs, {mflop * steps / 1e3 / policy_s:5.1f} GFLOP/s", flush=True)
     return rows
 
 
@@ -294,7 +330,8 @@ def print_eval_targets(rows: list[dict], cfg: BenchAgentConfig) -> None:
                 pol = paired_ratio(nai, inc, "round_policy_time_s")
                 print(f"target: {att} K={k} incremental >= {need}x naive: wall {wall[0]:.1f}x "
                       f"({wall[1]:.1f}-{wall[2]:.1f}), policy-only {pol[0]:.1f}x ({pol[1]:.1f}-{pol[2]:.1f}) "
-                      f"-> {'PASS' if wall[0] >= need else 'FAIL'} (wall)")
+                      f"-> {'PASS' if wall[0] >= need else 'FAIL'} (wall); counted MFLOP per step "
+                      f"{nai['counted_mflop_per_step'] / inc['counted_mflop_per_step']:.1f}x fewer")
 
 
 def run(cfg: BenchAgentConfig) -> dict:

@@ -16,9 +16,12 @@ def test_quick_eval_part_writes_both_paths(tmp_path, capsys):
     with open(tmp_path / "eval.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["path"].split(":")[0] for r in rows] == ["incremental", "naive"]
+    assert 0 < float(rows[0]["counted_mflop_per_step"]) < float(rows[1]["counted_mflop_per_step"])
     for r in rows:
         assert r["attention"] == "softmax" and r["context"] == "5" and int(r["steps"]) == 10
         assert 0 < float(r["policy_time_s"]) <= float(r["wall_time_s"])
+        assert float(r["policy_gflops"]) == pytest.approx(
+            float(r["counted_mflop_per_step"]) * int(r["steps"]) / 1e3 / float(r["policy_time_s"]), rel=1e-6)
         walls = [float(x) for x in r["round_wall_time_s"].split()]
         assert int(r["rounds"]) == 2 == len(walls)
         assert float(r["wall_time_s"]) == pytest.approx(sum(walls) / 2, abs=1e-3)  # the median of two
@@ -68,3 +71,25 @@ def test_counted_gflop_of_a_known_step():
         (x @ w).sum().backward()  # forward 2*m*k*n; backward only dW = x^T g, another 2*m*k*n
 
     assert bench_agent.counted_gflop(step, torch.randn(100, 32)) * 1e9 == pytest.approx(2 * 2 * 100 * 32 * 48)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_counted_rollout_step_flops_match_the_linear_layers(n_layers):
+    """Softmax's attention runs in SDPA, which FlopCounterMode does not count on CPU, so the count is the
+    linear layers': the incremental step projects 3 tokens per env (the last layer's output projection and
+    MLP only the state token), the naive one the whole K-step window (3K tokens)."""
+    from agents.model import DecisionTransformer, DTConfig
+
+    e, s, a, n, k = 16, 11, 3, 2, 4
+    model = DecisionTransformer(DTConfig(state_dim=s, act_dim=a, context=k, max_ep_len=50, embed_dim=e,
+                                         n_layers=n_layers, dropout=0.0, attention="softmax")).eval()
+
+    def linear_flops(tokens: int) -> int:
+        embed = 2 * n * (tokens // 3) * (s + a + 1) * e
+        layer = 2 * tokens * n * (3 * e * e + e * e + 8 * e * e)
+        last = 2 * tokens * n * 3 * e * e + 2 * n * (e * e + 8 * e * e)  # K/V of every token, the rest for s_t
+        return embed + (n_layers - 1) * layer + last + 2 * n * e * a
+
+    for naive, tokens in ((False, 3), (True, 3 * k)):
+        mflop = bench_agent.counted_mflop_per_rollout_step(model, k, naive, n, after_steps=k - 1)
+        assert mflop * 1e6 == pytest.approx(linear_flops(tokens))
