@@ -241,37 +241,67 @@ def bench_context(cfg: BenchAgentConfig) -> list[dict]:
     return rows
 
 
-def counted_mflop_per_rollout_step(model: DecisionTransformer, context: int, naive: bool, envs: int,
-                                   after_steps: int) -> float:
-    """Matrix-multiply MFLOP (FlopCounterMode) of the policy's work for one rollout step of ``envs``
-    episodes after ``after_steps`` steps (random inputs: the cost does not depend on their values)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+def _rollout_step(model: DecisionTransformer, context: int, naive: bool, envs: int, after_steps: int):
+    """The rollout policy and a call that runs its work for one step of ``envs`` episodes after
+    ``after_steps`` steps (random inputs: the cost does not depend on their values)."""
     from agents.evaluator import rollout_model
 
     policy, _, use_naive = rollout_model(model, context, naive)
     s_dim, a_dim, t = model.cfg.state_dim, model.cfg.act_dim, after_steps
     rtg, ts = torch.ones(envs, 1), torch.full((envs,), t)
+    if use_naive:  # a full window (the naive path pads shorter ones to K: the same cost)
+        first = max(0, t + 1 - context)
+        window = (torch.randn(envs, context, s_dim), torch.randn(envs, context, a_dim), torch.randn(envs, context, 1),
+                  torch.arange(first, first + context).expand(envs, context))
+        return policy, lambda: policy(*window, None, last_only=True)
+    state, prev = policy.init_state(envs), None
     with torch.inference_mode():
-        if use_naive:
-            k = min(context, t + 1)  # the naive path pads shorter windows to K: the cost of a full one
-            window = (torch.randn(envs, context, s_dim), torch.randn(envs, context, a_dim),
-                      torch.randn(envs, context, 1), torch.arange(t + 1 - k, t + 1 - k + context).expand(envs, context))
+        for i in range(t):
+            prev, state = policy.act(state, rtg, torch.randn(envs, s_dim), torch.full((envs,), i), prev)
+    obs = torch.randn(envs, s_dim)
+    return policy, lambda: policy.act(state, rtg, obs, ts, prev)
 
-            def step():
-                policy(*window, None, last_only=True)
-        else:
-            state, prev = policy.init_state(envs), None
-            for i in range(t):
-                prev, state = policy.act(state, rtg, torch.randn(envs, s_dim), torch.full((envs,), i), prev)
 
-            def step():
-                policy.act(state, rtg, torch.randn(envs, s_dim), ts, prev)
+@torch.inference_mode()
+def counted_mflop_per_rollout_step(model: DecisionTransformer, context: int, naive: bool, envs: int,
+                                   after_steps: int) -> float:
+    """Matrix-multiply MFLOP (FlopCounterMode) of one rollout step of ``envs`` episodes after
+    ``after_steps`` steps."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-        counter = FlopCounterMode(display=False)
-        with counter:
-            step()
+    _, step = _rollout_step(model, context, naive, envs, after_steps)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
     return counter.get_total_flops() / 1e6
+
+
+def linear_calls(module: torch.nn.Module, call) -> list[tuple[torch.nn.Linear, torch.Tensor]]:
+    """The nn.Linear layers of ``module`` that ``call()`` runs, in order, each with its input."""
+    calls = []
+    hooks = [m.register_forward_hook(lambda mod, args, out: calls.append((mod, args[0])))
+             for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        call()
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
+@torch.inference_mode()
+def linear_layers_ms(model: DecisionTransformer, context: int, naive: bool, envs: int, after_steps: int,
+                     repeats: int = 200) -> float:
+    """Milliseconds of the nn.Linear calls that one rollout step makes, replayed alone with the same
+    inputs (median of ``repeats``): what the step would cost if everything else were free."""
+    calls = linear_calls(*_rollout_step(model, context, naive, envs, after_steps))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for mod, x in calls:
+            torch.nn.functional.linear(x, mod.weight, mod.bias)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
 
 
 def bench_eval(cfg: BenchAgentConfig) -> list[dict]:
@@ -302,17 +332,20 @@ def bench_eval(cfg: BenchAgentConfig) -> list[dict]:
                 runs = results[naive]
                 steps = int(runs[0].lengths.max())
                 walls, policies = [x.wall_time_s for x in runs], [x.policy_time_s for x in runs]
-                mflop = counted_mflop_per_rollout_step(model, k, naive, cfg.eval_episodes, min(k, steps) - 1)
+                at = (model, k, naive, cfg.eval_episodes, min(k, steps) - 1)
+                mflop, linear_ms = counted_mflop_per_rollout_step(*at), linear_layers_ms(*at)
                 policy_s = float(np.median(policies))
                 rows.append({"attention": att, "context": k, "path": runs[0].path, "episodes": cfg.eval_episodes,
                              "steps": steps, "rounds": len(runs), "wall_time_s": float(np.median(walls)),
                              "policy_time_s": policy_s, "ms_per_step": 1000 * policy_s / max(1, steps),
                              "counted_mflop_per_step": mflop, "policy_gflops": mflop * steps / 1e3 / policy_s,
+                             "linear_layers_ms_per_step": linear_ms,
                              "round_wall_time_s": " ".join(f"{x:.4f}" for x in walls),
                              "round_policy_time_s": " ".join(f"{x:.4f}" for x in policies)})
                 print(f"  {att:<12} K={k:<5} {runs[0].path:<55} wall {np.median(walls):7.2f}s "
                       f"policy {policy_s:7.2f}s (median of {len(runs)}); {mflop:8.1f} counted MFLOP per step of "
-                      f"{cfg.eval_episodes} envs, {mflop * steps / 1e3 / policy_s:5.1f} GFLOP/s", flush=True)
+                      f"{cfg.eval_episodes} envs, {mflop * steps / 1e3 / policy_s:5.1f} GFLOP/s; its linear layers "
+                      f"alone {linear_ms:.2f} ms per step", flush=True)
     return rows
 
 

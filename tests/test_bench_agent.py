@@ -93,3 +93,21 @@ def test_counted_rollout_step_flops_match_the_linear_layers(n_layers):
     for naive, tokens in ((False, 3), (True, 3 * k)):
         mflop = bench_agent.counted_mflop_per_rollout_step(model, k, naive, n, after_steps=k - 1)
         assert mflop * 1e6 == pytest.approx(linear_flops(tokens))
+
+
+def test_linear_calls_of_a_rollout_step_are_the_models_in_order():
+    """The replayed linear layers of an incremental step: three token embeddings, each block's qkv, output
+    projection and MLP (the last block's all but qkv for the state token alone), then the action head."""
+    import torch
+
+    from agents.model import DecisionTransformer, DTConfig
+
+    model = DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=4, max_ep_len=50, embed_dim=16,
+                                         n_layers=2, dropout=0.0, attention="cosformer")).eval()
+    policy, step = bench_agent._rollout_step(model, 4, False, envs=2, after_steps=3)
+    with torch.inference_mode():
+        calls = bench_agent.linear_calls(policy, step)
+    rows = [tuple(x.shape[:-1]) for _, x in calls]
+    assert rows == [(2,)] * 3 + [(2, 3)] * 4 + [(2, 3)] + [(2, 1)] * 3 + [(2,)]
+    assert [m.out_features for m, _ in calls][-1] == 3  # the action head
+    assert bench_agent.linear_layers_ms(model, 4, False, 2, 3, repeats=3) > 0
