@@ -291,12 +291,13 @@ def linear_calls(module: torch.nn.Module, call) -> list[tuple[torch.nn.Linear, t
 
 @torch.inference_mode()
 def linear_layers_ms(model: DecisionTransformer, context: int, naive: bool, envs: int, after_steps: int,
-                     repeats: int = 200) -> float:
+                     seconds: float = 1.0) -> float:
     """Milliseconds of the nn.Linear calls that one rollout step makes, replayed alone with the same
-    inputs (median of ``repeats``): what the step would cost if everything else were free."""
+    inputs (median of as many replays as fit in about ``seconds``, at least 3): what the step would
+    cost if everything else were free."""
     calls = linear_calls(*_rollout_step(model, context, naive, envs, after_steps))
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < 3 or sum(times) < seconds:
         t0 = time.perf_counter()
         for mod, x in calls:
             torch.nn.functional.linear(x, mod.weight, mod.bias)

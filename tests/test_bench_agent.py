@@ -110,4 +110,4 @@ def test_linear_calls_of_a_rollout_step_are_the_models_in_order():
     rows = [tuple(x.shape[:-1]) for _, x in calls]
     assert rows == [(2,)] * 3 + [(2, 3)] * 4 + [(2, 3)] + [(2, 1)] * 3 + [(2,)]
     assert [m.out_features for m, _ in calls][-1] == 3  # the action head
-    assert bench_agent.linear_layers_ms(model, 4, False, 2, 3, repeats=3) > 0
+    assert bench_agent.linear_layers_ms(model, 4, False, 2, 3, seconds=0.01) > 0
