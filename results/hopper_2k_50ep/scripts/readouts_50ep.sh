@@ -13,11 +13,13 @@ src_root=$1
 part=$2
 i=0
 for src in "$src_root"/hopper-medium-replay-standin-${OBS}*-s?; do
-  [ -f $src/eval-naive.json ] || { echo "$(basename $src) not finished"; continue; }
+  # finished: its exact readout is written (eval-naive.json; eval.json alone where the context holds the episode)
+  whole=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['exact_readout'])" $src/eval.json 2>/dev/null)
+  [ -f $src/eval-naive.json ] || [ "$whole" = True ] || { echo "$(basename $src) not finished"; continue; }
   i=$((i+1)); [ $((i % 2)) = $part ] || continue
   dst=$dst_root/$(basename $src)
   mkdir -p $dst && cp $src/config.json $src/train_summary.json $dst/
-  [ -f $dst/eval-naive.json ] || python -m experiments.cli eval --checkpoint $src --episodes 50 --envs 10 --threads 1 --seed 2000 --naive --output $dst/eval-naive.json > $dst/naive.log 2>&1
+  [ "$whole" = True ] || [ -f $dst/eval-naive.json ] || python -m experiments.cli eval --checkpoint $src --episodes 50 --envs 10 --threads 1 --seed 2000 --naive --output $dst/eval-naive.json > $dst/naive.log 2>&1
   [ -f $dst/eval.json ] || python -m experiments.cli eval --checkpoint $src --episodes 50 --envs 10 --threads 1 --seed 2000 --output $dst/eval.json > $dst/stream.log 2>&1
   echo "$(date +%T) $(basename $src) done"
 done
