@@ -336,16 +336,17 @@ def bench_eval(cfg: BenchAgentConfig) -> list[dict]:
                 at = (model, k, naive, cfg.eval_episodes, min(k, steps) - 1)
                 mflop, linear_ms = counted_mflop_per_rollout_step(*at), linear_layers_ms(*at)
                 policy_s = float(np.median(policies))
+                gflops = mflop * steps / 1e3 / policy_s
                 rows.append({"attention": att, "context": k, "path": runs[0].path, "episodes": cfg.eval_episodes,
                              "steps": steps, "rounds": len(runs), "wall_time_s": float(np.median(walls)),
                              "policy_time_s": policy_s, "ms_per_step": 1000 * policy_s / max(1, steps),
-                             "counted_mflop_per_step": mflop, "policy_gflops": mflop * steps / 1e3 / policy_s,
+                             "counted_mflop_per_step": mflop, "policy_gflops": gflops,
                              "linear_layers_ms_per_step": linear_ms,
                              "round_wall_time_s": " ".join(f"{x:.4f}" for x in walls),
                              "round_policy_time_s": " ".join(f"{x:.4f}" for x in policies)})
                 print(f"  {att:<12} K={k:<5} {runs[0].path:<55} wall {np.median(walls):7.2f}s "
                       f"policy {policy_s:7.2f}s (median of {len(runs)}); {mflop:8.1f} counted MFLOP per step of "
-                      f"{cfg.eval_episodes} envs, {mflop * steps / 1e3 / policy_s:5.1f} GFLOP/s; its linear layers "
+                      f"{cfg.eval_episodes} envs, {gflops:5.1f} GFLOP/s; its linear layers "
                       f"alone {linear_ms:.2f} ms per step", flush=True)
     return rows
 
