@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 # Values of fields added after runs were saved without them: what those runs used.
-LEGACY_DEFAULTS = {"activation": "gelu"}
+LEGACY_DEFAULTS = {"activation": "gelu"}  # fields of both the model and the run config
+RUN_LEGACY_DEFAULTS = {**LEGACY_DEFAULTS, "precision": "fp32"}  # fields of the run config alone
 #: The MLP nonlinearities ``dt_attn.transformer.ACTIVATIONS`` builds, named here so that reading a
 #: config does not import torch (a test keeps the two lists equal).
 ACTIVATION_NAMES = ("relu", "gelu")
+#: Training precisions: float32 throughout, or bfloat16 matrix multiplies under torch.autocast.
+PRECISIONS = ("fp32", "bf16")
 
 # TrainConfig fields that may change when a run is resumed; every other field must match.
 RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "checkpoint_every",
@@ -33,6 +36,10 @@ class TrainConfig:
     dropout: float = 0.1
     activation: str = field(default="relu", metadata={"help": "MLP nonlinearity: relu (the DT paper's code) or gelu"})
     batch_size: int = 64
+    precision: str = field(default="fp32", metadata={"help": "training arithmetic: fp32, or bf16 (matrix multiplies in "
+                                                          "bfloat16 under torch.autocast; weights, optimizer, loss and the "
+                                                          "linear attentions stay float32; about 1.4x faster on CPUs with "
+                                                          "AVX512-BF16 or AMX). Evaluation always runs in float32"})
     lr: float = 1e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 10_000
@@ -79,6 +86,7 @@ class TrainConfig:
             "eval_every": self.eval_every >= 0,
             "dropout": 0.0 <= self.dropout < 1.0,
             "activation": self.activation in ACTIVATION_NAMES,
+            "precision": self.precision in PRECISIONS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -86,7 +94,7 @@ class TrainConfig:
                 "invalid training config value(s): "
                 + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
                 + " (context/steps/sizes must be positive, dropout in [0, 1), activation one of "
-                + ", ".join(ACTIVATION_NAMES) + ")"
+                + ", ".join(ACTIVATION_NAMES) + ", precision one of " + ", ".join(PRECISIONS) + ")"
             )
 
 
@@ -130,12 +138,13 @@ def config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """'field (saved x, now y)' for every field of ``cfg`` that differs from a saved run's config.json,
     ignoring the fields a resume may change."""
     now = asdict(cfg)
-    saved = with_legacy_defaults(saved)
+    saved = with_legacy_defaults(saved, run=True)
     return [f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in now
             if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
 
 
-def with_legacy_defaults(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved config (run config.json or a checkpoint's model config) with the values runs used
-    before a field existed filled in, so an old GELU run is not read as today's ReLU default."""
-    return {**LEGACY_DEFAULTS, **saved}
+def with_legacy_defaults(saved: dict[str, Any], run: bool = False) -> dict[str, Any]:
+    """A saved config (a checkpoint's model config, or with ``run`` a run's config.json) with the
+    values runs used before a field existed filled in, so an old GELU run is not read as today's
+    ReLU default."""
+    return {**(RUN_LEGACY_DEFAULTS if run else LEGACY_DEFAULTS), **saved}

@@ -118,6 +118,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
         "activation": model.cfg.activation,
         "context": model.cfg.context,
         "train_seed": train_cfg["seed"],
+        "train_precision": train_cfg.get("precision", "fp32"),  # runs from before the field trained in fp32
         "train_steps": int(payload["step"]),
         "eval_seed": cfg.seed,
         "score_reference": score_source,

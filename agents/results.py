@@ -76,12 +76,19 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _precision_note(result: dict[str, Any]) -> str:
+    """' in bf16' for a policy trained in bf16; nothing for float32 (the default, and every run from
+    before the field)."""
+    precision = result.get("train_precision", "fp32")
+    return "" if precision == "fp32" else f" in {precision}"
+
+
 def format_eval_table(result: dict[str, Any]) -> str:
     """A human-readable table of an evaluation result (one row per target)."""
     head = (
         f"{result['dataset_label']} | env {result['env_id']} | observe {result['observe']} | "
         f"attention {result['attention']} | K={result['context']} | train seed {result['train_seed']} | "
-        f"{result['train_steps']} steps | eval seed {result['eval_seed']}\n"
+        f"{result['train_steps']} steps{_precision_note(result)} | eval seed {result['eval_seed']}\n"
         f"normalized with {result['score_reference']}"
     )
     cols = f"{'target':>8} {'episodes':>8} {'return mean±std':>18} {'min':>9} {'max':>9} {'normalized':>14} {'length':>7} {'steps/s':>8}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import resource
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -80,10 +82,29 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> DecisionTransformer:
 
 
 def action_loss(model: DecisionTransformer, batch: Batch) -> torch.Tensor:
-    """Mean squared error of predicted actions over real (unpadded) steps."""
-    pred = model(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask)
+    """Mean squared error of predicted actions over real (unpadded) steps, in float32 (also when the
+    model ran under autocast)."""
+    pred = model(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask).float()
     keep = (~batch.pad_mask).unsqueeze(-1).to(pred.dtype)
     return ((pred - batch.actions) ** 2 * keep).sum() / (keep.sum() * pred.shape[-1])
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), as oneDNN reports it."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def training_autocast(precision: str, device: torch.device) -> Any:
+    """The autocast context of a training precision (reusable, not re-entrant): bfloat16 matrix
+    multiplies for "bf16", a no-op for "fp32". Warns when the CPU has no native bfloat16 support (bf16 then runs slower than fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("this CPU has no native bfloat16 support (AVX512-BF16/AMX): --precision bf16 will be slower "
+                      "than fp32 here", stacklevel=2)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -125,6 +146,7 @@ class Trainer:
         self.data = prepare_data(cfg.dataset, cfg.env, cfg.observe, cfg.seed)
         check_context(cfg.context, self.data.max_ep_len)
         self.model = build_model(cfg, self.data).to(self.device)
+        self.autocast = training_autocast(cfg.precision, self.device)  # re-entered every step
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = max(1, cfg.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
@@ -239,7 +261,8 @@ class Trainer:
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
                 batch = self.sampler.sample(cfg.batch_size).to(self.device)
-                loss = action_loss(self.model, batch)
+                with self.autocast:
+                    loss = action_loss(self.model, batch)
                 if not torch.isfinite(loss):
                     kept = (f"the last good checkpoint ({self.run_dir / CHECKPOINT_NAME}, step {self._last_saved}) "
                             "is kept" if self._last_saved else "no checkpoint had been written yet")

@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from agents.atomic import write_rows_csv
-from agents.config import LEGACY_DEFAULTS, with_legacy_defaults
+from agents.config import LEGACY_DEFAULTS, RUN_LEGACY_DEFAULTS, with_legacy_defaults
 from agents.results import EVAL_FILE, is_exact_readout, rollout_is_exact
 
 # Files whose presence marks a directory as a run directory (written by `dt-attn train`).
 RUN_MARKERS = ("config.json", "checkpoint.pt", "train_summary.json")
 
 ROW_COLUMNS = [
-    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "K", "seed",
+    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "precision", "K",
+    "seed",
     "steps", "batch_size", "target", "episodes", "return_mean", "return_std", "normalized_mean", "normalized_std",
     "length_mean", "score_reference", "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step",
     "peak_memory_mb", "parameters", "device", "eval_env_steps_per_s", "eval_wall_time_s", "eval_seed", "rollout",
@@ -36,10 +37,11 @@ _INT_COLUMNS = ("K", "seed", "steps", "batch_size", "episodes")
 _FLOAT_COLUMNS = ("target", "return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean",
                   "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step", "peak_memory_mb", "parameters",
                   "eval_env_steps_per_s", "eval_wall_time_s")
-CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "activation", "K", "steps", "batch_size",
-            "target")
+CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "activation", "precision", "K", "steps",
+            "batch_size", "target")
 CELL_COLUMNS = [
-    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "K", "steps",
+    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "precision", "K",
+    "steps",
     "batch_size",
     "target", "seeds", "seed_list", "normalized_mean", "normalized_std", "return_mean", "return_std",
     "train_time_s", "train_s_per_step", "train_s_per_step_std", "steps_per_s", "peak_memory_mb",
@@ -111,7 +113,7 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
     if ev is None:
         raise FileNotFoundError(f"{run_dir} has no {EVAL_FILE}: the run is unfinished (rerun it with --resume)")
     train = read_json(run_dir / "train_summary.json") or {}
-    config = with_legacy_defaults(read_json(run_dir / "config.json") or {})
+    config = with_legacy_defaults(read_json(run_dir / "config.json") or {}, run=True)
     readout = "exact" if is_exact_readout(ev) else "streaming"
     rows = []
     for res in ev.get("results", []):
@@ -124,6 +126,7 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
             "attention": ev.get("attention", config.get("attention", "")),
             "attention_options": json.dumps(ev.get("attention_options", {}), sort_keys=True),
             "activation": ev.get("activation", config["activation"]),
+            "precision": ev.get("train_precision", config["precision"]),
             "K": int(ev.get("context", config.get("context", 0))),
             "seed": int(ev.get("train_seed", config.get("seed", 0))),
             "steps": int(ev.get("train_steps", train.get("steps", 0))),
@@ -195,6 +198,7 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
             row["observe"] = row["observe"] or "full"
             row["attention_options"] = row["attention_options"] or "{}"
             row["activation"] = row["activation"] or LEGACY_DEFAULTS["activation"]  # CSVs from before the column
+            row["precision"] = row["precision"] or RUN_LEGACY_DEFAULTS["precision"]
             row["readout"] = row["readout"] or ("exact" if rollout_is_exact(row["rollout"]) else "streaming")
             row["run_dir"] = row["run_dir"] or f"{path}:{reader.line_num}"
             row["env"] = None
@@ -212,14 +216,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def cell_sort_key(cell: dict[str, Any]) -> tuple:
-    """Table order of cells: dataset, observe, attention, K, options, activation, steps, batch, target, env."""
+    """Table order of cells: dataset, observe, attention, K, options, activation, precision, steps, batch,
+    target, env."""
     # K before the options: some options (Combiner's default span) change with K
     return (cell["dataset"], cell["observe"], cell["attention"], cell["K"], cell["attention_options"],
-            cell["activation"], cell["steps"], cell["batch_size"], cell["target"], cell["env_id"])
+            cell["activation"], cell["precision"], cell["steps"], cell["batch_size"], cell["target"], cell["env_id"])
 
 
 # Run settings that, when runs of one attention differ in them, join its display label (column, text).
-_LABEL_SETTINGS = (("steps", "{} steps"), ("batch_size", "batch {}"), ("env_id", "{}"), ("activation", "{}"))
+_LABEL_SETTINGS = (("steps", "{} steps"), ("batch_size", "batch {}"), ("env_id", "{}"), ("activation", "{}"),
+                   ("precision", "{}"))
 #: How a report draws its lines: one per batch size (the default), or one per attention across batch sizes,
 #: for sweeps that held the action targets per step fixed (``dt-attn sweep --targets-per-step``).
 LINES_BY = ("batch", "targets")
@@ -228,7 +234,7 @@ LINES_BY = ("batch", "targets")
 def assign_labels(cells: list[dict[str, Any]], lines_by: str = "batch") -> None:
     """Display label per cell (one plotted line per label): the attention name, plus what tells apart
     runs of one name: options at one K (some options, like Combiner's span, vary with K), steps, batch,
-    env id, activation. With ``lines_by="targets"`` the batch does not split lines; the label names the
+    env id, activation, precision. With ``lines_by="targets"`` the batch does not split lines; the label names the
     line's median targets per step instead (cells must carry ``targets_per_step``)."""
     if lines_by not in LINES_BY:
         raise ValueError(f"lines_by must be one of {LINES_BY}, got {lines_by!r}")

@@ -35,6 +35,8 @@ class BenchAgentConfig:
     parts: list[str] = field(default_factory=lambda: ["throughput", "context", "eval"])
     attentions: list[str] = field(default_factory=lambda: ["softmax", "cosformer", "combiner-fixed", "combiner-logsparse"])
     compare_hf: bool = field(default=True, metadata={"help": "include transformers.DecisionTransformerModel when installed"})
+    precisions: list[str] = field(default_factory=lambda: ["fp32"], metadata={
+        "help": "training precisions of the throughput part (fp32, bf16); every model, HF's included, runs in each"})
     throughput_context: int = 20
     throughput_batch: int = 64
     timed_steps: int = field(default=60, metadata={"help": "timed training steps per model (throughput part)"})
@@ -81,13 +83,15 @@ def _synthetic_sampler(context: int, seed: int) -> SegmentSampler:
     return SegmentSampler(obs, act, rew, context, np.zeros(STATE_DIM), np.ones(STATE_DIM), 1000.0, 1000, seed)
 
 
-def _ours_step_fn(model: DecisionTransformer):
-    from agents.trainer import action_loss
+def _ours_step_fn(model: DecisionTransformer, precision: str = "fp32"):
+    from agents.trainer import action_loss, training_autocast
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    autocast = training_autocast(precision, torch.device("cpu"))
 
     def step(batch):
-        loss = action_loss(model, batch)
+        with autocast:
+            loss = action_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
@@ -96,8 +100,10 @@ def _ours_step_fn(model: DecisionTransformer):
     return step
 
 
-def _hf_step_fn(cfg: BenchAgentConfig, context: int):
+def _hf_step_fn(cfg: BenchAgentConfig, context: int, precision: str = "fp32"):
     from transformers import DecisionTransformerConfig, DecisionTransformerModel
+
+    from agents.trainer import training_autocast
 
     hf = DecisionTransformerModel(DecisionTransformerConfig(
         state_dim=STATE_DIM, act_dim=ACT_DIM, hidden_size=cfg.embed_dim, n_layer=cfg.n_layers, n_head=cfg.n_heads,
@@ -105,13 +111,15 @@ def _hf_step_fn(cfg: BenchAgentConfig, context: int):
         n_inner=4 * cfg.embed_dim, activation_function="relu"))
     hf.train()
     opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=1e-4)
+    autocast = training_autocast(precision, torch.device("cpu"))
 
     def step(batch):
         mask = (~batch.pad_mask).long()
-        _, pred, _ = hf(states=batch.states, actions=batch.actions, rewards=torch.zeros_like(batch.rtg),
-                        returns_to_go=batch.rtg, timesteps=batch.timesteps, attention_mask=mask, return_dict=False)
+        with autocast:
+            _, pred, _ = hf(states=batch.states, actions=batch.actions, rewards=torch.zeros_like(batch.rtg),
+                            returns_to_go=batch.rtg, timesteps=batch.timesteps, attention_mask=mask, return_dict=False)
         keep = mask.unsqueeze(-1).float()
-        loss = ((pred - batch.actions) ** 2 * keep).sum() / (keep.sum() * ACT_DIM)
+        loss = ((pred.float() - batch.actions) ** 2 * keep).sum() / (keep.sum() * ACT_DIM)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 0.25)
@@ -130,9 +138,9 @@ def _time_steps(step, sampler: SegmentSampler, batch: int, warmup: int, timed: i
     return timed / (time.perf_counter() - t0)
 
 
-def matmul_peak_gflops(size: int = 2048, seconds: float = 1.0) -> float:
-    """This machine's float32 matrix-multiply rate (GFLOP/s) on large square matrices: a practical peak."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak_gflops(size: int = 2048, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
+    """This machine's matrix-multiply rate (GFLOP/s) in ``dtype`` on large square matrices: a practical peak."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b  # warm-up
     runs, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -152,56 +160,73 @@ def counted_gflop(step, batch) -> float:
     return counter.get_total_flops() / 1e9
 
 
+HF_NAME = "transformers DecisionTransformerModel"
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def contender_name(model: str, precision: str) -> str:
+    """A throughput row's model name: the model alone in fp32 (as in every earlier run), else with its precision."""
+    return model if precision == "fp32" else f"{model} [{precision}]"
+
+
 def bench_throughput(cfg: BenchAgentConfig) -> list[dict]:
-    """Training steps/s at K=throughput_context for each attention and HF's DT, measured in interleaved rounds:
-    each round times timed_steps / rounds steps of every model in turn; a model's figure is its median round."""
+    """Training steps/s at K=throughput_context for each attention and HF's DT in each precision, measured in
+    interleaved rounds: each round times timed_steps / rounds steps of every model in turn; a model's figure is
+    its median round."""
     if cfg.throughput_rounds < 1 or cfg.timed_steps < cfg.throughput_rounds:
         raise ValueError(f"need 1 <= throughput_rounds <= timed_steps, got {cfg.throughput_rounds} rounds of "
                          f"{cfg.timed_steps} steps")
+    unknown = [p for p in cfg.precisions if p not in PRECISION_DTYPES]
+    if unknown or not cfg.precisions:
+        raise ValueError(f"precisions must list some of {sorted(PRECISION_DTYPES)}, got {cfg.precisions}")
     k = cfg.throughput_context
-    contenders = []  # (name, step function, parameters)
-    for att in cfg.attentions:
-        torch.manual_seed(cfg.seed)
-        model = DecisionTransformer(_dt_config(cfg, att, k)).train()
-        contenders.append((f"dt-attn {att}", _ours_step_fn(model), sum(p.numel() for p in model.parameters())))
-    if cfg.compare_hf:
-        try:
+    contenders = []  # (name, precision, step function, parameters)
+    for precision in cfg.precisions:
+        for att in cfg.attentions:
             torch.manual_seed(cfg.seed)
-            step, n_params = _hf_step_fn(cfg, k)
-        except ImportError:
-            print("  transformers not installed: skipping the HuggingFace comparison (pip install transformers)")
-        else:
-            contenders.append(("transformers DecisionTransformerModel", step, n_params))
+            model = DecisionTransformer(_dt_config(cfg, att, k)).train()
+            contenders.append((contender_name(f"dt-attn {att}", precision), precision,
+                               _ours_step_fn(model, precision), sum(p.numel() for p in model.parameters())))
+        if cfg.compare_hf:
+            try:
+                torch.manual_seed(cfg.seed)
+                step, n_params = _hf_step_fn(cfg, k, precision)
+            except ImportError:
+                print("  transformers not installed: skipping the HuggingFace comparison (pip install transformers)")
+            else:
+                contenders.append((contender_name(HF_NAME, precision), precision, step, n_params))
     per_round = cfg.timed_steps // cfg.throughput_rounds
     sampler = _synthetic_sampler(k, cfg.seed)
     batches = [sampler.sample(cfg.throughput_batch) for _ in range(cfg.warmup_steps + per_round)]
     gflop = {}
-    for name, step, _ in contenders:
+    for name, _, step, _ in contenders:
         for b in batches[: cfg.warmup_steps]:
             step(b)
         gflop[name] = counted_gflop(step, batches[0])
-    peak = matmul_peak_gflops()
-    print(f"  float32 matmul peak of this machine: {peak:.1f} GFLOP/s (2048^3 products)", flush=True)
-    rates: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+    peak = {p: matmul_peak_gflops(dtype=PRECISION_DTYPES[p]) for p in cfg.precisions}
+    for p, rate in peak.items():
+        print(f"  {p} matmul peak of this machine: {rate:.1f} GFLOP/s (2048^3 products)", flush=True)
+    rates: dict[str, list[float]] = {name: [] for name, *_ in contenders}
     for r in range(cfg.throughput_rounds):
         shift = r % len(contenders)
-        for name, step, _ in contenders[shift:] + contenders[:shift]:
+        for name, _, step, _ in contenders[shift:] + contenders[:shift]:
             t0 = time.perf_counter()
             for b in batches[cfg.warmup_steps:]:
                 step(b)
             rates[name].append(per_round / (time.perf_counter() - t0))
     rows = []
-    for name, _, n_params in contenders:
+    for name, precision, _, n_params in contenders:
         sps = sorted(rates[name])
-        rows.append({"model": name, "context": k, "batch": cfg.throughput_batch, "steps_per_s": float(np.median(sps)),
+        rows.append({"model": name, "precision": precision, "context": k, "batch": cfg.throughput_batch,
+                     "steps_per_s": float(np.median(sps)),
                      "steps_per_s_min": sps[0], "steps_per_s_max": sps[-1], "rounds": len(sps),
                      "steps_per_round": per_round, "parameters": n_params,
                      "round_steps_per_s": " ".join(f"{x:.4f}" for x in rates[name]),
-                     "counted_gflop_per_step": gflop[name], "matmul_peak_gflops": peak,
-                     "steps_per_s_ceiling": peak / gflop[name] if gflop[name] else float("inf")})
-        print(f"  {name:<38} {np.median(sps):8.2f} steps/s (rounds {sps[0]:.2f}-{sps[-1]:.2f}); "
+                     "counted_gflop_per_step": gflop[name], "matmul_peak_gflops": peak[precision],
+                     "steps_per_s_ceiling": peak[precision] / gflop[name] if gflop[name] else float("inf")})
+        print(f"  {name:<45} {np.median(sps):8.2f} steps/s (rounds {sps[0]:.2f}-{sps[-1]:.2f}); "
               f"{gflop[name]:.2f} counted GFLOP/step, so at most {rows[-1]['steps_per_s_ceiling']:.2f} steps/s "
-              "at the matmul peak", flush=True)
+              f"at the {precision} matmul peak", flush=True)
     return rows
 
 
@@ -403,21 +428,30 @@ def paired_ratio(a: dict, b: dict, field: str = "round_steps_per_s") -> tuple[fl
 
 
 def print_throughput_targets(rows: list[dict], cfg: BenchAgentConfig) -> None:
-    """The throughput targets, judged on the median of the per-round ratios."""
+    """The throughput targets in each precision (every model in the same precision), judged on the median of
+    the per-round ratios; then, for the record, our bf16 softmax against HF in fp32 (not like for like)."""
     by = {r["model"]: r for r in rows}
-    ours = by.get("dt-attn softmax")
-    if ours is None:
-        return
     print("\n(median of the per-round ratios, with their range)")
-    hf = by.get("transformers DecisionTransformerModel")
-    if hf:
-        r, lo, hi = paired_ratio(ours, hf)
-        print(f"target: dt-attn softmax >= 2x HF steps/s: {r:.2f}x ({lo:.2f}-{hi:.2f}) -> {'PASS' if r >= 2 else 'FAIL'}")
-    for att in cfg.attentions:
-        if att != "softmax" and f"dt-attn {att}" in by:
-            r, lo, hi = paired_ratio(by[f"dt-attn {att}"], ours)
-            print(f"target: {att} no slower than softmax at K={cfg.throughput_context}: {r:.2f}x ({lo:.2f}-{hi:.2f}) "
-                  f"-> {'PASS' if r >= 1.0 else 'FAIL'}")
+    for precision in cfg.precisions:
+        ours = by.get(contender_name("dt-attn softmax", precision))
+        if ours is None:
+            continue
+        hf = by.get(contender_name(HF_NAME, precision))
+        if hf:
+            r, lo, hi = paired_ratio(ours, hf)
+            print(f"target ({precision}, both models): dt-attn softmax >= 2x HF steps/s: {r:.2f}x ({lo:.2f}-{hi:.2f}) "
+                  f"-> {'PASS' if r >= 2 else 'FAIL'}")
+        for att in cfg.attentions:
+            other = by.get(contender_name(f"dt-attn {att}", precision))
+            if att != "softmax" and other:
+                r, lo, hi = paired_ratio(other, ours)
+                print(f"target ({precision}): {att} no slower than softmax at K={cfg.throughput_context}: "
+                      f"{r:.2f}x ({lo:.2f}-{hi:.2f}) -> {'PASS' if r >= 1.0 else 'FAIL'}")
+    ours_bf16, hf_fp32 = by.get(contender_name("dt-attn softmax", "bf16")), by.get(HF_NAME)
+    if ours_bf16 and hf_fp32:
+        r, lo, hi = paired_ratio(ours_bf16, hf_fp32)
+        print(f"for the record (mixed precisions, not a target): dt-attn softmax in bf16 / HF in fp32: "
+              f"{r:.2f}x ({lo:.2f}-{hi:.2f})")
 
 
 def _parser() -> argparse.ArgumentParser:

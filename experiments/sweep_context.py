@@ -75,6 +75,7 @@ class SweepConfig:
     dropout: float = field(default=_DEFAULT["dropout"], metadata=_HELP["dropout"])
     activation: str = field(default=_DEFAULT["activation"], metadata=_HELP["activation"])
     batch_size: int = field(default=_DEFAULT["batch_size"], metadata=_HELP["batch_size"])
+    precision: str = field(default=_DEFAULT["precision"], metadata=_HELP["precision"])
     targets_per_step: int | None = field(
         default=None, metadata={"help": "hold the action targets per step fixed: each cell trains with batch "
                                         "round(N / m) (at least 1), m the mean number of real (unpadded) steps in a "

@@ -89,12 +89,14 @@ def test_checkpoint_saved_before_the_activation_field_loads_as_gelu(tmp_path):
                       .model.transformer.blocks[0].mlp[1], torch.nn.ReLU)  # the default: the DT paper's code
 
 
-def test_resume_after_kill_reaches_same_weights(tmp_path, monkeypatch):
-    full = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "full"), steps=8, checkpoint_every=4, dropout=0.1),
-                   progress=False)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_after_kill_reaches_same_weights(tmp_path, monkeypatch, precision):
+    full = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "full"), steps=8, checkpoint_every=4, dropout=0.1,
+                        precision=precision), progress=False)
     full.train()
 
-    killed_cfg = tiny(tmp_path, run_dir=str(tmp_path / "killed"), steps=8, checkpoint_every=4, dropout=0.1)
+    killed_cfg = tiny(tmp_path, run_dir=str(tmp_path / "killed"), steps=8, checkpoint_every=4, dropout=0.1,
+                      precision=precision)
     killed = Trainer(killed_cfg, progress=False)
     real_sample = killed.sampler.sample
     calls = {"n": 0}
@@ -110,7 +112,7 @@ def test_resume_after_kill_reaches_same_weights(tmp_path, monkeypatch):
         killed.train()
     assert load_checkpoint(tmp_path / "killed")["step"] == 4
     resumed = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "killed"), steps=8, checkpoint_every=4, dropout=0.1,
-                           resume=True), progress=False)
+                           precision=precision, resume=True), progress=False)
     assert resumed.step == 4
     resumed.train()
     for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):

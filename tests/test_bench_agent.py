@@ -32,17 +32,28 @@ def test_quick_eval_part_writes_both_paths(tmp_path, capsys):
 
 def test_quick_throughput_part_interleaves_rounds(tmp_path, capsys):
     assert bench_agent.main(["--quick", "--parts", "throughput", "--attentions", "softmax", "cosformer",
-                             "--compare-hf", "false", "--out-dir", str(tmp_path)]) == 0
+                             "--precisions", "fp32", "bf16", "--compare-hf", "false", "--out-dir", str(tmp_path)]) == 0
     with open(tmp_path / "throughput.csv") as f:
         rows = {r["model"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"dt-attn softmax", "dt-attn cosformer"}
+    assert set(rows) == {"dt-attn softmax", "dt-attn cosformer", "dt-attn softmax [bf16]", "dt-attn cosformer [bf16]"}
     for r in rows.values():
+        assert r["precision"] == ("bf16" if r["model"].endswith("[bf16]") else "fp32")
         assert int(r["rounds"]) == 2 and int(r["steps_per_round"]) == 2
         assert 0 < float(r["steps_per_s_min"]) <= float(r["steps_per_s"]) <= float(r["steps_per_s_max"])
         gflop, peak = float(r["counted_gflop_per_step"]), float(r["matmul_peak_gflops"])
         assert gflop > 0 and peak > 0
         assert float(r["steps_per_s_ceiling"]) == pytest.approx(peak / gflop, rel=1e-6)
-    assert "target: cosformer no slower than softmax at K=20: " in capsys.readouterr().out
+    # autocast does not change what is multiplied, only in which type
+    assert float(rows["dt-attn softmax [bf16]"]["counted_gflop_per_step"]) == pytest.approx(
+        float(rows["dt-attn softmax"]["counted_gflop_per_step"]), rel=1e-9)
+    out = capsys.readouterr().out
+    for precision in ("fp32", "bf16"):
+        assert f"target ({precision}): cosformer no slower than softmax at K=20: " in out
+
+
+def test_throughput_precisions_must_be_known(tmp_path):
+    with pytest.raises(ValueError, match=r"precisions must list some of \['bf16', 'fp32'\], got \['fp16'\]"):
+        bench_agent.bench_throughput(bench_agent.BenchAgentConfig(precisions=["fp16"], out_dir=str(tmp_path)))
 
 
 def test_throughput_rounds_must_fit_the_timed_steps(tmp_path):
