@@ -101,6 +101,8 @@ def training_autocast(precision: str, device: torch.device) -> Any:
         return contextlib.nullcontext()
     if precision != "bf16":
         raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{device} has no bfloat16 support (it needs an Ampere or newer GPU); use --precision fp32")
     if device.type == "cpu" and not cpu_has_native_bf16():
         warnings.warn("this CPU has no native bfloat16 support (AVX512-BF16/AMX): --precision bf16 will be slower "
                       "than fp32 here", stacklevel=2)

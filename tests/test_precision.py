@@ -113,6 +113,12 @@ def test_bf16_warns_on_a_cpu_without_native_bfloat16(monkeypatch):
         training_autocast("bf16", CPU)
 
 
+def test_bf16_is_refused_on_a_gpu_without_bfloat16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(ValueError, match="cuda:0 has no bfloat16 support.*use --precision fp32"):
+        training_autocast("bf16", torch.device("cuda:0"))
+
+
 def test_report_keeps_bf16_and_fp32_runs_apart(tmp_path):
     write_run(tmp_path / "old", "softmax", 20, 0, {1800.0: 10.0})  # no precision anywhere: a float32 run
     new = write_run(tmp_path / "new", "softmax", 20, 1, {1800.0: 30.0})
