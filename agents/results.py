@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -65,10 +66,26 @@ def software_versions() -> dict[str, str]:
 
     return {
         "python": platform.python_version(),
+        "cpu": cpu_description(),
         "torch": torch.__version__,
         "gymnasium": gymnasium.__version__,
         "dt_attn": getattr(dt_attn, "__version__", "0.1.0"),
     }
+
+
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, its logical CPU count and its bfloat16 matrix units, e.g.
+    'Intel(R) Xeon(R) Processor, 2 CPUs, avx512_bf16 amx_bf16' (timings mean little without it)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:  # not Linux: the platform module's name is all there is
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    units = [f for f in ("avx512_bf16", "amx_bf16") if f in fields.get("flags", "").split()]
+    return ", ".join([name, f"{os.cpu_count()} CPUs", *([" ".join(units)] if units else [])])
 
 
 def now_iso() -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -24,6 +22,7 @@ import torch
 
 from agents.atomic import write_rows_csv, write_text
 from agents.model import DecisionTransformer, DTConfig
+from agents.results import cpu_description
 from agents.sampler import SegmentSampler
 from experiments.config import add_config_arguments, config_from_args, config_to_dict, format_config
 
@@ -400,9 +399,10 @@ def run(cfg: BenchAgentConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"agent benchmark ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads)\n{format_config(cfg)}", flush=True)
-    figures: dict = {"config": config_to_dict(cfg), "torch_threads": torch.get_num_threads()}
+    cpu = cpu_description()
+    print(f"agent benchmark ({cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
+          f"{format_config(cfg)}", flush=True)
+    figures: dict = {"config": config_to_dict(cfg), "cpu": cpu, "torch_threads": torch.get_num_threads()}
     parts = {"throughput": bench_throughput, "context": bench_context, "eval": bench_eval}
     for name in cfg.parts:
         if name not in parts:

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.atomic import write_rows_csv, write_text
+from agents.results import cpu_description
 from dt_attn import attention_options, available_attentions, build_attention
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, config_to_dict, format_config
@@ -507,7 +508,7 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    say(f"attention benchmark on {device} ({torch.get_num_threads()} CPU threads), config:")
+    say(f"attention benchmark on {device} ({cpu_description()}; {torch.get_num_threads()} threads), config:")
     say(format_config(cfg))
     mechanisms = registered_mechanisms(cfg, say)
     say("forward+backward:")
@@ -521,7 +522,7 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     plot(out_dir / "attention_bench.png", fwd, step)
     target_text = "\n".join(f"{status}: {desc}" for status, desc in targets)
     write_text(out_dir / "targets.txt", target_text + "\n")
-    meta = {"config": config_to_dict(cfg), "device": str(device), "torch": torch.__version__,
+    meta = {"config": config_to_dict(cfg), "device": str(device), "cpu": cpu_description(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "targets": [list(t) for t in targets]}
     write_text(out_dir / "bench.json", json.dumps(meta, indent=2) + "\n")
     say("")

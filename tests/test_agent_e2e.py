@@ -49,7 +49,7 @@ def test_train_then_evaluate_every_attention(tmp_path, attention):
                 "train_seed", "train_steps", "eval_seed", "score_reference", "results", "versions"):
         assert key in saved, key
     assert saved["train_steps"] == 6 and saved["attention"] == attention and saved["env_id"] == "Hopper-v4"
-    assert saved["activation"] == "relu"
+    assert saved["activation"] == "relu" and "CPUs" in saved["versions"]["cpu"]
     assert "stand-in" in saved["dataset_label"]
 
 
