@@ -10,9 +10,9 @@ import time
 
 import torch
 
+from agents.model import DecisionTransformer
 from dt_attn.transformer import Block
 from experiments.bench_agent import BenchAgentConfig, _dt_config, _ours_step_fn, _synthetic_sampler
-from agents.model import DecisionTransformer
 
 attention = sys.argv[1] if len(sys.argv) > 1 else "softmax"
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 10

@@ -35,5 +35,5 @@ for r in range(rounds):
 med = {dt: statistics.median(ts) for dt, ts in times.items()}
 print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {rounds} rounds of 20 calls")
 for dt, m in med.items():
-    print(f"  {str(dt):15s} {m:.2f} ms per forward + backward")
+    print(f"  {dt!s:15s} {m:.2f} ms per forward + backward")
 print(f"  bfloat16 / float32: {med[torch.bfloat16] / med[torch.float32]:.2f}x the time")
