@@ -38,7 +38,7 @@ class TrainConfig:
     batch_size: int = 64
     precision: str = field(default="fp32", metadata={"help": "training arithmetic: fp32, or bf16 (matrix multiplies in "
                                                           "bfloat16 under torch.autocast; weights, optimizer, loss and the "
-                                                          "linear attentions stay float32; about 1.4x faster on CPUs with "
+                                                          "attention stay float32; about 1.3-1.4x faster on CPUs with "
                                                           "AVX512-BF16 or AMX). Evaluation always runs in float32"})
     lr: float = 1e-4
     weight_decay: float = 1e-4
