@@ -191,7 +191,7 @@ def bench_throughput(cfg: BenchAgentConfig) -> list[dict]:
                 torch.manual_seed(cfg.seed)
                 step, n_params = _hf_step_fn(cfg, k, precision)
             except ImportError:
-                print("  transformers not installed: skipping the HuggingFace comparison (pip install -e ".[bench]")")
+                print("  transformers not installed: skipping the HuggingFace comparison (pip install -e '.[bench]')")
             else:
                 contenders.append((contender_name(HF_NAME, precision), precision, step, n_params))
     per_round = cfg.timed_steps // cfg.throughput_rounds
