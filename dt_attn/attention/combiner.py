@@ -137,9 +137,8 @@ def _check_step(q: Tensor, k: Tensor, v: Tensor, state_k: Tensor) -> None:
         )
 
 
-@register("combiner-fixed")
-class CombinerFixed(Attention):
-    """Causal Combiner-Fixed: direct attention in the own block, one summary per earlier block."""
+class _Combiner(Attention):
+    """What both Combiner variants share: the ``span`` and ``window`` options."""
 
     def __init__(self, span: int | None = None, window: int | None = None) -> None:
         super().__init__()
@@ -147,6 +146,20 @@ class CombinerFixed(Attention):
         _check_positive_int("window", window)
         self.span = span
         self.window = window
+
+
+def _attend_open_block(q: Tensor, k: Tensor, v: Tensor, state) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Add one token to the state's open block and attend it to that block and the cached summaries;
+    returns the output and the open block's new query max, keys and values."""
+    _check_step(q, k, v, state.k_blk)
+    k_blk = torch.cat([state.k_blk, k.unsqueeze(2)], dim=2)
+    v_blk = torch.cat([state.v_blk, v.unsqueeze(2)], dim=2)
+    return attend_step(q, k_blk, v_blk, state.k_reg, state.v_reg), torch.maximum(state.q_max, q), k_blk, v_blk
+
+
+@register("combiner-fixed")
+class CombinerFixed(_Combiner):
+    """Causal Combiner-Fixed: direct attention in the own block, one summary per earlier block."""
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """Parallel causal Combiner-Fixed attention; returns (B, H, T, Dv)."""
@@ -170,11 +183,7 @@ class CombinerFixed(Attention):
         self, q: Tensor, k: Tensor, v: Tensor, state: CombinerFixedState
     ) -> tuple[Tensor, CombinerFixedState]:
         """Attend one token to its open block and the visible block summaries."""
-        _check_step(q, k, v, state.k_blk)
-        q_max = torch.maximum(state.q_max, q)
-        k_blk = torch.cat([state.k_blk, k.unsqueeze(2)], dim=2)
-        v_blk = torch.cat([state.v_blk, v.unsqueeze(2)], dim=2)
-        out = attend_step(q, k_blk, v_blk, state.k_reg, state.v_reg)
+        out, q_max, k_blk, v_blk = _attend_open_block(q, k, v, state)
         k_reg, v_reg = state.k_reg, state.v_reg
         if k_blk.shape[2] == state.span:  # the block is complete: summarise it, open a new one
             k_reg = torch.cat([k_reg, k_blk.amax(2, keepdim=True)], dim=2)
@@ -192,15 +201,8 @@ class CombinerFixed(Attention):
 
 
 @register("combiner-logsparse")
-class CombinerLogsparse(Attention):
+class CombinerLogsparse(_Combiner):
     """Causal Combiner-Logsparse: direct attention in the own block, dyadic group summaries before."""
-
-    def __init__(self, span: int | None = None, window: int | None = None) -> None:
-        super().__init__()
-        _check_positive_int("span", span)
-        _check_positive_int("window", window)
-        self.span = span
-        self.window = window
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """Parallel causal Combiner-Logsparse attention; returns (B, H, T, Dv)."""
@@ -224,11 +226,7 @@ class CombinerLogsparse(Attention):
         self, q: Tensor, k: Tensor, v: Tensor, state: CombinerLogsparseState
     ) -> tuple[Tensor, CombinerLogsparseState]:
         """Attend one token to its open block and the dyadic group summaries."""
-        _check_step(q, k, v, state.k_blk)
-        q_max = torch.maximum(state.q_max, q)
-        k_blk = torch.cat([state.k_blk, k.unsqueeze(2)], dim=2)
-        v_blk = torch.cat([state.v_blk, v.unsqueeze(2)], dim=2)
-        out = attend_step(q, k_blk, v_blk, state.k_reg, state.v_reg)
+        out, q_max, k_blk, v_blk = _attend_open_block(q, k, v, state)
         blocks, regions, k_reg, v_reg = state.blocks, state.regions, state.k_reg, state.v_reg
         if k_blk.shape[2] == state.span:
             closed = _ClosedBlock(q_max, k_blk.amax(2), k_blk, v_blk)
