@@ -508,7 +508,8 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    say(f"attention benchmark on {device} ({cpu_description()}; {torch.get_num_threads()} threads), config:")
+    cpu = cpu_description()
+    say(f"attention benchmark on {device} ({cpu}; {torch.get_num_threads()} threads), config:")
     say(format_config(cfg))
     mechanisms = registered_mechanisms(cfg, say)
     say("forward+backward:")
@@ -522,7 +523,7 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     plot(out_dir / "attention_bench.png", fwd, step)
     target_text = "\n".join(f"{status}: {desc}" for status, desc in targets)
     write_text(out_dir / "targets.txt", target_text + "\n")
-    meta = {"config": config_to_dict(cfg), "device": str(device), "cpu": cpu_description(), "torch": torch.__version__,
+    meta = {"config": config_to_dict(cfg), "device": str(device), "cpu": cpu, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "targets": [list(t) for t in targets]}
     write_text(out_dir / "bench.json", json.dumps(meta, indent=2) + "\n")
     say("")
