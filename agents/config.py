@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 # Values of fields added after runs were saved without them: what those runs used.
-LEGACY_DEFAULTS = {"activation": "gelu"}  # fields of both the model and the run config
+LEGACY_DEFAULTS = {"activation": "gelu", "init": "torch-default", "init_std": 0.02}  # fields of both the model and the run config
 RUN_LEGACY_DEFAULTS = {**LEGACY_DEFAULTS, "precision": "fp32"}  # fields of the run config alone
 #: The MLP nonlinearities ``dt_attn.transformer.ACTIVATIONS`` builds, named here so that reading a
 #: config does not import torch (a test keeps the two lists equal).
 ACTIVATION_NAMES = ("relu", "gelu")
+#: Weight initialization schemes (``agents.model.INIT_SCHEMES``, named here so that reading a config does
+#: not import torch; a test keeps the two lists equal).
+INIT_SCHEMES = ("normal", "torch-default")
 #: Training precisions: float32 throughout, or bfloat16 matrix multiplies under torch.autocast.
 PRECISIONS = ("fp32", "bf16")
 
@@ -35,6 +38,10 @@ class TrainConfig:
     n_heads: int = 1
     dropout: float = 0.1
     activation: str = field(default="relu", metadata={"help": "MLP nonlinearity: relu (the DT paper's code) or gelu"})
+    init: str = field(default="normal", metadata={"help": "weight initialization: normal (N(0, init_std) weights, zero "
+                                                       "biases, GPT-2's scaled residual projections; as HuggingFace, "
+                                                       "CORL and d3rlpy) or torch-default (PyTorch's layer defaults)"})
+    init_std: float = field(default=0.02, metadata={"help": "standard deviation of the normal initialization"})
     batch_size: int = 64
     precision: str = field(default="fp32", metadata={"help": "training arithmetic: fp32, or bf16 (matrix multiplies in "
                                                           "bfloat16 under torch.autocast; weights, optimizer, loss and the "
@@ -87,6 +94,8 @@ class TrainConfig:
             "dropout": 0.0 <= self.dropout < 1.0,
             "activation": self.activation in ACTIVATION_NAMES,
             "precision": self.precision in PRECISIONS,
+            "init": self.init in INIT_SCHEMES,
+            "init_std": self.init_std > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -94,7 +103,8 @@ class TrainConfig:
                 "invalid training config value(s): "
                 + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
                 + " (context/steps/sizes must be positive, dropout in [0, 1), activation one of "
-                + ", ".join(ACTIVATION_NAMES) + ", precision one of " + ", ".join(PRECISIONS) + ")"
+                + ", ".join(ACTIVATION_NAMES) + ", precision one of " + ", ".join(PRECISIONS) + ", init one of " + ", ".join(INIT_SCHEMES)
+                + ", init_std positive)"
             )
 
 

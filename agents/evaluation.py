@@ -116,6 +116,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
         "attention": model.cfg.attention,
         "attention_options": model.cfg.attention_options,
         "activation": model.cfg.activation,
+        "init": model.cfg.init,
+        "init_std": model.cfg.init_std,
         "context": model.cfg.context,
         "train_seed": train_cfg["seed"],
         "train_precision": train_cfg.get("precision", "fp32"),  # runs from before the field trained in fp32

@@ -35,6 +35,13 @@ class DTConfig:
     attention: str = "softmax"
     attention_options: dict[str, Any] = field(default_factory=dict)
     activation: str = "relu"
+    init: str = "normal"  # "normal": the peers' scheme (see DecisionTransformer.init_weights); "torch-default"
+    init_std: float = 0.02  # standard deviation of every weight drawn by the "normal" scheme
+
+
+#: Weight initialization schemes; "torch-default" keeps PyTorch's own layer defaults for the embeddings and
+#: the action head (an N(0, 1) timestep embedding), as runs saved before the peers' scheme was adopted used.
+INIT_SCHEMES = ("normal", "torch-default")
 
 
 def _left_pad_lengths(pad_mask: torch.Tensor) -> torch.Tensor:
@@ -76,6 +83,31 @@ class DecisionTransformer(nn.Module):
             )
         )
         self.predict_action = nn.Sequential(nn.Linear(e, cfg.act_dim), nn.Tanh())
+        if cfg.init == "normal":
+            self.init_weights(cfg.init_std)
+        elif cfg.init != "torch-default":
+            raise ValueError(f"init must be one of {', '.join(INIT_SCHEMES)}, got {cfg.init!r}")
+
+    def init_weights(self, std: float) -> None:
+        """GPT-2's initialization, as HuggingFace's DecisionTransformerModel, CORL and d3rlpy use it:
+        every linear and embedding weight ~ N(0, std), biases 0, LayerNorm weight 1 and bias 0, and the
+        two residual output projections of each block (attention ``proj`` and the MLP's second layer)
+        ~ N(0, std / sqrt(2 n_layers)), so the residual stream's variance does not grow with depth.
+
+        PyTorch's default N(0, 1) for the timestep embedding instead adds a term 50x larger than every
+        other token embedding at small budgets, which the model must first learn to shrink."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        residual_std = std / (2 * self.cfg.n_layers) ** 0.5
+        for block in self.transformer.blocks:
+            nn.init.normal_(block.proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.mlp[-1].weight, mean=0.0, std=residual_std)
 
     # ----------------------------------------------------------------- tokens
     def _time(self, timesteps: torch.Tensor) -> torch.Tensor:

@@ -75,6 +75,8 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> DecisionTransformer:
             n_heads=cfg.n_heads,
             dropout=cfg.dropout,
             activation=cfg.activation,
+            init=cfg.init,
+            init_std=cfg.init_std,
             attention=cfg.attention,
             attention_options=attention_options,
         )

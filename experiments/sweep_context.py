@@ -74,6 +74,8 @@ class SweepConfig:
     n_heads: int = field(default=_DEFAULT["n_heads"], metadata=_HELP["n_heads"])
     dropout: float = field(default=_DEFAULT["dropout"], metadata=_HELP["dropout"])
     activation: str = field(default=_DEFAULT["activation"], metadata=_HELP["activation"])
+    init: str = field(default=_DEFAULT["init"], metadata=_HELP["init"])
+    init_std: float = field(default=_DEFAULT["init_std"], metadata=_HELP["init_std"])
     batch_size: int = field(default=_DEFAULT["batch_size"], metadata=_HELP["batch_size"])
     precision: str = field(default=_DEFAULT["precision"], metadata=_HELP["precision"])
     targets_per_step: int | None = field(

@@ -390,3 +390,12 @@ def test_readouts_are_marked_exact_only_when_they_read_the_policy_as_trained(tmp
 def test_config_accepts_exactly_the_activations_the_transformer_builds():
     """The torch-free name list in agents.config must match what dt_attn.transformer can build."""
     assert sorted(ACTIVATION_NAMES) == sorted(ACTIVATIONS)
+
+
+def test_config_accepts_exactly_the_init_schemes_the_model_builds():
+    from agents.config import INIT_SCHEMES
+    from agents.model import INIT_SCHEMES as MODEL_INIT_SCHEMES
+
+    assert INIT_SCHEMES == MODEL_INIT_SCHEMES
+    with pytest.raises(ValueError, match="init_std"):
+        TrainConfig(init_std=0.0)

@@ -108,3 +108,37 @@ def test_whole_episode_context_of_1000_steps(attention):
             pred, state = m.step_policy(state, r[:, i], s[:, i], t[:, i])
             torch.testing.assert_close(pred, full[:, i], atol=2e-5, rtol=1e-4)
             state = m.step_action(state, a[:, i], t[:, i])
+
+
+def _init_model(init="normal", std=0.02, n_layers=3, embed_dim=64):
+    torch.manual_seed(0)
+    return DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=20, max_ep_len=1000, embed_dim=embed_dim,
+                                        n_layers=n_layers, attention="softmax", init=init, init_std=std))
+
+
+def test_normal_init_matches_the_peers_scheme():
+    """Every linear/embedding weight ~ N(0, std) (residual projections std / sqrt(2 L)), zero biases, LN 1/0."""
+    m = _init_model(std=0.02, n_layers=3)
+    residual = {id(b.proj.weight) for b in m.transformer.blocks} | {id(b.mlp[-1].weight) for b in m.transformer.blocks}
+    for name, mod in m.named_modules():
+        if isinstance(mod, (torch.nn.Linear, torch.nn.Embedding)):
+            w = mod.weight.detach()
+            want = 0.02 / 6 ** 0.5 if id(mod.weight) in residual else 0.02
+            if w.numel() >= 1000:  # enough draws for the sample std to sit within 10% of the target
+                assert abs(w.std().item() - want) < 0.1 * want, name
+                assert abs(w.mean().item()) < 0.2 * want, name
+            else:
+                assert w.abs().max().item() < 6 * want, name
+            if isinstance(mod, torch.nn.Linear):
+                assert torch.count_nonzero(mod.bias) == 0, name
+        if isinstance(mod, torch.nn.LayerNorm):
+            assert torch.all(mod.weight == 1) and torch.count_nonzero(mod.bias) == 0, name
+    assert abs(m.embed_timestep.weight.std().item() - 0.02) < 0.002
+
+
+def test_init_std_scales_every_weight_and_torch_default_keeps_the_unit_timestep_embedding():
+    assert abs(_init_model(std=0.05).embed_timestep.weight.std().item() - 0.05) < 0.005
+    legacy = _init_model(init="torch-default")
+    assert abs(legacy.embed_timestep.weight.std().item() - 1.0) < 0.05  # nn.Embedding's N(0, 1)
+    with pytest.raises(ValueError, match="init must be one of"):
+        _init_model(init="xavier")
