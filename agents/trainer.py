@@ -9,6 +9,7 @@ import random
 import resource
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,10 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> Non
 class Trainer:
     """One training run: owns the model, optimizer, sampler, logs and checkpoints."""
 
-    def __init__(self, cfg: TrainConfig, progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, progress: bool = True,
+                 build: Callable[[TrainConfig, PreparedData], torch.nn.Module] = build_model) -> None:
+        """``build`` makes the network from the config and data (another architecture with the same
+        forward signature can be trained by the same loop, as the model-parity benchmark does)."""
         self.cfg = cfg
         self.progress = progress
         self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
@@ -149,7 +153,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.data = prepare_data(cfg.dataset, cfg.env, cfg.observe, cfg.seed)
         check_context(cfg.context, self.data.max_ep_len)
-        self.model = build_model(cfg, self.data).to(self.device)
+        self.model = build(cfg, self.data).to(self.device)
         self.autocast = training_autocast(cfg.precision, self.device)  # re-entered every step
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = max(1, cfg.warmup_steps)

@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "bench": "experiments.bench_attention",
     "sweep": "experiments.sweep_context",
     "report": "experiments.report",
+    "parity": "experiments.parity",
 }
 
 

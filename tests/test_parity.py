@@ -1,0 +1,89 @@
+"""The model-parity benchmark: quick mode trains both models with one trainer and writes its table."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from experiments.parity import HuggingFaceDT, ParityConfig, cell_config, run_parity, summarize
+from experiments.stats import bootstrap_diff_ci, bootstrap_mean_ci
+
+pytest.importorskip("transformers", reason="the parity benchmark needs the [bench] extra (transformers)")
+
+
+def test_quick_parity_trains_both_models_alike_and_writes_the_table(tmp_path):
+    cfg = ParityConfig(datasets=["default"], models=["dt-attn", "huggingface"], seeds=[0, 1], quick=True,
+                       out_dir=str(tmp_path), bootstrap=200)
+    rows = run_parity(cfg, progress=False)
+    assert {(r["model"], r["seeds"]) for r in rows} == {("dt-attn", 2), ("huggingface", 2)}
+    assert len(rows) == 4  # two targets per model
+    table = (tmp_path / "parity.md").read_text()
+    assert "exact rollout" in table and "huggingface" in table and "quick mode" in table
+    saved = json.loads((tmp_path / "parity.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(rows))
+    for r in rows:
+        assert r["ci_low"] <= r["mean"] <= r["ci_high"]
+        assert (r["diff_to_hf"] is None) == (r["model"] == "huggingface")
+    cell = json.loads((tmp_path / "runs" / "default" / "huggingface" / "s0"
+                       / "result.json").read_text())
+    assert cell["steps"] == 20 and all(t["rollout"].startswith("naive") for t in cell["targets"])
+    # the same sampler stream and budget: both models' run configs differ only in their run folder
+    mine = cell_config(cfg, "default", "dt-attn", 0)
+    hf = cell_config(cfg, "default", "huggingface", 0)
+    assert {k for k, v in vars(mine).items() if vars(hf)[k] != v} == {"run_dir"}
+    # a rerun skips the finished cells: same rows without training
+    assert run_parity(cfg, progress=False) == rows
+
+
+def test_huggingface_adapter_reads_left_padding_as_its_attention_mask():
+    """A left-padded segment predicts the same last action as its unpadded tail (HF masks the padding)."""
+    from agents.data import prepare_data
+
+    data = prepare_data("default", None, "full", 0)
+    cfg = cell_config(ParityConfig(quick=True), "default", "huggingface", 0)
+    torch.manual_seed(0)
+    model = HuggingFaceDT(cfg, data).eval()
+    g = torch.Generator().manual_seed(0)
+    k, real = cfg.context, 5
+    s, a, r = torch.randn(1, real, data.state_dim, generator=g), torch.rand(1, real, data.act_dim, generator=g), \
+        torch.randn(1, real, 1, generator=g)
+    t = torch.arange(real)[None]
+    pad = k - real
+
+    def padded(x):
+        return torch.cat((x.new_zeros((1, pad) + x.shape[2:]), x), dim=1)
+
+    mask = torch.arange(k)[None] < pad
+    with torch.no_grad():
+        full = model(padded(s), padded(a), padded(r), padded(t), mask, last_only=True)
+        tail = model(s, a, r, t, None, last_only=True)
+    assert full.shape == (1, 1, data.act_dim)
+    torch.testing.assert_close(full, tail, atol=1e-5, rtol=1e-5)
+
+
+def test_bootstrap_intervals_cover_the_mean_and_shrink_with_agreement():
+    values = np.array([10.0, 12.0, 14.0, 16.0, 18.0])
+    lo, hi = bootstrap_mean_ci(values, 2000)
+    assert lo < 14.0 < hi and hi - lo < 8.0
+    assert bootstrap_mean_ci(np.array([3.0, 3.0, 3.0]), 500) == (3.0, 3.0)
+    dlo, dhi = bootstrap_diff_ci(values + 20, values, 2000)
+    assert dlo < 20.0 < dhi
+    assert dlo > 10.0  # a 20-point gap with this spread is clearly resolved
+    with pytest.raises(ValueError):
+        bootstrap_mean_ci(np.array([]))
+
+
+def test_summarize_groups_seeds_per_cell_and_differences_to_huggingface():
+    def result(model, seed, score):
+        return {"dataset": "d", "dataset_label": "D", "env_id": "Hopper-v4", "model": model, "seed": seed,
+                "episodes": 10, "steps": 5, "parameters": 1,
+                "targets": [{"target": 1800.0, "normalized_mean": score}]}
+
+    rows = summarize([result("huggingface", 0, 10.0), result("huggingface", 1, 20.0),
+                      result("dt-attn", 0, 30.0), result("dt-attn", 1, 40.0)], 500)
+    by_model = {r["model"]: r for r in rows}
+    assert by_model["dt-attn"]["mean"] == 35.0 and by_model["huggingface"]["mean"] == 15.0
+    assert by_model["dt-attn"]["std"] == pytest.approx(np.std([30.0, 40.0], ddof=1))
+    assert by_model["dt-attn"]["diff_to_hf"] == 20.0
+    assert by_model["dt-attn"]["diff_ci_low"] <= 20.0 <= by_model["dt-attn"]["diff_ci_high"]
