@@ -167,6 +167,21 @@ def test_step_matches_parallel(variant, opts):
     )
 
 
+def test_fixed_window_step_keeps_every_visible_summary():
+    """K=20's rollout shape (span 8, window 59): a query sees the summaries of the 7 blocks before its
+    own, so the step must hold min(closed blocks, 7) of them, and equal the parallel form throughout
+    (it once dropped the oldest summary while 4 to 6 were cached, and stayed at 3 ever after)."""
+    span, window, t = 8, 59, 100
+    attn = build_attention("combiner-fixed", span=span, window=window)
+    q, k, v = _qkv(2, 1, t, 16)
+    full = attn(q, k, v)
+    state = attn.init_state(2, 1, 16, 16)
+    for i in range(t):
+        out, state = attn.step(q[:, :, i], k[:, :, i], v[:, :, i], state)
+        assert state.num_summaries == min((i + 1) // span, window // span)
+        torch.testing.assert_close(out, full[:, :, i], atol=1e-5, rtol=1e-5)
+
+
 def test_windowed_logsparse_state_stays_bounded():
     """With a window the state holds only the blocks the window reaches, and the open block attends
     to one region per set bit of their number."""
