@@ -19,7 +19,7 @@ SIZES = [1, 2, 3, 5]
 # window // size runs over 0..MAX_RATIO (a window shorter than one block up to MAX_RATIO blocks back).
 MAX_RATIO = 8
 # step_many group sizes, cycled: empty calls, single tokens, and calls longer than a ring's spare slots.
-GROUPS = (3, 1, 9, 2, 5, 8, 4)
+GROUPS = (3, 1, 0, 9, 2, 5, 8, 4)
 TOLERANCE = {torch.float32: 2e-5, torch.float64: 1e-11}
 
 
@@ -90,3 +90,37 @@ def test_incremental_forms_equal_the_parallel_form(name, size, dtype):
                 assert err <= tol * (1 + full.abs().max().item()), (
                     f"{name} {attn.options()} T={length}: {how} differs from the parallel form by {err:.3g}"
                 )
+
+
+@pytest.mark.parametrize("windowed", [False, True], ids=["full", "window"])
+@pytest.mark.parametrize("name", available_attentions())
+def test_empty_inputs_give_empty_outputs(name, windowed):
+    """B = 0 batches, T = 0 sequences and steps of 0 new tokens return correctly shaped empty outputs
+    (lengths past one block and one chunk included), and the empty step leaves the state as it was."""
+    H, D, Dv, size = 2, 4, 3, 3
+    attn = build_attention(name, **mechanism_options(name, size, 5 if windowed else None, 32))
+    for B, T in ((0, 0), (0, 2), (0, 11), (2, 0)):
+        q, k, v = (x.requires_grad_() for x in random_qkv(batch=B, heads=H, tokens=T, dim=D, value_dim=Dv))
+        out = attn(q, k, v)
+        assert out.shape == (B, H, T, Dv) and out.dtype == v.dtype
+        out.sum().backward()
+        assert q.grad.shape == q.shape and k.grad.shape == k.shape and v.grad.shape == v.shape
+        assert attn(q, k, v, pad_mask=torch.zeros(B, T, dtype=torch.bool)).shape == (B, H, T, Dv)
+    with torch.no_grad():
+        q, k, v = random_qkv(batch=2, heads=H, tokens=13, dim=D, value_dim=Dv)
+        full = attn(q, k, v)
+        for B in (0, 2):
+            state = attn.init_state(B, H, D, Dv)
+            out, state = attn.step_many(q[:B, :, :0], k[:B, :, :0], v[:B, :, :0], state)
+            assert out.shape == (B, H, 0, Dv)
+            outs = []
+            for t in range(13):
+                if t == 7:  # an empty call in the middle of a sequence changes nothing
+                    out, state = attn.step_many(q[:B, :, :0], k[:B, :, :0], v[:B, :, :0], state)
+                    assert out.shape == (B, H, 0, Dv)
+                out, state = attn.step(q[:B, :, t], k[:B, :, t], v[:B, :, t], state)
+                assert out.shape == (B, H, Dv)
+                outs.append(out)
+            torch.testing.assert_close(torch.stack(outs, dim=2), full[:B], atol=1e-5, rtol=1e-5)
+            out, state = attn.step_many(q[:B, :, :10], k[:B, :, :10], v[:B, :, :10], state)
+            assert out.shape == (B, H, 10, Dv)
