@@ -10,52 +10,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_qkv
+from conftest import SIZES, mechanism_options, random_qkv, run_steps, window_grid
 
-from dt_attn import attention_options, available_attentions, build_attention
+from dt_attn import available_attentions, build_attention
 
-# Block sizes: Combiner's span, cosFormer's chunk size (softmax has neither; its windows still vary).
-SIZES = [1, 2, 3, 5]
-# window // size runs over 0..MAX_RATIO (a window shorter than one block up to MAX_RATIO blocks back).
-MAX_RATIO = 8
+TOLERANCE = {torch.float32: 2e-5, torch.float64: 1e-11}
 # step_many group sizes, cycled: empty calls, single tokens, and calls longer than a ring's spare slots.
 GROUPS = (3, 1, 0, 9, 2, 5, 8, 4)
-TOLERANCE = {torch.float32: 2e-5, torch.float64: 1e-11}
-
-
-def mechanism_options(name: str, size: int, window: int | None, length: int) -> dict:
-    """Options of ``name`` with its block structure set to ``size`` (whichever option it has)."""
-    valid = attention_options(name)
-    opts = {key: size for key in ("span", "chunk_size") if key in valid}
-    if "max_distance" in valid:  # long enough for the whole sequence, short enough to weigh distance
-        opts["max_distance"] = max(length, window or 0)
-    if window is not None:
-        opts["window"] = window
-    return opts
-
-
-def window_grid(size: int) -> list[tuple[int | None, int]]:
-    """(window, length) pairs: no window, window // size = 0..MAX_RATIO with varying remainders,
-    and a window longer than the sequence. Lengths run a few blocks past the window and are mostly
-    not multiples of ``size``."""
-    grid = [(None, 4 * size + 3)]
-    for ratio in range(MAX_RATIO + 1):
-        window = ratio * size + ratio % size
-        if window >= 1:
-            grid.append((window, window + 2 * size + 1 + ratio % 3))
-    grid.append((3 * size + 4, 2 * size + 1))
-    return grid
-
-
-def run_step(attn, q, k, v):
-    """Outputs of ``step`` fed one token at a time."""
-    B, H, T, D = q.shape
-    state = attn.init_state(B, H, D, v.shape[-1], dtype=q.dtype)
-    outs = []
-    for t in range(T):
-        out, state = attn.step(q[:, :, t], k[:, :, t], v[:, :, t], state)
-        outs.append(out)
-    return torch.stack(outs, dim=2)
 
 
 def run_step_many(attn, q, k, v):
@@ -84,7 +45,7 @@ def test_incremental_forms_equal_the_parallel_form(name, size, dtype):
                              seed=length + (window or 0))
         with torch.no_grad():
             full = attn(q, k, v)
-            for how, run in (("step", run_step), ("step_many", run_step_many)):
+            for how, run in (("step", run_steps), ("step_many", run_step_many)):
                 got = run(attn, q, k, v)
                 err = (got - full).abs().max().item()
                 assert err <= tol * (1 + full.abs().max().item()), (
