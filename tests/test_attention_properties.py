@@ -14,9 +14,10 @@ from conftest import SIZES, mechanism_options, random_qkv, run_steps, window_gri
 
 from dt_attn import available_attentions, build_attention
 
-TOLERANCE = {torch.float32: 2e-5, torch.float64: 1e-11}
-# step_many group sizes, cycled: empty calls, single tokens, and calls longer than a ring's spare slots.
-GROUPS = (3, 1, 0, 9, 2, 5, 8, 4)
+TOLERANCE = {torch.float32: 2e-6, torch.float64: 1e-13}  # relative to 1 + max |output|
+# step_many group sizes, cycled: empty calls, single tokens, and calls longer than a ring's spare
+# slots (RING_SPARE + 1 = 8 tokens), which the windowed forms feed in pieces.
+GROUPS = (3, 1, 0, 9, 2, 5, 8, 4, 17)
 
 
 def run_step_many(attn, q, k, v):

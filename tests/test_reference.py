@@ -66,7 +66,7 @@ def test_rows_are_causal_distributions(name, windowed):
 def test_weights_times_values_equal_the_fast_form(name, size, dtype):
     """reference_attention (= attention_weights @ v) equals the parallel form, windowed or not,
     with and without left padding."""
-    tol = 2e-5 if dtype == torch.float32 else 1e-12
+    tol = 5e-6 if dtype == torch.float32 else 1e-12
     for window, length in window_grid(size):
         options = mechanism_options(name, size, window, length)
         fast = build_attention(name, **options)
