@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import re
@@ -38,12 +37,12 @@ import torch.nn.functional as F
 
 from agents.atomic import write_rows_csv, write_text
 from agents.results import cpu_description
-from dt_attn import attention_options, available_attentions, build_attention
+from dt_attn import attention_options, available_attentions, build_attention, reference_attention
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, config_to_dict, format_config
 
 SDPA = "sdpa"  # baseline: torch.nn.functional.scaled_dot_product_attention(is_causal=True)
-QUADRATIC = "quadratic"  # baseline: explicit softmax(QK^T) with a causal mask
+QUADRATIC = "quadratic"  # baseline: explicit softmax(QK^T) with a causal mask (dt_attn's reference form)
 QUADRATIC_MATRICES = 3  # T x T matrices alive at the quadratic reference's peak (probs + 2 grads)
 
 # Sizes --quick uses for every field left at its default.
@@ -137,14 +136,6 @@ def apply_quick(cfg: BenchConfig) -> BenchConfig:
 # One forward+backward cell (runs in a child process when isolated)
 
 
-def quadratic_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(QK^T / sqrt(d)) V with an explicit (T, T) causal mask: the textbook O(T^2) form."""
-    T = q.shape[-2]
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-    return torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1) @ v
-
-
 def quadratic_bytes(batch: int, heads: int, tokens: int, elem: int = 4) -> int:
     """Analytic peak of the quadratic reference: QUADRATIC_MATRICES (B, H, T, T) matrices."""
     return QUADRATIC_MATRICES * batch * heads * tokens * tokens * elem
@@ -153,8 +144,8 @@ def quadratic_bytes(batch: int, heads: int, tokens: int, elem: int = 4) -> int:
 def _attention_fn(name: str, options: dict[str, Any]) -> Callable[..., torch.Tensor]:
     if name == SDPA:
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if name == QUADRATIC:
-        return quadratic_attention
+    if name == QUADRATIC:  # the library's explicit form: softmax(QK^T / sqrt(d)) with a (T, T) causal mask
+        return lambda q, k, v: reference_attention("softmax", q, k, v)
     return build_attention(name, **options)
 
 

@@ -1,10 +1,16 @@
-"""Shared test helpers: plain O(L^2) attention references and a token-by-token driver."""
+"""Shared test helpers: random inputs, a token-by-token driver, and the shape grid the attention
+property tests run every mechanism over. The O(T^2) reference forms live in dt_attn.ops.reference."""
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from dt_attn import attention_options
+
+# Block sizes: Combiner's span, cosFormer's chunk size (softmax has neither; its windows still vary).
+SIZES = [1, 2, 3, 5]
+# window // size runs over 0..MAX_RATIO (a window shorter than one block up to MAX_RATIO blocks back).
+MAX_RATIO = 8
 
 
 def random_qkv(
@@ -25,46 +31,6 @@ def random_qkv(
     return q, k, v
 
 
-def visibility(tokens: int, window: int | None, pad_mask: torch.Tensor | None) -> torch.Tensor:
-    """(B or 1, T, T) bool: query i may see key j (causal, inside the window, key not padded)."""
-    i = torch.arange(tokens)[:, None]
-    j = torch.arange(tokens)[None, :]
-    vis = j <= i
-    if window is not None:
-        vis = vis & (i - j < window)
-    vis = vis[None]
-    if pad_mask is not None:
-        vis = vis & ~pad_mask[:, None, :]
-    return vis
-
-
-def reference_softmax(q, k, v, window=None, pad_mask=None):
-    """softmax(QK^T / sqrt(d)) with an explicit causal (window, padding) mask; empty rows give 0."""
-    T = q.shape[-2]
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    vis = visibility(T, window, pad_mask)[:, None]  # (B|1, 1, T, T)
-    scores = scores.masked_fill(~vis, float("-inf"))
-    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
-    return probs @ v
-
-
-def cosformer_weights(q, k, max_distance, window=None, pad_mask=None):
-    """Explicit (B,H,T,T) cosFormer weights relu(q_i).relu(k_j) cos(pi/2 (i-j)/M), masked."""
-    T = q.shape[-2]
-    i = torch.arange(T, dtype=q.dtype)[:, None]
-    j = torch.arange(T, dtype=q.dtype)[None, :]
-    cos = torch.cos(math.pi / 2 * (i - j) / max_distance)
-    w = torch.relu(q) @ torch.relu(k).transpose(-1, -2) * cos
-    vis = visibility(T, window, pad_mask)[:, None]
-    return w * vis.to(q.dtype)
-
-
-def reference_cosformer(q, k, v, max_distance, window=None, pad_mask=None, eps=1e-6):
-    """sum_j w_ij v_j / max(sum_j w_ij, eps) with the explicit weight matrix."""
-    w = cosformer_weights(q, k, max_distance, window, pad_mask)
-    return (w @ v) / w.sum(-1, keepdim=True).clamp_min(eps)
-
-
 def run_steps(attn, q, k, v):
     """Feed (B,H,T,·) tensors through ``attn.step`` one token at a time; returns (B,H,T,Dv)."""
     B, H, T, D = q.shape
@@ -74,3 +40,27 @@ def run_steps(attn, q, k, v):
         out, state = attn.step(q[:, :, t], k[:, :, t], v[:, :, t], state)
         outs.append(out)
     return torch.stack(outs, dim=2)
+
+
+def mechanism_options(name: str, size: int, window: int | None, length: int) -> dict:
+    """Options of ``name`` with its block structure set to ``size`` (whichever option it has)."""
+    valid = attention_options(name)
+    opts = {key: size for key in ("span", "chunk_size") if key in valid}
+    if "max_distance" in valid:  # long enough for the whole sequence, short enough to weigh distance
+        opts["max_distance"] = max(length, window or 0)
+    if window is not None:
+        opts["window"] = window
+    return opts
+
+
+def window_grid(size: int) -> list[tuple[int | None, int]]:
+    """(window, length) pairs: no window, window // size = 0..MAX_RATIO with varying remainders,
+    and a window longer than the sequence. Lengths run a few blocks past the window and are mostly
+    not multiples of ``size``."""
+    grid = [(None, 4 * size + 3)]
+    for ratio in range(MAX_RATIO + 1):
+        window = ratio * size + ratio % size
+        if window >= 1:
+            grid.append((window, window + 2 * size + 1 + ratio % 3))
+    grid.append((3 * size + 4, 2 * size + 1))
+    return grid

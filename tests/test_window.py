@@ -1,4 +1,7 @@
-"""The write-first ring buffer behind the windowed incremental forms (softmax's KV cache, cosFormer)."""
+"""The write-first ring buffer behind the windowed incremental forms (softmax's KV cache, cosFormer).
+
+That step_many calls of any length (fed in pieces) equal the parallel form is checked for every
+mechanism in test_attention_properties."""
 
 from __future__ import annotations
 
@@ -33,22 +36,6 @@ def test_ring_layout_matches_a_simulated_ring(window):
 def test_ring_layout_refuses_more_tokens_than_the_spare_slots_allow():
     with pytest.raises(ValueError, match="step_in_pieces"):
         ring_layout(0, 4, RING_SPARE + 2, torch.device("cpu"))
-
-
-@pytest.mark.parametrize("name", ["softmax", "cosformer"])
-@pytest.mark.parametrize("window", [3, 30])
-def test_step_many_longer_than_a_piece_equals_forward(name, window):
-    """A call with more tokens than one ring layout takes is fed in pieces and still equals forward."""
-    torch.manual_seed(0)
-    attn = build_attention(name, window=window)
-    q, k, v = (torch.randn(2, 1, 40, 8) for _ in range(3))
-    full = attn(q, k, v)
-    state = attn.init_state(2, 1, 8, 8)
-    outs = []
-    for lo, hi in ((0, 3), (3, 23), (23, 40)):  # 20 and 17 tokens in one call
-        out, state = attn.step_many(q[:, :, lo:hi], k[:, :, lo:hi], v[:, :, lo:hi], state)
-        outs.append(out)
-    torch.testing.assert_close(torch.cat(outs, dim=2), full, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["softmax", "cosformer"])

@@ -8,7 +8,9 @@ Shapes (all mechanisms):
   (out (batch, heads, value_dim), new_state). Feeding a sequence token by token through ``step``
   reproduces ``forward`` on the same prefix (to float tolerance).
 * ``step_many`` takes n consecutive tokens (batch, heads, n, dim) and equals n calls to ``step``;
-  the base class loops, a mechanism may override it with a batched form.
+  the base class loops, a mechanism may override it with a batched form. n = 0 is a no-op.
+* Empty inputs are fine: batch 0, 0 tokens in the parallel form or 0 new tokens in ``step_many``
+  return correctly shaped empty outputs.
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ class Attention(nn.Module):
     def step_many(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: Any
     ) -> tuple[torch.Tensor, Any]:
-        """Consume n consecutive tokens per sequence (q, k, v with n on dim 2); same as n ``step`` calls."""
+        """Consume n consecutive tokens per sequence (q, k, v with n on dim 2); same as n ``step`` calls.
+
+        n = 0 returns an empty (batch, heads, 0, value_dim) output and leaves the state as it was."""
+        if q.shape[2] == 0:
+            return v.new_empty(v.shape), state
         outs = []
         for i in range(q.shape[2]):
             out, state = self.step(q[:, :, i], k[:, :, i], v[:, :, i], state)

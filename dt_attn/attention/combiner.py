@@ -189,9 +189,11 @@ class CombinerFixed(_Combiner):
             k_reg = torch.cat([k_reg, k_blk.amax(2, keepdim=True)], dim=2)
             v_reg = torch.cat([v_reg, summarize(q_max, k_blk, v_blk).unsqueeze(2)], dim=2)
             if state.window is not None:
-                # Later queries see block r iff r >= b - window // span (b = their block).
-                keep = state.window // state.span
-                k_reg, v_reg = k_reg[:, :, k_reg.shape[2] - keep :], v_reg[:, :, v_reg.shape[2] - keep :]
+                # Later queries see block r iff r >= b - window // span (b = their block): keep the
+                # newest window // span summaries, all of them while there are fewer. (A plain
+                # negative start would count from the end and drop the oldest ones.)
+                first = max(0, k_reg.shape[2] - state.window // state.span)
+                k_reg, v_reg = k_reg[:, :, first:], v_reg[:, :, first:]
             q_max = torch.full_like(q_max, float("-inf"))
             k_blk, v_blk = k_blk[:, :, :0], v_blk[:, :, :0]
         new = CombinerFixedState(

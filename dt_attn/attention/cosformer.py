@@ -124,6 +124,8 @@ class CosformerAttention(Attention):
         """n tokens at once: the recurrent sums (or the ring buffer) plus causal attention among
         the n new tokens, in a handful of batched ops."""
         n, pos = q.shape[2], state.position
+        if n == 0:
+            return super().step_many(q, k, v, state)
         if self.window is not None:
             if not ring_fits(n):
                 return step_in_pieces(self.step_many, q, k, v, state)

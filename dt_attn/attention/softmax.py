@@ -97,6 +97,8 @@ class SoftmaxAttention(Attention):
         """n tokens at once: the new keys join the cache (in place), then one attention over the
         cache under a causal (windowed) mask."""
         n, pos = q.shape[2], state.length
+        if n == 0:
+            return super().step_many(q, k, v, state)
         if self.window is not None:
             if not ring_fits(n):
                 return step_in_pieces(self.step_many, q, k, v, state)

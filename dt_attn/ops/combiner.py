@@ -171,7 +171,7 @@ def _local_mask(valid: Tensor | None, span: int, nb: int, device: torch.device) 
     causal = torch.ones(span, span, dtype=torch.bool, device=device).tril()
     if valid is None:
         return causal
-    vb = valid.view(-1, 1, nb, span)
+    vb = valid.view(valid.shape[0], 1, nb, span)
     eye = torch.eye(span, dtype=torch.bool, device=device)
     return (causal & vb.unsqueeze(-2)) | (eye & ~vb.unsqueeze(-1))
 
@@ -180,7 +180,7 @@ def _region_logits(qb: Tensor, kr: Tensor) -> Tensor:
     """qb (B, H, nb, s, D) x kr (B, H, G, R, D), G in {1, nb} -> (B, H, nb, s, R)."""
     if kr.shape[2] == 1 and qb.shape[2] != 1:  # shared regions: one big matmul over all tokens
         b, h, nb, s, d = qb.shape
-        return (qb.reshape(b, h, nb * s, d) @ kr[:, :, 0].transpose(-1, -2)).view(b, h, nb, s, -1)
+        return (qb.reshape(b, h, nb * s, d) @ kr[:, :, 0].transpose(-1, -2)).view(b, h, nb, s, kr.shape[3])
     return qb @ kr.transpose(-1, -2)
 
 
@@ -188,7 +188,7 @@ def _region_apply(pr: Tensor, vr: Tensor) -> Tensor:
     """pr (B, H, nb, s, R) x vr (B, H, G, R, Dv), G in {1, nb} -> (B, H, nb, s, Dv)."""
     if vr.shape[2] == 1 and pr.shape[2] != 1:
         b, h, nb, s, r = pr.shape
-        return (pr.reshape(b, h, nb * s, r) @ vr[:, :, 0]).view(b, h, nb, s, -1)
+        return (pr.reshape(b, h, nb * s, r) @ vr[:, :, 0]).view(b, h, nb, s, vr.shape[-1])
     return pr @ vr
 
 
@@ -196,7 +196,7 @@ def _region_grad(ds: Tensor, x: Tensor, groups: int) -> Tensor:
     """Gradient for region keys/values: ds (B, H, nb, s, R)^T x x (B, H, nb, s, E) -> (B, H, G, R, E)."""
     if groups == 1 and ds.shape[2] != 1:
         b, h, nb, s, r = ds.shape
-        return (ds.reshape(b, h, nb * s, r).transpose(-1, -2) @ x.reshape(b, h, nb * s, -1)).unsqueeze(2)
+        return (ds.reshape(b, h, nb * s, r).transpose(-1, -2) @ x.reshape(b, h, nb * s, x.shape[-1])).unsqueeze(2)
     return ds.transpose(-1, -2) @ x
 
 

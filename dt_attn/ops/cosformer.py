@@ -170,7 +170,7 @@ def _chunkwise(
         else:
             out[:, :, lo:] += term  # out is a fresh sum, safe to update in place
     assert out is not None  # offset 0 is always (at least partly) visible
-    return out.reshape(B, H, n * C, -1)[:, :, :T]
+    return out.reshape(B, H, n * C, v.shape[-1])[:, :, :T]
 
 
 def _distance_weighting(C: int, o: int, window: int | None, max_distance: int, like: torch.Tensor) -> torch.Tensor:
