@@ -335,7 +335,7 @@ class Trainer:
         window_start, window_steps = time.perf_counter(), 0
         try:
             if self._due_evaluation_missing():  # the process was killed while evaluating this checkpoint
-                self._evaluate_now(writer, bar)
+                window_start += self._evaluate_now(writer, bar)
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
                 batch = self.sampler.sample(cfg.batch_size).to(self.device)
