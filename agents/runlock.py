@@ -13,6 +13,7 @@ import errno
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,17 +58,29 @@ def lock_owner(run_dir: str | Path) -> str | None:
     path = run_dir / LOCK_NAME
     if fcntl is None or not path.is_file() or run_dir.resolve() in _held:
         return None
-    fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise
-        return _holder_text(fd)
-    else:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # released meanwhile
         return None
+    try:
+        return None if _try_flock(fd, fcntl.LOCK_SH, tries=1) else _holder_text(fd)
     finally:
         os.close(fd)  # also drops the probe's shared lock
+
+
+def _try_flock(fd: int, kind: int, tries: int = 5) -> bool:
+    """Whether a non-blocking flock of ``kind`` succeeded; a few short retries let another process's
+    ``lock_owner`` probe (which holds a shared lock for microseconds) pass."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+        if attempt + 1 < tries:
+            time.sleep(0.01)
+    return False
 
 
 def acquire(run_dir: str | Path) -> None:
@@ -84,13 +97,9 @@ def acquire(run_dir: str | Path) -> None:
         key.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
+            if not _try_flock(fd, fcntl.LOCK_EX):
                 holder = _holder_text(fd)
                 os.close(fd)
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
                 raise RunLockedError(
                     f"{run_dir} is in use by {holder} (it holds {Path(run_dir) / LOCK_NAME}); wait for it to "
                     "finish or stop it, or choose another --run-dir"
