@@ -5,32 +5,73 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
+TEMP_SUFFIX = ".tmp"
+_umask_guard = threading.Lock()
+
+
+class WriteError(OSError):
+    """A file could not be written (disk full, no permission, ...); the previous file is intact."""
+
+    def __init__(self, path: str | Path, reason: str, note: str = "") -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"could not write {path}: {reason}" + (f"; {note}" if note else ""))
+
+
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (mkstemp's files are 0600)."""
+    with _umask_guard:  # the umask can only be read by setting it
+        umask = os.umask(0)
+        os.umask(umask)
+    return 0o666 & ~umask
+
 
 def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(binary file)`` on a temp file beside ``path``, then rename it over ``path``."""
+    """Call ``write(binary file)`` on a temp file beside ``path``, then rename it over ``path``; a failed
+    write (disk full, ...) raises WriteError naming ``path`` and leaves the previous file as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise WriteError(path, exc.strerror or str(exc)) from exc
+    try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+            raise WriteError(path, exc.strerror or str(exc), kept) from exc
         raise
 
 
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temp files that ``atomic_write`` left in ``folder`` when its process was killed mid-write
+    (only safe while no other process writes there: hold the folder's run lock); returns them."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically."""
-    text = json.dumps(data, indent=2, default=_json_default).encode()
+    """Write ``data`` as indented JSON atomically; NaN and infinities become null (JSON has no literal
+    for them)."""
+    text = json.dumps(_finite_json(data), indent=2, allow_nan=False).encode()
     atomic_write(Path(path), lambda fh: fh.write(text))
 
 
@@ -51,11 +92,20 @@ def write_rows_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[s
     write_text(path, buf.getvalue())
 
 
-def _json_default(obj: Any) -> Any:
+def _finite_json(obj: Any) -> Any:
+    """``obj`` with arrays as lists, paths as text and every non-finite float as None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
     if hasattr(obj, "tolist"):
-        return obj.tolist()
+        return _finite_json(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 

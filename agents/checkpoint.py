@@ -12,9 +12,44 @@ from agents.atomic import atomic_write
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
+class _RecordingWriter:
+    """A binary file that remembers the OSError of a failed write: torch.save reports a full disk as a
+    RuntimeError about zip positions, the OSError says what happened."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.error = fh, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """torch.save ``payload`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    atomic_write(Path(path), lambda fh: torch.save(payload, fh))
+    """torch.save ``payload`` to ``path`` atomically (temp file in the same folder, then rename); a failed
+    write raises ``agents.atomic.WriteError`` and leaves the previous checkpoint intact."""
+
+    def write(fh: Any) -> None:
+        out = _RecordingWriter(fh)
+        try:
+            torch.save(payload, out)
+        except RuntimeError:
+            if out.error is not None:
+                raise out.error from None
+            raise
+
+    atomic_write(Path(path), write)
+
+
+def non_finite_tensors(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in a state dict that hold NaN or infinite values."""
+    return [name for name, t in state.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.fieldtypes import check_field_types, parse_json_object
+
 # Values of fields added after runs were saved without them: what those runs used.
 LEGACY_DEFAULTS = {"activation": "gelu", "init": "torch-default", "init_std": 0.02}  # fields of both the model and the run config
-RUN_LEGACY_DEFAULTS = {**LEGACY_DEFAULTS, "precision": "fp32"}  # fields of the run config alone
+RUN_LEGACY_DEFAULTS = {**LEGACY_DEFAULTS, "precision": "fp32", "split_long_episodes": False}  # fields of the run config alone
 #: The MLP nonlinearities ``dt_attn.transformer.ACTIVATIONS`` builds, named here so that reading a
 #: config does not import torch (a test keeps the two lists equal).
 ACTIVATION_NAMES = ("relu", "gelu")
@@ -30,6 +33,9 @@ class TrainConfig:
     dataset: str = field(default="default", metadata={"help": "dataset spec: D4RL/Minari/stand-in id, .hdf5/.pkl path, or 'default' (embedded sample)"})
     env: str | None = field(default=None, metadata={"help": "environment name (hopper, halfcheetah, walker2d); inferred from the dataset when unset"})
     observe: str = field(default="full", metadata={"help": "observation filter: full, positions, noisy:SCALE, positions+noisy:SCALE"})
+    split_long_episodes: bool = field(default=False, metadata={"help": "cut episodes longer than the environment's "
+                                                                       "step limit into pieces of that length (for "
+                                                                       "data without terminal or timeout flags)"})
     attention: str = field(default="softmax", metadata={"help": "attention mechanism name (see dt_attn.available_attentions())"})
     attention_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "mechanism options as JSON, e.g. '{\"chunk_size\": 64}'"})
     context: int = field(default=20, metadata={"help": "context length K in timesteps (3K tokens)"})
@@ -54,7 +60,8 @@ class TrainConfig:
     steps: int = field(default=100_000, metadata={"help": "gradient steps"})
     rtg_scale: float = field(default=1000.0, metadata={"help": "returns-to-go are divided by this"})
     seed: int = 0
-    run_dir: str | None = field(default=None, metadata={"help": "output directory (default runs/<dataset>-<attention>-K<context>-s<seed>)"})
+    run_dir: str | None = field(default=None, metadata={"help": "output directory (default runs/<dataset>-<attention>-K<context>-s<seed>, "
+                                                                    "plus -<hash> of the settings that differ from the defaults)"})
     checkpoint_every: int = field(default=1000, metadata={"help": "write a checkpoint every N steps (and at the end)"})
     log_every: int = 100
     eval_episodes: int = field(default=10, metadata={"help": "episodes per target at the end of training (0 = no evaluation)"})
@@ -72,40 +79,38 @@ class TrainConfig:
     resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint.pt"})
 
     def __post_init__(self) -> None:
-        if isinstance(self.attention_options, str):
-            import json
-
-            self.attention_options = json.loads(self.attention_options)
-        checks = {
-            "context": self.context >= 1,
-            "steps": self.steps >= 0,
-            "batch_size": self.batch_size >= 1,
-            "embed_dim": self.embed_dim >= 1,
-            "n_layers": self.n_layers >= 1,
-            "n_heads": self.n_heads >= 1,
-            "lr": self.lr > 0,
-            "rtg_scale": self.rtg_scale > 0,
-            "checkpoint_every": self.checkpoint_every >= 1,
-            "log_every": self.log_every >= 1,
-            "warmup_steps": self.warmup_steps >= 0,
-            "eval_episodes": self.eval_episodes >= 0,
-            "eval_envs": self.eval_envs >= 1,
-            "eval_every": self.eval_every >= 0,
-            "dropout": 0.0 <= self.dropout < 1.0,
-            "activation": self.activation in ACTIVATION_NAMES,
-            "precision": self.precision in PRECISIONS,
-            "init": self.init in INIT_SCHEMES,
-            "init_std": self.init_std > 0,
+        self.attention_options = parse_json_object("attention_options", self.attention_options)
+        check_field_types(self)
+        rules = {  # field -> (valid?, the rule an invalid value breaks)
+            "context": (self.context >= 1, ">= 1"),
+            "steps": (self.steps >= 1, ">= 1"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "embed_dim": (self.embed_dim >= 1, ">= 1"),
+            "n_layers": (self.n_layers >= 1, ">= 1"),
+            "n_heads": (self.n_heads >= 1, ">= 1"),
+            "lr": (0 < self.lr < math.inf, "positive and finite"),
+            "weight_decay": (0 <= self.weight_decay < math.inf, ">= 0 and finite"),
+            "grad_clip": (self.grad_clip > 0, "> 0, the largest gradient norm (inf turns clipping off)"),
+            "rtg_scale": (0 < self.rtg_scale < math.inf, "positive and finite"),
+            "checkpoint_every": (self.checkpoint_every >= 1, ">= 1"),
+            "log_every": (self.log_every >= 1, ">= 1"),
+            "warmup_steps": (self.warmup_steps >= 0, ">= 0"),
+            "eval_episodes": (self.eval_episodes >= 0, ">= 0"),
+            "eval_targets": (self.eval_targets is None or all(map(math.isfinite, self.eval_targets)),
+                             "finite numbers"),
+            "eval_envs": (self.eval_envs >= 1, ">= 1"),
+            "eval_every": (self.eval_every >= 0 and (self.eval_every == 0 or self.eval_episodes >= 1),
+                           ">= 0, and 0 when eval_episodes is 0 (nothing would be evaluated)"),
+            "threads": (self.threads >= 0, ">= 0 (0 = torch's default)"),
+            "dropout": (0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            "activation": (self.activation in ACTIVATION_NAMES, "one of " + ", ".join(ACTIVATION_NAMES)),
+            "precision": (self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
+            "init": (self.init in INIT_SCHEMES, "one of " + ", ".join(INIT_SCHEMES)),
+            "init_std": (0 < self.init_std < math.inf, "positive and finite"),
         }
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = [f"{name}={getattr(self, name)!r} (must be {rule})" for name, (ok, rule) in rules.items() if not ok]
         if bad:
-            raise ValueError(
-                "invalid training config value(s): "
-                + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
-                + " (context/steps/sizes must be positive, dropout in [0, 1), activation one of "
-                + ", ".join(ACTIVATION_NAMES) + ", precision one of " + ", ".join(PRECISIONS) + ", init one of " + ", ".join(INIT_SCHEMES)
-                + ", init_std positive)"
-            )
+            raise ValueError("invalid training config value(s): " + "; ".join(bad))
 
 
 @dataclass
@@ -126,8 +131,14 @@ class EvalConfig:
     output: str | None = field(default=None, metadata={"help": "result JSON path (default: eval.json beside the checkpoint)"})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.episodes < 1 or self.envs < 1:
             raise ValueError(f"episodes and envs must be >= 1 (got episodes={self.episodes}, envs={self.envs})")
+        if self.threads < 0 or (self.max_steps is not None and self.max_steps < 1):
+            raise ValueError(f"threads must be >= 0 and max_steps >= 1 (got threads={self.threads}, "
+                             f"max_steps={self.max_steps})")
+        if self.targets is not None and not all(map(math.isfinite, self.targets)):
+            raise ValueError(f"targets must be finite numbers, got {self.targets}")
 
 
 def run_evaluation(cfg: TrainConfig, checkpoint: str | Path, output: str | Path) -> EvalConfig:

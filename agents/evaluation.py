@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import numpy as np
 import torch
 
 from agents.atomic import write_json
-from agents.checkpoint import load_checkpoint, resolve_checkpoint
+from agents.checkpoint import load_checkpoint, non_finite_tensors, resolve_checkpoint
 from agents.config import EvalConfig, with_legacy_defaults
 from agents.evaluator import run_episodes
 from agents.model import DecisionTransformer, DTConfig
@@ -26,6 +28,7 @@ from agents.results import (
     software_versions,
     target_record,
 )
+from agents.runlock import run_lock
 from envs import ObservationFilter, get_env_spec, make_vector_env, normalized_score
 
 
@@ -58,12 +61,40 @@ def default_output(run_dir: Path, naive: bool) -> Path:
     return out
 
 
+def check_output_file(out: Path) -> None:
+    """Refuse, before any rollout, a result path that cannot take a file."""
+    if out.is_dir():
+        raise ValueError(f"--output {out} is a folder; give a file path such as {out / EVAL_FILE}")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the folders below it are created when the result is written
+    if not parent.is_dir():
+        raise ValueError(f"--output {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"--output {out}: the folder {parent} is not writable")
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -> dict[str, Any]:
-    """Roll out the checkpoint for every target; write and return the result record."""
+    """Roll out the checkpoint for every target; write and return the result record. Writing into the
+    checkpoint's run folder holds the folder's run lock (no training or other evaluation writes there)."""
+    ckpt_path = resolve_checkpoint(cfg.checkpoint)
+    folder = ckpt_path.parent.resolve()
+    into_run = cfg.output is None or Path(cfg.output).resolve().is_relative_to(folder)
+    with run_lock(folder) if into_run else contextlib.nullcontext():
+        return _evaluate(cfg, ckpt_path, progress, print_table)
+
+
+def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: bool) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    ckpt_path = resolve_checkpoint(cfg.checkpoint)
+    out = Path(cfg.output) if cfg.output else default_output(ckpt_path.parent, cfg.naive)
+    check_output_file(out)
     payload = load_checkpoint(ckpt_path)
+    bad = non_finite_tensors(payload["model"])
+    if bad:
+        raise ValueError(f"checkpoint {ckpt_path} holds non-finite weights (NaN or inf in {', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}): its training diverged; retrain it (e.g. with a "
+                         "lower --lr)")
     data, train_cfg = payload["data"], payload["config"]
     observe = check_observe(data["observe"], cfg.observe)
     env_id = cfg.env_id or data["env_id"]
@@ -130,7 +161,6 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
         "created": now_iso(),
         "versions": software_versions(),
     }
-    out = Path(cfg.output) if cfg.output else default_output(ckpt_path.parent, cfg.naive)
     write_json(out, result)
     if print_table:
         print(format_eval_table(result))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -17,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.atomic import write_json
-from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from agents.config import TrainConfig, config_differences, run_evaluation, run_name
+from agents.atomic import WriteError, remove_temp_files, write_json
+from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, non_finite_tensors, save_checkpoint
+from agents.config import RESUMABLE_CHANGES, TrainConfig, config_differences, run_evaluation, run_name
 from agents.data import PreparedData, check_context, prepare_data
 from agents.model import DecisionTransformer, DTConfig, count_parameters
 from agents.progress import progress_bar
@@ -43,12 +44,34 @@ def _log_eval(writer: Any, step: int, result: dict[str, Any], section: str = "ev
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when the training loss becomes NaN or infinite."""
+    """Raised when the training loss, the gradients or the weights become NaN or infinite."""
+
+
+# Fields spelled out in a default run folder's name; the others that change what is trained (not those a
+# resume may change) add a hash suffix when they differ from the defaults.
+_NAMED_FIELDS = {"dataset", "observe", "attention", "context", "seed"}
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    """runs/<run_name(...)> for a config without an explicit run_dir."""
-    return Path("runs") / run_name(cfg.dataset, cfg.observe, cfg.attention, cfg.context, cfg.seed)
+    """runs/<run_name(...)>, plus -<8 hex digits> hashing the settings that differ from the defaults, so runs
+    that differ only in, say, lr or size get folders of their own. A resume finds a run begun under the
+    older name without the suffix."""
+    base = run_name(cfg.dataset, cfg.observe, cfg.attention, cfg.context, cfg.seed)
+    defaults = asdict(TrainConfig())
+    changed = {k: v for k, v in asdict(cfg).items()
+               if k not in _NAMED_FIELDS and k not in RESUMABLE_CHANGES and v != defaults[k]}
+    if not changed:
+        return Path("runs") / base
+    digest = hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    path, legacy = Path("runs") / f"{base}-{digest}", Path("runs") / base
+    if cfg.resume and not path.exists() and (legacy / CHECKPOINT_NAME).exists():
+        return legacy  # its saved config is checked against cfg like any other resume
+    return path
+
+
+def resolve_run_dir(cfg: TrainConfig) -> Path:
+    """The run folder of a training config: its run_dir, else ``default_run_dir``."""
+    return Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,7 +160,7 @@ class Trainer:
         forward signature can be trained by the same loop, as the model-parity benchmark does)."""
         self.cfg = cfg
         self.progress = progress
-        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+        self.run_dir = resolve_run_dir(cfg)
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -148,10 +171,13 @@ class Trainer:
             )
         if cfg.resume and not ckpt.exists():
             raise FileNotFoundError(f"--resume given but {ckpt} does not exist; start without --resume")
+        for folder in (self.run_dir, self.run_dir / "evals"):  # left by a process killed mid-write
+            remove_temp_files(folder)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.data = prepare_data(cfg.dataset, cfg.env, cfg.observe, cfg.seed)
+        self.data = prepare_data(cfg.dataset, cfg.env, cfg.observe, cfg.seed, cfg.split_long_episodes)
+        self.data_fingerprint = self.data.dataset.fingerprint()
         check_context(cfg.context, self.data.max_ep_len)
         self.model = build(cfg, self.data).to(self.device)
         self.autocast = training_autocast(cfg.precision, self.device)  # re-entered every step
@@ -197,6 +223,7 @@ class Trainer:
                 "env_id": self.data.env_id, "observe": self.data.observe, "state_dim": self.data.state_dim,
                 "act_dim": self.data.act_dim, "default_targets": list(self.data.default_targets),
                 "ref_scores": getattr(self.data.dataset, "ref_scores", None),
+                "fingerprint": self.data_fingerprint,
             },
         }
 
@@ -209,8 +236,7 @@ class Trainer:
         if self._last_saved != self.step:
             self.save()
             self._last_saved = self.step
-        eval_cfg = run_evaluation(self.cfg, self.run_dir / CHECKPOINT_NAME,
-                                  self.run_dir / "evals" / f"step-{self.step:07d}.json")
+        eval_cfg = run_evaluation(self.cfg, self.run_dir / CHECKPOINT_NAME, self._eval_path())
         with torch.random.fork_rng(devices=[]):  # building the policy draws initial weights
             result, exact = evaluate_with_exact(eval_cfg, self.cfg.eval_exact, progress=False, print_table=False)
         _log_eval(writer, self.step, result)
@@ -220,6 +246,25 @@ class Trainer:
             scores += "; exact " + ", ".join(f"{r['normalized_mean']:.1f}" for r in exact["results"])
         bar.write(f"step {self.step}: normalized {scores}")
         return time.perf_counter() - start
+
+    def _eval_path(self) -> Path:
+        """Where the evaluation during training at the current step writes its result."""
+        return self.run_dir / "evals" / f"step-{self.step:07d}.json"
+
+    def _due_evaluation_missing(self) -> bool:
+        """Whether ``eval_every`` asks for an evaluation at the current step (the step of a resumed checkpoint)
+        whose result is not on disk, or lacks the exact readout ``eval_exact`` asks for."""
+        from agents.results import exact_readout_path, is_exact_readout
+
+        cfg = self.cfg
+        if not (cfg.eval_every and cfg.eval_episodes and self.step and self.step % cfg.eval_every == 0
+                and self.step < cfg.steps):
+            return False
+        try:
+            result = json.loads(self._eval_path().read_text())
+        except (OSError, ValueError):
+            return True
+        return cfg.eval_exact and not is_exact_readout(result) and not exact_readout_path(self._eval_path()).exists()
 
     def _peak_memory_so_far(self) -> float:
         """Peak memory of this process, or of an earlier process of the same run if higher (a resumed
@@ -231,13 +276,40 @@ class Trainer:
             return now
         return max(now, earlier) if math.isfinite(earlier) else now
 
+    def _kept(self) -> str:
+        """What is on disk after a failure: the last checkpoint, or none."""
+        if not self._last_saved:
+            return "no checkpoint had been written yet"
+        return f"the last good checkpoint ({self.run_dir / CHECKPOINT_NAME}, step {self._last_saved}) is kept"
+
     def save(self) -> None:
-        """Write the checkpoint atomically."""
-        save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._payload())
+        """Write the checkpoint atomically; non-finite weights are never written (NonFiniteLossError), and a
+        failed write (disk full) raises WriteError with the previous checkpoint intact."""
+        bad = non_finite_tensors(self.model.state_dict())
+        if bad:
+            raise NonFiniteLossError(
+                f"the weights became non-finite at step {self.step} ({', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''}); not saved: {self._kept()}. Try a lower --lr."
+            )
+        try:
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._payload())
+        except WriteError as exc:
+            raise WriteError(exc.path, exc.reason, f"{self._kept()}; free disk space, then rerun with --resume") from exc
 
     def _restore(self, path: Path) -> None:
         payload = load_checkpoint(path)
         _check_resumable(payload["config"], self.cfg, path)
+        saved_step = int(payload["step"])
+        if saved_step > self.cfg.steps:
+            raise ValueError(f"cannot resume {path} with --steps {self.cfg.steps}: it is already at step "
+                             f"{saved_step}; pass --steps {saved_step} or more")
+        saved_fingerprint = payload["data"].get("fingerprint")  # absent in checkpoints of older versions
+        if saved_fingerprint is not None and saved_fingerprint != self.data_fingerprint:
+            raise ValueError(
+                f"cannot resume {path}: the dataset {self.cfg.dataset!r} is not the data this run was trained "
+                f"on (its contents changed since the checkpoint was written); restore the original data, or "
+                "train a new run with another --run-dir"
+            )
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
@@ -266,21 +338,27 @@ class Trainer:
         self.model.train()
         window_start, window_steps = time.perf_counter(), 0
         try:
+            if self._due_evaluation_missing():  # the process was killed while evaluating this checkpoint
+                window_start += self._evaluate_now(writer, bar)
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
                 batch = self.sampler.sample(cfg.batch_size).to(self.device)
                 with self.autocast:
                     loss = action_loss(self.model, batch)
                 if not torch.isfinite(loss):
-                    kept = (f"the last good checkpoint ({self.run_dir / CHECKPOINT_NAME}, step {self._last_saved}) "
-                            "is kept" if self._last_saved else "no checkpoint had been written yet")
                     raise NonFiniteLossError(
-                        f"loss became {loss.item()} at step {self.step + 1}; stopping: {kept}. "
+                        f"loss became {loss.item()} at step {self.step + 1}; stopping: {self._kept()}. "
                         "Try a lower --lr or check the dataset for extreme values."
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                if not torch.isfinite(grad_norm):  # an update from these gradients would make every weight NaN
+                    raise NonFiniteLossError(
+                        f"the gradients became non-finite at step {self.step + 1} (loss {loss.item():.4g}); the "
+                        f"update was not applied; stopping: {self._kept()}. Try a lower --lr or --grad-clip, or "
+                        "check the dataset for extreme values."
+                    )
                 self.optimizer.step()
                 self.scheduler.step()
                 self.step += 1

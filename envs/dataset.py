@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,17 @@ class TrajectoryDataset:
     def state_std(self) -> np.ndarray:
         """Per-feature observation std + 1e-6 (of the filtered observations)."""
         return self.stats().state_std
+
+    def fingerprint(self) -> str:
+        """A hash of every episode's arrays (observations as filtered, actions, rewards, end flags): the same
+        for the same data, different when any value or episode boundary differs."""
+        digest = hashlib.blake2b(digest_size=16)
+        for ep in self.episodes:
+            for arr in (ep.observations, ep.actions, ep.rewards, ep.terminals, ep.timeouts):
+                arr = np.ascontiguousarray(arr)
+                digest.update(f"{arr.dtype.str}{arr.shape}".encode())
+                digest.update(memoryview(arr).cast("B"))
+        return digest.hexdigest()
 
     def normalized_score(self, returns) -> tuple[np.ndarray, str]:
         """Normalized scores of ``returns`` with this dataset's references (else D4RL's)."""

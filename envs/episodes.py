@@ -126,3 +126,18 @@ def episode_from_arrays(arrays: dict[str, np.ndarray], where: str) -> Episode:
     """One already-delimited episode (DT .pkl entry, Minari episode), validated."""
     a = validate_arrays(arrays, where)
     return Episode(a["observations"], a["actions"], a["rewards"], a["terminals"], a["timeouts"])
+
+
+def split_long_episodes(episodes: list[Episode], limit: int) -> list[Episode]:
+    """Episodes longer than ``limit`` steps cut into pieces of at most ``limit`` steps, each cut flagged as a
+    timeout (as an environment's step limit would have ended it)."""
+    out = []
+    for ep in episodes:
+        for start in range(0, len(ep), limit):
+            stop = min(start + limit, len(ep))
+            timeouts = ep.timeouts[start:stop].copy()
+            if stop < len(ep):
+                timeouts[-1] = True
+            out.append(Episode(ep.observations[start:stop], ep.actions[start:stop], ep.rewards[start:stop],
+                               ep.terminals[start:stop], timeouts))
+    return out

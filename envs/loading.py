@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from envs import catalog, d4rl
 from envs.dataset import TrajectoryDataset
-from envs.episodes import Episode
+from envs.episodes import Episode, split_long_episodes
 from envs.errors import DatasetError, DatasetNotFoundError
 from envs.filters import ObservationFilter
 from envs.minari_source import MINARI_REF_SOURCE, load_minari
@@ -42,7 +43,7 @@ def _resolve_env(env: str | None, hints: list[str | None], attrs_env_id: str | N
         if name is None:
             raise DatasetError(
                 f"{where}: cannot tell which environment this dataset belongs to; "
-                f"pass env= one of hopper, halfcheetah, walker2d (or a gymnasium id such as Hopper-v4)"
+                f"pass --env (env=) one of hopper, halfcheetah, walker2d (or a gymnasium id such as Hopper-v4)"
             )
     spec = get_env_spec(name)
     if attrs_env_id and env_name_from_gym_id(attrs_env_id) == name:
@@ -56,13 +57,31 @@ def _check_dims(episodes: list[Episode], env_name: str, env_id: str, where: str)
     if obs_dim != spec.obs_dim:
         raise DatasetError(
             f"{where}: key 'observations' has {obs_dim} features but {env_name} ({env_id}) observations "
-            f"have {spec.obs_dim}; is this the right file, or the right env=?"
+            f"have {spec.obs_dim}; is this the right file, or does it belong to another environment (--env)?"
         )
     if act_dim != spec.act_dim:
         raise DatasetError(
             f"{where}: key 'actions' has {act_dim} features but {env_name} ({env_id}) actions have "
-            f"{spec.act_dim}; is this the right file, or the right env=?"
+            f"{spec.act_dim}; is this the right file, or does it belong to another environment (--env)?"
         )
+
+
+def _within_step_limit(episodes: list[Episode], env_name: str, split: bool, where: str,
+                       notes: list[str]) -> list[Episode]:
+    """``episodes``, cut at the environment's step limit when ``split``; episodes over the limit left whole
+    are warned about (a file without end flags reads as one long episode)."""
+    limit = get_env_spec(env_name).max_episode_steps
+    long = [len(ep) for ep in episodes if len(ep) > limit]
+    if not long:
+        return episodes
+    if split:
+        notes.append(f"{len(long)} episode(s) longer than {env_name}'s step limit of {limit} were cut into "
+                     f"pieces of at most {limit} steps")
+        return split_long_episodes(episodes, limit)
+    warnings.warn(f"{where}: {len(long)} episode(s) run past {env_name}'s step limit of {limit} steps (longest "
+                  f"{max(long)}): the data flag no terminal or timeout there; pass --split-long-episodes to cut "
+                  f"them at {limit} steps", stacklevel=3)
+    return episodes
 
 
 @dataclass
@@ -128,8 +147,12 @@ def load_dataset(
     observe: str | ObservationFilter = "full",
     seed: int = 0,
     download: bool = True,
+    split_long: bool = False,
 ) -> TrajectoryDataset:
     """Load, validate and label a dataset; apply the observation filter ``observe`` to it.
+
+    Episodes longer than the environment's step limit (data without terminal or timeout flags there) are
+    cut at the limit with ``split_long``, else kept whole with a warning.
 
     ``env`` names the environment ("hopper") or the gymnasium id to evaluate in ("Hopper-v5")
     when it cannot be inferred or should be overridden. ``seed`` seeds a noisy filter. The
@@ -142,10 +165,11 @@ def load_dataset(
     attrs_env_id = raw.attrs.get("env_id") if isinstance(raw.attrs.get("env_id"), str) else None
     env_name, env_id = _resolve_env(env, [raw.hint], attrs_env_id, raw.minari, where)
     _check_dims(raw.episodes, env_name, env_id, where)
+    episodes = _within_step_limit(raw.episodes, env_name, split_long, where, raw.notes)
     metadata = {k: v for k, v in raw.attrs.items() if isinstance(v, (str, int, float, bool))}
     metadata.update(raw.metadata)
     ds = TrajectoryDataset(
-        episodes=raw.episodes,
+        episodes=episodes,
         name=text,
         label=raw.label,
         env_name=env_name,

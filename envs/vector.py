@@ -49,7 +49,10 @@ def make_env(env_id: str, seed: int | None = None, observe: str | ObservationFil
     with warnings.catch_warnings():
         # gymnasium flags v4 MuJoCo envs as out of date; v4 is deliberate (closest to D4RL's v3 data)
         warnings.filterwarnings("ignore", message=".*is out of date.*")
-        env = gym.make(gym_id, **kwargs)
+        try:
+            env = gym.make(gym_id, **kwargs)
+        except gym.error.Error as exc:  # NameNotFound, VersionNotFound, ...: a wrong id, said in one line
+            raise ValueError(f"gymnasium cannot make {gym_id!r}: {exc}; use an id such as Hopper-v4") from None
     return ObservationFilter.parse(observe).wrap_env(env, seed=seed, env_name=env_name_from_gym_id(gym_id))
 
 

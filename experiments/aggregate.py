@@ -158,14 +158,23 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def load_runs(run_dirs: Iterable[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
-    """Rows of every run; runs whose files cannot be read are returned as (dir, reason)."""
+    """Rows of every run; runs whose files cannot be read, or whose scores are not finite numbers (a
+    diverged policy), are returned as (dir, reason)."""
     rows: list[dict[str, Any]] = []
     broken: list[tuple[Path, str]] = []
     for d in run_dirs:
         try:
-            rows.extend(load_run(d))
+            run_rows = load_run(d)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             broken.append((d, f"unreadable results: {type(exc).__name__}: {exc}"))
+            continue
+        bad = [r for r in run_rows if not (math.isfinite(r["normalized_mean"]) and math.isfinite(r["return_mean"]))]
+        if bad:
+            targets = ", ".join(f"{r['target']:g}" for r in bad)
+            broken.append((d, (f"failed: non-finite score at target(s) {targets} (the policy diverged); "
+                               "retrain it, e.g. with a lower --lr")))
+        else:
+            rows.extend(run_rows)
     return rows, broken
 
 
@@ -429,7 +438,7 @@ def format_markdown(
     lines = [
         "# dt-attn results",
         "",
-        f"{n_runs} finished run(s) in {len(cells)} table row(s); {len(unfinished)} unfinished run(s).",
+        f"{n_runs} finished run(s) in {len(cells)} table row(s); {len(unfinished)} unfinished or failed run(s).",
         "",
         "## Normalized score by cell (mean ± std over seeds)",
         "",
@@ -466,6 +475,6 @@ def format_markdown(
     if not refs and not notes:
         lines.append("* none")
     if unfinished:
-        lines += ["", "## Unfinished runs (not in the table)", ""]
+        lines += ["", "## Unfinished or failed runs (not in the table)", ""]
         lines += [f"* {d}: {why}" for d, why in unfinished]
     return "\n".join(lines) + "\n"

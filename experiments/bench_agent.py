@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.atomic import write_rows_csv, write_text
+from agents.atomic import write_json, write_rows_csv
 from agents.model import DecisionTransformer, DTConfig
 from agents.results import cpu_description
 from agents.sampler import SegmentSampler
@@ -415,7 +415,7 @@ def run(cfg: BenchAgentConfig) -> dict:
         print_throughput_targets(figures["throughput"], cfg)
     if figures.get("eval"):
         print_eval_targets(figures["eval"], cfg)
-    write_text(out / "summary.json", json.dumps(figures, indent=2))
+    write_json(out / "summary.json", figures)
     print(f"\nwritten to {out}/")
     return figures
 

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from agents.atomic import write_rows_csv, write_text
+from agents.atomic import write_json, write_rows_csv, write_text
 from agents.results import cpu_description
 from dt_attn import attention_options, available_attentions, build_attention, reference_attention
 from experiments.common import run_cli
@@ -516,7 +516,7 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     write_text(out_dir / "targets.txt", target_text + "\n")
     meta = {"config": config_to_dict(cfg), "device": str(device), "cpu": cpu, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "targets": [list(t) for t in targets]}
-    write_text(out_dir / "bench.json", json.dumps(meta, indent=2) + "\n")
+    write_json(out_dir / "bench.json", meta)
     say("")
     say(format_tables(fwd, step))
     say("targets:")

@@ -73,19 +73,29 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or TOML config file into a dict, with a clear error when it is unusable."""
     p = Path(path)
+    if p.is_dir():
+        raise SystemExit(f"error: config file {p} is a folder; pass a .json or .toml file")
     if not p.is_file():
         raise SystemExit(f"error: config file {p} does not exist")
-    text = p.read_text()
+    if p.suffix.lower() not in ("", ".json", ".toml"):
+        raise SystemExit(f"error: config file {p}: {p.suffix} files are not read; write the config as JSON "
+                         "(.json) or TOML (.toml)")
     try:
-        if p.suffix == ".toml":
+        text = p.read_text()
+        if p.suffix.lower() == ".toml":
             if sys.version_info < (3, 11):
                 raise SystemExit("error: TOML config files need Python >= 3.11; use JSON instead")
             import tomllib
 
-            return tomllib.loads(text)
-        return json.loads(text)
-    except (ValueError, TypeError) as exc:
+            values = tomllib.loads(text)
+        else:
+            values = json.loads(text)
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
         raise SystemExit(f"error: config file {p} is not valid {p.suffix.lstrip('.') or 'JSON'}: {exc}")
+    if not isinstance(values, dict):
+        raise SystemExit(f"error: config file {p} holds a {type(values).__name__}; it must hold one object of "
+                         'settings, e.g. {"steps": 1000}')
+    return values
 
 
 def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:

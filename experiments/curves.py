@@ -19,6 +19,7 @@ from typing import Any
 from agents.results import NAIVE_EVAL_FILE, NAIVE_SUFFIX, is_exact_readout
 from experiments.aggregate import (
     CELL_KEY,
+    _num,
     assign_labels,
     cell_sort_key,
     distinct_seeds,
@@ -71,8 +72,8 @@ def load_curve_points(
                     skipped.append((path, (f"target {row['target']:g}: {res.get('episodes')} episodes vs "
                                           f"{row['episodes']} in eval.json")))
                     continue
-                points.append(_point(row, step, row["episodes"], float(res["normalized_mean"]),
-                                     float(res["return_mean"])))
+                points.append(_point(row, step, row["episodes"], _num(res["normalized_mean"]),
+                                     _num(res["return_mean"])))
     return points, skipped
 
 
@@ -92,8 +93,8 @@ def _readout_files(run_dir: Path, rows: list[dict[str, Any]], exact: bool) -> tu
     if final is None or not is_exact_readout(final) or final.get("train_steps") != rows[0]["steps"]:
         return [], []
     scores = {float(r["target"]): r for r in final.get("results", [])}
-    exact_rows = [{**r, "normalized_mean": float(scores[r["target"]]["normalized_mean"]),
-                   "return_mean": float(scores[r["target"]]["return_mean"]),
+    exact_rows = [{**r, "normalized_mean": _num(scores[r["target"]]["normalized_mean"]),
+                   "return_mean": _num(scores[r["target"]]["return_mean"]),
                    "episodes": int(scores[r["target"]].get("episodes", 0))}
                   for r in rows if r["target"] in scores]
     return naive, exact_rows

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='observation filter: "full", "positions", "noisy:SCALE", e.g. "positions+noisy:0.1"')
     parser.add_argument("--seed", type=int, default=0, help="seed of a noisy observation filter")
     parser.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
+    parser.add_argument("--split-long-episodes", action="store_true",
+                        help="cut episodes longer than the environment's step limit into pieces of that length")
 
 
 def register(subparsers) -> None:
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         ds = load_dataset(args.spec, env=args.env, observe=args.observe, seed=args.seed,
-                          download=not args.no_download)
+                          download=not args.no_download, split_long=args.split_long_episodes)
     except (DatasetError, OptionalDependencyError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

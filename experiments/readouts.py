@@ -16,6 +16,7 @@ from typing import Any
 from agents.results import EVAL_FILE, NAIVE_EVAL_FILE
 from experiments.aggregate import (
     CELL_KEY,
+    _num,
     assign_labels,
     cell_sort_key,
     format_pm,
@@ -48,7 +49,7 @@ def load_readout_pairs(
         if differ:
             skipped.append((run_dir, f"{NAIVE_EVAL_FILE} and {EVAL_FILE} differ in {', '.join(differ)}"))
             continue
-        exact = {float(r["target"]): float(r["normalized_mean"]) for r in naive.get("results", [])}
+        exact = {float(r["target"]): _num(r["normalized_mean"]) for r in naive.get("results", [])}
         episodes = {float(r["target"]): int(r.get("episodes", 0)) for r in naive.get("results", [])}
         for row in rows:
             target = row["target"]

@@ -27,13 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.atomic import write_text
+from agents.atomic import write_json, write_text
 from agents.config import TrainConfig, config_differences, run_name
+from agents.fieldtypes import check_field_types, parse_json_object
 from agents.progress import progress_bar
 from agents.results import EVAL_FILE, NAIVE_EVAL_FILE, is_exact_readout
+from agents.runlock import RunLockedError, lock_owner, run_lock
 from experiments.aggregate import ReferenceFn, load_reference, read_json
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, format_config
+from experiments.parent_watch import die_with_parent
 
 TrainFn = Callable[..., dict]  # train_and_evaluate(cfg, progress=...) -> {"train", "run_dir", "eval"}
 
@@ -69,6 +72,7 @@ class SweepConfig:
         default_factory=dict,
         metadata={"help": "options per attention as JSON, e.g. '{\"cosformer\": {\"chunk_size\": 64}}'"})
     env: str | None = field(default=_DEFAULT["env"], metadata=_HELP["env"])
+    split_long_episodes: bool = field(default=_DEFAULT["split_long_episodes"], metadata=_HELP["split_long_episodes"])
     embed_dim: int = field(default=_DEFAULT["embed_dim"], metadata=_HELP["embed_dim"])
     n_layers: int = field(default=_DEFAULT["n_layers"], metadata=_HELP["n_layers"])
     n_heads: int = field(default=_DEFAULT["n_heads"], metadata=_HELP["n_heads"])
@@ -107,8 +111,8 @@ class SweepConfig:
     report: bool = field(default=True, metadata={"help": "rebuild OUT_DIR/report when the sweep ends"})
 
     def __post_init__(self) -> None:
-        if isinstance(self.attention_options, str):
-            self.attention_options = json.loads(self.attention_options)
+        self.attention_options = parse_json_object("attention_options", self.attention_options)
+        check_field_types(self)
         for name in GRID_FIELDS.values():
             values = getattr(self, name)
             if not values:
@@ -267,9 +271,16 @@ def run_cell(cfg: TrainConfig, train_fn: TrainFn | None = None) -> dict[str, Any
     if train_fn is None:
         from experiments.train import train_and_evaluate as train_fn
     run_dir = Path(cfg.run_dir or ".")
-    run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / LOG_NAME
     start = time.perf_counter()
+    try:
+        with run_lock(run_dir):  # held before the log opens: a cell another process runs is left alone
+            return _run_locked_cell(cfg, train_fn, log_path, start)
+    except RunLockedError as exc:
+        return {"ok": False, "error": str(exc), "seconds": time.perf_counter() - start}
+
+
+def _run_locked_cell(cfg: TrainConfig, train_fn: TrainFn, log_path: Path, start: float) -> dict[str, Any]:
     with open(log_path, "a", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):  # line-buffered: tail -f works
         print(f"==== sweep cell started {time.strftime('%Y-%m-%d %H:%M:%S')} (resume={cfg.resume})", flush=True)
         try:
@@ -300,7 +311,7 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
                                for t, s in res.get("scores", {}).items())
             msg = f"ok     {cell.describe()} ({res['seconds']:.0f}s){'; ' + scores if scores else ''}"
         else:
-            msg = f"FAILED {cell.describe()}: {res['error']} (log: {res.get('log', cell.run_dir / LOG_NAME)})"
+            msg = f"FAILED {cell.describe()}: {res['error']}" + (f" (log: {res['log']})" if "log" in res else "")
         bar.write(msg, file=sys.stdout)
         bar.update(1)
 
@@ -314,7 +325,8 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
             # process so that each run's peak memory (ru_maxrss / CUDA peak) is its own.
             ctx = multiprocessing.get_context("spawn")
             extra = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, **extra)
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=die_with_parent,
+                                       initargs=(os.getpid(),), **extra)
             try:
                 futures = {pool.submit(run_cell, cell.cfg, train_fn): cell for cell in cells}
                 for fut in as_completed(futures):
@@ -463,10 +475,13 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
     for w in softmax_memory_warnings(cells):
         print(w)
     counts = {s: sum(c.status == s for c in cells) for s in ("done", "evaluate", "resume", "new")}
+    owners = {c.run_dir: owner for c in cells if c.status != "done" and (owner := lock_owner(c.run_dir))}
     print(f"grid: {len(cells)} cell(s): {counts['done']} done, {counts['evaluate']} to re-evaluate, "
-          f"{counts['resume']} to resume, {counts['new']} new")
+          f"{counts['resume']} to resume, {counts['new']} new"
+          + (f"; {len(owners)} in use by other processes (left alone)" if owners else ""))
     for c in cells:
-        print(f"  [{c.status:<8}] {c.describe():<60} -> {c.run_dir}")
+        owned = f" (in use by {owners[c.run_dir]})" if c.run_dir in owners else ""
+        print(f"  [{c.status:<8}] {c.describe():<60} -> {c.run_dir}{owned}")
     if cfg.dry_run:
         if cfg.probe_steps and counts["done"] < len(cells):
             try:
@@ -478,18 +493,21 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "sweep_config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    todo = [c for c in cells if c.status != "done"]
+    todo = [c for c in cells if c.status != "done" and c.run_dir not in owners]
     results = _run_cells(todo, cfg.jobs, train_fn, progress) if todo else {}
-    failed = [c for c in todo if not results[c.run_dir]["ok"]]
+    results.update({d: {"ok": False, "error": f"{d} is in use by {owner}: rerun the sweep when it has finished"}
+                    for d, owner in owners.items()})
+    failed = [c for c in cells if not results.get(c.run_dir, {"ok": True})["ok"]]
     record = [{"run_dir": str(c.run_dir), "status_before": c.status, **results.get(c.run_dir, {"ok": True})}
               for c in cells]
-    write_text(out_dir / "sweep_results.json", json.dumps(record, indent=2, default=str) + "\n")
+    write_json(out_dir / "sweep_results.json", record)
     if cfg.report:
         _report(out_dir, reference_fn, "batch" if cfg.targets_per_step is None else "targets")
     print(f"sweep finished: {len(cells) - len(failed)} of {len(cells)} cell(s) done"
           + (f", {len(failed)} failed:" if failed else ""))
     for c in failed:
-        print(f"  {c.describe()}: {results[c.run_dir]['error']} (log: {c.run_dir / LOG_NAME})")
+        log = results[c.run_dir].get("log")
+        print(f"  {c.describe()}: {results[c.run_dir]['error']}" + (f" (log: {log})" if log else ""))
     return 1 if failed else 0
 
 

@@ -8,14 +8,21 @@ import sys
 from agents.checkpoint import CHECKPOINT_NAME
 from agents.config import TrainConfig, run_evaluation
 from agents.results import EVAL_FILE
-from agents.trainer import NonFiniteLossError, Trainer, log_eval_to_tensorboard
+from agents.runlock import run_lock
+from agents.trainer import NonFiniteLossError, Trainer, log_eval_to_tensorboard, resolve_run_dir
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, format_config
 
 
 def train_and_evaluate(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train per ``cfg`` and, when eval_episodes > 0, evaluate; returns {'train': ..., 'eval': ...}, plus
-    'eval_exact' when ``cfg.eval_exact`` asks for the exact readout and the streaming one is not exact."""
+    'eval_exact' when ``cfg.eval_exact`` asks for the exact readout and the streaming one is not exact.
+    The run folder is locked throughout: a second run or evaluation writing there is refused."""
+    with run_lock(resolve_run_dir(cfg)):
+        return _train_and_evaluate(cfg, progress)
+
+
+def _train_and_evaluate(cfg: TrainConfig, progress: bool) -> dict:
     trainer = Trainer(cfg, progress=progress)
     print(f"run directory: {trainer.run_dir}")
     print(f"config:\n{format_config(cfg)}")

@@ -90,7 +90,7 @@ def test_bf16_run_is_deterministic_keeps_float32_weights_and_records_its_precisi
 
 
 def test_precision_is_validated_and_must_match_on_resume(tmp_path):
-    with pytest.raises(ValueError, match=r"precision='fp16'.*precision one of fp32, bf16"):
+    with pytest.raises(ValueError, match=r"precision='fp16'.*must be one of fp32, bf16"):
         tiny(tmp_path, precision="fp16")
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         training_autocast("fp16", CPU)

@@ -124,7 +124,7 @@ def test_unfinished_runs_are_listed_not_fatal(tmp_path):
     assert [Path(r) for r in rep.runs] == [(tmp_path / "hopper-medium-standin-softmax-K5-s0").resolve()]
     assert {d.name for d, _ in rep.unfinished} == {killed.name, broken.name}
     md = rep.files["markdown"].read_text()
-    assert "Unfinished runs" in md and killed.name in md and "| 12.0 ± 0.0 |" in md
+    assert "Unfinished or failed runs" in md and killed.name in md and "| 12.0 ± 0.0 |" in md
 
 
 def test_no_finished_runs_is_an_error_naming_the_unfinished(tmp_path, capsys):
