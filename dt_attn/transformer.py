@@ -138,6 +138,27 @@ class CausalTransformer(nn.Module):
             x = block(x, pad_mask, keep=keep if i == last else None)
         return self.ln_f(x)
 
+    def input_projections(self, x: torch.Tensor) -> torch.Tensor:
+        """The first block's q, k, v of tokens x (B, T, E), stacked as (3, B, H, T, Dh). Each token's own
+        projections: they do not depend on the other tokens or on where the sequence starts."""
+        return self.blocks[0]._qkv(x)
+
+    def forward_last(self, x: torch.Tensor, first_qkv: torch.Tensor | None = None) -> torch.Tensor:
+        """The output at the last token of x (B, T, E) alone, (B, E): ``forward(x)[:, -1]``.
+
+        ``first_qkv`` may hold ``input_projections(x)``, so that a caller sliding a window over a stream
+        projects each token once. Every attention output of the lower blocks is recomputed (it depends
+        on where the sequence starts); the top block attends from the last token alone.
+        """
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            q, k, v = first_qkv if i == 0 and first_qkv is not None else block._qkv(x)
+            if i < last:
+                x = block._residuals(x, block.attn(q, k, v))
+            else:
+                x = block._residuals(x, block.attn.forward_last(q, k, v), slice(-1, None))
+        return self.ln_f(x[:, -1])
+
     def init_state(
         self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
     ) -> list:

@@ -9,6 +9,8 @@ Shapes (all mechanisms):
   reproduces ``forward`` on the same prefix (to float tolerance).
 * ``step_many`` takes n consecutive tokens (batch, heads, n, dim) and equals n calls to ``step``;
   the base class loops, a mechanism may override it with a batched form.
+* ``forward_last`` is the parallel form's output at the last token alone (batch, heads, 1, value_dim);
+  the base class slices ``forward``, a mechanism may override it with a cheaper form.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """Parallel causal attention over all tokens; returns (batch, heads, tokens, value_dim)."""
         raise NotImplementedError
+
+    def forward_last(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The causal output of the last token alone, (batch, heads, 1, value_dim): ``forward(q, k, v)[:, :, -1:]``."""
+        return self.forward(q, k, v)[:, :, -1:]
 
     def init_state(
         self,
