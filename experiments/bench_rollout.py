@@ -288,9 +288,9 @@ def run(cfg: BenchRolloutConfig, profile: bool = False, say: Callable[[str], Non
             model = build_model(cfg, attention, k, state_dim, act_dim)
             for variant in cfg.variants:
                 row = {"attention": attention, "context": k, **time_variant(model, cfg, variant)}
-                envs = row["envs_at_once"]
-                row["counted_mflop_per_step"] = counted_mflop_per_step(model, variant_plan(model, cfg, variant), envs,
-                                                                       min(k, cfg.max_steps) - 1)
+                envs = row["envs_at_once"]  # counted for one, as the work grows linearly with the batch
+                row["counted_mflop_per_step"] = envs * counted_mflop_per_step(
+                    model, variant_plan(model, cfg, variant), 1, min(k, cfg.max_steps) - 1)
                 figures["rows"].append(row)
                 say(f"  {attention:<18} K={k:<4} {variant:<26} wall {row['wall_s']:7.2f}s  policy "
                     f"{row['policy_s']:7.2f}s  steady {row['steady_policy_ms_per_step']:7.2f} ms/step  "

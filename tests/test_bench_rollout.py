@@ -45,8 +45,9 @@ def test_bad_variants_are_refused(tmp_path, capsys):
 def test_counted_step_flops_are_the_linear_layers_of_each_rollout(n_layers):
     """Softmax's attention runs in SDPA, which FlopCounterMode does not count on CPU, so a step's count is its
     linear layers': streaming projects the 3 new tokens per env; exact embeds and projects them into the first
-    block once, then runs every block over the window of 3K - 1 tokens (the top one for s_t alone, but its keys
-    and values for all); without reuse, every block over all 3K tokens of the padded window."""
+    block once, then runs every block over the window of 3K - 1 tokens (the top one for s_t alone: its query,
+    projection and MLP, but every token's key and value); without reuse, every block over all 3K tokens of the
+    padded window."""
     from agents.model import DecisionTransformer, DTConfig
 
     e, s, a, n, k = 16, 11, 3, 2, 4
@@ -55,16 +56,17 @@ def test_counted_step_flops_are_the_linear_layers_of_each_rollout(n_layers):
     cfg = bench_rollout.BenchRolloutConfig(max_steps=50)
     qkv, rest, head = 3 * e * e, 9 * e * e, e * a  # per token: q/k/v; projection and MLP; action head
 
-    def flops(embedded: int, first_qkv: int, window: int) -> int:
+    def flops(embedded: int, first_qkv: int, window: int, top_queries: int) -> int:
         embed = embedded // 3 * (s + a + 1) * e
         if n_layers == 1:
             blocks = first_qkv * qkv + rest
         else:
-            blocks = first_qkv * qkv + window * rest + (n_layers - 2) * window * (qkv + rest) + window * qkv + rest
+            top = window * 2 * e * e + top_queries * e * e + rest
+            blocks = first_qkv * qkv + window * rest + (n_layers - 2) * window * (qkv + rest) + top
         return 2 * n * (embed + blocks + head)
 
-    expected = {"streaming (approximate)": flops(3, 3, 3), "exact": flops(3, 3, 3 * k - 1),
-                "exact without reuse": flops(3 * k, 3 * k, 3 * k)}
+    expected = {"streaming (approximate)": flops(3, 3, 3, 3), "exact": flops(3, 3, 3 * k - 1, 1),
+                "exact without reuse": flops(3 * k, 3 * k, 3 * k, 3 * k)}
     for variant, want in expected.items():
         plan = bench_rollout.variant_plan(model, cfg, variant)
         assert bench_rollout.counted_mflop_per_step(model, plan, n, after_steps=k - 1) * 1e6 == pytest.approx(want), variant

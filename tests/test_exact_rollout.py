@@ -72,6 +72,10 @@ def test_forward_last_is_the_last_row_of_forward(attention, window):
     g = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(2, 2, 11, 4, generator=g, dtype=torch.float64) for _ in range(3))
     torch.testing.assert_close(attn.forward_last(q, k, v), attn(q, k, v)[:, :, -1:], rtol=0, atol=1e-12)
+    if attn.last_query_only:  # the other queries may be left out
+        torch.testing.assert_close(attn.forward_last(q[:, :, -1:], k, v), attn(q, k, v)[:, :, -1:], rtol=0, atol=1e-12)
+    else:  # Combiner: region summaries pool the regions' queries
+        assert attention.startswith("combiner")
 
 
 def _tiny_run(tmp_path, **over) -> TrainConfig:

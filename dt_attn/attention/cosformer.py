@@ -90,6 +90,8 @@ class CosformerAttention(Attention):
             pad_mask=pad_mask,
         )
 
+    last_query_only = True
+
     def forward_last(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The last query's weighted average over every key it sees: O(tokens * (d + dv)) per head."""
         T = k.shape[2]
