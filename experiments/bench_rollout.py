@@ -297,16 +297,20 @@ def run(cfg: BenchRolloutConfig, profile: bool = False, say: Callable[[str], Non
                     f"{row['counted_mflop_per_step']:8.1f} MFLOP/step x {envs} env(s) at once")
             if profile and "exact" in cfg.variants and k < cfg.max_steps:
                 profile_exact(model, cfg.episodes, 20, out / f"profile-{attention}-K{k}.txt")
-    figures["ratios"] = ratios(figures["rows"])
-    for e in figures["ratios"]:
-        parts = [f"{name.replace('_', ' ')} {e[name]:.2f}x" for name in
-                 ("exact_over_streaming_wall", "one_env_over_exact_wall", "no_reuse_over_exact_policy") if name in e]
-        say(f"  {e['attention']:<18} K={e['context']:<4} " + ", ".join(parts))
-    write_text(out / "rollout.json", json.dumps(figures, indent=2) + "\n")
-    md = format_markdown(figures)
-    write_text(out / "rollout.md", md)
+            _save(figures, out)  # after every (attention, K): an interrupted run keeps what it measured
+            e = figures["ratios"][-1]
+            parts = [f"{name.replace('_', ' ')} {e[name]:.2f}x" for name in
+                     ("exact_over_streaming_wall", "one_env_over_exact_wall", "no_reuse_over_exact_policy") if name in e]
+            say(f"  {attention:<18} K={k:<4} " + ", ".join(parts))
     say(f"written to {out}/rollout.json and rollout.md ({rollout_label('streaming')}: the streaming rollout)")
     return figures
+
+
+def _save(figures: dict, out: Path) -> None:
+    """Add the ratios to ``figures``; write rollout.json and rollout.md."""
+    figures["ratios"] = ratios(figures["rows"])
+    write_text(out / "rollout.json", json.dumps(figures, indent=2) + "\n")
+    write_text(out / "rollout.md", format_markdown(figures))
 
 
 def quick(cfg: BenchRolloutConfig) -> BenchRolloutConfig:
