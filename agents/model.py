@@ -135,6 +135,16 @@ class DecisionTransformer(nn.Module):
         b, k = states.shape[:2]
         return self.embed_ln(toks.reshape(b, 3 * k, -1))
 
+    def _step_tokens(
+        self, rtg: torch.Tensor, obs: torch.Tensor, timestep: torch.Tensor, prev_action: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The tokens one rollout step adds, embedded: a_{t-1} (when given), R_t, s_t -> (B, 2 or 3, E)."""
+        t = self._time(timestep)
+        tokens = [self.embed_return(rtg) + t, self.embed_state(obs) + t]
+        if prev_action is not None:
+            tokens.insert(0, self.embed_action(prev_action) + self._time(timestep - 1))
+        return self.embed_ln(torch.stack(tokens, dim=1))
+
     # --------------------------------------------------------------- parallel
     def forward(
         self,
@@ -185,11 +195,8 @@ class DecisionTransformer(nn.Module):
     ) -> tuple[torch.Tensor, list]:
         """One rollout step in one pass through the stack: feed a_{t-1} (B,A) when given (every step
         but the first), then R_t (B,1) and s_t (B,S) at ``timestep`` t (B,); return a_t (B,A)."""
-        t = self._time(timestep)
-        tokens = [self.embed_return(rtg) + t, self.embed_state(obs) + t]
-        if prev_action is not None:
-            tokens.insert(0, self.embed_action(prev_action) + self._time(timestep - 1))
-        h, state = self.transformer.step_many(self.embed_ln(torch.stack(tokens, dim=1)), state, last_only=True)
+        h, state = self.transformer.step_many(self._step_tokens(rtg, obs, timestep, prev_action), state,
+                                              last_only=True)
         return self.predict_action(h[:, -1]), state
 
     # ------------------------------------------------------------ exact re-run
@@ -220,11 +227,7 @@ class DecisionTransformer(nn.Module):
         embedding and its first-block projections. Every attention output is recomputed (a token's
         output changes with the window's first token), the top block for s_t alone.
         """
-        t = self._time(timestep)
-        tokens = [self.embed_return(rtg) + t, self.embed_state(obs) + t]
-        if prev_action is not None:
-            tokens.insert(0, self.embed_action(prev_action) + self._time(timestep - 1))
-        x = self.embed_ln(torch.stack(tokens, dim=1))
+        x = self._step_tokens(rtg, obs, timestep, prev_action)
         qkv = self.transformer.input_projections(x)
         capacity = state.tokens.shape[1] // 2
         slots = (state.length + torch.arange(x.shape[1], device=x.device)) % capacity
