@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from agents.atomic import atomic_write
+from agents.upgrade import upgrade_checkpoint
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -66,7 +67,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by ``save_checkpoint``; a damaged file gives a clear error."""
+    """Load a checkpoint written by ``save_checkpoint``, of any format, as the current one
+    (``agents.upgrade``); a damaged file gives a clear error."""
     p = resolve_checkpoint(path)
     try:
         payload = torch.load(p, map_location=map_location, weights_only=False)
@@ -74,4 +76,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"checkpoint {p} could not be read ({type(exc).__name__}: {exc}); it may be truncated") from exc
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise ValueError(f"{p} is not a dt-attn checkpoint (missing 'model'/'config' entries)")
-    return payload
+    return upgrade_checkpoint(payload, str(p))

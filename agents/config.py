@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.fieldtypes import check_field_types, parse_json_object
+from agents.results import ROLLOUTS
 
-# Values of fields added after runs were saved without them: what those runs used.
-LEGACY_DEFAULTS = {"activation": "gelu", "init": "torch-default", "init_std": 0.02}  # fields of both the model and the run config
-RUN_LEGACY_DEFAULTS = {**LEGACY_DEFAULTS, "precision": "fp32", "split_long_episodes": False}  # fields of the run config alone
 #: The MLP nonlinearities ``dt_attn.transformer.ACTIVATIONS`` builds, named here so that reading a
 #: config does not import torch (a test keeps the two lists equal).
 ACTIVATION_NAMES = ("relu", "gelu")
@@ -23,7 +21,7 @@ PRECISIONS = ("fp32", "bf16")
 
 # TrainConfig fields that may change when a run is resumed; every other field must match.
 RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "checkpoint_every",
-                     "eval_episodes", "eval_targets", "eval_envs", "eval_every", "eval_exact", "run_dir"}
+                     "eval_episodes", "eval_targets", "eval_envs", "eval_every", "rollout", "run_dir"}
 
 
 @dataclass
@@ -69,11 +67,10 @@ class TrainConfig:
     eval_envs: int = field(default=10, metadata={"help": "parallel evaluation environments"})
     eval_every: int = field(default=0, metadata={"help": "also evaluate every N steps during training, from a checkpoint "
                                                           "written then (RUN_DIR/evals/, TensorBoard); 0 = only at the end"})
-    eval_exact: bool = field(default=False, metadata={"help": "when K is shorter than the episode, also read every "
-                                                              "evaluation exactly (the --naive path: the last K steps, "
-                                                              "as trained): eval-naive.json beside the streaming "
-                                                              "eval.json, evals/step-N-naive.json with --eval-every; "
-                                                              "`dt-attn report` compares the two and draws both curves"})
+    rollout: str = field(default="exact", metadata={"help": "rollout of every evaluation during and after training: "
+                                                           "exact (the function that was trained: the last K steps) "
+                                                           "or streaming (approximate: a sliding window per layer, "
+                                                           "written to eval-streaming.json)"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
     resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint.pt"})
@@ -107,6 +104,7 @@ class TrainConfig:
             "precision": (self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
             "init": (self.init in INIT_SCHEMES, "one of " + ", ".join(INIT_SCHEMES)),
             "init_std": (0 < self.init_std < math.inf, "positive and finite"),
+            "rollout": (self.rollout in ROLLOUTS, "one of " + ", ".join(ROLLOUTS)),
         }
         bad = [f"{name}={getattr(self, name)!r} (must be {rule})" for name, (ok, rule) in rules.items() if not ok]
         if bad:
@@ -122,13 +120,18 @@ class EvalConfig:
     targets: list[float] | None = field(default=None, metadata={"help": "target returns (default: those of the training run)"})
     envs: int = field(default=10, metadata={"help": "parallel environments"})
     seed: int = field(default=1000, metadata={"help": "seed of the first evaluation environment (env i gets seed+i)"})
-    naive: bool = field(default=False, metadata={"help": "recompute the whole context window every step (reference path)"})
+    rollout: str = field(default="exact", metadata={"help": "exact: the function that was trained (the last K "
+                                                           "steps, re-run every step when K is shorter than the "
+                                                           "episode); streaming: approximate, a sliding window of "
+                                                           "3K-1 tokens per layer (upper layers see past K steps)"})
     observe: str | None = field(default=None, metadata={"help": "must match the training run's filter (checked); default: the run's"})
     env_id: str | None = field(default=None, metadata={"help": "gymnasium id override (default: the dataset's)"})
     max_steps: int | None = field(default=None, metadata={"help": "cap on steps per episode (default: the env's limit)"})
     device: str = "cpu"
     threads: int = 0
-    output: str | None = field(default=None, metadata={"help": "result JSON path (default: eval.json beside the checkpoint)"})
+    output: str | None = field(default=None, metadata={"help": "result JSON path (default: eval.json beside the "
+                                                                 "checkpoint, eval-streaming.json for the streaming "
+                                                                 "rollout)"})
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -139,14 +142,16 @@ class EvalConfig:
                              f"max_steps={self.max_steps})")
         if self.targets is not None and not all(map(math.isfinite, self.targets)):
             raise ValueError(f"targets must be finite numbers, got {self.targets}")
+        if self.rollout not in ROLLOUTS:
+            raise ValueError(f"rollout must be one of {', '.join(ROLLOUTS)}, got {self.rollout!r}")
 
 
 def run_evaluation(cfg: TrainConfig, checkpoint: str | Path, output: str | Path) -> EvalConfig:
-    """The evaluation a training run asks for (its episodes, targets, envs, device, threads) of
+    """The evaluation a training run asks for (its episodes, targets, envs, rollout, device, threads) of
     ``checkpoint``, written to ``output``."""
     return EvalConfig(checkpoint=str(checkpoint), episodes=cfg.eval_episodes, targets=cfg.eval_targets,
-                      envs=min(cfg.eval_envs, cfg.eval_episodes), device=cfg.device, threads=cfg.threads,
-                      output=str(output))
+                      envs=min(cfg.eval_envs, cfg.eval_episodes), rollout=cfg.rollout, device=cfg.device,
+                      threads=cfg.threads, output=str(output))
 
 def run_name(dataset: str, observe: str, attention: str, context: int, seed: int) -> str:
     """Default run directory name: <dataset>[-<observe>]-<attention>-K<context>-s<seed>."""
@@ -156,16 +161,8 @@ def run_name(dataset: str, observe: str, attention: str, context: int, seed: int
 
 
 def config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    """'field (saved x, now y)' for every field of ``cfg`` that differs from a saved run's config.json,
-    ignoring the fields a resume may change."""
+    """'field (saved x, now y)' for every field of ``cfg`` that differs from a saved run's training config
+    (of the current format: see ``agents.upgrade``), ignoring the fields a resume may change."""
     now = asdict(cfg)
-    saved = with_legacy_defaults(saved, run=True)
     return [f"{k} (saved {saved.get(k)!r}, now {now[k]!r})" for k in now
             if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
-
-
-def with_legacy_defaults(saved: dict[str, Any], run: bool = False) -> dict[str, Any]:
-    """A saved config (a checkpoint's model config, or with ``run`` a run's config.json) with the
-    values runs used before a field existed filled in, so an old GELU run is not read as today's
-    ReLU default."""
-    return {**(RUN_LEGACY_DEFAULTS if run else LEGACY_DEFAULTS), **saved}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import time
@@ -15,26 +14,26 @@ import torch
 
 from agents.atomic import write_json
 from agents.checkpoint import load_checkpoint, non_finite_tensors, resolve_checkpoint
-from agents.config import EvalConfig, with_legacy_defaults
-from agents.evaluator import run_episodes
+from agents.config import EvalConfig
+from agents.evaluator import plan_rollout, run_episodes
 from agents.model import DecisionTransformer, DTConfig
 from agents.results import (
     EVAL_FILE,
-    NAIVE_EVAL_FILE,
-    SCHEMA,
-    exact_readout_path,
+    STREAMING_SUFFIX,
+    evaluation_path,
     format_eval_table,
     now_iso,
     software_versions,
     target_record,
 )
 from agents.runlock import run_lock
+from agents.upgrade import FORMAT, read_evaluation
 from envs import ObservationFilter, get_env_spec, make_vector_env, normalized_score
 
 
 def load_policy(payload: dict[str, Any], device: str | torch.device = "cpu") -> DecisionTransformer:
-    """Rebuild the Decision Transformer stored in a checkpoint payload."""
-    model = DecisionTransformer(DTConfig(**with_legacy_defaults(payload["model_config"]))).to(device)
+    """Rebuild the Decision Transformer stored in a checkpoint payload (as ``load_checkpoint`` gives it)."""
+    model = DecisionTransformer(DTConfig(**payload["model_config"])).to(device)
     model.load_state_dict(payload["model"])
     model.eval()
     return model
@@ -52,9 +51,10 @@ def check_observe(saved: str, requested: str | None) -> str:
     return saved
 
 
-def default_output(run_dir: Path, naive: bool) -> Path:
-    """eval.json (eval-naive.json with --naive) in the run directory, or a timestamped name so no result is overwritten."""
-    out = run_dir / (NAIVE_EVAL_FILE if naive else EVAL_FILE)
+def default_output(run_dir: Path, rollout: str) -> Path:
+    """eval.json (eval-streaming.json for the streaming rollout) in the run directory, or a timestamped name
+    so no result is overwritten."""
+    out = evaluation_path(run_dir / EVAL_FILE, rollout)
     if out.exists():
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         out = run_dir / f"{out.stem}-{stamp}.json"
@@ -74,6 +74,21 @@ def check_output_file(out: Path) -> None:
         raise ValueError(f"--output {out}: the folder {parent} is not writable")
 
 
+def keep_other_rollout(out: Path, rollout: str) -> None:
+    """Before ``out`` is overwritten with a ``rollout`` evaluation: an evaluation of the other rollout held
+    there (a format-1 eval.json held the streaming one) moves to its own rollout's name, so none is lost."""
+    try:
+        held = read_evaluation(out)
+    except (OSError, ValueError):
+        return  # unreadable: nothing to keep apart
+    if held is None or held["rollout"] == rollout:
+        return
+    target = evaluation_path(out.with_name(out.name.replace(STREAMING_SUFFIX, "")), held["rollout"])
+    if target == out or target.exists():
+        target = out.with_name(f"{target.stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}{target.suffix}")
+    out.replace(target)
+
+
 def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -> dict[str, Any]:
     """Roll out the checkpoint for every target; write and return the result record. Writing into the
     checkpoint's run folder holds the folder's run lock (no training or other evaluation writes there)."""
@@ -87,7 +102,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
 def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: bool) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.output) if cfg.output else default_output(ckpt_path.parent, cfg.naive)
+    out = Path(cfg.output) if cfg.output else default_output(ckpt_path.parent, cfg.rollout)
     check_output_file(out)
     payload = load_checkpoint(ckpt_path)
     bad = non_finite_tensors(payload["model"])
@@ -106,8 +121,9 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
     norm = payload["normalization"]
     records = []
     score_source = ""
+    plan = plan_rollout(model, cfg.rollout, max_steps)
     for target in targets:
-        returns, lengths, wall, steps, path, exact = [], [], 0.0, 0, "", False
+        returns, lengths, wall, steps = [], [], 0.0, 0
         for first in range(0, cfg.episodes, cfg.envs):
             n = min(cfg.envs, cfg.episodes - first)
             envs = make_vector_env(env_id, n, cfg.seed + first, observe=observe)
@@ -119,10 +135,9 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
                         f"{observe} gives {obs_dim}: the checkpoint was trained for {data['env_id']}"
                     )
                 res = run_episodes(
-                    model, envs, target=float(target), context=model.cfg.context,
-                    state_mean=np.asarray(norm["state_mean"]), state_std=np.asarray(norm["state_std"]),
-                    rtg_scale=float(train_cfg["rtg_scale"]), seed=cfg.seed + first, max_steps=max_steps,
-                    naive=cfg.naive, device=cfg.device,
+                    model, envs, target=float(target), state_mean=np.asarray(norm["state_mean"]),
+                    state_std=np.asarray(norm["state_std"]), rtg_scale=float(train_cfg["rtg_scale"]),
+                    seed=cfg.seed + first, max_steps=max_steps, plan=plan, device=cfg.device,
                     progress=f"target {target:g}, episodes {first + 1}-{first + n}" if progress else None,
                 )
             finally:
@@ -131,14 +146,13 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
             lengths.extend(res.lengths)
             wall += res.wall_time_s
             steps += res.env_steps
-            path, exact = res.path, res.exact
             if progress:
                 print(f"  target {target:.0f}: {len(returns)}/{cfg.episodes} episodes, "
                       f"mean return {np.mean(returns):.1f}", flush=True)
         scores, score_source = normalized_score(data["env_name"], np.asarray(returns), ref=ref)
-        records.append(target_record(target, np.asarray(returns), np.asarray(lengths), scores, wall, steps, path))
+        records.append(target_record(target, np.asarray(returns), np.asarray(lengths), scores, wall, steps))
     result = {
-        "schema": SCHEMA,
+        "format": FORMAT,
         "checkpoint": str(ckpt_path),
         "dataset": data["name"],
         "dataset_label": data["label"],
@@ -151,32 +165,20 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
         "init_std": model.cfg.init_std,
         "context": model.cfg.context,
         "train_seed": train_cfg["seed"],
-        "train_precision": train_cfg.get("precision", "fp32"),  # runs from before the field trained in fp32
+        "train_precision": train_cfg["precision"],
         "train_steps": int(payload["step"]),
         "eval_seed": cfg.seed,
         "score_reference": score_source,
-        "exact_readout": exact,  # False: a streaming sliding-window readout (K shorter than the episode)
+        "rollout": plan.rollout,  # what the actions are: "streaming" only where it is approximate
+        "method": plan.method,
         "eval_config": json.loads(json.dumps(cfg.__dict__)),
         "results": records,
         "created": now_iso(),
         "versions": software_versions(),
     }
+    keep_other_rollout(out, plan.rollout)
     write_json(out, result)
     if print_table:
         print(format_eval_table(result))
         print(f"results written to {out}")
     return result
-
-
-def evaluate_with_exact(
-    cfg: EvalConfig, exact: bool, progress: bool = True, print_table: bool = True
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """``evaluate(cfg)`` and, when ``exact`` asks for it and that readout streamed, the exact one too
-    (the naive path, written to ``exact_readout_path`` of cfg's output, or where ``--naive`` writes
-    by default); None when not run."""
-    result = evaluate(cfg, progress=progress, print_table=print_table)
-    if not exact or result["exact_readout"]:
-        return result, None
-    output = str(exact_readout_path(Path(cfg.output))) if cfg.output else None
-    naive = dataclasses.replace(cfg, naive=True, output=output)
-    return result, evaluate(naive, progress=progress, print_table=print_table)

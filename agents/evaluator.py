@@ -1,23 +1,25 @@
 """Policy rollouts in parallel gymnasium environments, batched over environments.
 
-The default path feeds each step's new tokens (a_{t-1}, R_t, s_t) in one pass through each
-attention's incremental form (KV cache, cosFormer's recurrent state, Combiner's cached summaries). ``naive=True`` re-runs the
-model over the whole K-step window every step, as the original DT evaluation does.
+Two rollouts (``ROLLOUTS``):
 
-Window semantics: with K shorter than the episode, the incremental path gives every layer a
-sliding window of 3K - 1 tokens over the episode stream: at the state token s_t, exactly the
-tokens R_{t-K+1} .. s_t of the K-step segment the naive path re-runs (3K tokens would reach
-back to a_{t-K}, which no training segment puts before R_{t-K+1}). A one-layer model, and any
-model for the first K steps (or with K >= the episode length), thus computes exactly the naive
-action; in a deeper stack the upper layers read lower-layer outputs of earlier tokens, whose
-own windows reach further back (receptive field about n_layers * 3K), the usual streaming
-sliding-window semantics. Every built-in mechanism has a window option; one
-registered without it falls back to the naive path when K is shorter than the episode.
+* **exact** (the default): every action is the function that was trained, the model on the last K
+  steps R_{t-K+1}, s_{t-K+1}, a_{t-K+1}, ..., R_t, s_t. When the episode cannot outgrow K (K >= the
+  step limit), the attention's incremental state (KV cache, cosFormer's recurrent state, Combiner's
+  cached summaries) over the whole episode is that function and is used; otherwise every step re-runs
+  the model on the last K steps of all environments at once (``DecisionTransformer.act_exact``: token
+  embeddings and first-block projections are computed once per token, every attention output anew).
+* **streaming (approximate)**: every layer keeps a sliding window of its last 3K - 1 tokens. At the
+  state token s_t that window holds exactly the trained segment, so a one-layer model, and any model
+  for the first K steps, acts exactly; in a deeper stack the upper layers read lower-layer outputs of
+  earlier tokens whose own windows reach further back (a receptive field of about n_layers * 3K), which
+  training never showed. Asked of a mechanism without a window option, streaming falls back to the
+  exact rollout, and the result says so.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +27,27 @@ import torch
 
 from agents.model import DecisionTransformer
 from agents.progress import progress_bar
+from agents.results import ROLLOUTS, rollout_label
 from dt_attn import attention_options
+
+# One step of a batched policy: (t, normalized states (B, S), returns-to-go (B, 1)) -> actions (B, A).
+Step = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_rollout(rollout: str) -> str:
+    """``rollout`` when it is one of ``ROLLOUTS``; a ValueError naming the choices otherwise."""
+    if rollout not in ROLLOUTS:
+        raise ValueError(f"rollout must be one of {', '.join(ROLLOUTS)}, got {rollout!r}")
+    return rollout
+
+
+@dataclass
+class RolloutPlan:
+    """How a model is rolled out: the rollout it computes, in words, and how to start its episodes."""
+
+    rollout: str  # "exact" or "streaming": what the actions are, not only what was asked
+    method: str  # e.g. "exact: the last 20 steps re-run every step"
+    start: Callable[[int, torch.device | str], Step]  # (environments, device) -> the step function
 
 
 @dataclass
@@ -36,29 +58,86 @@ class RolloutResult:
     lengths: np.ndarray
     wall_time_s: float
     env_steps: int
-    path: str  # "incremental" or "naive", and the context it used
+    rollout: str  # "exact" or "streaming"
+    method: str  # how it was computed, in words
     policy_time_s: float = 0.0  # time spent in the model alone (no environment stepping)
-    exact: bool = False  # the policy read as trained: the naive path, or a context holding the whole episode
 
 
-def rollout_model(model: DecisionTransformer, context: int, naive: bool) -> tuple[DecisionTransformer, str, bool]:
-    """The model to roll out, a description of its context, and whether to use the naive path."""
-    cfg = model.cfg
-    whole_episode = context >= cfg.max_ep_len
-    if naive:
-        return model, f"naive: recompute the last {context} steps", True
-    if whole_episode:
-        return model, "incremental: whole episode", False
-    if "window" in attention_options(cfg.attention):
-        caveat = (f" (streaming: after {context} steps the upper layers see past the window, unlike training;"
-                  " --naive is exact)" if cfg.n_layers > 1 else "")
-        window = 3 * context - 1  # R_{t-K+1} .. s_t: the trained segment as seen from its last state token
-        return (
-            model.with_attention_options(window=window),
-            f"incremental: sliding window of {window} tokens per layer{caveat}",
-            False,
-        )
-    return model, f"naive ({cfg.attention} has no window option): recompute the last {context} steps", True
+def plan_rollout(model: DecisionTransformer, rollout: str, max_steps: int) -> RolloutPlan:
+    """The rollout of ``model`` for episodes of at most ``max_steps`` steps (see the module docstring)."""
+    check_rollout(rollout)
+    k = model.cfg.context
+    if max_steps <= k:
+        return RolloutPlan("exact", "exact: incremental state over the whole episode (K >= its step limit)",
+                           lambda n, device: _incremental(model, n, device))
+    if rollout == "streaming" and "window" in attention_options(model.cfg.attention):
+        window = 3 * k - 1  # R_{t-K+1} .. s_t: the trained segment as seen from its last state token
+        caveat = (f"; after {k} steps the upper layers see past the window, unlike training"
+                  if model.cfg.n_layers > 1 else "")
+        policy = model.with_attention_options(window=window)
+        return RolloutPlan("streaming", f"{rollout_label('streaming')}: sliding window of {window} tokens per "
+                                        f"layer{caveat}",
+                           lambda n, device: _incremental(policy, n, device))
+    fallback = f" ({model.cfg.attention} has no window option to stream with)" if rollout == "streaming" else ""
+    return RolloutPlan("exact", f"exact: the last {k} steps re-run every step{fallback}",
+                       lambda n, device: _exact(model, n, device))
+
+
+def _incremental(model: DecisionTransformer, n: int, device: torch.device | str) -> Step:
+    """Steps through the attention's incremental state, feeding a_{t-1}, R_t, s_t in one pass."""
+    state, prev = model.init_state(n, device=device), None
+
+    def step(t: int, s: torch.Tensor, rtg: torch.Tensor) -> torch.Tensor:
+        nonlocal state, prev
+        prev, state = model.act(state, rtg, s, torch.full((n,), t, dtype=torch.long, device=device), prev)
+        return prev
+
+    return step
+
+
+def _exact(model: DecisionTransformer, n: int, device: torch.device | str) -> Step:
+    """Steps that re-run the model on the last K steps (``DecisionTransformer.act_exact``)."""
+    state, prev = model.init_exact_state(n, device=device), None
+
+    def step(t: int, s: torch.Tensor, rtg: torch.Tensor) -> torch.Tensor:
+        nonlocal state, prev
+        prev, state = model.act_exact(state, rtg, s, torch.full((n,), t, dtype=torch.long, device=device), prev)
+        return prev
+
+    return step
+
+
+def rerun_plan(model: torch.nn.Module, last_only: bool = True) -> RolloutPlan:
+    """The exact rollout without reuse, the reference the fast exact path is tested against: every step
+    the model runs on the last K steps of each episode, left padded to K at the start, as training's
+    forward pass. Any model with the Decision Transformer's forward signature and ``cfg`` can be rolled
+    out this way. ``last_only``: only the newest action computed; without it every step's, as the peers'
+    evaluations do."""
+    k, cfg = model.cfg.context, model.cfg
+
+    def start(n: int, device: torch.device | str) -> Step:
+        size = cfg.max_ep_len
+        hist_s = torch.zeros(n, size, cfg.state_dim, device=device)
+        hist_a = torch.zeros(n, size, cfg.act_dim, device=device)
+        hist_r = torch.zeros(n, size, 1, device=device)
+
+        def step(t: int, s: torch.Tensor, rtg: torch.Tensor) -> torch.Tensor:
+            hist_s[:, t], hist_r[:, t] = s, rtg
+            lo = max(0, t + 1 - k)
+            pad = k - (t + 1 - lo)
+            seg = [hist_s[:, lo : t + 1], hist_a[:, lo : t + 1], hist_r[:, lo : t + 1],
+                   torch.arange(lo, t + 1, device=device).expand(n, t + 1 - lo)]
+            if pad:
+                seg = [torch.cat((x.new_zeros((n, pad) + x.shape[2:]), x), dim=1) for x in seg]
+            mask = torch.arange(k, device=device).expand(n, k) < pad if pad else None
+            action = model(*seg, mask, last_only=last_only)[:, -1]
+            hist_a[:, t] = action
+            return action
+
+        return step
+
+    how = "newest action" if last_only else "every action"
+    return RolloutPlan("exact", f"exact: the model re-run on the padded last {k} steps ({how}), no reuse", start)
 
 
 @torch.inference_mode()
@@ -67,20 +146,21 @@ def run_episodes(
     envs,
     *,
     target: float,
-    context: int,
     state_mean: np.ndarray,
     state_std: np.ndarray,
     rtg_scale: float,
     seed: int,
     max_steps: int,
-    naive: bool = False,
+    rollout: str = "exact",
+    plan: RolloutPlan | None = None,
     device: str | torch.device = "cpu",
     progress: str | None = None,
 ) -> RolloutResult:
-    """One episode in each sub-environment of ``envs``, all conditioned on return ``target``; with
-    ``progress``, a bar of environment steps under that label."""
+    """One episode in each sub-environment of ``envs``, all conditioned on return ``target``, acting by
+    ``plan`` (default: ``plan_rollout(model, rollout, max_steps)``); with ``progress``, a bar of
+    environment steps under that label."""
     model.eval()
-    policy, path, use_naive = rollout_model(model, context, naive)
+    plan = plan or plan_rollout(model, rollout, max_steps)
     n = envs.num_envs
     mean = torch.as_tensor(state_mean, dtype=torch.float32, device=device)
     std = torch.as_tensor(state_std, dtype=torch.float32, device=device)
@@ -89,14 +169,7 @@ def run_episodes(
     done = np.zeros(n, dtype=bool)
     returns = np.zeros(n)
     lengths = np.zeros(n, dtype=int)
-    act_dim = model.cfg.act_dim
-    if use_naive:
-        hist_s = torch.zeros(n, max_steps, model.cfg.state_dim, device=device)
-        hist_a = torch.zeros(n, max_steps, act_dim, device=device)
-        hist_r = torch.zeros(n, max_steps, 1, device=device)
-    else:
-        state = policy.init_state(n, device=device)
-        prev_action = None  # a_{t-1}, fed together with R_t and s_t
+    step = plan.start(n, device)
     bar = progress_bar(total=max_steps, desc=progress, unit="step", leave=False, disable=progress is None)
     start = time.perf_counter()
     policy_time = 0.0
@@ -104,23 +177,7 @@ def run_episodes(
     while t < max_steps and not done.all():
         p0 = time.perf_counter()
         s = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
-        ts = torch.full((n,), t, dtype=torch.long, device=device)
-        if use_naive:
-            hist_s[:, t], hist_r[:, t] = s, rtg
-            lo = max(0, t + 1 - context)
-            k = t + 1 - lo
-            pad = context - k
-            window_t = torch.arange(lo, t + 1, device=device).expand(n, k)
-            seg = [hist_s[:, lo : t + 1], hist_a[:, lo : t + 1], hist_r[:, lo : t + 1], window_t]
-            if pad:
-                seg = [torch.cat((x.new_zeros((n, pad) + x.shape[2:]), x), dim=1) for x in seg]
-            mask = torch.arange(context, device=device).expand(n, context) < pad
-            action = policy(seg[0], seg[1], seg[2], seg[3], mask if pad else None, last_only=True)[:, -1]
-            hist_a[:, t] = action
-        else:
-            action, state = policy.act(state, rtg, s, ts, prev_action)
-            prev_action = action
-        action = action.cpu().numpy()
+        action = step(t, s, rtg).cpu().numpy()
         policy_time += time.perf_counter() - p0
         obs, reward, terminated, truncated, _ = envs.step(action)
         live = ~done
@@ -132,5 +189,5 @@ def run_episodes(
         bar.update()
     wall = time.perf_counter() - start
     bar.close()
-    return RolloutResult(returns=returns, lengths=lengths, wall_time_s=wall, env_steps=t * n, path=path,
-                         policy_time_s=policy_time, exact=use_naive or context >= model.cfg.max_ep_len)
+    return RolloutResult(returns=returns, lengths=lengths, wall_time_s=wall, env_steps=t * n, rollout=plan.rollout,
+                         method=plan.method, policy_time_s=policy_time)

@@ -39,6 +39,17 @@ class DTConfig:
     init_std: float = 0.02  # standard deviation of every weight drawn by the "normal" scheme
 
 
+@dataclass
+class ExactState:
+    """State of the exact rollout: the stream's latest tokens, embedded, and their first-block q, k, v, in
+    a ring of C = 3K slots stored twice (token p in slots p mod C and p mod C + C), so that the last
+    3K - 1 tokens are always one contiguous slice. Allocated once per rollout, written in place."""
+
+    tokens: torch.Tensor  # (B, 2C, E)
+    qkv: torch.Tensor  # (3, B, H, 2C, Dh)
+    length: int = 0  # tokens of the stream consumed so far
+
+
 #: Weight initialization schemes; "torch-default" keeps PyTorch's own layer defaults for the embeddings and
 #: the action head (an N(0, 1) timestep embedding), as runs saved before the peers' scheme was adopted used.
 INIT_SCHEMES = ("normal", "torch-default")
@@ -124,6 +135,16 @@ class DecisionTransformer(nn.Module):
         b, k = states.shape[:2]
         return self.embed_ln(toks.reshape(b, 3 * k, -1))
 
+    def _step_tokens(
+        self, rtg: torch.Tensor, obs: torch.Tensor, timestep: torch.Tensor, prev_action: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The tokens one rollout step adds, embedded: a_{t-1} (when given), R_t, s_t -> (B, 2 or 3, E)."""
+        t = self._time(timestep)
+        tokens = [self.embed_return(rtg) + t, self.embed_state(obs) + t]
+        if prev_action is not None:
+            tokens.insert(0, self.embed_action(prev_action) + self._time(timestep - 1))
+        return self.embed_ln(torch.stack(tokens, dim=1))
+
     # --------------------------------------------------------------- parallel
     def forward(
         self,
@@ -158,7 +179,7 @@ class DecisionTransformer(nn.Module):
         h = torch.gather(h, 1, back[:, :, None].expand_as(h))
         return self.predict_action(h[:, -1:] if last_only else h)
 
-    # ------------------------------------------------------------ incremental
+    # ------------------------------------------------------------ incremental (streaming)
     def init_state(self, batch: int, device: torch.device | str | None = None) -> list:
         """Fresh rollout state for ``batch`` episodes starting now."""
         dtype = next(self.parameters()).dtype
@@ -174,12 +195,51 @@ class DecisionTransformer(nn.Module):
     ) -> tuple[torch.Tensor, list]:
         """One rollout step in one pass through the stack: feed a_{t-1} (B,A) when given (every step
         but the first), then R_t (B,1) and s_t (B,S) at ``timestep`` t (B,); return a_t (B,A)."""
-        t = self._time(timestep)
-        tokens = [self.embed_return(rtg) + t, self.embed_state(obs) + t]
-        if prev_action is not None:
-            tokens.insert(0, self.embed_action(prev_action) + self._time(timestep - 1))
-        h, state = self.transformer.step_many(self.embed_ln(torch.stack(tokens, dim=1)), state, last_only=True)
+        h, state = self.transformer.step_many(self._step_tokens(rtg, obs, timestep, prev_action), state,
+                                              last_only=True)
         return self.predict_action(h[:, -1]), state
+
+    # ------------------------------------------------------------ exact re-run
+    def init_exact_state(self, batch: int, device: torch.device | str | None = None) -> ExactState:
+        """Empty state of the exact rollout (``act_exact``) for ``batch`` episodes starting now."""
+        p = next(self.parameters())
+        blocks = self.transformer.blocks
+        capacity = 3 * self.cfg.context  # >= the window of 3K - 1 tokens plus one
+        return ExactState(
+            tokens=torch.zeros(batch, 2 * capacity, self.cfg.embed_dim, device=device, dtype=p.dtype),
+            qkv=torch.zeros(3, batch, blocks[0].n_heads, 2 * capacity, blocks[0].head_dim, device=device,
+                            dtype=p.dtype),
+        )
+
+    def act_exact(
+        self,
+        state: ExactState,
+        rtg: torch.Tensor,
+        obs: torch.Tensor,
+        timestep: torch.Tensor,
+        prev_action: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ExactState]:
+        """One rollout step of the function that was trained: a_t (B,A) from the last K steps
+        R_{t-K+1}, s_{t-K+1}, a_{t-K+1}, ..., R_t, s_t, as ``forward(..., last_only=True)`` on that
+        segment computes it. Arguments as in ``act``.
+
+        Only what does not depend on where the window starts is kept from earlier steps: each token's
+        embedding and its first-block projections. Every attention output is recomputed (a token's
+        output changes with the window's first token), the top block for s_t alone.
+        """
+        x = self._step_tokens(rtg, obs, timestep, prev_action)
+        qkv = self.transformer.input_projections(x)
+        capacity = state.tokens.shape[1] // 2
+        slots = (state.length + torch.arange(x.shape[1], device=x.device)) % capacity
+        both = torch.cat((slots, slots + capacity))  # every token twice: the window is one slice
+        state.tokens.index_copy_(1, both, torch.cat((x, x), dim=1))
+        state.qkv.index_copy_(3, both, torch.cat((qkv, qkv), dim=3))
+        end = state.length + x.shape[1]
+        size = min(end, 3 * self.cfg.context - 1)  # R_{t-K+1} .. s_t
+        first = (end - size) % capacity
+        window = slice(first, first + size)
+        h = self.transformer.forward_last(state.tokens[:, window], state.qkv[:, :, :, window])
+        return self.predict_action(h), ExactState(state.tokens, state.qkv, end)
 
     def step_policy(
         self, state: list, rtg: torch.Tensor, obs: torch.Tensor, timestep: torch.Tensor

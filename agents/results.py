@@ -1,4 +1,4 @@
-"""Evaluation result records: per-target statistics, the JSON schema and the printed table."""
+"""Evaluation result records: file names, per-target statistics and the printed table."""
 
 from __future__ import annotations
 
@@ -10,34 +10,26 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA = "dt-attn/eval/1"
-EVAL_FILE = "eval.json"  # a run's own result (default readout)
-NAIVE_EVAL_FILE = "eval-naive.json"  # `dt-attn eval --naive`: the exact recompute-the-window readout
-NAIVE_SUFFIX = "-naive"  # evals/step-N-naive.json: a periodic evaluation's exact readout (--eval-exact)
+EVAL_FILE = "eval.json"  # a run's final evaluation with the exact rollout
+STREAMING_SUFFIX = "-streaming"  # eval-streaming.json, evals/step-N-streaming.json: the streaming rollout's
+#: The rollouts an evaluation offers; "exact" is the default everywhere (see agents.evaluator).
+ROLLOUTS = ("exact", "streaming")
+_LABELS = {"exact": "exact", "streaming": "streaming (approximate)"}
 
 
-def exact_readout_path(path: Path) -> Path:
-    """Where the exact readout of the evaluation written to ``path`` goes: eval.json -> eval-naive.json,
-    evals/step-N.json -> evals/step-N-naive.json."""
-    return path.with_name(f"{path.stem}{NAIVE_SUFFIX}{path.suffix}")
+def rollout_label(rollout: str) -> str:
+    """How tables and reports name a rollout: "exact" or "streaming (approximate)"."""
+    return _LABELS[rollout]
 
 
-def is_exact_readout(result: dict[str, Any]) -> bool:
-    """Whether an evaluation record read the policy exactly as trained (the naive path, or a context
-    holding the whole episode) rather than through a streaming sliding window. Records written
-    before the ``exact_readout`` field existed are judged by their rollout description."""
-    if "exact_readout" in result:
-        return bool(result["exact_readout"])
-    return rollout_is_exact(((result.get("results") or [{}])[0]).get("rollout", ""))
-
-
-def rollout_is_exact(rollout: str) -> bool:
-    """Whether a rollout description (a result's ``rollout``) names an exact readout."""
-    return rollout.startswith("naive") or rollout == "incremental: whole episode"
+def evaluation_path(path: Path, rollout: str) -> Path:
+    """Where an evaluation with ``rollout`` goes, ``path`` naming the exact one: eval.json ->
+    eval-streaming.json, evals/step-N.json -> evals/step-N-streaming.json."""
+    return path if rollout == "exact" else path.with_name(f"{path.stem}{STREAMING_SUFFIX}{path.suffix}")
 
 
 def target_record(target: float, returns: np.ndarray, lengths: np.ndarray, normalized: np.ndarray,
-                  wall_time_s: float, env_steps: int, path: str) -> dict[str, Any]:
+                  wall_time_s: float, env_steps: int) -> dict[str, Any]:
     """Statistics of one target's episodes."""
     return {
         "target": float(target),
@@ -51,7 +43,6 @@ def target_record(target: float, returns: np.ndarray, lengths: np.ndarray, norma
         "length_mean": float(np.mean(lengths)),
         "wall_time_s": float(wall_time_s),
         "env_steps_per_s": float(env_steps / wall_time_s) if wall_time_s > 0 else float("nan"),
-        "rollout": path,
         "returns": [float(r) for r in returns],
         "lengths": [int(x) for x in lengths],
     }
@@ -115,5 +106,4 @@ def format_eval_table(result: dict[str, Any]) -> str:
         f"{r['length_mean']:>7.0f} {r['env_steps_per_s']:>8.0f}"
         for r in result["results"]
     ]
-    paths = sorted({r["rollout"] for r in result["results"]})
-    return "\n".join([head, cols, *rows, "rollout: " + "; ".join(paths)])
+    return "\n".join([head, cols, *rows, f"rollout: {result['method']}"])

@@ -24,19 +24,22 @@ from agents.config import RESUMABLE_CHANGES, TrainConfig, config_differences, ru
 from agents.data import PreparedData, check_context, prepare_data
 from agents.model import DecisionTransformer, DTConfig, count_parameters
 from agents.progress import progress_bar
+from agents.results import evaluation_path, rollout_label
 from agents.sampler import Batch, SegmentSampler
+from agents.upgrade import FORMAT, read_evaluation
 
 
-def log_eval_to_tensorboard(run_dir: str | Path, step: int, result: dict[str, Any], section: str = "eval") -> None:
-    """Add an evaluation result's per-target returns and normalized scores to the run's TensorBoard log
-    (``section`` "eval", or "eval_exact" for the exact readout beside a streaming one)."""
+def log_eval_to_tensorboard(run_dir: str | Path, step: int, result: dict[str, Any]) -> None:
+    """Add an evaluation result's per-target returns and normalized scores to the run's TensorBoard log."""
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(Path(run_dir) / "tb")) as writer:
-        _log_eval(writer, step, result, section)
+        _log_eval(writer, step, result)
 
 
-def _log_eval(writer: Any, step: int, result: dict[str, Any], section: str = "eval") -> None:
+def _log_eval(writer: Any, step: int, result: dict[str, Any]) -> None:
+    """The result's scalars under eval/ (exact rollout) or eval_streaming/ (the approximate one)."""
+    section = "eval" if result["rollout"] == "exact" else "eval_streaming"
     for rec in result["results"]:
         tag = f"target_{rec['target']:g}"
         for key in ("return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean"):
@@ -202,7 +205,7 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
     def _payload(self) -> dict[str, Any]:
         return {
-            "format": "dt-attn/checkpoint/1",
+            "format": FORMAT,
             "model": self.model.state_dict(),
             "model_config": asdict(self.model.cfg),
             "optimizer": self.optimizer.state_dict(),
@@ -228,9 +231,10 @@ class Trainer:
         }
 
     def _evaluate_now(self, writer: Any, bar: Any) -> float:
-        """Evaluate the current weights from a checkpoint written now (RUN_DIR/evals/step-N.json and
-        TensorBoard) without touching training's random state; returns the seconds it took."""
-        from agents.evaluation import evaluate_with_exact
+        """Evaluate the current weights from a checkpoint written now (RUN_DIR/evals/step-N.json, or
+        step-N-streaming.json, and TensorBoard) without touching training's random state; returns the
+        seconds it took."""
+        from agents.evaluation import evaluate
 
         start = time.perf_counter()
         if self._last_saved != self.step:
@@ -238,33 +242,28 @@ class Trainer:
             self._last_saved = self.step
         eval_cfg = run_evaluation(self.cfg, self.run_dir / CHECKPOINT_NAME, self._eval_path())
         with torch.random.fork_rng(devices=[]):  # building the policy draws initial weights
-            result, exact = evaluate_with_exact(eval_cfg, self.cfg.eval_exact, progress=False, print_table=False)
+            result = evaluate(eval_cfg, progress=False, print_table=False)
         _log_eval(writer, self.step, result)
         scores = ", ".join(f"target {r['target']:g}: {r['normalized_mean']:.1f}" for r in result["results"])
-        if exact is not None:
-            _log_eval(writer, self.step, exact, "eval_exact")
-            scores += "; exact " + ", ".join(f"{r['normalized_mean']:.1f}" for r in exact["results"])
-        bar.write(f"step {self.step}: normalized {scores}")
+        bar.write(f"step {self.step}: normalized {scores} ({rollout_label(result['rollout'])})")
         return time.perf_counter() - start
 
     def _eval_path(self) -> Path:
         """Where the evaluation during training at the current step writes its result."""
-        return self.run_dir / "evals" / f"step-{self.step:07d}.json"
+        return evaluation_path(self.run_dir / "evals" / f"step-{self.step:07d}.json", self.cfg.rollout)
 
     def _due_evaluation_missing(self) -> bool:
         """Whether ``eval_every`` asks for an evaluation at the current step (the step of a resumed checkpoint)
-        whose result is not on disk, or lacks the exact readout ``eval_exact`` asks for."""
-        from agents.results import exact_readout_path, is_exact_readout
-
+        whose result is not on disk, or is not of the rollout the run asks for."""
         cfg = self.cfg
         if not (cfg.eval_every and cfg.eval_episodes and self.step and self.step % cfg.eval_every == 0
                 and self.step < cfg.steps):
             return False
         try:
-            result = json.loads(self._eval_path().read_text())
+            held = read_evaluation(self._eval_path())
         except (OSError, ValueError):
             return True
-        return cfg.eval_exact and not is_exact_readout(result) and not exact_readout_path(self._eval_path()).exists()
+        return held is None or (cfg.rollout == "exact" and held["rollout"] != "exact")
 
     def _peak_memory_so_far(self) -> float:
         """Peak memory of this process, or of an earlier process of the same run if higher (a resumed
@@ -328,7 +327,7 @@ class Trainer:
         """Run until ``cfg.steps``; returns the training summary (also written to train_summary.json)."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.run_dir / "config.json", asdict(cfg))
+        write_json(self.run_dir / "config.json", {"format": FORMAT, **asdict(cfg)})
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)

@@ -97,6 +97,16 @@ class Block(nn.Module):
         a, state = self.attn.step_many(q, k, v, state)
         return self._residuals(x, a, slice(-1, None) if last_only else None), state
 
+    def _qkv_of_last(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The last token's q (B, H, 1, Dh) and every token's k, v (B, H, T, Dh): the projections that an
+        attention reading only the last query needs."""
+        B, T, E = x.shape
+        h = self.ln1(x)
+        w, b = self.qkv.weight, self.qkv.bias
+        q = nn.functional.linear(h[:, -1:], w[:E], b[:E]).view(B, 1, self.n_heads, self.head_dim).transpose(1, 2)
+        kv = nn.functional.linear(h, w[E:], b[E:]).view(B, T, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return q, kv[0], kv[1]
+
     def _qkv(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, E) -> q, k, v stacked as (3, B, H, T, Dh)."""
         B, T, _ = x.shape
@@ -137,6 +147,33 @@ class CausalTransformer(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, pad_mask, keep=keep if i == last else None)
         return self.ln_f(x)
+
+    def input_projections(self, x: torch.Tensor) -> torch.Tensor:
+        """The first block's q, k, v of tokens x (B, T, E), stacked as (3, B, H, T, Dh). Each token's own
+        projections: they do not depend on the other tokens or on where the sequence starts."""
+        return self.blocks[0]._qkv(x)
+
+    def forward_last(self, x: torch.Tensor, first_qkv: torch.Tensor | None = None) -> torch.Tensor:
+        """The output at the last token of x (B, T, E) alone, (B, E): ``forward(x)[:, -1]``.
+
+        ``first_qkv`` may hold ``input_projections(x)``, so that a caller sliding a window over a stream
+        projects each token once. Every attention output of the lower blocks is recomputed (it depends
+        on where the sequence starts); the top block attends from the last token alone (and projects only its
+        query where the attention reads no other, ``Attention.last_query_only``).
+        """
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            if i == 0 and first_qkv is not None:
+                q, k, v = first_qkv
+            elif i == last and block.attn.last_query_only:
+                q, k, v = block._qkv_of_last(x)
+            else:
+                q, k, v = block._qkv(x)
+            if i < last:
+                x = block._residuals(x, block.attn(q, k, v))
+            else:
+                x = block._residuals(x, block.attn.forward_last(q, k, v), slice(-1, None))
+        return self.ln_f(x[:, -1])
 
     def init_state(
         self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32

@@ -18,34 +18,34 @@ from typing import Any
 import numpy as np
 
 from agents.atomic import write_rows_csv
-from agents.config import LEGACY_DEFAULTS, RUN_LEGACY_DEFAULTS, with_legacy_defaults
-from agents.results import EVAL_FILE, is_exact_readout, rollout_is_exact
+from agents.results import EVAL_FILE, ROLLOUTS, rollout_label
+from agents.upgrade import FINAL_EVALUATION_NAMES, final_evaluations, read_run_config
 
 # Files whose presence marks a directory as a run directory (written by `dt-attn train`).
 RUN_MARKERS = ("config.json", "checkpoint.pt", "train_summary.json")
 
 ROW_COLUMNS = [
-    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "precision", "K",
-    "seed",
+    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "init",
+    "precision", "K", "seed",
     "steps", "batch_size", "target", "episodes", "return_mean", "return_std", "normalized_mean", "normalized_std",
     "length_mean", "score_reference", "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step",
     "peak_memory_mb", "parameters", "device", "eval_env_steps_per_s", "eval_wall_time_s", "eval_seed", "rollout",
-    "readout", "run_dir",
+    "method", "run_dir",
 ]
 # How a runs.csv column is read back (the rest stay strings).
 _INT_COLUMNS = ("K", "seed", "steps", "batch_size", "episodes")
 _FLOAT_COLUMNS = ("target", "return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean",
                   "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step", "peak_memory_mb", "parameters",
                   "eval_env_steps_per_s", "eval_wall_time_s")
-CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "activation", "precision", "K", "steps",
-            "batch_size", "target")
+CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "activation", "init", "precision", "K",
+            "steps", "batch_size", "target")
 CELL_COLUMNS = [
-    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "precision", "K",
-    "steps",
+    "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "init",
+    "precision", "K", "steps",
     "batch_size",
     "target", "seeds", "seed_list", "normalized_mean", "normalized_std", "return_mean", "return_std",
     "train_time_s", "train_s_per_step", "train_s_per_step_std", "steps_per_s", "peak_memory_mb",
-    "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "targets_per_step", "readout",
+    "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "targets_per_step", "rollout",
     "label",
 ]
 
@@ -69,8 +69,9 @@ ReferenceFn = Callable[[str, "str | None"], DatasetReference]
 def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     """(finished, unfinished) run directories under ``paths``, each searched recursively.
 
-    A run is finished when it holds eval.json; a directory with a run marker (config.json,
-    checkpoint.pt, train_summary.json) but no eval.json is unfinished.
+    A run is finished when it holds a final evaluation (eval.json, or eval-streaming.json; format 1's
+    eval-naive.json too); a directory with a run marker (config.json, checkpoint.pt, train_summary.json)
+    but none is unfinished.
     """
     finished: set[Path] = set()
     unfinished: set[Path] = set()
@@ -78,9 +79,10 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
         root = Path(raw)
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is not a directory; pass run directories or folders that contain them")
-        candidates = {root} | {p.parent for marker in (EVAL_FILE, *RUN_MARKERS) for p in root.rglob(marker)}
+        candidates = {root} | {p.parent for marker in (*FINAL_EVALUATION_NAMES, *RUN_MARKERS)
+                               for p in root.rglob(marker)}
         for d in candidates:
-            if (d / EVAL_FILE).is_file():
+            if any((d / name).is_file() for name in FINAL_EVALUATION_NAMES):
                 finished.add(d.resolve())
             elif any((d / m).exists() for m in RUN_MARKERS):
                 unfinished.add(d.resolve())
@@ -106,15 +108,27 @@ def _num(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def init_label(init: str, std: float) -> str:
+    """A run's weight initialization in a table: "torch-default", "normal", or "normal std 0.05" when the
+    standard deviation is not the default 0.02."""
+    return f"normal std {std:g}" if init == "normal" and std != 0.02 else init
+
+
+def main_evaluation(run_dir: Path) -> dict[str, Any] | None:
+    """The evaluation a run is reported by: of its latest checkpoint, the exact one where it holds both."""
+    found = [record for _, record in final_evaluations(run_dir).values()]
+    return max(found, key=lambda r: (r.get("train_steps", -1), r["rollout"] == "exact"), default=None)
+
+
 def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per evaluated target of a finished run (eval.json, train_summary.json, config.json)."""
+    """One row per evaluated target of a finished run (its ``main_evaluation``, train_summary.json and
+    config.json, any format)."""
     run_dir = Path(run_dir)
-    ev = read_json(run_dir / EVAL_FILE)
+    ev = main_evaluation(run_dir)
     if ev is None:
         raise FileNotFoundError(f"{run_dir} has no {EVAL_FILE}: the run is unfinished (rerun it with --resume)")
     train = read_json(run_dir / "train_summary.json") or {}
-    config = with_legacy_defaults(read_json(run_dir / "config.json") or {}, run=True)
-    readout = "exact" if is_exact_readout(ev) else "streaming"
+    config = read_run_config(run_dir / "config.json") or {}
     rows = []
     for res in ev.get("results", []):
         sps = _num(res.get("env_steps_per_s"))
@@ -125,8 +139,9 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
             "observe": ev.get("observe", config.get("observe", "full")),
             "attention": ev.get("attention", config.get("attention", "")),
             "attention_options": json.dumps(ev.get("attention_options", {}), sort_keys=True),
-            "activation": ev.get("activation", config["activation"]),
-            "precision": ev.get("train_precision", config["precision"]),
+            "activation": ev["activation"],
+            "init": init_label(ev["init"], ev["init_std"]),
+            "precision": ev["train_precision"],
             "K": int(ev.get("context", config.get("context", 0))),
             "seed": int(ev.get("train_seed", config.get("seed", 0))),
             "steps": int(ev.get("train_steps", train.get("steps", 0))),
@@ -149,8 +164,8 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
             "eval_env_steps_per_s": sps,
             "eval_wall_time_s": _num(res.get("wall_time_s")),
             "eval_seed": ev.get("eval_seed", ""),
-            "rollout": res.get("rollout", ""),
-            "readout": readout,
+            "rollout": rollout_label(ev["rollout"]),
+            "method": ev.get("method", ""),
             "run_dir": str(run_dir),
             "env": config.get("env"),  # the run's env override, needed to reload its dataset
         })
@@ -178,6 +193,17 @@ def load_runs(run_dirs: Iterable[Path]) -> tuple[list[dict[str, Any]], list[tupl
     return rows, broken
 
 
+_ROLLOUT_LABELS = {rollout_label(r) for r in ROLLOUTS}
+
+
+def _csv_rollout(described: str, raw: dict[str, str]) -> str:
+    """The rollout of a row of a CSV that described it: its readout column, or before that column the
+    description itself (the re-run path was called "naive", a context holding the episode "whole")."""
+    if raw.get("readout") in ROLLOUTS:
+        return raw["readout"]
+    return "exact" if described.startswith(("naive", "incremental: whole episode")) else "streaming"
+
+
 def _csv_field(column: str, text: str) -> Any:
     if column in _INT_COLUMNS:
         return int(float(text)) if text else 0
@@ -190,7 +216,8 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a runs.csv written by an earlier report, typed as ``load_run`` gives them.
 
     Lets a report combine runs whose directories are gone (or live on another machine) with live
-    ones. Files from before the batch_size column get it back from tokens_per_step / (3 K).
+    ones. Files from before the batch_size column get it back from tokens_per_step / (3 K); files whose
+    rollout column described the method are read as the current columns.
     """
     path = Path(path)
     with open(path, newline="") as f:
@@ -206,9 +233,11 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
                 row["batch_size"] = round(row["tokens_per_step"] / (3 * row["K"]))
             row["observe"] = row["observe"] or "full"
             row["attention_options"] = row["attention_options"] or "{}"
-            row["activation"] = row["activation"] or LEGACY_DEFAULTS["activation"]  # CSVs from before the column
-            row["precision"] = row["precision"] or RUN_LEGACY_DEFAULTS["precision"]
-            row["readout"] = row["readout"] or ("exact" if rollout_is_exact(row["rollout"]) else "streaming")
+            row["activation"] = row["activation"] or "gelu"  # CSVs from before the column: runs of GELU days
+            row["precision"] = row["precision"] or "fp32"
+            row["init"] = row["init"] or "unknown"  # the column came after the field: not known from the CSV
+            if row["rollout"] not in _ROLLOUT_LABELS:  # a CSV whose rollout column described the method
+                row["method"], row["rollout"] = row["rollout"], rollout_label(_csv_rollout(row["rollout"], raw))
             row["run_dir"] = row["run_dir"] or f"{path}:{reader.line_num}"
             row["env"] = None
             rows.append(row)
@@ -225,16 +254,17 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def cell_sort_key(cell: dict[str, Any]) -> tuple:
-    """Table order of cells: dataset, observe, attention, K, options, activation, precision, steps, batch,
-    target, env."""
+    """Table order of cells: dataset, observe, attention, K, options, activation, init, precision, steps,
+    batch, target, env."""
     # K before the options: some options (Combiner's default span) change with K
     return (cell["dataset"], cell["observe"], cell["attention"], cell["K"], cell["attention_options"],
-            cell["activation"], cell["precision"], cell["steps"], cell["batch_size"], cell["target"], cell["env_id"])
+            cell["activation"], cell["init"], cell["precision"], cell["steps"], cell["batch_size"], cell["target"],
+            cell["env_id"])
 
 
 # Run settings that, when runs of one attention differ in them, join its display label (column, text).
 _LABEL_SETTINGS = (("steps", "{} steps"), ("batch_size", "batch {}"), ("env_id", "{}"), ("activation", "{}"),
-                   ("precision", "{}"))
+                   ("init", "init {}"), ("precision", "{}"))
 #: How a report draws its lines: one per batch size (the default), or one per attention across batch sizes,
 #: for sweeps that held the action targets per step fixed (``dt-attn sweep --targets-per-step``).
 LINES_BY = ("batch", "targets")
@@ -243,7 +273,7 @@ LINES_BY = ("batch", "targets")
 def assign_labels(cells: list[dict[str, Any]], lines_by: str = "batch") -> None:
     """Display label per cell (one plotted line per label): the attention name, plus what tells apart
     runs of one name: options at one K (some options, like Combiner's span, vary with K), steps, batch,
-    env id, activation, precision. With ``lines_by="targets"`` the batch does not split lines; the label names the
+    env id, activation, init, precision. With ``lines_by="targets"`` the batch does not split lines; the label names the
     line's median targets per step instead (cells must carry ``targets_per_step``)."""
     if lines_by not in LINES_BY:
         raise ValueError(f"lines_by must be one of {LINES_BY}, got {lines_by!r}")
@@ -305,8 +335,8 @@ def distinct_seeds(members: list[dict[str, Any]]) -> list[int]:
 
 
 def summarize(rows: list[dict[str, Any]], lines_by: str = "batch") -> list[dict[str, Any]]:
-    """One cell per (dataset, env id, observe, attention, options, K, steps, batch, target): mean ± std over
-    seeds; labelled for display with ``assign_labels(cells, lines_by)``."""
+    """One cell per (dataset, env id, observe, attention, options, activation, init, precision, K, steps,
+    batch, target): mean ± std over seeds; labelled for display with ``assign_labels(cells, lines_by)``."""
     cells = []
     for key, members in group_by(rows, CELL_KEY).items():
         cell: dict[str, Any] = dict(zip(CELL_KEY, key))
@@ -325,8 +355,8 @@ def summarize(rows: list[dict[str, Any]], lines_by: str = "batch") -> list[dict[
         cell["eval_s_per_step"], cell["eval_s_per_step_std"] = mean_std(eps)
         cell["parameters"], _ = mean_std([m["parameters"] for m in members])
         cell["targets_per_step"], _ = mean_std([m["targets_per_step"] for m in members])
-        readouts = {m["readout"] for m in members}
-        cell["readout"] = readouts.pop() if len(readouts) == 1 else "mixed"
+        rollouts = {m["rollout"] for m in members}
+        cell["rollout"] = rollouts.pop() if len(rollouts) == 1 else "mixed"
         cells.append(cell)
     cells.sort(key=cell_sort_key)
     assign_labels(cells, lines_by)
@@ -442,14 +472,14 @@ def format_markdown(
         "",
         "## Normalized score by cell (mean ± std over seeds)",
         "",
-        ("| dataset | observe | attention | K | target | steps | batch | seeds | readout | normalized | return "
+        ("| dataset | observe | attention | K | target | steps | batch | seeds | rollout | normalized | return "
          "| train ms/step | peak MB | eval ms/step |"),
         "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         lines.append(
             f"| {c['dataset_label'] or c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | {c['target']:g} "
-            f"| {c['steps']} | {c['batch_size']} | {c['seeds']} | {c['readout']} "
+            f"| {c['steps']} | {c['batch_size']} | {c['seeds']} | {c['rollout']} "
             f"| {format_pm(c['normalized_mean'], c['normalized_std'])} "
             f"| {format_pm(c['return_mean'], c['return_std'])} | {_fmt(c['train_s_per_step'], 1, 1e3)} "
             f"| {_fmt(c['peak_memory_mb'], 0)} | {_fmt(c['eval_s_per_step'], 2, 1e3)} |"
@@ -459,8 +489,9 @@ def format_markdown(
     lines += [
         "",
         ("std is the population std (ddof=0) of the per-seed episode means; seeds = number of training seeds; "
-         "readout: *streaming* (the default rollout for K shorter than the episode: a sliding window per layer, "
-         "so upper layers see past K steps) or *exact* (the trained function: `--naive`, or K >= the episode). "
+         "rollout: *exact* (the function that was trained: the last K steps) or *streaming (approximate)* "
+         "(`--rollout streaming`: a sliding window of 3K - 1 tokens per layer, so upper layers see past K steps); "
+         "a run holding both is reported by its exact evaluation. "
          "Costs are means over seeds: train ms/step = 1000 / training steps per second, peak MB = peak memory "
          "of the training process, eval ms/step = evaluation wall time per environment step (all parallel envs)."),
         "",

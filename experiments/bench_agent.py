@@ -1,7 +1,7 @@
-"""Agent benchmarks: training throughput (vs HuggingFace's DecisionTransformerModel), long-context
-training cost, and evaluation cost of the incremental vs the naive rollout path.
+"""Agent benchmarks: training throughput (vs HuggingFace's DecisionTransformerModel) and long-context
+training cost (the rollouts' cost: experiments.bench_rollout).
 
-python -m experiments.bench_agent [--parts throughput context eval] [--quick]
+python -m experiments.bench_agent [--parts throughput context] [--quick]
 Writes CSV/JSON under --out-dir and prints tables. Timings are wall-clock on this machine.
 """
 
@@ -31,7 +31,7 @@ from experiments.config import add_config_arguments, config_from_args, config_to
 class BenchAgentConfig:
     """What to benchmark and at which sizes."""
 
-    parts: list[str] = field(default_factory=lambda: ["throughput", "context", "eval"])
+    parts: list[str] = field(default_factory=lambda: ["throughput", "context"])
     attentions: list[str] = field(default_factory=lambda: ["softmax", "cosformer", "combiner-fixed", "combiner-logsparse"])
     compare_hf: bool = field(default=True, metadata={"help": "include transformers.DecisionTransformerModel when installed"})
     precisions: list[str] = field(default_factory=lambda: ["fp32"], metadata={
@@ -47,14 +47,6 @@ class BenchAgentConfig:
     contexts: list[int] = field(default_factory=lambda: [20, 100, 300, 1000])
     context_batch: int = 16
     context_steps: int = 5
-    eval_attentions: list[str] = field(default_factory=lambda: ["cosformer"])
-    eval_contexts: list[int] = field(default_factory=lambda: [20, 1000])
-    eval_env: str = "HalfCheetah-v4"
-    eval_episodes: int = 10
-    eval_max_steps: int = 1000
-    eval_rounds: int = field(default=3, metadata={
-        "help": "rollouts per path, alternating incremental and naive; figures are medians over rounds, "
-                "speed-ups medians of the per-round ratios"})
     embed_dim: int = 128
     n_layers: int = 3
     n_heads: int = 1
@@ -265,134 +257,6 @@ def bench_context(cfg: BenchAgentConfig) -> list[dict]:
     return rows
 
 
-def _rollout_step(model: DecisionTransformer, context: int, naive: bool, envs: int, after_steps: int):
-    """The rollout policy and a call that runs its work for one step of ``envs`` episodes after
-    ``after_steps`` steps (random inputs: the cost does not depend on their values)."""
-    from agents.evaluator import rollout_model
-
-    policy, _, use_naive = rollout_model(model, context, naive)
-    s_dim, a_dim, t = model.cfg.state_dim, model.cfg.act_dim, after_steps
-    rtg, ts = torch.ones(envs, 1), torch.full((envs,), t)
-    if use_naive:  # a full window (the naive path pads shorter ones to K: the same cost)
-        first = max(0, t + 1 - context)
-        window = (torch.randn(envs, context, s_dim), torch.randn(envs, context, a_dim), torch.randn(envs, context, 1),
-                  torch.arange(first, first + context).expand(envs, context))
-        return policy, lambda: policy(*window, None, last_only=True)
-    state, prev = policy.init_state(envs), None
-    with torch.inference_mode():
-        for i in range(t):
-            prev, state = policy.act(state, rtg, torch.randn(envs, s_dim), torch.full((envs,), i), prev)
-    obs = torch.randn(envs, s_dim)
-    return policy, lambda: policy.act(state, rtg, obs, ts, prev)
-
-
-@torch.inference_mode()
-def counted_mflop_per_rollout_step(model: DecisionTransformer, context: int, naive: bool, envs: int,
-                                   after_steps: int) -> float:
-    """Matrix-multiply MFLOP (FlopCounterMode) of one rollout step of ``envs`` episodes after
-    ``after_steps`` steps."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    _, step = _rollout_step(model, context, naive, envs, after_steps)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    return counter.get_total_flops() / 1e6
-
-
-def linear_calls(module: torch.nn.Module, call) -> list[tuple[torch.nn.Linear, torch.Tensor]]:
-    """The nn.Linear layers of ``module`` that ``call()`` runs, in order, each with its input."""
-    calls = []
-    hooks = [m.register_forward_hook(lambda mod, args, out: calls.append((mod, args[0])))
-             for m in module.modules() if isinstance(m, torch.nn.Linear)]
-    try:
-        call()
-    finally:
-        for h in hooks:
-            h.remove()
-    return calls
-
-
-@torch.inference_mode()
-def linear_layers_ms(model: DecisionTransformer, context: int, naive: bool, envs: int, after_steps: int,
-                     seconds: float = 1.0) -> float:
-    """Milliseconds of the nn.Linear calls that one rollout step makes, replayed alone with the same
-    inputs (median of as many replays as fit in about ``seconds``, at least 3): what the step would
-    cost if everything else were free."""
-    calls = linear_calls(*_rollout_step(model, context, naive, envs, after_steps))
-    times: list[float] = []
-    while len(times) < 3 or sum(times) < seconds:
-        t0 = time.perf_counter()
-        for mod, x in calls:
-            torch.nn.functional.linear(x, mod.weight, mod.bias)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
-
-
-def bench_eval(cfg: BenchAgentConfig) -> list[dict]:
-    """Rollout cost of the incremental and the naive path (untrained weights: cost, not score), in
-    ``eval_rounds`` alternating rounds so that a slow spell of the machine hits both paths."""
-    from agents.evaluator import run_episodes
-    from envs import make_vector_env
-
-    if cfg.eval_rounds < 1:
-        raise ValueError(f"eval_rounds must be >= 1, got {cfg.eval_rounds}")
-    rows = []
-    for att in cfg.eval_attentions:
-        for k in cfg.eval_contexts:
-            torch.manual_seed(cfg.seed)
-            model = DecisionTransformer(_dt_config(cfg, att, k, dropout=0.0)).eval()
-            results: dict[bool, list] = {False: [], True: []}
-            for r in range(cfg.eval_rounds):
-                for naive in (False, True) if r % 2 == 0 else (True, False):
-                    envs = make_vector_env(cfg.eval_env, cfg.eval_episodes, cfg.seed)
-                    try:
-                        res = run_episodes(model, envs, target=6000.0, context=k, state_mean=np.zeros(STATE_DIM),
-                                           state_std=np.ones(STATE_DIM), rtg_scale=1000.0, seed=cfg.seed,
-                                           max_steps=cfg.eval_max_steps, naive=naive)
-                    finally:
-                        envs.close()
-                    results[naive].append(res)
-            for naive in (False, True):
-                runs = results[naive]
-                steps = int(runs[0].lengths.max())
-                walls, policies = [x.wall_time_s for x in runs], [x.policy_time_s for x in runs]
-                at = (model, k, naive, cfg.eval_episodes, min(k, steps) - 1)
-                mflop, linear_ms = counted_mflop_per_rollout_step(*at), linear_layers_ms(*at)
-                policy_s = float(np.median(policies))
-                gflops = mflop * steps / 1e3 / policy_s
-                rows.append({"attention": att, "context": k, "path": runs[0].path, "episodes": cfg.eval_episodes,
-                             "steps": steps, "rounds": len(runs), "wall_time_s": float(np.median(walls)),
-                             "policy_time_s": policy_s, "ms_per_step": 1000 * policy_s / max(1, steps),
-                             "counted_mflop_per_step": mflop, "policy_gflops": gflops,
-                             "linear_layers_ms_per_step": linear_ms,
-                             "round_wall_time_s": " ".join(f"{x:.4f}" for x in walls),
-                             "round_policy_time_s": " ".join(f"{x:.4f}" for x in policies)})
-                print(f"  {att:<12} K={k:<5} {runs[0].path:<55} wall {np.median(walls):7.2f}s "
-                      f"policy {policy_s:7.2f}s (median of {len(runs)}); {mflop:8.1f} counted MFLOP per step of "
-                      f"{cfg.eval_episodes} envs, {gflops:5.1f} GFLOP/s; its linear layers "
-                      f"alone {linear_ms:.2f} ms per step", flush=True)
-    return rows
-
-
-def print_eval_targets(rows: list[dict], cfg: BenchAgentConfig) -> None:
-    """The evaluation speed-up targets (>= 10x at K <= 20, >= 50x beyond), judged on wall time; the
-    speed-ups are medians of the per-round naive / incremental ratios."""
-    for att in cfg.eval_attentions:
-        for k in cfg.eval_contexts:
-            pair = [r for r in rows if r["attention"] == att and r["context"] == k]
-            inc = next((r for r in pair if r["path"].startswith("incremental")), None)
-            nai = next((r for r in pair if r["path"].startswith("naive")), None)
-            if inc and nai:
-                need = 10 if k <= 20 else 50
-                wall = paired_ratio(nai, inc, "round_wall_time_s")
-                pol = paired_ratio(nai, inc, "round_policy_time_s")
-                print(f"target: {att} K={k} incremental >= {need}x naive: wall {wall[0]:.1f}x "
-                      f"({wall[1]:.1f}-{wall[2]:.1f}), policy-only {pol[0]:.1f}x ({pol[1]:.1f}-{pol[2]:.1f}) "
-                      f"-> {'PASS' if wall[0] >= need else 'FAIL'} (wall); counted MFLOP per step "
-                      f"{nai['counted_mflop_per_step'] / inc['counted_mflop_per_step']:.1f}x fewer")
-
-
 def run(cfg: BenchAgentConfig) -> dict:
     """Run the selected parts; write CSVs and a JSON summary; return the figures."""
     if cfg.threads:
@@ -403,7 +267,7 @@ def run(cfg: BenchAgentConfig) -> dict:
     print(f"agent benchmark ({cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
           f"{format_config(cfg)}", flush=True)
     figures: dict = {"config": config_to_dict(cfg), "cpu": cpu, "torch_threads": torch.get_num_threads()}
-    parts = {"throughput": bench_throughput, "context": bench_context, "eval": bench_eval}
+    parts = {"throughput": bench_throughput, "context": bench_context}
     for name in cfg.parts:
         if name not in parts:
             raise ValueError(f"unknown part {name!r}; choose from {sorted(parts)}")
@@ -413,8 +277,6 @@ def run(cfg: BenchAgentConfig) -> dict:
             write_rows_csv(out / f"{name}.csv", figures[name])
     if figures.get("throughput"):
         print_throughput_targets(figures["throughput"], cfg)
-    if figures.get("eval"):
-        print_eval_targets(figures["eval"], cfg)
     write_json(out / "summary.json", figures)
     print(f"\nwritten to {out}/")
     return figures
@@ -466,8 +328,7 @@ def _parser() -> argparse.ArgumentParser:
 def quick(cfg: BenchAgentConfig) -> BenchAgentConfig:
     """Tiny sizes for a smoke run."""
     cfg.timed_steps, cfg.throughput_rounds, cfg.warmup_steps, cfg.contexts, cfg.context_steps = 4, 2, 1, [5, 10], 1
-    cfg.eval_contexts, cfg.eval_episodes, cfg.eval_max_steps, cfg.embed_dim, cfg.n_layers = [5], 2, 10, 16, 1
-    cfg.throughput_batch, cfg.context_batch, cfg.eval_rounds = 4, 2, 2
+    cfg.embed_dim, cfg.n_layers, cfg.throughput_batch, cfg.context_batch = 16, 1, 4, 2
     return cfg
 
 

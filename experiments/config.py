@@ -99,7 +99,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
-    """Build the dataclass from a dict, rejecting unknown keys by name."""
+    """Build the dataclass from a dict, rejecting unknown keys by name. A dict with a ``format`` key is a
+    file dt-attn saved (a run's config.json): a training config of any format is read as the current one."""
+    if "format" in values:
+        from agents.config import TrainConfig
+        from agents.upgrade import upgrade_run_config
+
+        values = upgrade_run_config(values) if cls is TrainConfig else {k: v for k, v in values.items() if k != "format"}
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
     if unknown:

@@ -37,7 +37,7 @@ from agents.atomic import write_json, write_text
 from agents.checkpoint import CHECKPOINT_NAME
 from agents.config import TrainConfig
 from agents.data import PreparedData
-from agents.evaluator import run_episodes
+from agents.evaluator import rerun_plan, run_episodes
 from agents.model import DTConfig
 from agents.progress import progress_bar
 from agents.results import cpu_description, now_iso, software_versions
@@ -148,18 +148,18 @@ def run_cell(pcfg: ParityConfig, dataset: str, model: str, seed: int) -> dict[st
     data = trainer.data
     policy = trainer.model.eval()
     max_steps = pcfg.max_steps or data.max_ep_len
+    plan = rerun_plan(policy)  # the plain re-run, the same code path for both architectures
     targets = []
     for target in data.default_targets:
         envs = make_vector_env(data.env_id, pcfg.episodes, pcfg.eval_seed, observe=data.observe)
         try:
-            res = run_episodes(policy, envs, target=target, context=cfg.context, state_mean=data.state_mean,
-                               state_std=data.state_std, rtg_scale=cfg.rtg_scale, seed=pcfg.eval_seed,
-                               max_steps=max_steps, naive=True)
+            res = run_episodes(policy, envs, target=target, state_mean=data.state_mean, state_std=data.state_std,
+                               rtg_scale=cfg.rtg_scale, seed=pcfg.eval_seed, max_steps=max_steps, plan=plan)
         finally:
             envs.close()
         scores, _ = normalized_score(data.env_name, res.returns, ref=getattr(data.dataset, "ref_scores", None))
         targets.append({"target": target, "returns": res.returns.tolist(), "normalized": scores.tolist(),
-                        "normalized_mean": float(scores.mean()), "rollout": res.path})
+                        "normalized_mean": float(scores.mean()), "rollout": res.method})
     result = {"dataset": dataset, "dataset_label": data.dataset.label, "env_id": data.env_id, "model": model,
               "seed": seed, "steps": summary["steps"], "train_time_s": summary["train_time_s"],
               "parameters": summary["parameters"], "eval_seed": pcfg.eval_seed, "episodes": pcfg.episodes,

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure  # the object API renders with Agg and touc
 from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
 from agents.atomic import atomic_write
+from agents.results import rollout_label
 from experiments.aggregate import DatasetReference
 
 LINESTYLES = ("-", "--", "-.", ":")
@@ -70,12 +71,15 @@ def plot_scores(cells: list[dict[str, Any]], refs: dict[str, DatasetReference], 
                          "normalized score vs context length (mean ± std over seeds)", path)
 
 
-def plot_curves(curves: list[dict[str, Any]], refs: dict[str, DatasetReference], path: str | Path) -> Path:
-    """Normalized score vs training step: a panel per (dataset, observe, target), a line per cell, ± std band."""
+def plot_curves(curves: list[dict[str, Any]], refs: dict[str, DatasetReference], path: str | Path,
+                rollout: str = "exact") -> Path:
+    """Normalized score vs training step of one rollout's evaluations: a panel per (dataset, observe,
+    target), a line per cell, ± std band."""
     if not curves:
         raise ValueError("no evaluations during training to plot")
+    note = "" if rollout == "exact" else f", {rollout_label(rollout)} rollout"
     return _score_panels(curves, "step", lambda ax, _: ax.set_xlabel("training step"), refs,
-                         "normalized score during training (mean ± std over seeds)", path)
+                         f"normalized score during training{note} (mean ± std over seeds)", path)
 
 
 def _score_panels(cells: list[dict[str, Any]], x: str, x_axis, refs: dict[str, DatasetReference], title: str,

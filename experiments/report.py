@@ -1,8 +1,9 @@
 """`dt-attn report`: rebuild the CSV, the Markdown table and the plots from finished runs.
 
 python -m experiments.report RUN_DIRS... [--out DIR]: each argument is a run directory, a
-folder searched recursively for run directories (those holding eval.json), or a runs.csv written
-by an earlier report (its rows join the table; a live run directory wins over its CSV row).
+folder searched recursively for run directories (those holding a final evaluation: eval.json or
+eval-streaming.json), or a runs.csv written by an earlier report (its rows join the table; a live run
+directory wins over its CSV row). Run directories of every format are read (see agents.upgrade).
 """
 
 from __future__ import annotations
@@ -34,17 +35,17 @@ from experiments.common import run_cli
 from experiments.curves import (
     CURVE_COLUMNS,
     POINT_COLUMNS,
+    curve_rollouts,
     format_curves,
-    has_exact_curves,
     load_curve_points,
     summarize_curves,
 )
-from experiments.readouts import (
+from experiments.rollouts import (
     PAIR_COLUMNS,
-    READOUT_CELL_COLUMNS,
-    format_readouts,
-    load_readout_pairs,
-    summarize_readouts,
+    ROLLOUT_CELL_COLUMNS,
+    format_rollouts,
+    load_rollout_pairs,
+    summarize_rollouts,
 )
 
 
@@ -76,9 +77,10 @@ def build_report(
     lines_by: str = "batch",
 ) -> Report:
     """Aggregate every finished run under ``paths`` (and the rows of any runs.csv among them) into
-    out_dir: runs.csv, cells.csv, report.md, PNGs; readout_pairs.csv and readouts.csv when runs also
-    hold eval-naive.json (see experiments.readouts); curve_points.csv, curves.csv and curves.png when
-    runs evaluated during training (see experiments.curves). ``lines_by`` (see ``assign_labels``): "batch"
+    out_dir: runs.csv, cells.csv, report.md, PNGs; rollout_pairs.csv and rollouts.csv when runs hold both an
+    exact and a streaming evaluation (see experiments.rollouts); curve_points.csv, curves.csv and curves.png
+    (curves_streaming.* for the streaming rollout) when runs evaluated during training (see
+    experiments.curves). ``lines_by`` (see ``assign_labels``): "batch"
     draws one line per attention and batch size, "targets" one per attention across batch sizes."""
     if not paths:
         raise ValueError("no run directories given; pass run directories or folders that contain them")
@@ -90,13 +92,14 @@ def build_report(
     dirs = [p for p in paths if Path(p).suffix != ".csv"]
     finished, unfinished_dirs = find_runs(dirs)
     rows, broken = load_runs(finished)
-    rows_by_run: dict[Path, list[dict]] = {}  # the finished run directories' rows, for readouts and curves
+    rows_by_run: dict[Path, list[dict]] = {}  # the finished run directories' rows, for rollouts and curves
     for r in rows:
         rows_by_run.setdefault(Path(r["run_dir"]), []).append(r)
     live = {(r["run_dir"], r["target"]) for r in rows}
     for csv_file in csv_files:
         rows += [r for r in load_rows_csv(csv_file) if (r["run_dir"], r["target"]) not in live]
-    unfinished = [(d, f"no {EVAL_FILE} (training or evaluation did not finish)") for d in unfinished_dirs] + broken
+    unfinished = [(d, f"no final evaluation ({EVAL_FILE}; training or evaluation did not finish)")
+                  for d in unfinished_dirs] + broken
     runs = sorted({Path(r["run_dir"]) for r in rows})  # a CSV row's run_dir may no longer exist
     report = Report(out_dir=out, runs=runs, unfinished=unfinished)
     if not rows:
@@ -112,16 +115,16 @@ def build_report(
         report.files["scores_png"] = plot_scores(cells, refs, out / "scores.png")
         report.files["costs_png"] = plot_costs(cells, out / "costs.png")
     report.markdown = format_markdown(cells, refs, notes, unfinished, len(runs))
-    pairs, mismatched = load_readout_pairs(rows_by_run)
+    pairs, mismatched = load_rollout_pairs(rows_by_run)
     if pairs or mismatched:
-        readouts = summarize_readouts(pairs, lines_by)
-        report.files["readout_pairs_csv"] = write_csv(pairs, PAIR_COLUMNS, out / "readout_pairs.csv")
-        report.files["readouts_csv"] = write_csv(readouts, READOUT_CELL_COLUMNS, out / "readouts.csv")
-        report.markdown += "\n".join(format_readouts(readouts)) + "\n"
+        compared = summarize_rollouts(pairs, lines_by)
+        report.files["rollout_pairs_csv"] = write_csv(pairs, PAIR_COLUMNS, out / "rollout_pairs.csv")
+        report.files["rollouts_csv"] = write_csv(compared, ROLLOUT_CELL_COLUMNS, out / "rollouts.csv")
+        report.markdown += "\n".join(format_rollouts(compared)) + "\n"
         report.markdown += "".join(f"* not compared: {d}: {why}\n" for d, why in mismatched)
-    for exact in (False, True) if has_exact_curves(rows_by_run) else (False,):
-        points, left_out = load_curve_points(rows_by_run, exact)
-        suffix = "_exact" if exact else ""
+    for rollout in curve_rollouts(rows_by_run):
+        points, left_out = load_curve_points(rows_by_run, rollout)
+        suffix = "" if rollout == "exact" else f"_{rollout}"
         if points:
             curves = summarize_curves(points, lines_by)
             report.files[f"curve_points{suffix}_csv"] = write_csv(points, POINT_COLUMNS,
@@ -130,8 +133,9 @@ def build_report(
             if plots:
                 from experiments.plots import plot_curves
 
-                report.files[f"curves{suffix}_png"] = plot_curves(curves, refs, out / f"curves{suffix}.png")
-            report.markdown += "\n".join(format_curves(curves, exact)) + "\n"
+                report.files[f"curves{suffix}_png"] = plot_curves(curves, refs, out / f"curves{suffix}.png",
+                                                                      rollout)
+            report.markdown += "\n".join(format_curves(curves, rollout)) + "\n"
         report.markdown += "".join(f"* not in a learning curve: {p}: {why}\n" for p, why in left_out)
     md = out / "report.md"
     write_text(md, report.markdown)

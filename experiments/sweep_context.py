@@ -31,8 +31,9 @@ from agents.atomic import write_json, write_text
 from agents.config import TrainConfig, config_differences, run_name
 from agents.fieldtypes import check_field_types, parse_json_object
 from agents.progress import progress_bar
-from agents.results import EVAL_FILE, NAIVE_EVAL_FILE, is_exact_readout
+from agents.results import rollout_label
 from agents.runlock import RunLockedError, lock_owner, run_lock
+from agents.upgrade import final_evaluation_files, read_run_config
 from experiments.aggregate import ReferenceFn, load_reference, read_json
 from experiments.common import run_cli
 from experiments.config import add_config_arguments, config_from_args, format_config
@@ -99,7 +100,7 @@ class SweepConfig:
     eval_targets: list[float] | None = field(default=_DEFAULT["eval_targets"], metadata=_HELP["eval_targets"])
     eval_envs: int = field(default=_DEFAULT["eval_envs"], metadata=_HELP["eval_envs"])
     eval_every: int = field(default=_DEFAULT["eval_every"], metadata=_HELP["eval_every"])
-    eval_exact: bool = field(default=_DEFAULT["eval_exact"], metadata=_HELP["eval_exact"])
+    rollout: str = field(default=_DEFAULT["rollout"], metadata=_HELP["rollout"])
     device: str = field(default=_DEFAULT["device"], metadata=_HELP["device"])
     out_dir: str = field(default="runs/sweep", metadata={"help": "folder of the run directories and the report"})
     jobs: int = field(default=1, metadata={"help": "cells run in parallel, each in a fresh process "
@@ -169,26 +170,32 @@ class Cell:
 
 
 def cell_status(run_dir: Path, steps: int, eval_episodes: int = 0, eval_targets: list[float] | None = None,
-                eval_exact: bool = False) -> str:
-    """'done' (trained to ``steps`` and evaluated as asked), 'evaluate' (trained, but the evaluation is
-    missing or used other episodes or targets, or ``eval_exact`` asks for an exact readout beside a
-    streaming one and it is missing), 'resume' (a checkpoint exists) or 'new'."""
+                rollout: str = "exact") -> str:
+    """'done' (trained to ``steps`` and evaluated as asked, with ``rollout``), 'evaluate' (trained, but no
+    final evaluation of those steps, episodes, targets and rollout), 'resume' (a checkpoint exists) or 'new'."""
     summary = read_json(run_dir / "train_summary.json", tolerant=True)
     if summary is not None and summary.get("steps") == steps:
         if eval_episodes <= 0:
             return "done"
-        ev = read_json(run_dir / EVAL_FILE, tolerant=True)
-        if not _evaluated_as_asked(ev, steps, eval_episodes, eval_targets):
+        try:
+            found = [record for _, record in final_evaluation_files(run_dir)]
+        except (OSError, ValueError):  # a damaged file: evaluate again
             return "evaluate"
-        if eval_exact and not is_exact_readout(ev) and not _evaluated_as_asked(
-                read_json(run_dir / NAIVE_EVAL_FILE, tolerant=True), steps, eval_episodes, eval_targets):
-            return "evaluate"
-        return "done"
+        if any(_evaluated_as_asked(ev, steps, eval_episodes, eval_targets) and _rollout_as_asked(ev, rollout)
+               for ev in found):
+            return "done"
+        return "evaluate"
     return "resume" if (run_dir / "checkpoint.pt").exists() else "new"
 
 
+def _rollout_as_asked(ev: dict[str, Any], rollout: str) -> bool:
+    """Whether an evaluation answers a request for ``rollout``: any exact one answers "exact" (whichever way
+    it was computed); "streaming" is answered by an evaluation that asked for it."""
+    return ev["rollout"] == "exact" if rollout == "exact" else ev["eval_config"].get("rollout") == rollout
+
+
 def _evaluated_as_asked(ev: dict[str, Any] | None, steps: int, episodes: int, targets: list[float] | None) -> bool:
-    """Whether a run's eval.json is of the ``steps``-step checkpoint with these episodes and targets
+    """Whether an evaluation record is of the ``steps``-step checkpoint with these episodes and targets
     (None: the environment's default targets, whatever they were)."""
     if ev is None or ev.get("train_steps") != steps:
         return False
@@ -218,14 +225,14 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
                         seen[name] = dataset
                         run_dir = Path(cfg.out_dir) / name
                         status = cell_status(run_dir, cfg.steps, cfg.eval_episodes, cfg.eval_targets,
-                                             cfg.eval_exact)
+                                             cfg.rollout)
                         train_cfg = TrainConfig(
                             dataset=dataset, observe=observe, attention=attention, context=context, seed=seed,
                             attention_options=dict(cfg.attention_options.get(attention, {})),
                             run_dir=str(run_dir), resume=status in ("resume", "evaluate"), threads=cfg.threads(),
                             batch_size=cfg.batch_for(context, segment_targets), **shared,
                         )
-                        saved = read_json(run_dir / "config.json", tolerant=True)
+                        saved = _saved_config(run_dir)
                         if saved is not None and (diffs := config_differences(saved, train_cfg)):
                             conflicts.append(f"{run_dir}: {', '.join(diffs)}")
                         cells.append(Cell(train_cfg, status, segment_targets))
@@ -235,6 +242,14 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
             "would be skipped as if it were this grid's):\n  " + "\n  ".join(conflicts)
             + "\nuse another --out-dir, or the settings those runs were trained with")
     return cells
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run directory's training config as the current format; None when absent or unreadable."""
+    try:
+        return read_run_config(run_dir / "config.json")
+    except (OSError, ValueError):
+        return None
 
 
 def segment_targets_by_context(dataset: str, env: str | None, contexts: list[int]) -> dict[int, float]:
@@ -289,8 +304,9 @@ def _run_locked_cell(cfg: TrainConfig, train_fn: TrainFn, log_path: Path, start:
             traceback.print_exc()
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start,
                     "log": str(log_path)}
-    return {"ok": True, "seconds": time.perf_counter() - start, "log": str(log_path),
-            "scores": _scores(out.get("eval")), "exact_scores": _scores(out.get("eval_exact"))}
+    ev = out.get("eval")
+    return {"ok": True, "seconds": time.perf_counter() - start, "log": str(log_path), "scores": _scores(ev),
+            "rollout": (ev or {}).get("rollout")}
 
 
 def _scores(result: dict[str, Any] | None) -> dict[str, float]:
@@ -306,9 +322,9 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
     def record(cell: Cell, res: dict) -> None:
         results[cell.run_dir] = res
         if res["ok"]:
-            exact = res.get("exact_scores", {})
-            scores = ", ".join(f"target {t}: {s:.1f}" + (f" (exact {exact[t]:.1f})" if t in exact else "")
-                               for t, s in res.get("scores", {}).items())
+            scores = ", ".join(f"target {t}: {s:.1f}" for t, s in res.get("scores", {}).items())
+            if scores and res.get("rollout"):
+                scores += f" ({rollout_label(res['rollout'])})"
             msg = f"ok     {cell.describe()} ({res['seconds']:.0f}s){'; ' + scores if scores else ''}"
         else:
             msg = f"FAILED {cell.describe()}: {res['error']}" + (f" (log: {res['log']})" if "log" in res else "")
@@ -382,7 +398,7 @@ def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
 def probe_costs(cfg: SweepConfig, cells: list[Cell]) -> dict[tuple[str, int], dict[str, float]]:
     """Time ``probe_steps`` training steps (after one warm-up) and a short rollout per (attention, K)."""
     from agents.config import EvalConfig
-    from agents.evaluation import evaluate_with_exact
+    from agents.evaluation import evaluate
     from agents.trainer import Trainer
     from envs import get_env_spec
 
@@ -404,16 +420,18 @@ def probe_costs(cfg: SweepConfig, cells: list[Cell]) -> dict[tuple[str, int], di
             if cfg.eval_episodes > 0:
                 n_envs = min(cfg.eval_envs, cfg.eval_episodes)
                 targets = cfg.eval_targets or list(trainer.data.default_targets)
+                max_ep = get_env_spec(trainer.data.env_name).max_episode_steps
+                # past K steps, where a K shorter than the episode costs what it costs for the rest of it
+                rollout_steps = PROBE_EVAL_STEPS + (cell.cfg.context if cell.cfg.context < max_ep else 0)
                 probe_eval = EvalConfig(checkpoint=tmp, episodes=n_envs, envs=n_envs, targets=targets[:1],
-                                        max_steps=PROBE_EVAL_STEPS, threads=cell.cfg.threads,
-                                        device=cell.cfg.device, output=str(Path(tmp) / "probe-eval.json"))
-                env_steps = len(targets) * cfg.eval_episodes * get_env_spec(trainer.data.env_name).max_episode_steps
-                streaming, exact = evaluate_with_exact(probe_eval, cfg.eval_exact, progress=False, print_table=False)
-                for prefix, res in (("", streaming), ("exact_", exact)):  # exact: --eval-exact's naive readout
-                    if res is not None:
-                        env_steps_per_s = res["results"][0]["env_steps_per_s"]
-                        entry[f"{prefix}eval_s"] = env_steps / env_steps_per_s
-                        entry[f"{prefix}eval_ms_per_env_step"] = 1e3 / env_steps_per_s
+                                        max_steps=min(max_ep, rollout_steps), rollout=cfg.rollout,
+                                        threads=cell.cfg.threads, device=cell.cfg.device,
+                                        output=str(Path(tmp) / "probe-eval.json"))
+                env_steps = len(targets) * cfg.eval_episodes * max_ep
+                res = evaluate(probe_eval, progress=False, print_table=False)
+                env_steps_per_s = res["results"][0]["env_steps_per_s"]
+                entry["eval_s"] = env_steps / env_steps_per_s
+                entry["eval_ms_per_env_step"] = 1e3 / env_steps_per_s
         out[key] = entry
     return out
 
@@ -424,15 +442,13 @@ def _hours(seconds: float) -> str:
 
 def format_estimate(cfg: SweepConfig, cells: list[Cell], probe: dict[tuple[str, int], dict[str, float]]) -> str:
     """Cost of the cells still to run, from the probe timings (upper bound: resumed cells count in full;
-    cells that only need evaluating count no training). Evaluations count the periodic ones
-    (``eval_every``) and, with ``eval_exact``, the exact readout beside each."""
+    cells that only need evaluating count no training). Evaluations count the periodic ones (``eval_every``)."""
     head = (f"timing probe ({cfg.probe_steps} training steps after 1 warm-up, {cells[0].cfg.threads} thread(s), "
-            f"first {PROBE_EVAL_STEPS} rollout steps; dataset {cells[0].cfg.dataset}):")
+            f"first K + {PROBE_EVAL_STEPS} rollout steps ({PROBE_EVAL_STEPS} where K holds the episode), "
+            f"{rollout_label(cfg.rollout)}; dataset {cells[0].cfg.dataset}):")
     lines = [head]
     for (attention, k), p in sorted(probe.items()):
         ev = f", eval {p['eval_ms_per_env_step']:.2f} ms/env step" if "eval_ms_per_env_step" in p else ""
-        if "exact_eval_ms_per_env_step" in p:
-            ev += f" (+ exact {p['exact_eval_ms_per_env_step']:.2f})"
         lines.append(f"  {attention:<20} K={k:<5} train {p['train_s_per_step'] * 1e3:8.1f} ms/step{ev}")
     todo = [c for c in cells if c.status != "done"]
     train = sum(probe[(c.cfg.attention, c.cfg.context)]["train_s_per_step"] * c.cfg.steps for c in todo
@@ -441,7 +457,7 @@ def format_estimate(cfg: SweepConfig, cells: list[Cell], probe: dict[tuple[str, 
     for c in todo:
         p = probe[(c.cfg.attention, c.cfg.context)]
         periodic = (c.cfg.steps - 1) // cfg.eval_every if cfg.eval_every and c.status != "evaluate" else 0
-        evals += (1 + periodic) * (p["eval_s"] + p.get("exact_eval_s", 0.0))
+        evals += (1 + periodic) * p["eval_s"]
     parallel = max(1, min(cfg.jobs, len(todo)))
     lines.append(
         f"estimate for {len(todo)} cell(s) to run: training {_hours(train)} + evaluation {_hours(evals)} "

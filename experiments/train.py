@@ -7,7 +7,7 @@ import sys
 
 from agents.checkpoint import CHECKPOINT_NAME
 from agents.config import TrainConfig, run_evaluation
-from agents.results import EVAL_FILE
+from agents.results import EVAL_FILE, evaluation_path
 from agents.runlock import run_lock
 from agents.trainer import NonFiniteLossError, Trainer, log_eval_to_tensorboard, resolve_run_dir
 from experiments.common import run_cli
@@ -15,9 +15,9 @@ from experiments.config import add_config_arguments, config_from_args, format_co
 
 
 def train_and_evaluate(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Train per ``cfg`` and, when eval_episodes > 0, evaluate; returns {'train': ..., 'eval': ...}, plus
-    'eval_exact' when ``cfg.eval_exact`` asks for the exact readout and the streaming one is not exact.
-    The run folder is locked throughout: a second run or evaluation writing there is refused."""
+    """Train per ``cfg`` and, when eval_episodes > 0, evaluate with ``cfg.rollout`` (eval.json, or
+    eval-streaming.json); returns {'train': ..., 'run_dir': ..., 'eval': ...}. The run folder is locked
+    throughout: a second run or evaluation writing there is refused."""
     with run_lock(resolve_run_dir(cfg)):
         return _train_and_evaluate(cfg, progress)
 
@@ -36,16 +36,11 @@ def _train_and_evaluate(cfg: TrainConfig, progress: bool) -> dict:
           f"({summary['steps_per_s']:.1f} steps/s, peak memory {summary['peak_memory_mb']:.0f} MB)")
     out = {"train": summary, "run_dir": str(trainer.run_dir)}
     if cfg.eval_episodes > 0:
-        from agents.evaluation import evaluate_with_exact
+        from agents.evaluation import evaluate
 
-        out["eval"], exact = evaluate_with_exact(  # the run's own result, and its exact readout if asked
-            run_evaluation(cfg, trainer.run_dir / CHECKPOINT_NAME, trainer.run_dir / EVAL_FILE), cfg.eval_exact,
-            progress=progress,
-        )
+        output = evaluation_path(trainer.run_dir / EVAL_FILE, cfg.rollout)
+        out["eval"] = evaluate(run_evaluation(cfg, trainer.run_dir / CHECKPOINT_NAME, output), progress=progress)
         log_eval_to_tensorboard(trainer.run_dir, summary["steps"], out["eval"])
-        if exact is not None:
-            out["eval_exact"] = exact
-            log_eval_to_tensorboard(trainer.run_dir, summary["steps"], exact, "eval_exact")
     return out
 
 

@@ -13,6 +13,7 @@ from agents.config import ACTIVATION_NAMES, EvalConfig, TrainConfig, config_diff
 from agents.evaluation import evaluate, load_policy
 from agents.evaluator import run_episodes
 from agents.trainer import NonFiniteLossError, Trainer
+from agents.upgrade import read_run_config
 from dt_attn import available_attentions
 from dt_attn.transformer import ACTIVATIONS
 from envs import load_dataset, make_vector_env
@@ -45,11 +46,13 @@ def test_train_then_evaluate_every_attention(tmp_path, attention):
     np.testing.assert_allclose(rec["normalized_mean"],
                                np.mean([100 * (r - ref_min) / (ref_max - ref_min) for r in rec["returns"]]), rtol=1e-6)
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
-    for key in ("schema", "dataset", "dataset_label", "env_id", "observe", "attention", "activation", "context",
-                "train_seed", "train_steps", "eval_seed", "score_reference", "results", "versions"):
+    for key in ("format", "dataset", "dataset_label", "env_id", "observe", "attention", "activation", "context",
+                "train_seed", "train_steps", "eval_seed", "score_reference", "rollout", "method", "results",
+                "versions"):
         assert key in saved, key
     assert saved["train_steps"] == 6 and saved["attention"] == attention and saved["env_id"] == "Hopper-v4"
     assert saved["activation"] == "relu" and "CPUs" in saved["versions"]["cpu"]
+    assert saved["rollout"] == "exact" and saved["method"] == "exact: the last 4 steps re-run every step"
     assert "stand-in" in saved["dataset_label"]
 
 
@@ -67,14 +70,19 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_checkpoint_saved_before_the_activation_field_loads_as_gelu(tmp_path):
-    """Runs saved before the MLP activation became a config value used GELU; their checkpoints and
-    config.json must still be read that way, not as today's ReLU default."""
+    """Format-1 runs saved before the MLP activation became a config value used GELU; their checkpoints and
+    config.json are read that way (through agents.upgrade), not as today's ReLU default."""
     cfg = tiny(tmp_path, activation="gelu")
     tr = Trainer(cfg, progress=False)
     tr.train()
+    path = tmp_path / "run" / "checkpoint.pt"
+    raw = torch.load(path, weights_only=False)
+    assert raw["format"] == 2 and raw["model_config"]["activation"] == "gelu"
+    raw["format"] = "dt-attn/checkpoint/1"  # as format 1 wrote it, before the field
+    del raw["model_config"]["activation"], raw["config"]["activation"]
+    torch.save(raw, path)
     payload = load_checkpoint(cfg.run_dir)
-    assert payload["model_config"]["activation"] == "gelu"
-    del payload["model_config"]["activation"]
+    assert payload["format"] == 2 and payload["config"]["activation"] == "gelu"
     policy = load_policy(payload)
     assert isinstance(policy.transformer.blocks[0].mlp[1], torch.nn.GELU)
     batch = tr.sampler.sample(4)
@@ -82,7 +90,10 @@ def test_checkpoint_saved_before_the_activation_field_loads_as_gelu(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(policy(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask),
                                    tr.model(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask))
-    saved = {k: v for k, v in json.loads((tmp_path / "run" / "config.json").read_text()).items() if k != "activation"}
+    config_json = tmp_path / "run" / "config.json"
+    saved = {k: v for k, v in json.loads(config_json.read_text()).items() if k not in ("activation", "format")}
+    config_json.write_text(json.dumps(saved))
+    saved = read_run_config(config_json)
     assert config_differences(saved, tiny(tmp_path, activation="gelu")) == []
     assert config_differences(saved, tiny(tmp_path)) == ["activation (saved 'gelu', now 'relu')"]
     assert isinstance(Trainer(tiny(tmp_path, run_dir=str(tmp_path / "relu"), steps=1), progress=False)
@@ -161,11 +172,11 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     assert load_checkpoint(cfg.run_dir)["step"] == 2
 
 
-def _rollout_actions(model, naive, context, steps=12, n=2):
+def _rollout_actions(model, rollout, steps=12, n=2):
     envs = make_vector_env("Hopper-v4", n, 7)
     try:
-        return run_episodes(model, envs, target=1800.0, context=context, state_mean=np.zeros(11),
-                            state_std=np.ones(11), rtg_scale=1000.0, seed=7, max_steps=steps, naive=naive)
+        return run_episodes(model, envs, target=1800.0, state_mean=np.zeros(11), state_std=np.ones(11),
+                            rtg_scale=1000.0, seed=7, max_steps=steps, rollout=rollout)
     finally:
         envs.close()
 
@@ -181,55 +192,60 @@ def _tiny_policy(attention: str, context: int, n_layers: int = 1):
 
 
 @pytest.mark.parametrize("attention", available_attentions())
-def test_short_context_rolls_out_incrementally(attention, monkeypatch):
-    """K shorter than the episode takes the sliding-window incremental path with every built-in
-    mechanism; a mechanism without a window option falls back to the naive path."""
-    model = _tiny_policy(attention, context=4)
-    policy, path, naive = evaluator_mod.rollout_model(model, 4, naive=False)
-    assert not naive and path.startswith("incremental: sliding window of 11 tokens")
-    assert policy.cfg.attention_options["window"] == 11 and "window" not in model.cfg.attention_options
+def test_streaming_rollout_slides_a_window_and_says_it_is_approximate(attention, monkeypatch):
+    """Streaming with K shorter than the episode slides a window of 3K - 1 tokens with every built-in
+    mechanism, labelled approximate; asked of a mechanism without a window option it falls back to the
+    exact rollout, and says so. K holding the episode is exact whatever was asked."""
+    model = _tiny_policy(attention, context=4, n_layers=2)
+    plan = evaluator_mod.plan_rollout(model, "streaming", max_steps=12)
+    assert plan.rollout == "streaming"
+    assert plan.method.startswith("streaming (approximate): sliding window of 11 tokens per layer; after 4 steps")
+    assert "window" not in model.cfg.attention_options
+    assert evaluator_mod.plan_rollout(model, "streaming", max_steps=4).rollout == "exact"
     monkeypatch.setattr(evaluator_mod, "attention_options", lambda name: {})
-    policy, path, naive = evaluator_mod.rollout_model(model, 4, naive=False)
-    assert naive and policy is model and f"{attention} has no window option" in path
+    plan = evaluator_mod.plan_rollout(model, "streaming", max_steps=12)
+    assert plan.rollout == "exact" and f"{attention} has no window option" in plan.method
+    with pytest.raises(ValueError, match="rollout must be one of exact, streaming, got 'naive'"):
+        evaluator_mod.plan_rollout(model, "naive", max_steps=12)
 
 
 @pytest.mark.parametrize("attention", available_attentions())
 @pytest.mark.parametrize("n_layers,context", [(2, 12), (1, 4)])
-def test_incremental_and_naive_rollouts_agree(tmp_path, attention, n_layers, context):
+def test_streaming_and_exact_rollouts_agree_where_streaming_is_exact(tmp_path, attention, n_layers, context):
     """Whole-context (K >= steps) agrees for every mechanism; one layer agrees with a sliding window too
-    (Combiner over the first K steps only: its streaming blocks stay aligned to the episode start,
-    the naive window's to the window start)."""
+    (Combiner over the first K steps only: its streaming blocks stay aligned to the episode start, the
+    exact window's to the window start)."""
     steps = context if attention.startswith("combiner") else 12
     model = _tiny_policy(attention, context, n_layers)
-    fast = _rollout_actions(model, naive=False, context=context, steps=steps)
-    slow = _rollout_actions(model, naive=True, context=context, steps=steps)
-    assert fast.path.startswith("incremental") and slow.path.startswith("naive")
+    fast = _rollout_actions(model, "streaming", steps=steps)
+    slow = _rollout_actions(model, "exact", steps=steps)
+    assert slow.rollout == "exact" and fast.rollout == ("exact" if steps <= context else "streaming")
     # Tight: a window one token too long (3K, reaching back to a_{t-K}) moved these returns by ~4e-4.
     np.testing.assert_allclose(fast.returns, slow.returns, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(fast.lengths, slow.lengths)
 
 
 @pytest.mark.parametrize("attention", ["softmax", "cosformer"])
-def test_one_layer_streaming_policy_takes_the_naive_actions_after_k_steps(attention):
+def test_one_layer_streaming_policy_takes_the_exact_actions_after_k_steps(attention):
     """With one layer the rollout window holds exactly the trained segment R_{t-K+1} .. s_t, so every
-    action equals the naive path's, long after the window started to slide; a window of 3K tokens
-    (one more: a_{t-K}) does not."""
+    action equals the exact one (the model on the last K steps), long after the window started to slide;
+    a window of 3K tokens (one more: a_{t-K}) does not."""
     k, steps = 3, 10
     model = _tiny_policy(attention, k, n_layers=1)
     g = torch.Generator().manual_seed(1)
     s, a = torch.randn(2, steps, 11, generator=g), torch.randn(2, steps, 3, generator=g).tanh()
     r, t = torch.randn(2, steps, 1, generator=g), torch.arange(steps).expand(2, steps)
-    policy, _, _ = evaluator_mod.rollout_model(model, k, naive=False)
+    policy = model.with_attention_options(window=3 * k - 1)
     too_long = model.with_attention_options(window=3 * k)
     with torch.no_grad():
         states = [policy.init_state(2), too_long.init_state(2)]
         worst = [0.0, 0.0]
         for i in range(steps):
-            naive = model(s[:, max(0, i + 1 - k) : i + 1], a[:, max(0, i + 1 - k) : i + 1],
+            exact = model(s[:, max(0, i + 1 - k) : i + 1], a[:, max(0, i + 1 - k) : i + 1],
                           r[:, max(0, i + 1 - k) : i + 1], t[:, max(0, i + 1 - k) : i + 1], last_only=True)[:, -1]
             for j, m in enumerate((policy, too_long)):
                 action, states[j] = m.act(states[j], r[:, i], s[:, i], t[:, i], a[:, i - 1] if i else None)
-                worst[j] = max(worst[j], float((action - naive).abs().max()))
+                worst[j] = max(worst[j], float((action - exact).abs().max()))
     assert worst[0] < 1e-5 < worst[1]
 
 
@@ -278,31 +294,40 @@ def test_evaluation_during_training_leaves_training_unchanged(tmp_path, capsys):
     assert [e.step for e in acc.Scalars("eval/target_1800/normalized_mean")] == [2, 4]
 
 
-def test_exact_readouts_during_and_after_training(tmp_path, capsys):
-    """--eval-exact beside --eval-every: every evaluation also read exactly (evals/step-N-naive.json,
-    eval-naive.json, TensorBoard eval_exact/), and the weights are those of a run without evaluations."""
+def test_streaming_evaluations_during_and_after_training_say_they_are_approximate(tmp_path, capsys):
+    """--rollout streaming with --eval-every: every evaluation streams (evals/step-N-streaming.json,
+    eval-streaming.json, TensorBoard eval_streaming/), each labelled approximate, and the weights are those of a
+    run without evaluations."""
     from experiments.train import train_and_evaluate
 
-    plain = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "plain"), steps=4, dropout=0.1), progress=False)
+    plain = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "plain"), steps=4, dropout=0.1, n_layers=2),
+                    progress=False)
     plain.train()
-    cfg = tiny(tmp_path, run_dir=str(tmp_path / "exact"), steps=4, dropout=0.1, eval_every=2, eval_episodes=1,
-               eval_envs=1, eval_targets=[1800.0], eval_exact=True)
+    cfg = tiny(tmp_path, run_dir=str(tmp_path / "streaming"), steps=4, dropout=0.1, n_layers=2, eval_every=2,
+               eval_episodes=1, eval_envs=1, eval_targets=[1800.0], rollout="streaming")
     out = train_and_evaluate(cfg, progress=False)
-    run = tmp_path / "exact"
+    run = tmp_path / "streaming"
     weights = load_checkpoint(run)["model"]
     for name, p in plain.model.state_dict().items():
         assert torch.equal(p, weights[name]), name
-    assert sorted(p.name for p in (run / "evals").iterdir()) == ["step-0000002-naive.json", "step-0000002.json"]
-    periodic = json.loads((run / "evals" / "step-0000002-naive.json").read_text())
-    assert periodic["exact_readout"] and periodic["results"][0]["rollout"].startswith("naive")
-    final = json.loads((run / "eval-naive.json").read_text())
-    assert final["train_steps"] == 4 and final["exact_readout"] and out["eval_exact"]["exact_readout"]
-    assert "; exact " in capsys.readouterr().out
+    assert sorted(p.name for p in (run / "evals").iterdir()) == ["step-0000002-streaming.json"]
+    periodic = json.loads((run / "evals" / "step-0000002-streaming.json").read_text())
+    final = json.loads((run / "eval-streaming.json").read_text())
+    assert not (run / "eval.json").exists() and out["eval"]["rollout"] == "streaming"
+    for record in (periodic, final):
+        assert record["rollout"] == "streaming" and record["eval_config"]["rollout"] == "streaming"
+        assert record["method"].startswith("streaming (approximate): sliding window of 11 tokens per layer")
+    assert final["train_steps"] == 4
+    printed = capsys.readouterr().out
+    assert "step 2: normalized target 1800: " in printed and "(streaming (approximate))" in printed
+    assert printed.count("rollout: streaming (approximate): sliding window") == 1  # one table, the one asked
+    assert "rollout: exact" not in printed
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run / "tb"))
     acc.Reload()
-    assert [e.step for e in acc.Scalars("eval_exact/target_1800/normalized_mean")] == [2, 4]
+    assert [e.step for e in acc.Scalars("eval_streaming/target_1800/normalized_mean")] == [2, 4]
+    assert not [t for t in acc.Tags()["scalars"] if t.startswith("eval/")]
 
 
 def test_existing_run_needs_resume_flag(tmp_path):
@@ -361,30 +386,21 @@ def test_train_command_logs_training_and_eval_to_tensorboard(tmp_path):
     assert abs(events[-1].value - out["eval"]["results"][0]["normalized_mean"]) < 1e-4
 
 
-def test_is_exact_readout_reads_new_and_old_result_files():
-    from agents.results import is_exact_readout
-
-    assert is_exact_readout({"exact_readout": True}) and not is_exact_readout({"exact_readout": False})
-    old = {"results": [{"rollout": "incremental: sliding window of 60 tokens per layer (streaming: ...)"}]}
-    assert not is_exact_readout(old)
-    old["results"][0]["rollout"] = "incremental: whole episode"
-    assert is_exact_readout(old)
-    old["results"][0]["rollout"] = "naive (combiner-logsparse has no window option): recompute the last 20 steps"
-    assert is_exact_readout(old)
-
-
-def test_readouts_are_marked_exact_only_when_they_read_the_policy_as_trained(tmp_path):
-    """A sliding window over a longer episode streams (not exact); the naive path and a context that
-    holds the whole episode are exact, and the result file says which it was."""
-    marks = {(k, naive): _rollout_actions(_tiny_policy("cosformer", k, n_layers=2), naive, k, steps=3).exact
-             for k in (4, 12) for naive in (False, True)}
-    assert marks == {(4, False): False, (4, True): True, (12, False): True, (12, True): True}
-    cfg = tiny(tmp_path, steps=2)
+def test_evaluations_record_the_rollout_they_computed(tmp_path):
+    """Streaming with K shorter than the episode is recorded as streaming; the exact rollout, and any rollout
+    whose K holds the episode, as exact; each in its own file by default."""
+    marks = {(k, rollout): _rollout_actions(_tiny_policy("cosformer", k, n_layers=2), rollout, steps=8).rollout
+             for k in (4, 12) for rollout in ("exact", "streaming")}
+    assert marks == {(4, "exact"): "exact", (4, "streaming"): "streaming", (12, "exact"): "exact",
+                     (12, "streaming"): "exact"}
+    cfg = tiny(tmp_path, steps=2, n_layers=2)
     Trainer(cfg, progress=False).train()
-    for naive in (False, True):
+    for rollout, name in (("streaming", "eval-streaming.json"), ("exact", "eval.json")):
         result = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=1, envs=1, targets=[1800.0], max_steps=8,
-                                     naive=naive), progress=False, print_table=False)
-        assert result["exact_readout"] is naive
+                                     rollout=rollout), progress=False, print_table=False)
+        assert result["rollout"] == rollout == json.loads((tmp_path / "run" / name).read_text())["rollout"]
+    with pytest.raises(ValueError, match="rollout must be one of exact, streaming, got 'naive'"):
+        EvalConfig(checkpoint=cfg.run_dir, rollout="naive")
 
 
 def test_config_accepts_exactly_the_activations_the_transformer_builds():

@@ -30,12 +30,12 @@ print("ok")
 
 def python_blocks(doc: Path) -> list[str]:
     """The ```python blocks of a Markdown file."""
-    return re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    return re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.DOTALL)
 
 
 def test_the_attention_guide_example_registers_a_mechanism_whose_step_equals_its_parallel_form():
     (block,) = python_blocks(ROOT / "docs" / "attention.md")
-    out = subprocess.run([sys.executable, "-c", block + CHECK_ATTENTION], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", block + CHECK_ATTENTION], cwd=ROOT, capture_output=True, check=False,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

@@ -209,7 +209,7 @@ def test_an_evaluation_killed_midway_is_run_when_the_run_resumes(tmp_path, capsy
     script = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r})\n"
               "import agents.evaluation as ev\n"
               f"def stuck(*a, **k):\n    open({str(marker)!r}, 'w').close(); time.sleep(300)\n"
-              "ev.evaluate_with_exact = stuck\n"
+              "ev.evaluate = stuck\n"
               f"from experiments.cli import main; sys.exit(main({argv!r}))\n")
     proc = popen([sys.executable, "-c", script])
     try:

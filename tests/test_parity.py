@@ -27,7 +27,7 @@ def test_quick_parity_trains_both_models_alike_and_writes_the_table(tmp_path):
         assert (r["diff_to_hf"] is None) == (r["model"] == "huggingface")
     cell = json.loads((tmp_path / "runs" / "default" / "huggingface" / "s0"
                        / "result.json").read_text())
-    assert cell["steps"] == 20 and all(t["rollout"].startswith("naive") for t in cell["targets"])
+    assert cell["steps"] == 20 and all(t["rollout"].startswith("exact") for t in cell["targets"])
     # the same sampler stream and budget: both models' run configs differ only in their run folder
     mine = cell_config(cfg, "default", "dt-attn", 0)
     hf = cell_config(cfg, "default", "huggingface", 0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from test_agent_e2e import tiny
-from test_report import write_run
+from test_report import as_format1, write_run
 
 from agents import trainer as trainer_mod
 from agents.config import EvalConfig, config_differences
@@ -18,6 +18,7 @@ from agents.model import DecisionTransformer, DTConfig
 from agents.results import format_eval_table
 from agents.sampler import SegmentSampler
 from agents.trainer import Trainer, action_loss, training_autocast
+from agents.upgrade import upgrade_run_config
 from dt_attn import available_attentions
 from dt_attn.transformer import Block, TransformerConfig
 from experiments.report import build_report
@@ -98,7 +99,8 @@ def test_precision_is_validated_and_must_match_on_resume(tmp_path):
     with pytest.raises(ValueError, match=r"precision \(saved 'fp32', now 'bf16'\)"):
         Trainer(tiny(tmp_path, steps=4, precision="bf16", resume=True), progress=False)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    del saved["precision"]  # a run from before the field trained in float32
+    del saved["precision"], saved["format"]  # a format-1 run from before the field trained in float32
+    saved = upgrade_run_config(saved)
     assert config_differences(saved, tiny(tmp_path)) == []
     assert config_differences(saved, tiny(tmp_path, precision="bf16")) == ["precision (saved 'fp32', now 'bf16')"]
 
@@ -120,7 +122,11 @@ def test_bf16_is_refused_on_a_gpu_without_bfloat16(monkeypatch):
 
 
 def test_report_keeps_bf16_and_fp32_runs_apart(tmp_path):
-    write_run(tmp_path / "old", "softmax", 20, 0, {1800.0: 10.0})  # no precision anywhere: a float32 run
+    old = write_run(tmp_path / "old", "softmax", 20, 0, {1800.0: 10.0})
+    as_format1(old / "eval.json", late=True)
+    record = json.loads((old / "eval.json").read_text())
+    del record["train_precision"]  # a format-1 run from before the field: a float32 run
+    (old / "eval.json").write_text(json.dumps(record))
     new = write_run(tmp_path / "new", "softmax", 20, 1, {1800.0: 30.0})
     ev = json.loads((new / "eval.json").read_text())
     (new / "eval.json").write_text(json.dumps({**ev, "train_precision": "bf16"}))

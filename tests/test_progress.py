@@ -50,7 +50,7 @@ def test_rollout_with_a_progress_bar_returns_the_same_episodes(capsys):
     def roll(progress):
         envs = make_vector_env("Hopper-v4", 2, 3)
         try:
-            return run_episodes(model, envs, target=1800.0, context=4, state_mean=np.zeros(11), state_std=np.ones(11),
+            return run_episodes(model, envs, target=1800.0, state_mean=np.zeros(11), state_std=np.ones(11),
                                 rtg_scale=1000.0, seed=3, max_steps=30, progress=progress)
         finally:
             envs.close()

@@ -20,11 +20,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def write_run(root: Path, attention: str, K: int, seed: int, scores: dict[float, float], *,
               dataset: str = "hopper-medium-standin", steps: int = 100, steps_per_s: float = 10.0,
               peak_mb: float = 500.0, eval_sps: float = 200.0, options: dict | None = None,
-              observe: str = "full", batch_size: int = 64, targets_per_step: float | None = None) -> Path:
-    """A finished run directory in the layout `dt-attn train` writes; ``scores`` maps target -> normalized."""
+              observe: str = "full", batch_size: int = 64, targets_per_step: float | None = None,
+              rollout: str = "exact") -> Path:
+    """A finished run directory in the layout `dt-attn train` writes (format 2), evaluated with ``rollout``
+    (eval.json, or eval-streaming.json); ``scores`` maps target -> normalized."""
     run = root / f"{dataset}-{attention}-K{K}-s{seed}"
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"dataset": dataset, "env": None, "observe": observe,
+    (run / "config.json").write_text(json.dumps({"format": 2, "dataset": dataset, "env": None, "observe": observe,
                                                  "attention": attention, "context": K, "seed": seed,
                                                  "steps": steps, "batch_size": batch_size}))
     (run / "train_summary.json").write_text(json.dumps({
@@ -36,15 +38,43 @@ def write_run(root: Path, attention: str, K: int, seed: int, scores: dict[float,
     results = [{
         "target": t, "episodes": 2, "return_mean": 32.5 * s, "return_std": 1.0, "return_min": 0.0,
         "return_max": 1.0, "normalized_mean": s, "normalized_std": 0.5, "length_mean": 100.0,
-        "wall_time_s": 1.0, "env_steps_per_s": eval_sps, "rollout": "incremental: whole episode",
-        "returns": [1.0, 2.0], "lengths": [100, 100]} for t, s in scores.items()]
-    (run / "eval.json").write_text(json.dumps({
-        "schema": "dt-attn/eval/1", "checkpoint": str(run / "checkpoint.pt"), "dataset": dataset,
+        "wall_time_s": 1.0, "env_steps_per_s": eval_sps, "returns": [1.0, 2.0], "lengths": [100, 100]}
+        for t, s in scores.items()]
+    method = ("exact: the last K steps re-run every step" if rollout == "exact"
+              else "streaming (approximate): sliding window of 59 tokens per layer")
+    name = "eval.json" if rollout == "exact" else "eval-streaming.json"
+    (run / name).write_text(json.dumps({
+        "format": 2, "checkpoint": str(run / "checkpoint.pt"), "dataset": dataset,
         "dataset_label": f"{dataset} (stand-in)", "env_id": "Hopper-v4", "observe": observe,
-        "attention": attention, "attention_options": options or {}, "context": K, "train_seed": seed,
-        "train_steps": steps, "eval_seed": 1000, "score_reference": "D4RL reference returns",
-        "eval_config": {}, "results": results, "created": "2025-01-01T00:00:00+00:00", "versions": {}}))
+        "attention": attention, "attention_options": options or {}, "activation": "relu", "init": "normal",
+        "init_std": 0.02, "context": K, "train_seed": seed, "train_precision": "fp32", "train_steps": steps,
+        "eval_seed": 1000, "score_reference": "D4RL reference returns", "rollout": rollout, "method": method,
+        "eval_config": {"rollout": rollout}, "results": results, "created": "2025-01-01T00:00:00+00:00",
+        "versions": {}}))
     return run
+
+
+def as_format1(path: Path, described: str | None = None, exact_readout: bool | None = None,
+               late: bool = False) -> None:
+    """Rewrite an evaluation file as format 1 wrote it before the activation, init and precision fields (with
+    ``late``, after them): "schema", the rollout described per target (``described``), optionally
+    "exact_readout"."""
+    record = json.loads(path.read_text())
+    rollout = record["rollout"]
+    for key in ("format", "rollout", "method") if late else ("format", "activation", "init", "init_std",
+                                                             "train_precision", "rollout", "method"):
+        record.pop(key)
+    record["schema"] = "dt-attn/eval/1"
+    record["eval_config"] = {"naive": rollout == "exact"}
+    if described is None:
+        described = "naive: recompute the last 20 steps" if rollout == "exact" else (
+            "incremental: sliding window of 59 tokens per layer (streaming: after 20 steps the upper layers see "
+            "past the window, unlike training; --naive is exact)")
+    for r in record["results"]:
+        r["rollout"] = described
+    if exact_readout is not None:
+        record["exact_readout"] = exact_readout
+    path.write_text(json.dumps(record))
 
 
 def make_sweep(root: Path) -> dict[tuple[str, int], list[float]]:
@@ -96,7 +126,8 @@ def test_report_rebuilds_csv_table_and_plots(tmp_path):
     assert float(row["normalized_mean"]) == pytest.approx(expected[("cosformer", 20)][2])
     assert row["env_id"] == "Hopper-v4" and row["observe"] == "full" and row["steps"] == "100"
     assert float(row["steps_per_s"]) == pytest.approx(50.0) and float(row["eval_env_steps_per_s"]) == 102.0
-    assert row["rollout"] == "incremental: whole episode"
+    assert row["rollout"] == "exact" and row["method"] == "exact: the last K steps re-run every step"
+    assert row["init"] == "normal" and row["activation"] == "relu"
     with open(rep.files["cells_csv"]) as f:
         assert len(list(csv.DictReader(f))) == 8
     md = rep.files["markdown"].read_text()
@@ -118,8 +149,8 @@ def test_unfinished_runs_are_listed_not_fatal(tmp_path):
     (killed / "checkpoint.pt").write_bytes(b"x")
     broken = write_run(tmp_path, "softmax", 5, 2, {1800.0: 1.0})
     _write_periodic(broken, 50, {1800.0: 1.0})
-    (broken / "eval-naive.json").write_text((broken / "eval.json").read_text())
-    (broken / "eval.json").write_text("{not json")  # listed as unreadable; its readouts and curve are skipped
+    (broken / "eval-streaming.json").write_text((broken / "eval.json").read_text())
+    (broken / "eval.json").write_text("{not json")  # listed as unreadable; its rollouts and curve are skipped
     rep = build_report([tmp_path], tmp_path / "out", reference_fn=None)
     assert [Path(r) for r in rep.runs] == [(tmp_path / "hopper-medium-standin-softmax-K5-s0").resolve()]
     assert {d.name for d, _ in rep.unfinished} == {killed.name, broken.name}
@@ -301,7 +332,7 @@ def test_markdown_has_score_by_context_pivot():
         return {"dataset": "d", "dataset_label": "d stand-in", "observe": observe, "label": "cosformer", "K": k,
                 "target": 3600.0, "steps": 10, "batch_size": 4, "seeds": 3, "normalized_mean": mean, "normalized_std": 1.0,
                 "return_mean": 1.0, "return_std": 0.0, "train_s_per_step": 0.01, "peak_memory_mb": 1.0,
-                "eval_s_per_step": 0.001, "readout": "exact"}
+                "eval_s_per_step": 0.001, "rollout": "exact"}
 
     cells = [cell("full", 1, 10.0), cell("full", 20, 30.0), cell("positions", 20, 5.0)]
     cells[2].update(train_s_per_step=0.03, peak_memory_mb=3.0)
@@ -313,29 +344,31 @@ def test_markdown_has_score_by_context_pivot():
     assert "| attention | K=1 | K=20 |" in md and "| cosformer | 10 ms, 1 MB | 20 ms, 2 MB |" in md
 
 
-def write_naive(run: Path, scores: dict[float, float], **changes) -> None:
-    """eval-naive.json beside a run's eval.json: same evaluation, other scores (and any field ``changes``)."""
+def write_streaming(run: Path, scores: dict[float, float], **changes) -> Path:
+    """eval-streaming.json beside a run's eval.json: the same evaluation with the streaming rollout, other
+    scores (and any field ``changes``)."""
     record = json.loads((run / "eval.json").read_text())
     for res in record["results"]:
         res["normalized_mean"] = scores[res["target"]]
-        res["rollout"] = "naive: recompute the last K steps"
-    record.update(changes)
-    (run / "eval-naive.json").write_text(json.dumps(record))
+    record.update(rollout="streaming", method="streaming (approximate): sliding window of 59 tokens per layer",
+                  eval_config={"rollout": "streaming"}, **changes)
+    (run / "eval-streaming.json").write_text(json.dumps(record))
+    return run / "eval-streaming.json"
 
 
-def test_report_compares_streaming_and_exact_readouts(tmp_path):
+def test_report_compares_streaming_and_exact_rollouts(tmp_path):
     runs = tmp_path / "runs"
     streaming = [20.0, 24.0, 30.0]
     exact = [22.0, 21.0, 33.0]
     for seed in range(3):
-        run = write_run(runs, "cosformer", 20, seed, {1800.0: streaming[seed], 3600.0: 5.0})
-        write_naive(run, {1800.0: exact[seed], 3600.0: 5.0})
-    write_run(runs, "softmax", 20, 0, {1800.0: 40.0})  # no exact readout: not in the comparison
+        run = write_run(runs, "cosformer", 20, seed, {1800.0: exact[seed], 3600.0: 5.0})
+        write_streaming(run, {1800.0: streaming[seed], 3600.0: 5.0})
+    write_run(runs, "softmax", 20, 0, {1800.0: 40.0})  # no streaming evaluation: not in the comparison
     mismatched = write_run(runs, "combiner-fixed", 20, 0, {1800.0: 40.0})
-    write_naive(mismatched, {1800.0: 41.0}, train_steps=999)
+    write_streaming(mismatched, {1800.0: 41.0}, train_steps=99)
     rep = build_report([runs], tmp_path / "report", reference_fn=None, plots=False)
 
-    with open(rep.files["readouts_csv"]) as f:
+    with open(rep.files["rollouts_csv"]) as f:
         cells = {(r["attention"], float(r["target"])): r for r in csv.DictReader(f)}
     assert set(cells) == {("cosformer", 1800.0), ("cosformer", 3600.0)}
     c = cells[("cosformer", 1800.0)]
@@ -345,57 +378,75 @@ def test_report_compares_streaming_and_exact_readouts(tmp_path):
     assert float(c["diff_mean"]) == pytest.approx(np.mean(np.subtract(exact, streaming)), abs=1e-3)
     assert float(c["abs_diff_max"]) == pytest.approx(3.0)
     assert float(cells[("cosformer", 3600.0)]["abs_diff_max"]) == 0.0
-    with open(rep.files["readout_pairs_csv"]) as f:
+    with open(rep.files["rollout_pairs_csv"]) as f:
         assert len(list(csv.DictReader(f))) == 6
     md = rep.markdown
-    assert "## Streaming vs exact readout" in md
+    assert "## Exact vs streaming (approximate) rollout of the same checkpoints" in md
+    assert "| streaming (approximate) | exact | exact - streaming |" in md
     assert "| 24.7 ± 4.1 | 25.3 ± 5.4 | 0.7 ± 2.6 | 3.0 |" in md
-    assert f"not compared: {mismatched}: eval-naive.json and eval.json differ in train_steps" in md
+    assert f"not compared: {mismatched}: eval.json and eval-streaming.json differ in train_steps" in md
+    # the runs are reported by their exact evaluation, of the latest checkpoint
+    rows = {(r["attention"], r["seed"]): (r["rollout"], r["normalized_mean"]) for r in _read_rows(rep.files["runs_csv"])
+            if r["target"] == 1800.0}
+    assert rows[("cosformer", 1)] == ("exact", 21.0) and rows[("combiner-fixed", 0)] == ("exact", 40.0)
+    assert "session" not in md and "before" not in md.split("## Exact vs streaming")[1]
 
 
-def test_every_cell_says_which_readout_produced_it(tmp_path):
-    """exact_readout in eval.json, or for older files the rollout description, marks each run; a cell
-    of both kinds says mixed; rows read back from an old runs.csv without the column are judged alike."""
+def test_every_cell_says_which_rollout_produced_it(tmp_path):
+    """Each run is reported by its exact evaluation if it has one, else by its streaming one, labelled
+    approximate in every row and cell; a cell of both kinds says mixed. Format-1 files (exact_readout, or
+    before it only the rollout described) and rows read back from an old runs.csv are judged alike."""
     runs = tmp_path / "runs"
-    sliding = "incremental: sliding window of 60 tokens per layer (streaming: ...)"
-    for seed, (flag, rollout) in enumerate([(False, sliding), (None, sliding), (None, "naive: recompute")]):
-        run = write_run(runs, "softmax", 20, seed, {1800.0: 10.0})
-        record = json.loads((run / "eval.json").read_text())
-        record["results"][0]["rollout"] = rollout
-        if flag is not None:
-            record["exact_readout"] = flag
-        (run / "eval.json").write_text(json.dumps(record))
-    write_run(runs, "cosformer", 1000, 0, {1800.0: 10.0})  # whole episode: exact
+    write_run(runs, "softmax", 20, 0, {1800.0: 10.0}, rollout="streaming")  # streaming only
+    old_flag = write_run(runs, "softmax", 20, 1, {1800.0: 10.0}, rollout="streaming")
+    as_format1(old_flag / "eval-streaming.json", exact_readout=False, late=True)
+    (old_flag / "eval-streaming.json").rename(old_flag / "eval.json")  # format 1's eval.json: streaming
+    old_text = write_run(runs, "softmax", 20, 2, {1800.0: 10.0})
+    as_format1(old_text / "eval.json", late=True)  # no exact_readout: described "naive: ...", so exact
+    (old_text / "eval.json").rename(old_text / "eval-naive.json")
+    write_run(runs, "cosformer", 1000, 0, {1800.0: 10.0})
     rep = build_report([runs], tmp_path / "report", reference_fn=None, plots=False)
-    rows = {(r["attention"], r["seed"]): r["readout"] for r in _read_rows(rep.files["runs_csv"])}
-    assert rows == {("softmax", 0): "streaming", ("softmax", 1): "streaming", ("softmax", 2): "exact",
+    rows = {(r["attention"], r["seed"]): r["rollout"] for r in _read_rows(rep.files["runs_csv"])}
+    approx = "streaming (approximate)"
+    assert rows == {("softmax", 0): approx, ("softmax", 1): approx, ("softmax", 2): "exact",
                     ("cosformer", 0): "exact"}
     with open(rep.files["cells_csv"]) as f:
-        assert {r["attention"]: r["readout"] for r in csv.DictReader(f)} == {"softmax": "mixed", "cosformer": "exact"}
+        assert {r["attention"]: r["rollout"] for r in csv.DictReader(f)} == {"softmax": "mixed", "cosformer": "exact"}
     assert "| 3 | mixed | 10.0 ± 0.0 |" in rep.markdown
+    # a runs.csv of format 1's report: rollout described the method, readout said exact or streaming
     old = tmp_path / "old_runs.csv"
-    lines = rep.files["runs_csv"].read_text().splitlines()
-    header = lines[0].split(",")
-    col = header.index("readout")
-    old.write_text("\n".join(",".join(f for i, f in enumerate(line.split(",")) if i != col) for line in lines) + "\n")
-    assert "readout" not in old.read_text().splitlines()[0]
-    assert {(r["attention"], r["seed"]): r["readout"] for r in _read_rows(old)} == rows
+    with open(rep.files["runs_csv"]) as f:
+        table = list(csv.DictReader(f))
+    with open(old, "w", newline="") as f:
+        writer = csv.DictWriter(f, [c for c in table[0] if c != "method"] + ["readout"], extrasaction="ignore")
+        writer.writeheader()
+        for r in table:
+            exact = r["rollout"] == "exact"
+            writer.writerow({**r, "rollout": "naive: recompute the last 20 steps" if exact else "incremental: ...",
+                             "readout": "exact" if exact else "streaming"})
+    again = _read_rows(old)
+    assert {(r["attention"], r["seed"]): r["rollout"] for r in again} == rows
+    assert {r["method"] for r in again} == {"naive: recompute the last 20 steps", "incremental: ..."}
 
 
-def test_report_without_exact_readouts_has_no_comparison(tmp_path):
+def test_report_without_streaming_evaluations_has_no_comparison(tmp_path):
     make_sweep(tmp_path / "runs")
     rep = build_report([tmp_path / "runs"], tmp_path / "report", reference_fn=None, plots=False)
-    assert "readouts_csv" not in rep.files and not (tmp_path / "report" / "readouts.csv").exists()
-    assert "Streaming vs exact" not in rep.markdown
+    assert "rollouts_csv" not in rep.files and not (tmp_path / "report" / "rollouts.csv").exists()
+    assert "Exact vs streaming" not in rep.markdown
 
 
-def _write_periodic(run: Path, step: int, scores: dict[float, float], episodes: int = 2, eval_seed: int = 1000) -> None:
-    """evals/step-N.json as `--eval-every` writes it (the eval.json schema at an earlier step)."""
-    ev = json.loads((run / "eval.json").read_text())
+def _write_periodic(run: Path, step: int, scores: dict[float, float], episodes: int = 2, eval_seed: int = 1000,
+                    final: str = "eval.json") -> Path:
+    """evals/step-N.json as `--eval-every` writes it (the final evaluation ``final`` at an earlier step:
+    evals/step-N-streaming.json for eval-streaming.json)."""
+    ev = json.loads((run / final).read_text())
     ev["train_steps"], ev["eval_seed"] = step, eval_seed
     ev["results"] = [{**r, "episodes": episodes, "normalized_mean": scores[r["target"]]} for r in ev["results"]]
     (run / "evals").mkdir(exist_ok=True)
-    (run / "evals" / f"step-{step:07d}.json").write_text(json.dumps(ev))
+    path = run / "evals" / f"step-{step:07d}{Path(final).stem.removeprefix('eval')}.json"
+    path.write_text(json.dumps(ev))
+    return path
 
 
 def test_report_builds_learning_curves_from_evaluations_during_training(tmp_path):
@@ -407,7 +458,7 @@ def test_report_builds_learning_curves_from_evaluations_during_training(tmp_path
             _write_periodic(run, step, {1800.0: 10.0 * seed + step / 100, 3600.0: 1.0})
     _write_periodic(run, 50, {1800.0: 99.0, 3600.0: 99.0}, eval_seed=7)  # other environment seeds: left out
     _write_periodic(run, 150, {1800.0: 99.0, 3600.0: 99.0}, episodes=5)  # other episode count: left out
-    _write_periodic(run, 300, {1800.0: 99.0, 3600.0: 99.0})  # eval.json's step: eval.json counts
+    _write_periodic(run, 300, {1800.0: 99.0, 3600.0: 99.0})  # the final evaluation's step: it counts
     write_run(runs, "softmax", 20, 0, {1800.0: 40.0, 3600.0: 4.0}, steps=300)  # no evals/: no curve
 
     report = build_report([runs], tmp_path / "out", reference_fn=fake_reference)
@@ -425,46 +476,52 @@ def test_report_builds_learning_curves_from_evaluations_during_training(tmp_path
     assert "| hopper-medium-standin | full | cosformer | 20 | 64 | 300 | 1800 | 6.0 ± 5.0 | 7.0 ± 5.0 | 50.5 ± 0.5 |" in md
     assert f"not in a learning curve: {run / 'evals' / 'step-0000050.json'}: environment seed 7" in md
     assert f"not in a learning curve: {run / 'evals' / 'step-0000150.json'}: target 1800: 5 episodes" in md
-    assert f"not in a learning curve: {run / 'evals' / 'step-0000300.json'}: step 300 is eval.json's" in md
+    assert (f"not in a learning curve: {run / 'evals' / 'step-0000300.json'}: step 300 is the final evaluation's"
+            in md)
     assert report.files["curves_png"].read_bytes().startswith(PNG_MAGIC)
 
 
-def _mark_streaming(run: Path) -> None:
-    ev = json.loads((run / "eval.json").read_text())
-    ev["exact_readout"] = False
-    for r in ev["results"]:
-        r["rollout"] = "incremental: sliding window of 60 tokens per layer"
-    (run / "eval.json").write_text(json.dumps(ev))
-
-
-def test_exact_readouts_during_training_make_their_own_curves(tmp_path):
-    """--eval-exact runs hold evals/step-N-naive.json and eval-naive.json: the streaming curves leave them
-    out, the exact curves use them, and runs whose own readout is exact (K >= the episode) join both."""
+def test_each_rollout_makes_its_own_curves(tmp_path):
+    """Runs evaluated with both rollouts during training give exact curves (curves.csv) and streaming ones
+    (curves_streaming.csv), each ending at its own final evaluation; a run whose K holds the episode is exact
+    whatever it was asked, and a format-1 run (streaming eval.json and evals/step-N.json, exact
+    eval-naive.json and evals/step-N-naive.json) joins both."""
     runs = tmp_path / "runs"
     for seed in range(2):
-        run = write_run(runs, "cosformer", 20, seed, {1800.0: 50.0 + seed}, steps=300)
-        _mark_streaming(run)
-        write_naive(run, {1800.0: 60.0 + seed}, exact_readout=True)
+        run = write_run(runs, "cosformer", 20, seed, {1800.0: 60.0 + seed}, steps=300)
+        write_streaming(run, {1800.0: 50.0 + seed})
         for step in (100, 200):
-            _write_periodic(run, step, {1800.0: step / 100})
-            naive = run / "evals" / f"step-{step:07d}.json"
-            ev = json.loads(naive.read_text())
-            ev["exact_readout"] = True
-            ev["results"][0]["normalized_mean"] = 20.0 + step / 100 + seed
-            (run / "evals" / f"step-{step:07d}-naive.json").write_text(json.dumps(ev))
-    whole = write_run(runs, "softmax", 1000, 0, {1800.0: 40.0}, steps=300)  # exact by itself
+            _write_periodic(run, step, {1800.0: 20.0 + step / 100 + seed})
+            _write_periodic(run, step, {1800.0: step / 100}, final="eval-streaming.json")
+    whole = write_run(runs, "softmax", 1000, 0, {1800.0: 40.0}, steps=300)
     _write_periodic(whole, 100, {1800.0: 30.0})
+    old = write_run(runs, "combiner-fixed", 20, 0, {1800.0: 70.0}, steps=300)
+    write_streaming(old, {1800.0: 65.0})
+    for step in (100,):
+        exact, streaming = (_write_periodic(old, step, {1800.0: 7.0}),
+                            _write_periodic(old, step, {1800.0: 6.0}, final="eval-streaming.json"))
+        as_format1(exact)
+        as_format1(streaming)
+        exact.rename(exact.with_name(f"step-{step:07d}-naive.json"))
+        streaming.rename(streaming.with_name(f"step-{step:07d}.json"))
+    as_format1(old / "eval.json")
+    as_format1(old / "eval-streaming.json", exact_readout=False)
+    (old / "eval.json").rename(old / "eval-naive.json")
+    (old / "eval-streaming.json").rename(old / "eval.json")
     report = build_report([runs], tmp_path / "out", reference_fn=None, plots=False)
 
     def curve(kind):
         with open(report.files[kind]) as fh:
             return {(r["attention"], int(r["step"])): float(r["normalized_mean"]) for r in csv.DictReader(fh)}
 
-    assert curve("curves_csv") == {("cosformer", 100): 1.0, ("cosformer", 200): 2.0, ("cosformer", 300): 50.5,
-                                   ("softmax", 100): 30.0, ("softmax", 300): 40.0}
-    assert curve("curves_exact_csv") == {("cosformer", 100): 21.5, ("cosformer", 200): 22.5,
-                                         ("cosformer", 300): 60.5, ("softmax", 100): 30.0, ("softmax", 300): 40.0}
-    assert "## Learning curves, exact readout (`--eval-exact`)" in report.markdown
+    assert curve("curves_csv") == {("cosformer", 100): 21.5, ("cosformer", 200): 22.5, ("cosformer", 300): 60.5,
+                                   ("softmax", 100): 30.0, ("softmax", 300): 40.0,
+                                   ("combiner-fixed", 100): 7.0, ("combiner-fixed", 300): 70.0}
+    assert curve("curves_streaming_csv") == {("cosformer", 100): 1.0, ("cosformer", 200): 2.0,
+                                             ("cosformer", 300): 50.5, ("combiner-fixed", 100): 6.0,
+                                             ("combiner-fixed", 300): 65.0}
+    assert "## Learning curves (evaluations during training)\n" in report.markdown
+    assert "## Learning curves (evaluations during training), streaming (approximate) rollout" in report.markdown
 
 
 def test_report_without_evaluations_during_training_has_no_curves(tmp_path):
@@ -474,32 +531,44 @@ def test_report_without_evaluations_during_training_has_no_curves(tmp_path):
 
 
 def test_relu_and_gelu_runs_are_separate_cells_and_labelled(tmp_path):
-    """A run saved before the activation field (GELU) and a ReLU run of the same grid point are not averaged."""
-    write_run(tmp_path / "old", "softmax", 20, 0, {1800.0: 10.0})  # no activation anywhere: a GELU run
-    new = write_run(tmp_path / "new", "softmax", 20, 1, {1800.0: 30.0})
-    ev = json.loads((new / "eval.json").read_text())
-    (new / "eval.json").write_text(json.dumps({**ev, "activation": "relu"}))
+    """A format-1 run saved before the activation field (GELU) and a ReLU run of the same grid point are not
+    averaged; nor are runs of different initializations."""
+    old = write_run(tmp_path / "old", "softmax", 20, 0, {1800.0: 10.0})
+    as_format1(old / "eval.json")  # no activation anywhere: a GELU run, and PyTorch's initialization
+    write_run(tmp_path / "new", "softmax", 20, 1, {1800.0: 30.0})
     report = build_report([tmp_path / "old", tmp_path / "new"], tmp_path / "out", reference_fn=None, plots=False)
     with open(report.files["cells_csv"]) as f:
         cells = {r["activation"]: r for r in csv.DictReader(f)}
     assert set(cells) == {"gelu", "relu"}
     assert cells["gelu"]["seeds"] == "1" and float(cells["gelu"]["normalized_mean"]) == 10.0
-    assert cells["relu"]["label"] == "softmax relu" and float(cells["relu"]["normalized_mean"]) == 30.0
-    assert "| softmax gelu | 20 | 1800 |" in report.markdown
+    assert cells["gelu"]["init"] == "torch-default" and cells["relu"]["init"] == "normal"
+    assert cells["relu"]["label"] == "softmax relu init normal" and float(cells["relu"]["normalized_mean"]) == 30.0
+    assert "| softmax gelu init torch-default | 20 | 1800 |" in report.markdown
 
 
-def test_lines_by_targets_also_labels_readouts_and_learning_curves(tmp_path):
+def test_runs_of_different_initializations_are_separate_cells(tmp_path):
+    for seed, (init, std) in enumerate([("normal", 0.02), ("torch-default", 0.02), ("normal", 0.05)]):
+        run = write_run(tmp_path, "cosformer", 20, seed, {1800.0: 10.0 * seed})
+        record = json.loads((run / "eval.json").read_text())
+        (run / "eval.json").write_text(json.dumps({**record, "init": init, "init_std": std}))
+    cells = summarize([r for d in find_runs([tmp_path])[0] for r in load_run(d)])
+    assert sorted((c["init"], c["label"], c["seeds"]) for c in cells) == [
+        ("normal", "cosformer init normal", 1), ("normal std 0.05", "cosformer init normal std 0.05", 1),
+        ("torch-default", "cosformer init torch-default", 1)]
+
+
+def test_lines_by_targets_also_labels_rollouts_and_learning_curves(tmp_path):
     runs = tmp_path / "runs"
     for K, batch, targets in ((5, 128, 640.0), (20, 32, 634.0)):
         for seed in range(2):
             run = write_run(runs, "cosformer", K, seed, {1800.0: 20.0 + seed}, batch_size=batch,
                             targets_per_step=targets, steps=300)
-            write_naive(run, {1800.0: 21.0 + seed})
+            write_streaming(run, {1800.0: 21.0 + seed})
             for step in (100, 200):
                 _write_periodic(run, step, {1800.0: step / 10})
     rep = build_report([runs], tmp_path / "report", reference_fn=None, plots=False, lines_by="targets")
-    readouts = rep.markdown.split("## Streaming vs exact readout")[1]
-    assert "| full | cosformer ~640 targets/step | 5 | 128 |" in readouts
-    assert "| full | cosformer ~640 targets/step | 20 | 32 |" in readouts
+    compared = rep.markdown.split("## Exact vs streaming (approximate) rollout")[1]
+    assert "| full | cosformer ~640 targets/step | 5 | 128 |" in compared
+    assert "| full | cosformer ~640 targets/step | 20 | 32 |" in compared
     assert "cosformer ~640 targets/step K=5" in rep.markdown and "cosformer ~640 targets/step K=20" in rep.markdown
     assert "batch 128" not in rep.markdown

@@ -27,7 +27,7 @@ def fake_train(cfg: TrainConfig, progress: bool = True) -> dict:
     print("training output goes to the cell's log")
     if cfg.attention == "broken":
         raise RuntimeError("this attention always diverges")
-    (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    (run / "config.json").write_text(json.dumps({"format": 2, **dataclasses.asdict(cfg)}))
     (run / "checkpoint.pt").write_bytes(b"ckpt")
     summary = {"steps": cfg.steps, "train_time_s": 1.0, "steps_per_s": float(cfg.steps), "tokens_per_step": 1,
                "targets_per_step": float(cfg.batch_size * cfg.context),
@@ -35,13 +35,15 @@ def fake_train(cfg: TrainConfig, progress: bool = True) -> dict:
                "env_id": "Hopper-v4", "observe": cfg.observe}
     (run / "train_summary.json").write_text(json.dumps(summary))
     score = 10.0 * cfg.context + cfg.seed
-    result = {"schema": "dt-attn/eval/1", "dataset": cfg.dataset, "dataset_label": cfg.dataset, "env_id": "Hopper-v4",
+    result = {"format": 2, "dataset": cfg.dataset, "dataset_label": cfg.dataset, "env_id": "Hopper-v4",
               "observe": cfg.observe, "attention": cfg.attention, "attention_options": cfg.attention_options,
-              "context": cfg.context, "train_seed": cfg.seed, "train_steps": cfg.steps, "eval_seed": 1000,
+              "activation": cfg.activation, "init": cfg.init, "init_std": cfg.init_std, "context": cfg.context,
+              "train_seed": cfg.seed, "train_precision": cfg.precision, "train_steps": cfg.steps, "eval_seed": 1000,
+              "rollout": cfg.rollout, "method": f"{cfg.rollout}: ...", "eval_config": {"rollout": cfg.rollout},
               "results": [{"target": 1800.0, "episodes": cfg.eval_episodes, "return_mean": score, "return_std": 0.0,
                            "normalized_mean": score, "normalized_std": 0.0, "length_mean": 10.0,
-                           "wall_time_s": 1.0, "env_steps_per_s": 100.0, "rollout": "incremental"}]}
-    (run / "eval.json").write_text(json.dumps(result))
+                           "wall_time_s": 1.0, "env_steps_per_s": 100.0}]}
+    (run / ("eval.json" if cfg.rollout == "exact" else "eval-streaming.json")).write_text(json.dumps(result))
     return {"train": summary, "run_dir": str(run), "eval": result}
 
 
@@ -292,16 +294,20 @@ def test_real_tiny_sweep_skips_and_resumes(tmp_path, capsys):
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 6
     assert json.loads((run / "eval.json").read_text())["train_steps"] == 6
     assert "(resume=True)" in (run / "sweep.log").read_text()
-    # The exact readout beside the streaming one: evaluated for the finished cell, not retrained.
-    assert not json.loads((run / "eval.json").read_text())["exact_readout"]
-    exact = dataclasses.replace(longer, eval_exact=True)
-    assert [c.status for c in expand_grid(exact)] == ["evaluate"]
-    assert run_sweep(exact, reference_fn=None, progress=False) == 0
-    naive = json.loads((run / "eval-naive.json").read_text())
-    assert naive["exact_readout"] and naive["eval_config"]["naive"] and naive["train_steps"] == 6
-    assert naive["results"][0]["rollout"] == "naive: recompute the last 2 steps"
-    assert [c.status for c in expand_grid(exact)] == ["done"]
-    assert "(exact " in capsys.readouterr().out
+    # Exact by default; a streaming evaluation, when asked, is evaluated for the finished cell, not retrained,
+    # into eval-streaming.json beside the exact eval.json, and printed as approximate.
+    assert json.loads((run / "eval.json").read_text())["rollout"] == "exact"
+    streaming = dataclasses.replace(longer, rollout="streaming")
+    assert [c.status for c in expand_grid(streaming)] == ["evaluate"]
+    capsys.readouterr()
+    assert run_sweep(streaming, reference_fn=None, progress=False) == 0
+    approx = json.loads((run / "eval-streaming.json").read_text())
+    assert approx["rollout"] == "streaming" and approx["eval_config"]["rollout"] == "streaming"
+    assert approx["train_steps"] == 6 and json.loads((run / "eval.json").read_text())["rollout"] == "exact"
+    assert approx["method"].startswith("streaming (approximate): sliding window of 5 tokens per layer")
+    assert [c.status for c in expand_grid(streaming)] == ["done"]
+    assert "(streaming (approximate))" in capsys.readouterr().out
+    assert [c.status for c in expand_grid(longer)] == ["done"]
 
 
 def _alive(pid: int) -> bool:
@@ -357,11 +363,11 @@ def test_estimate_counts_training_only_for_cells_that_train(tmp_path):
     probe = {("softmax", 5): {"train_s_per_step": 1.0, "eval_s": 30.0}}
     # new + resume train 60 s each; new, resume and evaluate each evaluate for 30 s; done costs nothing
     assert "3 cell(s) to run: training 2.0 min + evaluation 1.5 min = 3.5 min" in sweep.format_estimate(cfg, cells, probe)
-    # an evaluation at step 30 of 60 besides the final one, and an exact readout (+30 s) beside each
-    probe[("softmax", 5)].update(exact_eval_s=30.0, eval_ms_per_env_step=0.5, exact_eval_ms_per_env_step=2.0)
-    text = sweep.format_estimate(dataclasses.replace(cfg, eval_every=30, eval_exact=True), cells, probe)
-    # new and resume: 2 evaluations x 60 s each; evaluate: 1 x 60 s
-    assert "training 2.0 min + evaluation 5.0 min = 0.12 h" in text and "eval 0.50 ms/env step (+ exact 2.00)" in text
+    # an evaluation at step 30 of 60 besides the final one
+    probe[("softmax", 5)].update(eval_ms_per_env_step=0.5)
+    text = sweep.format_estimate(dataclasses.replace(cfg, eval_every=30), cells, probe)
+    # new and resume: 2 evaluations x 30 s each; evaluate: 1 x 30 s
+    assert "training 2.0 min + evaluation 2.5 min = 4.5 min" in text and "eval 0.50 ms/env step" in text
 
 
 def test_cell_output_reaches_its_log_as_it_is_printed(tmp_path):

@@ -11,6 +11,8 @@ Shapes (all mechanisms):
   the base class loops, a mechanism may override it with a batched form. n = 0 is a no-op.
 * Empty inputs are fine: batch 0, 0 tokens in the parallel form or 0 new tokens in ``step_many``
   return correctly shaped empty outputs.
+* ``forward_last`` is the parallel form's output at the last token alone (batch, heads, 1, value_dim);
+  the base class slices ``forward``, a mechanism may override it with a cheaper form.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Attention(nn.Module):
 
     #: registry name, set by ``register``
     name: str = ""
+    #: whether ``forward_last`` reads only the last query (the others may be left out)
+    last_query_only: bool = False
 
     def forward(
         self,
@@ -38,6 +42,11 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """Parallel causal attention over all tokens; returns (batch, heads, tokens, value_dim)."""
         raise NotImplementedError
+
+    def forward_last(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The causal output of the last token alone, (batch, heads, 1, value_dim): ``forward(q, k, v)[:, :, -1:]``.
+        With ``last_query_only``, q may hold the last query alone (batch, heads, 1, head_dim)."""
+        return self.forward(q, k, v)[:, :, -1:]
 
     def init_state(
         self,

@@ -90,6 +90,19 @@ class CosformerAttention(Attention):
             pad_mask=pad_mask,
         )
 
+    last_query_only = True
+
+    def forward_last(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The last query's weighted average over every key it sees: O(tokens * (d + dv)) per head."""
+        T = k.shape[2]
+        if self.window is not None and self.window < T:
+            k, v = k[:, :, -self.window :], v[:, :, -self.window :]
+        check_distance(k.shape[2] - 1, self.max_distance)
+        distance = torch.arange(k.shape[2] - 1, -1, -1, device=q.device)
+        weights = distance_weights(distance, distance >= 0, self.max_distance, q.dtype)
+        w = torch.matmul(torch.relu(q[:, :, -1:]), torch.relu(k).transpose(-1, -2)).mul_(weights)
+        return torch.matmul(w, v) / w.sum(-1, keepdim=True).clamp_min(self.eps)
+
     def init_state(
         self,
         batch: int,

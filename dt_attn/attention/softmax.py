@@ -65,6 +65,14 @@ class SoftmaxAttention(Attention):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return torch.where(pad_tok, 0.0, out)
 
+    last_query_only = True
+
+    def forward_last(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The last query against every key (all of them within its causal window)."""
+        if self.window is not None and self.window < k.shape[2]:
+            k, v = k[:, :, -self.window :], v[:, :, -self.window :]
+        return F.scaled_dot_product_attention(q[:, :, -1:], k, v)
+
     def init_state(
         self,
         batch: int,

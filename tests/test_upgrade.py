@@ -1,0 +1,179 @@
+"""Run folders of older formats (tests/data/run-format1, written by dt-attn's format-1 train command) load,
+evaluate, resume and report as the current format, through agents.upgrade alone."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.checkpoint import load_checkpoint
+from agents.config import EvalConfig, TrainConfig, config_differences
+from agents.evaluation import evaluate, load_policy
+from agents.upgrade import (
+    FORMAT,
+    final_evaluations,
+    periodic_evaluations,
+    read_run_config,
+    upgrade_checkpoint,
+    upgrade_evaluation,
+    upgrade_run_config,
+)
+
+FIXTURE = Path(__file__).parent / "data" / "run-format1"
+
+
+@pytest.fixture
+def old_run(tmp_path) -> Path:
+    """A copy of the format-1 run folder, its checkpoint unpacked."""
+    run = tmp_path / "run-format1"
+    shutil.copytree(FIXTURE, run)
+    with gzip.open(run / "checkpoint.pt.gz") as src, open(run / "checkpoint.pt", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    (run / "checkpoint.pt.gz").unlink()
+    return run
+
+
+def _saved(run: Path, name: str) -> dict:
+    return json.loads((run / name).read_text())
+
+
+def test_format1_checkpoint_and_config_load_as_the_current_format(old_run):
+    payload = load_checkpoint(old_run)
+    assert payload["format"] == FORMAT == 2
+    config = payload["config"]
+    assert config["rollout"] == "streaming" and "eval_exact" not in config  # format 1's evaluations streamed
+    assert read_run_config(old_run / "config.json") == config
+    model = load_policy(payload)
+    assert (model.cfg.context, model.cfg.n_layers, model.cfg.activation, model.cfg.init) == (4, 2, "relu", "normal")
+    # resuming it compares the saved config through the upgrade: the same settings match, the rollout may change
+    now = TrainConfig(**{k: v for k, v in config.items() if k != "rollout"})
+    assert config_differences(config, now) == []
+    assert config_differences(config, dataclasses.replace(now, n_layers=3)) == ["n_layers (saved 2, now 3)"]
+
+
+def test_format1_resume_continues_from_the_old_checkpoint(old_run, monkeypatch):
+    from agents.trainer import Trainer
+
+    monkeypatch.chdir(old_run.parent)  # the run was trained from its parent folder: run_dir "run-format1"
+    saved = read_run_config(old_run / "config.json")
+    trainer = Trainer(TrainConfig(**{**saved, "steps": 5, "resume": True, "eval_episodes": 0, "rollout": "exact"}),
+                      progress=False)
+    assert trainer.step == 4
+    trainer.train()
+    assert load_checkpoint(old_run)["step"] == 5 and _saved(old_run, "config.json")["format"] == FORMAT
+    assert _saved(old_run, "config.json")["rollout"] == "exact"
+
+
+def test_format1_run_evaluates_exactly_as_its_exact_file_says(old_run):
+    """The default evaluation of a format-1 run is exact and reproduces the returns its eval-naive.json holds
+    (the same function, on the same environment seeds); the streaming one reproduces its eval.json. Written
+    over eval.json, the exact evaluation moves the streaming one aside to eval-streaming.json."""
+    old_exact, old_streaming = _saved(old_run, "eval-naive.json"), _saved(old_run, "eval.json")
+    stamped = evaluate(EvalConfig(checkpoint=str(old_run), episodes=2, envs=2), progress=False, print_table=False)
+    assert stamped["rollout"] == "exact" and stamped["results"][0]["target"] == 1800.0
+    np.testing.assert_allclose(stamped["results"][0]["returns"], old_exact["results"][0]["returns"], rtol=1e-6)
+    assert _saved(old_run, "eval.json") == old_streaming  # an existing eval.json is never overwritten by default
+    assert len(list(old_run.glob("eval-2*.json"))) == 1
+
+    streaming = evaluate(EvalConfig(checkpoint=str(old_run), episodes=2, envs=2, rollout="streaming",
+                                    output=str(old_run / "again-streaming.json")), progress=False, print_table=False)
+    np.testing.assert_allclose(streaming["results"][0]["returns"], old_streaming["results"][0]["returns"], rtol=1e-6)
+
+    evaluate(EvalConfig(checkpoint=str(old_run), episodes=2, envs=2, output=str(old_run / "eval.json")),
+             progress=False, print_table=False)
+    assert _saved(old_run, "eval.json")["rollout"] == "exact"
+    assert _saved(old_run, "eval-streaming.json") == old_streaming  # kept, under its rollout's name
+    found = final_evaluations(old_run)
+    assert found["exact"][0].name in ("eval.json", "eval-naive.json") and found["streaming"][0].name == (
+        "eval-streaming.json")
+
+
+def test_format1_run_reports_both_rollouts_and_both_curves(old_run):
+    from experiments.report import build_report
+
+    streaming = _saved(old_run, "eval.json")  # its score set apart, so that a figure tells where it came from
+    streaming["results"][0]["normalized_mean"] += 10.0
+    (old_run / "eval.json").write_text(json.dumps(streaming))
+    rep = build_report([old_run], old_run.parent / "report", reference_fn=None, plots=False)
+    with open(rep.files["runs_csv"]) as f:
+        (row,) = list(csv.DictReader(f))
+    exact = _saved(old_run, "eval-naive.json")
+    assert row["rollout"] == "exact" and row["method"] == "exact: the last 4 steps re-run every step"
+    assert float(row["normalized_mean"]) == pytest.approx(exact["results"][0]["normalized_mean"], rel=1e-5)
+    assert (row["activation"], row["init"], row["precision"], row["K"]) == ("relu", "normal", "fp32", "4")
+    with open(rep.files["rollout_pairs_csv"]) as f:
+        (pair,) = list(csv.DictReader(f))
+    assert float(pair["exact"]) == pytest.approx(exact["results"][0]["normalized_mean"], rel=1e-5)
+    assert float(pair["streaming"]) == pytest.approx(streaming["results"][0]["normalized_mean"], rel=1e-5)
+    assert float(pair["exact_minus_streaming"]) == pytest.approx(-10.0, rel=1e-5)
+    with open(rep.files["curves_csv"]) as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
+    with open(rep.files["curves_streaming_csv"]) as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
+    assert "| exact |" in rep.markdown and "streaming (approximate)" in rep.markdown
+    assert sorted(periodic_evaluations(old_run)) == ["exact", "streaming"]
+
+
+def test_format1_run_counts_as_evaluated_for_a_sweep(old_run):
+    from experiments.sweep_context import cell_status
+
+    for rollout in ("exact", "streaming"):
+        assert cell_status(old_run, 4, 2, [1800.0], rollout) == "done"
+    assert cell_status(old_run, 4, 3, [1800.0], "exact") == "evaluate"
+
+
+def test_format1_evaluation_records_upgrade_field_by_field():
+    old = {"schema": "dt-attn/eval/1", "eval_config": {"naive": False, "seed": 3},
+           "results": [{"target": 1.0, "rollout": "incremental: sliding window of 59 tokens per layer (streaming: "
+                                                  "...; --naive is exact)"}, {"target": 2.0, "rollout": "x"}]}
+    new = upgrade_evaluation(old)
+    assert new["format"] == 2 and "schema" not in new and new["rollout"] == "streaming"
+    assert new["method"] == "streaming (approximate): sliding window of 59 tokens per layer"
+    assert new["eval_config"] == {"rollout": "streaming", "seed": 3}
+    assert all("rollout" not in r for r in new["results"])
+    assert (new["activation"], new["init"], new["init_std"], new["train_precision"]) == (
+        "gelu", "torch-default", 0.02, "fp32")  # what format-1 runs without the fields used
+    described = {"naive: recompute the last 20 steps": ("exact", "exact: the last 20 steps re-run every step"),
+                 "naive (combiner-logsparse has no window option): recompute the last 20 steps":
+                     ("exact", ("exact: the last 20 steps re-run every step (combiner-logsparse has no window "
+                                "option to stream with)")),
+                 "incremental: whole episode": ("exact", "exact: incremental state over the whole episode")}
+    for text, (rollout, method) in described.items():
+        new = upgrade_evaluation({"results": [{"rollout": text}]})
+        assert (new["rollout"], new["method"]) == (rollout, method)
+    flagged = upgrade_evaluation({"exact_readout": True, "activation": "relu", "eval_config": {"naive": True},
+                                  "results": [{"rollout": "incremental: whole episode"}]})
+    assert flagged["rollout"] == "exact" and flagged["activation"] == "relu" and "exact_readout" not in flagged
+    current = {"format": 2, "rollout": "exact", "results": []}
+    assert upgrade_evaluation(current) is current
+
+
+def test_format1_configs_and_checkpoints_upgrade_and_newer_formats_are_refused():
+    old = {"dataset": "default", "eval_exact": True}
+    assert upgrade_run_config(old) == {"dataset": "default", "activation": "gelu", "init": "torch-default",
+                                       "init_std": 0.02, "precision": "fp32", "rollout": "streaming"}
+    assert upgrade_run_config({"format": 2, "dataset": "d"}) == {"dataset": "d"}
+    payload = {"format": "dt-attn/checkpoint/1", "model_config": {"n_layers": 1}, "config": {"seed": 0}}
+    up = upgrade_checkpoint(payload)
+    assert up["format"] == 2 and up["model_config"]["activation"] == "gelu" and up["config"]["rollout"] == "streaming"
+    assert payload["format"] == "dt-attn/checkpoint/1"  # the caller's dict is left alone
+    with pytest.raises(ValueError, match="format 3, newer than this dt-attn reads"):
+        upgrade_evaluation({"format": 3})
+    with pytest.raises(ValueError, match="unknown format 'dt-attn/checkpoint/9'"):
+        upgrade_checkpoint({"format": "dt-attn/checkpoint/9"})
+
+
+def test_a_saved_config_json_is_a_valid_config_file(tmp_path):
+    """`--config RUN_DIR/config.json` reads a saved training config, its format key included."""
+    from experiments.config import config_from_dict
+
+    cfg = TrainConfig(context=7, rollout="streaming")
+    assert config_from_dict(TrainConfig, {"format": FORMAT, **dataclasses.asdict(cfg)}) == cfg
+    assert config_from_dict(EvalConfig, {"format": FORMAT, "episodes": 3}).episodes == 3
