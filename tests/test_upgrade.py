@@ -63,7 +63,8 @@ def test_format1_resume_continues_from_the_old_checkpoint(old_run, monkeypatch):
 
     monkeypatch.chdir(old_run.parent)  # the run was trained from its parent folder: run_dir "run-format1"
     saved = read_run_config(old_run / "config.json")
-    trainer = Trainer(TrainConfig(**{**saved, "steps": 5, "resume": True, "eval_episodes": 0, "rollout": "exact"}),
+    trainer = Trainer(TrainConfig(**{**saved, "steps": 5, "resume": True, "eval_episodes": 0, "eval_every": 0,
+                                      "rollout": "exact"}),
                       progress=False)
     assert trainer.step == 4
     trainer.train()
@@ -158,7 +159,8 @@ def test_format1_evaluation_records_upgrade_field_by_field():
 def test_format1_configs_and_checkpoints_upgrade_and_newer_formats_are_refused():
     old = {"dataset": "default", "eval_exact": True}
     assert upgrade_run_config(old) == {"dataset": "default", "activation": "gelu", "init": "torch-default",
-                                       "init_std": 0.02, "precision": "fp32", "rollout": "streaming"}
+                                       "init_std": 0.02, "precision": "fp32", "split_long_episodes": False,
+                                       "rollout": "streaming"}
     assert upgrade_run_config({"format": 2, "dataset": "d"}) == {"dataset": "d"}
     payload = {"format": "dt-attn/checkpoint/1", "model_config": {"n_layers": 1}, "config": {"seed": 0}}
     up = upgrade_checkpoint(payload)
