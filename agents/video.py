@@ -120,6 +120,9 @@ def _atomic_video(path: Path, fps: float) -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # a video is for sharing: the permissions of a plainly created file, not 0600
     try:
         writer = _open_writer(tmp, fps)
         try:

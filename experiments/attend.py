@@ -2,12 +2,12 @@
 
 Each run's policy is rolled out exactly (the model re-run on the last K steps every step, batched over
 environments). At every step, the q and k each block's attention computed are captured and turned into
-that mechanism's attention weights (``dt_attn.attention_weights``: softmax's probabilities, cosFormer's
+that mechanism's attention weights (dt_attn.attention_weights: softmax's probabilities, cosFormer's
 normalized re-weighted products, Combiner's implied rows); the row of the newest state token s_t is
 summed by lag, the steps back from the newest step: R_t and s_t are lag 0, a_{t-1}, R_{t-1}, s_{t-1}
 lag 1, and so on up to K - 1. Per layer and head, the mass per lag is averaged over the steps of live
-episodes; with ``--windows full`` (default) only steps whose window holds K real steps count, with
-``--windows all`` every step does (early steps put no mass on lags they cannot see, so each averaged
+episodes; with `--windows full` (default) only steps whose window holds K real steps count, with
+`--windows all` every step does (early steps put no mass on lags they cannot see, so each averaged
 row still sums to 1). Writes RUN/attend.json and RUN/attend.csv per run, and a figure of mass against
 lag per layer, one line per run (attend.png, with attend.csv of every run, in --out).
 """

@@ -85,6 +85,9 @@ def test_mp4_holds_one_frame_per_state_and_replays_evaluations_episode(tmp_path,
     reader.close()
     assert frames[0].shape == (48, 64, 3) and np.ptp(frames[0]) > 0  # a picture, not a blank
     assert not list(tmp_path.glob(".*"))  # no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert result.path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_gif_and_the_video_command(tmp_path, gl, capsys):
@@ -103,9 +106,25 @@ def test_gif_and_the_video_command(tmp_path, gl, capsys):
     # Pillow merges identical consecutive frames into one longer frame: the total duration is what survives
     durations = [iio.immeta(gif, index=i)["duration"] for i in range(iio.improps(gif, index=None).shape[0])]
     assert sum(durations) == frames * 50
+    assert np.ptp(iio.imread(gif, index=0)) > 0
 
     assert cli_main(["video", "--checkpoint", str(run), "--out", str(tmp_path / "ep.avi")]) == 2
     assert "must end in .mp4 or .gif" in capsys.readouterr().err
+
+
+def test_a_failed_recording_keeps_the_previous_file(tmp_path, gl, monkeypatch):
+    path = tmp_path / "ep.mp4"
+    path.write_bytes(b"the previous video")
+
+    class Dies(ExactRollout):
+        def __iter__(self):
+            yield from list(super().__iter__())[:2]
+            raise RuntimeError("policy crashed")
+
+    monkeypatch.setattr(video_mod, "ExactRollout", Dies)
+    with pytest.raises(RuntimeError, match="policy crashed"):
+        record_video(policy(), HOPPER, path, target=1800.0, max_steps=4, width=32, height=32)
+    assert path.read_bytes() == b"the previous video" and [p.name for p in tmp_path.iterdir()] == ["ep.mp4"]
 
 
 def test_missing_offscreen_gl_is_one_line_naming_what_to_install(monkeypatch):
