@@ -94,9 +94,10 @@ def check_video_path(path: str | Path, width: int, height: int) -> Path:
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise VideoError(f"video path {path} must end in {' or '.join(FORMATS)}")
+    even = path.suffix.lower() == ".mp4"  # H.264 stores colour at half resolution
     for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 16 or value % 2:
-            raise VideoError(f"video {name} must be an even int >= 16 (H.264 halves colour resolution), got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 16 or (even and value % 2):
+            raise VideoError(f"video {name} must be an int >= 16{', even for MP4,' if even else ''} got {value!r}")
     return path
 
 

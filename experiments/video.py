@@ -59,8 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1000, help="environment seed (default: 1000, as eval)")
     p.add_argument("--fps", type=float, default=None,
                    help="frames per second (default: real time, the environment's render_fps; at most 50 for a GIF)")
-    p.add_argument("--width", type=int, default=480, help="frame width in pixels (even, default: 480)")
-    p.add_argument("--height", type=int, default=480, help="frame height in pixels (even, default: 480)")
+    p.add_argument("--width", type=int, default=480, help="frame width in pixels (>= 16, even for MP4; default: 480)")
+    p.add_argument("--height", type=int, default=480, help="frame height in pixels (>= 16, even for MP4; default: 480)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.set_defaults(func=_main)
 

@@ -110,6 +110,8 @@ def test_gif_and_the_video_command(tmp_path, gl, capsys):
 
     assert cli_main(["video", "--checkpoint", str(run), "--out", str(tmp_path / "ep.avi")]) == 2
     assert "must end in .mp4 or .gif" in capsys.readouterr().err
+    assert cli_main(["video", "--checkpoint", str(run), "--out", str(tmp_path / "ep.mp4"), "--width", "33"]) == 2
+    assert "video width must be an int >= 16, even for MP4, got 33" in capsys.readouterr().err
 
 
 def test_a_failed_recording_keeps_the_previous_file(tmp_path, gl, monkeypatch):
