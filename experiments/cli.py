@@ -15,6 +15,8 @@ SUBCOMMANDS = {
     "sweep": "experiments.sweep_context",
     "report": "experiments.report",
     "parity": "experiments.parity",
+    "attend": "experiments.attend",
+    "video": "experiments.video",
 }
 
 
