@@ -107,37 +107,42 @@ def _exact(model: DecisionTransformer, n: int, device: torch.device | str) -> St
     return step
 
 
+class Rerun:
+    """The step function of ``rerun_plan``: re-runs the model on the last K steps of each episode, left padded
+    to K at the start. It keeps what it fed the model: normalized ``states`` (n, T, S), ``actions`` (n, T, A)
+    and scaled returns-to-go ``rtg`` (n, T, 1), T the model's episode limit."""
+
+    def __init__(self, model: torch.nn.Module, n: int, device: torch.device | str, last_only: bool = True) -> None:
+        cfg = model.cfg
+        self.model, self.n, self.device, self.last_only, self.context = model, n, device, last_only, cfg.context
+        self.states = torch.zeros(n, cfg.max_ep_len, cfg.state_dim, device=device)
+        self.actions = torch.zeros(n, cfg.max_ep_len, cfg.act_dim, device=device)
+        self.rtg = torch.zeros(n, cfg.max_ep_len, 1, device=device)
+
+    def __call__(self, t: int, s: torch.Tensor, rtg: torch.Tensor) -> torch.Tensor:
+        """a_t (n, A) from the model on steps max(0, t - K + 1) .. t, given s_t (n, S) and R_t (n, 1)."""
+        n, k, device = self.n, self.context, self.device
+        self.states[:, t], self.rtg[:, t] = s, rtg
+        lo = max(0, t + 1 - k)
+        pad = k - (t + 1 - lo)
+        seg = [self.states[:, lo : t + 1], self.actions[:, lo : t + 1], self.rtg[:, lo : t + 1],
+               torch.arange(lo, t + 1, device=device).expand(n, t + 1 - lo)]
+        if pad:  # the episode start: a left-padded segment, as training samples them
+            seg = [torch.cat((x.new_zeros((n, pad) + x.shape[2:]), x), dim=1) for x in seg]
+        mask = torch.arange(k, device=device).expand(n, k) < pad if pad else None
+        action = self.model(*seg, mask, last_only=self.last_only)[:, -1]
+        self.actions[:, t] = action
+        return action
+
+
 def rerun_plan(model: torch.nn.Module, last_only: bool = True) -> RolloutPlan:
     """The exact rollout without reuse, the reference the fast exact path is tested against: every step
-    the model runs on the last K steps of each episode, left padded to K at the start, as training's
-    forward pass. Any model with the Decision Transformer's forward signature and ``cfg`` can be rolled
-    out this way. ``last_only``: only the newest action computed; without it every step's, as the peers'
-    evaluations do."""
-    k, cfg = model.cfg.context, model.cfg
-
-    def start(n: int, device: torch.device | str) -> Step:
-        size = cfg.max_ep_len
-        hist_s = torch.zeros(n, size, cfg.state_dim, device=device)
-        hist_a = torch.zeros(n, size, cfg.act_dim, device=device)
-        hist_r = torch.zeros(n, size, 1, device=device)
-
-        def step(t: int, s: torch.Tensor, rtg: torch.Tensor) -> torch.Tensor:
-            hist_s[:, t], hist_r[:, t] = s, rtg
-            lo = max(0, t + 1 - k)
-            pad = k - (t + 1 - lo)
-            seg = [hist_s[:, lo : t + 1], hist_a[:, lo : t + 1], hist_r[:, lo : t + 1],
-                   torch.arange(lo, t + 1, device=device).expand(n, t + 1 - lo)]
-            if pad:
-                seg = [torch.cat((x.new_zeros((n, pad) + x.shape[2:]), x), dim=1) for x in seg]
-            mask = torch.arange(k, device=device).expand(n, k) < pad if pad else None
-            action = model(*seg, mask, last_only=last_only)[:, -1]
-            hist_a[:, t] = action
-            return action
-
-        return step
-
+    the model runs on the last K steps of each episode, as training's forward pass (``Rerun``). Any model
+    with the Decision Transformer's forward signature and ``cfg`` can be rolled out this way.
+    ``last_only``: only the newest action computed; without it every step's, as the peers' evaluations do."""
     how = "newest action" if last_only else "every action"
-    return RolloutPlan("exact", f"exact: the model re-run on the padded last {k} steps ({how}), no reuse", start)
+    return RolloutPlan("exact", f"exact: the model re-run on the padded last {model.cfg.context} steps ({how}), "
+                                "no reuse", lambda n, device: Rerun(model, n, device, last_only))
 
 
 @torch.inference_mode()

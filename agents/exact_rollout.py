@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.evaluator import Rerun
 from agents.model import DecisionTransformer
 from envs import get_env_spec
 
@@ -96,9 +97,8 @@ class ExactRollout:
         n = self.n = envs.num_envs
         self.mean = torch.as_tensor(state_mean, dtype=torch.float32, device=device)
         self.std = torch.as_tensor(state_std, dtype=torch.float32, device=device)
-        self.states = torch.zeros(n, max_steps, model.cfg.state_dim, device=device)
-        self.actions = torch.zeros(n, max_steps, model.cfg.act_dim, device=device)
-        self.rtg = torch.zeros(n, max_steps, 1, device=device)
+        self._step = Rerun(model, n, device)
+        self.states, self.actions, self.rtg = self._step.states, self._step.actions, self._step.rtg
         self.returns = np.zeros(n)
         self.lengths = np.zeros(n, dtype=int)
         self.done = np.zeros(n, dtype=bool)
@@ -109,21 +109,8 @@ class ExactRollout:
     @torch.inference_mode()
     def act(self) -> torch.Tensor:
         """a_t (n, A) for the current observations, from the model re-run on the last K steps."""
-        t, K, n = self.t, self.context, self.n
-        self.states[:, t] = (torch.as_tensor(self._obs, dtype=torch.float32, device=self.device) - self.mean) / self.std
-        self.rtg[:, t] = self._rtg_now
-        lo = max(0, t + 1 - K)
-        k = t + 1 - lo
-        pad = K - k
-        steps = torch.arange(lo, t + 1, device=self.device).expand(n, k)
-        seg = [self.states[:, lo : t + 1], self.actions[:, lo : t + 1], self.rtg[:, lo : t + 1], steps]
-        mask = None
-        if pad:  # the episode start: a left-padded segment, as training samples them
-            seg = [torch.cat((x.new_zeros((n, pad) + x.shape[2:]), x), dim=1) for x in seg]
-            mask = torch.arange(K, device=self.device).expand(n, K) < pad
-        action = self.model(*seg, mask, last_only=True)[:, -1]
-        self.actions[:, t] = action
-        return action
+        s = (torch.as_tensor(self._obs, dtype=torch.float32, device=self.device) - self.mean) / self.std
+        return self._step(self.t, s, self._rtg_now)
 
     def __iter__(self) -> Iterator[Step]:
         while self.t < self.max_steps and not self.done.all():

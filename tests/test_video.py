@@ -1,6 +1,5 @@
 """Video of an episode: the exact rollout evaluation plays, rendered offscreen, written as MP4 or GIF."""
 
-import inspect
 import os
 
 import numpy as np
@@ -50,11 +49,9 @@ def policy(context: int = 3) -> DecisionTransformer:
 
 def test_exact_rollout_plays_evaluations_exact_episodes():
     model = policy()
-    # the evaluator's exact path: naive=True where that flag exists, its default where it does not
-    exact = {"naive": True} if "naive" in inspect.signature(run_episodes).parameters else {}
-    envs = make_vector_env("Hopper-v4", 2, 5)
-    ref = run_episodes(model, envs, target=1800.0, context=3, state_mean=HOPPER.state_mean,
-                       state_std=HOPPER.state_std, rtg_scale=1000.0, seed=5, max_steps=12, **exact)
+    envs = make_vector_env("Hopper-v4", 2, 5)  # the evaluator's default, the fast exact rollout
+    ref = run_episodes(model, envs, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
+                       rtg_scale=1000.0, seed=5, max_steps=12)
     envs.close()
     envs = make_vector_env("Hopper-v4", 2, 5)
     rollout = ExactRollout(model, envs, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
@@ -63,7 +60,7 @@ def test_exact_rollout_plays_evaluations_exact_episodes():
     envs.close()
     assert [s.window for s in steps[:4]] == [1, 2, 3, 3] and len(steps) == rollout.lengths.max()
     np.testing.assert_array_equal(rollout.lengths, ref.lengths)
-    np.testing.assert_allclose(rollout.returns, ref.returns, rtol=1e-12)
+    np.testing.assert_allclose(rollout.returns, ref.returns, rtol=1e-5)  # float32: reuse reorders sums
 
 
 def test_mp4_holds_one_frame_per_state_and_replays_evaluations_episode(tmp_path, gl):
