@@ -101,11 +101,11 @@ def test_resume_after_kill_reaches_same_weights(tmp_path, monkeypatch, precision
     real_sample = killed.sampler.sample
     calls = {"n": 0}
 
-    def dying_sample(n):
+    def dying_sample(n, part=None):
         calls["n"] += 1
         if calls["n"] == 7:  # dies between the checkpoints at step 4 and 8
             raise KeyboardInterrupt
-        return real_sample(n)
+        return real_sample(n, part)
 
     monkeypatch.setattr(killed.sampler, "sample", dying_sample)
     with pytest.raises(KeyboardInterrupt):
