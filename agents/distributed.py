@@ -59,7 +59,7 @@ def current() -> Dist:
     """The DDP run this process belongs to (``process_group``), or a one-process Dist."""
     if not (dist.is_available() and dist.is_initialized()):
         return Dist()
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def launched_world_size() -> int:
@@ -80,7 +80,7 @@ def process_group(device: str) -> Iterator[Dist]:
         return
     if not dist.is_available():
         raise ValueError("this torch build has no torch.distributed; run one process")
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda:
         if not torch.cuda.is_available():

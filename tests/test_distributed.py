@@ -4,6 +4,7 @@ one-process model, resume after kill -9, and only rank 0 writes files."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from proc_utils import HAS_PROC, kill_pids, process_tree
 
 from agents import distributed
 from agents.checkpoint import load_checkpoint
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GUARD = Path(__file__).with_name("rank_guard.py")
 needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="this torch build has no gloo backend")
-needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the launched processes in /proc")
+needs_proc = pytest.mark.skipif(not HAS_PROC, reason="finds the launched processes in /proc")
 
 # K=50 on the embedded hopper sample (episodes of 158 steps on average): about a third of the segments are
 # left-padded, so the ranks' shares of a batch hold different numbers of real targets; batch 7 splits 4 + 3.
@@ -53,36 +55,6 @@ def cli_args(cfg: TrainConfig) -> list[str]:
     return args + (["--resume"] if cfg.resume else [])
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (torchrun starts each rank in a session of its own)."""
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(_children(p))
-    return tree
-
-
-def kill_tree(pids: list[int]) -> None:
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def launch(cfg: TrainConfig, guard: Path, nproc: int = 2) -> subprocess.Popen:
     """``torchrun --standalone --nproc-per-node N dt-attn train`` (this tree's code) with writes of ranks > 0
     under ``guard`` fatal."""
@@ -99,7 +71,7 @@ def torchrun(cfg: TrainConfig, guard: Path, nproc: int = 2) -> str:
         out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
-            kill_tree(process_tree(proc.pid))
+            kill_pids(process_tree(proc.pid))
             proc.communicate()
     assert proc.returncode == 0, out[-3000:]
     return out
@@ -120,7 +92,7 @@ def test_batch_slices_split_the_global_batch():
     for batch, world in ((7, 2), (8, 2), (10, 4), (3, 3)):
         parts = [distributed.batch_slice(batch, distributed.Dist(r, world)) for r in range(world)]
         sizes = [p.stop - p.start for p in parts]
-        assert parts[0].start == 0 and all(a.stop == b.start for a, b in zip(parts, parts[1:]))
+        assert parts[0].start == 0 and all(a.stop == b.start for a, b in itertools.pairwise(parts))
         assert parts[-1].stop == batch and max(sizes) - min(sizes) <= 1
     assert distributed.batch_slice(7, distributed.Dist()) is None
     with pytest.raises(ValueError, match="--batch-size 1 is the global batch, split across 2 processes"):
@@ -211,10 +183,10 @@ def test_two_rank_run_resumes_after_kill_9_to_the_uninterrupted_weights(tmp_path
         while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         tree = process_tree(proc.pid)
-        kill_tree(tree)
+        kill_pids(tree)
         assert len(tree) >= 3  # torchrun and its two ranks
     finally:
-        kill_tree(process_tree(proc.pid))
+        kill_pids(process_tree(proc.pid))
         proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     at = load_checkpoint(ckpt)["step"]
