@@ -96,6 +96,17 @@ def process_group(device: str) -> Iterator[Dist]:
         dist.destroy_process_group()
 
 
+@contextmanager
+def local_main_first(d: Dist) -> Iterator[None]:
+    """Within the block, each node's local rank 0 goes first and the node's other ranks after it, so that one
+    process per node downloads a dataset the others then read (every rank enters the block)."""
+    if d.enabled and d.local_rank != 0:
+        dist.barrier()
+    yield
+    if d.enabled and d.local_rank == 0:
+        dist.barrier()
+
+
 def device_for(device: torch.device, d: Dist) -> torch.device:
     """The device this rank trains on: under DDP, "cuda" means this process's own GPU (LOCAL_RANK)."""
     if device.type == "cuda" and device.index is None and d.enabled:

@@ -163,7 +163,8 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.data = prepare_data(cfg.dataset, cfg.env, cfg.observe, cfg.seed)
+        with distributed.local_main_first(self.dist):  # one download per node, not one per process
+            self.data = prepare_data(cfg.dataset, cfg.env, cfg.observe, cfg.seed)
         check_context(cfg.context, self.data.max_ep_len)
         self.model = build_model(cfg, self.data).to(self.device)
         self.autocast = training_autocast(cfg.precision, self.device)  # re-entered every step
