@@ -149,6 +149,10 @@ class SweepConfig:
             raise ValueError(f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
         if self.backend != "ray" and self.address is not None:
             raise ValueError("--address names a Ray cluster; add --backend ray")
+        if self.address is not None and "://" in self.address:
+            raise ValueError(f"--address {self.address}: Ray Client addresses are not supported (this machine must "
+                             "see the output root); run the sweep on a node of the cluster with --address auto "
+                             "or HOST:PORT")
         if not self.cpus_per_cell > 0 or not self.gpus_per_cell >= 0:
             raise ValueError(f"cpus_per_cell must be > 0 and gpus_per_cell >= 0 (got {self.cpus_per_cell}, "
                              f"{self.gpus_per_cell})")

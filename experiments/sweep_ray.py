@@ -72,7 +72,16 @@ def _connect(ray: Any, address: str | None) -> bool:
     kwargs: dict[str, Any] = {"log_to_driver": False}  # a cell's output goes to its sweep.log
     if address is None:
         kwargs["include_dashboard"] = False
-    ray.init(address=address or "local", **kwargs)
+    try:
+        ray.init(address=address or "local", **kwargs)
+    except ConnectionError as exc:
+        if address is None:
+            raise
+        raise ValueError(
+            f"could not join the Ray cluster at {address} ({str(exc).strip().splitlines()[0]}); start one with "
+            "`ray start --head`, or leave out --address for a Ray instance of this sweep's own. A cluster with "
+            "token authentication needs RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN) "
+            "here too") from None
     if main:  # ray.init replaces SIGTERM's handler with sys.exit; the sweep's own stops the tasks
         signal.signal(signal.SIGTERM, handler)
     return True

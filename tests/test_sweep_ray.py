@@ -188,6 +188,7 @@ def test_root_problem_names_the_node_and_the_missing_path(tmp_path):
     ({"address": "auto"}, "add --backend ray"),
     ({"backend": "ray", "cpus_per_cell": 0}, "cpus_per_cell must be > 0"),
     ({"backend": "ray", "gpus_per_cell": 1}, "add --device cuda"),
+    ({"backend": "ray", "address": "ray://head:10001"}, "Ray Client addresses are not supported"),
 ])
 def test_bad_ray_options_are_rejected(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
