@@ -524,6 +524,10 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
     """
     if train_fn is None:
         _check_attentions(cfg.attentions)
+    if cfg.backend == "ray":
+        from experiments.sweep_ray import require_ray
+
+        require_ray()  # before anything is written
     cells = expand_grid(cfg)
     print(f"sweep config:\n{format_config(cfg)}")
     for w in softmax_memory_warnings(cells):
