@@ -112,8 +112,8 @@ def run_ray_cells(cells: list, cfg: Any, train_fn: Callable[..., dict] | None,
                 cell = pending[gen]
                 try:
                     item = ray.get(next(gen))
-                except StopIteration:  # a generator ends after its result: not reached
-                    item = {"ok": False, "error": "the Ray task ended without a result"}
+                except StopIteration:  # the task ended without yielding its result
+                    item = {"ok": False, "error": "the Ray task ended without a result; rerun the sweep to retry"}
                 except Exception as exc:  # noqa: BLE001 - the worker died (killed, out of memory, node lost)
                     item = {"ok": False, "error": f"Ray task failed: {type(exc).__name__}: "
                                                   f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}; "
