@@ -82,9 +82,12 @@ class SegmentSampler:
     def __len__(self) -> int:
         return len(self.obs)
 
-    def sample(self, batch_size: int) -> Batch:
-        """A batch of ``batch_size`` segments."""
+    def sample(self, batch_size: int, part: slice | None = None) -> Batch:
+        """A batch of ``batch_size`` segments, or its ``part`` alone: a DDP rank draws the whole batch's end
+        points from the shared stream and keeps its own slice, so the ranks together see the one-process batch."""
         end = self.rng.integers(0, len(self.obs), size=batch_size)
+        if part is not None:
+            end = end[part]
         idx = end[:, None] - np.arange(self.context - 1, -1, -1)[None, :]
         pad = idx < self.episode_start[end][:, None]
         idx = np.where(pad, end[:, None], idx)

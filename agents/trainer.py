@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents import distributed
 from agents.atomic import WriteError, remove_temp_files, write_json
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, non_finite_tensors, save_checkpoint
 from agents.config import RESUMABLE_CHANGES, TrainConfig, config_differences, run_evaluation, run_name
@@ -113,9 +114,16 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> DecisionTransformer:
 def action_loss(model: DecisionTransformer, batch: Batch) -> torch.Tensor:
     """Mean squared error of predicted actions over real (unpadded) steps, in float32 (also when the
     model ran under autocast)."""
+    error_sum, targets = action_error(model, batch)
+    return error_sum / targets
+
+
+def action_error(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed squared error of predicted actions over real steps, number of real target values), in float32;
+    their ratio is ``action_loss``, a DDP run divides by the count over all ranks."""
     pred = model(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask).float()
     keep = (~batch.pad_mask).unsqueeze(-1).to(pred.dtype)
-    return ((pred - batch.actions) ** 2 * keep).sum() / (keep.sum() * pred.shape[-1])
+    return ((pred - batch.actions) ** 2 * keep).sum(), keep.sum() * pred.shape[-1]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -154,8 +162,19 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> Non
         )
 
 
+class _NoWriter:
+    """Stands in for TensorBoard's SummaryWriter on DDP ranks other than 0, which write no files."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class Trainer:
-    """One training run: owns the model, optimizer, sampler, logs and checkpoints."""
+    """One training run: owns the model, optimizer, sampler, logs and checkpoints. Under torchrun it is one
+    rank of a DDP run (agents.distributed): rank 0 alone reads and writes the run folder."""
 
     def __init__(self, cfg: TrainConfig, progress: bool = True,
                  build: Callable[[TrainConfig, PreparedData], torch.nn.Module] = build_model) -> None:
@@ -164,22 +183,21 @@ class Trainer:
         self.cfg = cfg
         self.progress = progress
         self.run_dir = resolve_run_dir(cfg)
-        self.device = resolve_device(cfg.device)
+        self.dist = distributed.current()
+        self.device = distributed.device_for(resolve_device(cfg.device), self.dist)
+        self.batch_part = distributed.batch_slice(cfg.batch_size, self.dist)  # this rank's share of a batch
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         ckpt = self.run_dir / CHECKPOINT_NAME
-        if ckpt.exists() and not cfg.resume:
-            raise FileExistsError(
-                f"{self.run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run-dir"
-            )
-        if cfg.resume and not ckpt.exists():
-            raise FileNotFoundError(f"--resume given but {ckpt} does not exist; start without --resume")
-        for folder in (self.run_dir, self.run_dir / "evals"):  # left by a process killed mid-write
-            remove_temp_files(folder)
+        payload = distributed.on_main(lambda: self._checkpoint_to_resume(ckpt), self.dist)
+        if self.dist.is_main:
+            for folder in (self.run_dir, self.run_dir / "evals"):  # left by a process killed mid-write
+                remove_temp_files(folder)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.data = prepare_data(cfg.dataset, cfg.env, cfg.observe, cfg.seed, cfg.split_long_episodes)
+        with distributed.local_main_first(self.dist):  # one download per node, not one per process
+            self.data = prepare_data(cfg.dataset, cfg.env, cfg.observe, cfg.seed, cfg.split_long_episodes)
         self.data_fingerprint = self.data.dataset.fingerprint()
         check_context(cfg.context, self.data.max_ep_len)
         self.model = build(cfg, self.data).to(self.device)
@@ -196,14 +214,34 @@ class Trainer:
         self.step = 0
         self._last_saved = 0  # step of the newest checkpoint on disk
         self.train_time = 0.0
-        if cfg.resume:
-            self._restore(ckpt)
+        if self.dist.rank:  # every rank built the same weights; each draws its own dropout masks
+            torch.manual_seed(distributed.rank_seed(cfg.seed, self.dist.rank))
+        if payload is not None:
+            self._restore(payload, ckpt)
+        self.ddp_model = distributed.wrap(self.model, self.dist, self.device)  # the model itself for one process
         # Dropout draws from torch's global generator: pin its state now so that the run does
         # not depend on what else used the generator between construction and train().
         self._torch_rng = torch.get_rng_state()
 
     # ------------------------------------------------------------ checkpoints
+    def _checkpoint_to_resume(self, ckpt: Path) -> dict[str, Any] | None:
+        """The checkpoint payload to continue from (None for a fresh run); refuses a mismatch of --resume
+        and the run folder."""
+        if ckpt.exists() and not self.cfg.resume:
+            raise FileExistsError(
+                f"{self.run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run-dir"
+            )
+        if self.cfg.resume and not ckpt.exists():
+            raise FileNotFoundError(f"--resume given but {ckpt} does not exist; start without --resume")
+        return load_checkpoint(ckpt) if self.cfg.resume else None
+
+    def _rank_rng(self) -> dict[str, Any]:
+        """This rank's own random state (its dropout stream), for a DDP checkpoint."""
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {"torch": torch.get_rng_state(), "cuda": cuda}
+
     def _payload(self) -> dict[str, Any]:
+        ranks = distributed.gather(self._rank_rng(), self.dist) if self.dist.enabled else None
         return {
             "format": FORMAT,
             "model": self.model.state_dict(),
@@ -217,8 +255,10 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "numpy_global": np.random.get_state(),
                 "python": random.getstate(),
-                "sampler": self.sampler.get_rng_state(),
+                "sampler": self.sampler.get_rng_state(),  # the same on every rank
+                **({"ranks": ranks} if ranks else {}),
             },
+            "world_size": self.dist.world_size,
             "normalization": {"state_mean": self.data.state_mean, "state_std": self.data.state_std},
             "config": asdict(self.cfg),
             "data": {
@@ -282,7 +322,8 @@ class Trainer:
         return f"the last good checkpoint ({self.run_dir / CHECKPOINT_NAME}, step {self._last_saved}) is kept"
 
     def save(self) -> None:
-        """Write the checkpoint atomically; non-finite weights are never written (NonFiniteLossError), and a
+        """Write the checkpoint atomically (rank 0; under DDP every rank must call it). Non-finite weights are
+        never written (NonFiniteLossError: every rank holds the same weights, so all raise together), and a
         failed write (disk full) raises WriteError with the previous checkpoint intact."""
         bad = non_finite_tensors(self.model.state_dict())
         if bad:
@@ -290,13 +331,15 @@ class Trainer:
                 f"the weights became non-finite at step {self.step} ({', '.join(bad[:3])}"
                 f"{', ...' if len(bad) > 3 else ''}); not saved: {self._kept()}. Try a lower --lr."
             )
+        payload = self._payload()  # a collective under DDP: it gathers every rank's random state
+        if not self.dist.is_main:
+            return
         try:
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self._payload())
+            save_checkpoint(self.run_dir / CHECKPOINT_NAME, payload)
         except WriteError as exc:
             raise WriteError(exc.path, exc.reason, f"{self._kept()}; free disk space, then rerun with --resume") from exc
 
-    def _restore(self, path: Path) -> None:
-        payload = load_checkpoint(path)
+    def _restore(self, payload: dict[str, Any], path: Path) -> None:
         _check_resumable(payload["config"], self.cfg, path)
         saved_step = int(payload["step"])
         if saved_step > self.cfg.steps:
@@ -315,42 +358,58 @@ class Trainer:
         self.step = self._last_saved = int(payload["step"])
         self.train_time = float(payload.get("train_time_s", 0.0))
         rng = payload["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        saved_world = int(payload.get("world_size", 1))
         np.random.set_state(rng["numpy_global"])
         random.setstate(rng["python"])
         self.sampler.set_rng_state(rng["sampler"])
+        if saved_world == 1 and not self.dist.enabled:
+            torch.set_rng_state(rng["torch"])
+            if rng.get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        elif saved_world == self.dist.world_size:
+            own = rng["ranks"][self.dist.rank]
+            torch.set_rng_state(own["torch"])
+            if own["cuda"] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(own["cuda"], self.device)
+        else:  # another number of processes: the batches continue exactly, re-split; dropout draws afresh
+            torch.manual_seed(distributed.rank_seed(self.cfg.seed, self.dist.rank, self.step))
+            if self.dist.is_main:
+                print(f"resuming a run trained by {saved_world} process(es) with {self.dist.world_size}: the global "
+                      "batches continue exactly, split anew; dropout masks are drawn afresh from here on")
 
     # ------------------------------------------------------------------ loop
     def train(self) -> dict[str, Any]:
         """Run until ``cfg.steps``; returns the training summary (also written to train_summary.json)."""
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.run_dir / "config.json", {"format": FORMAT, **asdict(cfg)})
+        main = self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.run_dir / "config.json", {"format": FORMAT, **asdict(cfg)})
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
-        tokens_per_step = cfg.batch_size * 3 * cfg.context
-        bar = progress_bar(total=cfg.steps, initial=self.step, disable=not self.progress, desc="train", unit="step")
+        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None) if main else _NoWriter()
+        tokens_per_step = cfg.batch_size * 3 * cfg.context  # the global batch
+        bar = progress_bar(total=cfg.steps, initial=self.step, disable=not (self.progress and main), desc="train",
+                           unit="step")
         torch.set_rng_state(self._torch_rng)
         self.model.train()
         window_start, window_steps = time.perf_counter(), 0
         try:
-            if self._due_evaluation_missing():  # the process was killed while evaluating this checkpoint
+            if main and self._due_evaluation_missing():  # the process was killed while evaluating this checkpoint
                 window_start += self._evaluate_now(writer, bar)
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
-                batch = self.sampler.sample(cfg.batch_size).to(self.device)
+                batch = self.sampler.sample(cfg.batch_size, self.batch_part).to(self.device)
                 with self.autocast:
-                    loss = action_loss(self.model, batch)
+                    error_sum, targets = action_error(self.ddp_model, batch)
+                loss, local_loss = distributed.global_loss(error_sum, targets, self.dist)
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
                         f"loss became {loss.item()} at step {self.step + 1}; stopping: {self._kept()}. "
                         "Try a lower --lr or check the dataset for extreme values."
                     )
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                local_loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 if not torch.isfinite(grad_norm):  # an update from these gradients would make every weight NaN
                     raise NonFiniteLossError(
@@ -377,11 +436,15 @@ class Trainer:
                     self.save()
                     self._last_saved = self.step
                 if cfg.eval_every and cfg.eval_episodes and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                    window_start += self._evaluate_now(writer, bar)  # evaluation time is not training time
+                    if self.dist.enabled and self._last_saved != self.step:  # every rank joins the save
+                        self.save()
+                        self._last_saved = self.step
+                    if main:  # the other ranks wait at the next step's collective
+                        window_start += self._evaluate_now(writer, bar)  # evaluation time is not training time
         finally:
             bar.close()
             writer.close()
-        if self.step == 0 or not (self.run_dir / CHECKPOINT_NAME).exists():
+        if self.step == 0 or self._last_saved != self.step:
             self.save()
         summary = {
             "steps": self.step,
@@ -392,10 +455,12 @@ class Trainer:
             "peak_memory_mb": self._peak_memory_so_far(),
             "parameters": count_parameters(self.model),
             "device": str(self.device),
+            "processes": self.dist.world_size,
             "dataset_label": self.data.dataset.label,
             "env_id": self.data.env_id,
             "observe": self.data.observe,
         }
-        write_json(self.run_dir / "train_summary.json", summary)
+        if main:
+            write_json(self.run_dir / "train_summary.json", summary)
         return summary
 

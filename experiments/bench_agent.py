@@ -1,8 +1,9 @@
 """Agent benchmarks: training throughput (vs HuggingFace's DecisionTransformerModel) and long-context
 training cost (the rollouts' cost: experiments.bench_rollout).
 
-python -m experiments.bench_agent [--parts throughput context] [--quick]
-Writes CSV/JSON under --out-dir and prints tables. Timings are wall-clock on this machine.
+python -m experiments.bench_agent [--parts throughput context] [--quick] [--device cuda]
+Writes CSV/JSON under --out-dir and prints tables. Timings are wall-clock on this machine (CUDA work is
+synchronized before every clock reading).
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ class BenchAgentConfig:
     n_heads: int = 1
     threads: int = 0
     seed: int = 0
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto: where the models train and roll out"})
     out_dir: str = "bench_results/agent"
 
 
 STATE_DIM, ACT_DIM = 17, 6  # HalfCheetah's sizes
+CPU = torch.device("cpu")
 
 
 def _dt_config(cfg: BenchAgentConfig, attention: str, context: int, dropout: float = 0.1) -> DTConfig:
@@ -74,11 +77,23 @@ def _synthetic_sampler(context: int, seed: int) -> SegmentSampler:
     return SegmentSampler(obs, act, rew, context, np.zeros(STATE_DIM), np.ones(STATE_DIM), 1000.0, 1000, seed)
 
 
+def _device(cfg: BenchAgentConfig) -> torch.device:
+    from experiments.bench_attention import resolve_device
+
+    return resolve_device(cfg.device)
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock reading after it counts that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _ours_step_fn(model: DecisionTransformer, precision: str = "fp32"):
     from agents.trainer import action_loss, training_autocast
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
-    autocast = training_autocast(precision, torch.device("cpu"))
+    autocast = training_autocast(precision, next(model.parameters()).device)
 
     def step(batch):
         with autocast:
@@ -100,9 +115,10 @@ def _hf_step_fn(cfg: BenchAgentConfig, context: int, precision: str = "fp32"):
         state_dim=STATE_DIM, act_dim=ACT_DIM, hidden_size=cfg.embed_dim, n_layer=cfg.n_layers, n_head=cfg.n_heads,
         max_ep_len=1000, n_positions=max(1024, 3 * context), resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
         n_inner=4 * cfg.embed_dim, activation_function="relu"))
-    hf.train()
+    device = _device(cfg)
+    hf.to(device).train()
     opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=1e-4)
-    autocast = training_autocast(precision, torch.device("cpu"))
+    autocast = training_autocast(precision, device)
 
     def step(batch):
         mask = (~batch.pad_mask).long()
@@ -119,24 +135,32 @@ def _hf_step_fn(cfg: BenchAgentConfig, context: int, precision: str = "fp32"):
     return step, sum(p.numel() for p in hf.parameters())
 
 
-def _time_steps(step, sampler: SegmentSampler, batch: int, warmup: int, timed: int) -> float:
-    batches = [sampler.sample(batch) for _ in range(warmup + timed)]
+def _time_steps(step, sampler: SegmentSampler, batch: int, warmup: int, timed: int,
+                device: torch.device = CPU) -> float:
+    batches = [sampler.sample(batch).to(device) for _ in range(warmup + timed)]
     for b in batches[:warmup]:
         step(b)
+    _sync(device)
     t0 = time.perf_counter()
     for b in batches[warmup:]:
         step(b)
+    _sync(device)
     return timed / (time.perf_counter() - t0)
 
 
-def matmul_peak_gflops(size: int = 2048, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
-    """This machine's matrix-multiply rate (GFLOP/s) in ``dtype`` on large square matrices: a practical peak."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def matmul_peak_gflops(size: int = 2048, seconds: float = 1.0, dtype: torch.dtype = torch.float32,
+                       device: torch.device = CPU) -> float:
+    """The device's matrix-multiply rate (GFLOP/s) in ``dtype`` on large square matrices: a practical peak."""
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     a @ b  # warm-up
+    _sync(device)
     runs, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
         runs += 1
+        if device.type == "cuda" and runs % 10 == 0:
+            _sync(device)  # keep the queue short, so that the clock check sees the work done
+    _sync(device)
     return 2 * size**3 * runs / (time.perf_counter() - t0) / 1e9
 
 
@@ -171,11 +195,12 @@ def bench_throughput(cfg: BenchAgentConfig) -> list[dict]:
     if unknown or not cfg.precisions:
         raise ValueError(f"precisions must list some of {sorted(PRECISION_DTYPES)}, got {cfg.precisions}")
     k = cfg.throughput_context
+    device = _device(cfg)
     contenders = []  # (name, precision, step function, parameters)
     for precision in cfg.precisions:
         for att in cfg.attentions:
             torch.manual_seed(cfg.seed)
-            model = DecisionTransformer(_dt_config(cfg, att, k)).train()
+            model = DecisionTransformer(_dt_config(cfg, att, k)).to(device).train()
             contenders.append((contender_name(f"dt-attn {att}", precision), precision,
                                _ours_step_fn(model, precision), sum(p.numel() for p in model.parameters())))
         if cfg.compare_hf:
@@ -188,22 +213,24 @@ def bench_throughput(cfg: BenchAgentConfig) -> list[dict]:
                 contenders.append((contender_name(HF_NAME, precision), precision, step, n_params))
     per_round = cfg.timed_steps // cfg.throughput_rounds
     sampler = _synthetic_sampler(k, cfg.seed)
-    batches = [sampler.sample(cfg.throughput_batch) for _ in range(cfg.warmup_steps + per_round)]
+    batches = [sampler.sample(cfg.throughput_batch).to(device) for _ in range(cfg.warmup_steps + per_round)]
     gflop = {}
     for name, _, step, _ in contenders:
         for b in batches[: cfg.warmup_steps]:
             step(b)
         gflop[name] = counted_gflop(step, batches[0])
-    peak = {p: matmul_peak_gflops(dtype=PRECISION_DTYPES[p]) for p in cfg.precisions}
+    peak = {p: matmul_peak_gflops(dtype=PRECISION_DTYPES[p], device=device) for p in cfg.precisions}
     for p, rate in peak.items():
         print(f"  {p} matmul peak of this machine: {rate:.1f} GFLOP/s (2048^3 products)", flush=True)
     rates: dict[str, list[float]] = {name: [] for name, *_ in contenders}
     for r in range(cfg.throughput_rounds):
         shift = r % len(contenders)
         for name, _, step, _ in contenders[shift:] + contenders[:shift]:
+            _sync(device)
             t0 = time.perf_counter()
             for b in batches[cfg.warmup_steps:]:
                 step(b)
+            _sync(device)
             rates[name].append(per_round / (time.perf_counter() - t0))
     rows = []
     for name, precision, _, n_params in contenders:
@@ -226,10 +253,11 @@ def _context_cell(cfg: BenchAgentConfig, attention: str, context: int) -> dict:
     from experiments.bench_attention import peak_memory
 
     sampler = _synthetic_sampler(context, cfg.seed)
-    with peak_memory(torch.device("cpu")) as mem:
+    device = _device(cfg)
+    with peak_memory(device) as mem:
         torch.manual_seed(cfg.seed)
-        model = DecisionTransformer(_dt_config(cfg, attention, context)).train()
-        sps = _time_steps(_ours_step_fn(model), sampler, cfg.context_batch, 1, cfg.context_steps)
+        model = DecisionTransformer(_dt_config(cfg, attention, context)).to(device).train()
+        sps = _time_steps(_ours_step_fn(model), sampler, cfg.context_batch, 1, cfg.context_steps, device)
     return {"attention": attention, "context": context, "tokens": 3 * context, "batch": cfg.context_batch,
             "steps_per_s": sps, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_above_start_mb": mem["peak"] / 2**20, "memory_method": mem["method"]}
@@ -264,9 +292,12 @@ def run(cfg: BenchAgentConfig) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cpu = cpu_description()
-    print(f"agent benchmark ({cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
-          f"{format_config(cfg)}", flush=True)
-    figures: dict = {"config": config_to_dict(cfg), "cpu": cpu, "torch_threads": torch.get_num_threads()}
+    device = _device(cfg)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    print(f"agent benchmark on {gpu or 'the CPU'} ({cpu}, torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads)\n{format_config(cfg)}", flush=True)
+    figures: dict = {"config": config_to_dict(cfg), "cpu": cpu, "torch_threads": torch.get_num_threads(),
+                     "device": str(device), "gpu": gpu}
     parts = {"throughput": bench_throughput, "context": bench_context}
     for name in cfg.parts:
         if name not in parts:

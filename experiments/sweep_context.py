@@ -5,6 +5,9 @@ Every cell is one `dt-attn train` run in its own directory under --out-dir. Fini
 skipped, interrupted ones resumed from their checkpoint, so rerunning a killed sweep continues it;
 trained cells evaluated with other episodes or targets are evaluated again, not retrained.
 At the end the report (CSV, Markdown table, plots) is rebuilt into OUT_DIR/report.
+Cells run in a pool of --jobs processes on this machine, or with --backend ray as Ray tasks on a cluster
+(experiments.sweep_ray; --out-dir must then be a path every node sees); either backend finishes a grid the
+other started.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ PER_CELL_FIELDS = {"attention_options", "run_dir", "resume", "threads"}
 SOFTMAX_WARN_BYTES = 2**30
 PROBE_EVAL_STEPS = 20
 LOG_NAME = "sweep.log"
+LOG_TAIL_LINES = 8  # of a failed cell's log, printed with the failure
+BACKENDS = ("local", "ray")
 
 
 # Shared training values take TrainConfig's defaults and help texts.
@@ -105,7 +110,18 @@ class SweepConfig:
     out_dir: str = field(default="runs/sweep", metadata={"help": "folder of the run directories and the report"})
     jobs: int = field(default=1, metadata={"help": "cells run in parallel, each in a fresh process "
                                                    "(0 = one after another in this process, for debugging)"})
-    threads_per_job: int = field(default=0, metadata={"help": "torch CPU threads per cell (0 = cores / jobs)"})
+    threads_per_job: int = field(default=0, metadata={"help": "torch CPU threads per cell (0 = cores / jobs; with "
+                                                                   "--backend ray, --cpus-per-cell)"})
+    backend: str = field(default="local", metadata={"help": "where cells run: local (--jobs processes on this "
+                                                            "machine) or ray (Ray tasks on a cluster; pip install "
+                                                            "'dt-attn[ray]'; --out-dir must be a path every node sees)"})
+    address: str | None = field(default=None, metadata={"help": "with --backend ray: the cluster to join, auto (the one "
+                                                                "started on this machine by `ray start`, or $RAY_ADDRESS) "
+                                                                "or HOST:PORT; unset: a Ray instance on this machine, "
+                                                                "started for this sweep"})
+    cpus_per_cell: float = field(default=1.0, metadata={"help": "with --backend ray: CPUs each cell's task holds"})
+    gpus_per_cell: float = field(default=0.0, metadata={"help": "with --backend ray: GPUs each cell's task holds "
+                                                                "(fractions share a GPU; needs --device cuda)"})
     dry_run: bool = field(default=False, metadata={"help": "print the grid and a cost estimate; write nothing"})
     probe_steps: int = field(default=5, metadata={"help": "training steps per (attention, K) timed by --dry-run "
                                                           "(0 = no timing probe)"})
@@ -134,6 +150,20 @@ class SweepConfig:
         if self.jobs < 0 or self.threads_per_job < 0 or self.probe_steps < 0:
             raise ValueError(f"jobs, threads_per_job and probe_steps must be >= 0 (got {self.jobs}, "
                              f"{self.threads_per_job}, {self.probe_steps})")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
+        if self.backend != "ray" and self.address is not None:
+            raise ValueError("--address names a Ray cluster; add --backend ray")
+        if self.address is not None and "://" in self.address:
+            raise ValueError(f"--address {self.address}: Ray Client addresses are not supported (this machine must "
+                             "see the output root); run the sweep on a node of the cluster with --address auto "
+                             "or HOST:PORT")
+        if not self.cpus_per_cell > 0 or not self.gpus_per_cell >= 0:
+            raise ValueError(f"cpus_per_cell must be > 0 and gpus_per_cell >= 0 (got {self.cpus_per_cell}, "
+                             f"{self.gpus_per_cell})")
+        if self.gpus_per_cell > 0 and self.device == "cpu":
+            raise ValueError("--gpus-per-cell holds GPUs that cells on --device cpu would not use; "
+                             "add --device cuda")
 
     def batch_for(self, context: int, segment_targets: float | None = None) -> int:
         """The training batch of a cell at context ``context``: batch_size, or with targets_per_step the batch
@@ -143,7 +173,10 @@ class SweepConfig:
         return max(1, round(self.targets_per_step / (segment_targets or context)))
 
     def threads(self) -> int:
-        """Torch threads per cell: threads_per_job, else the cores shared evenly by the jobs."""
+        """Torch threads per cell: threads_per_job, else the cores shared evenly by the jobs (a Ray task's
+        CPUs with --backend ray)."""
+        if self.backend == "ray":
+            return self.threads_per_job or max(1, int(self.cpus_per_cell))
         return self.threads_per_job or max(1, (os.cpu_count() or 1) // max(1, self.jobs))
 
 
@@ -314,12 +347,36 @@ def _scores(result: dict[str, Any] | None) -> dict[str, float]:
     return {f"{r['target']:g}": r["normalized_mean"] for r in (result or {}).get("results", [])}
 
 
-def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress: bool) -> dict[Path, dict]:
-    """Run ``cells``: in this process when jobs == 0, else in a pool of fresh processes."""
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+    """The last ``lines`` non-empty lines of a cell's log (none when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 64 * 1024))  # the end of a long log is enough
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.replace("\r", "\n").splitlines() if line.strip()][-lines:]
+
+
+def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress: bool,
+               ray: SweepConfig | None = None) -> dict[Path, dict]:
+    """Run ``cells``: in this process when jobs == 0, else in a pool of fresh processes, or with ``ray`` (the
+    sweep's config) as Ray tasks."""
     results: dict[Path, dict] = {}
     bar = progress_bar(total=len(cells), desc="sweep", unit="cell", disable=not progress)
+    running: set[Path] = set()  # cells whose Ray task reported its start
+
+    def show() -> None:
+        # the pool keeps all its processes busy while cells wait; Ray reports each task's start
+        busy = len(running) if ray is not None else min(max(1, jobs), len(cells) - len(results))
+        bar.set_postfix(running=busy, failed=sum(not r["ok"] for r in results.values()))
+
+    def started(cell: Cell) -> None:
+        running.add(cell.run_dir)
+        show()
 
     def record(cell: Cell, res: dict) -> None:
+        running.discard(cell.run_dir)
         results[cell.run_dir] = res
         if res["ok"]:
             scores = ", ".join(f"target {t}: {s:.1f}" for t, s in res.get("scores", {}).items())
@@ -327,12 +384,21 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
                 scores += f" ({rollout_label(res['rollout'])})"
             msg = f"ok     {cell.describe()} ({res['seconds']:.0f}s){'; ' + scores if scores else ''}"
         else:
-            msg = f"FAILED {cell.describe()}: {res['error']}" + (f" (log: {res['log']})" if "log" in res else "")
+            log = Path(res.get("log", cell.run_dir / LOG_NAME))
+            msg = f"FAILED {cell.describe()}: {res['error']} (log: {log})"
+            msg += "".join(f"\n    | {line}" for line in log_tail(log))
         bar.write(msg, file=sys.stdout)
         bar.update(1)
+        show()
 
     try:
         with _sigterm_as_interrupt():
+            show()
+            if ray is not None:
+                from experiments.sweep_ray import run_ray_cells
+
+                run_ray_cells(cells, ray, train_fn, started, record)
+                return results
             if jobs == 0:
                 for cell in cells:
                     record(cell, run_cell(cell.cfg, train_fn))
@@ -486,6 +552,10 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
     """
     if train_fn is None:
         _check_attentions(cfg.attentions)
+    if cfg.backend == "ray":
+        from experiments.sweep_ray import require_ray
+
+        require_ray()  # before anything is written
     cells = expand_grid(cfg)
     print(f"sweep config:\n{format_config(cfg)}")
     for w in softmax_memory_warnings(cells):
@@ -510,7 +580,7 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "sweep_config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     todo = [c for c in cells if c.status != "done" and c.run_dir not in owners]
-    results = _run_cells(todo, cfg.jobs, train_fn, progress) if todo else {}
+    results = _run_cells(todo, cfg.jobs, train_fn, progress, cfg if cfg.backend == "ray" else None) if todo else {}
     results.update({d: {"ok": False, "error": f"{d} is in use by {owner}: rerun the sweep when it has finished"}
                     for d, owner in owners.items()})
     failed = [c for c in cells if not results.get(c.run_dir, {"ok": True})["ok"]]

@@ -112,11 +112,11 @@ def test_resume_after_kill_reaches_same_weights(tmp_path, monkeypatch, precision
     real_sample = killed.sampler.sample
     calls = {"n": 0}
 
-    def dying_sample(n):
+    def dying_sample(n, part=None):
         calls["n"] += 1
         if calls["n"] == 7:  # dies between the checkpoints at step 4 and 8
             raise KeyboardInterrupt
-        return real_sample(n)
+        return real_sample(n, part)
 
     monkeypatch.setattr(killed.sampler, "sample", dying_sample)
     with pytest.raises(KeyboardInterrupt):
@@ -158,15 +158,15 @@ def test_same_seed_same_weights(tmp_path):
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     cfg = tiny(tmp_path, steps=6, checkpoint_every=2)
     tr = Trainer(cfg, progress=False)
-    real = trainer_mod.action_loss
+    real = trainer_mod.action_error
     calls = {"n": 0}
 
     def nan_later(model, batch):
         calls["n"] += 1
-        loss = real(model, batch)
-        return loss * float("nan") if calls["n"] == 4 else loss
+        error_sum, targets = real(model, batch)
+        return (error_sum * float("nan") if calls["n"] == 4 else error_sum), targets
 
-    monkeypatch.setattr(trainer_mod, "action_loss", nan_later)
+    monkeypatch.setattr(trainer_mod, "action_error", nan_later)
     with pytest.raises(NonFiniteLossError, match="step 4.*step 2"):
         tr.train()
     assert load_checkpoint(cfg.run_dir)["step"] == 2
