@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.fieldtypes import check_field_types, parse_json_object
+from agents.fieldtypes import check_field_types, check_rules, parse_json_object
 from agents.results import ROLLOUTS
 
 #: The MLP nonlinearities ``dt_attn.transformer.ACTIVATIONS`` builds, named here so that reading a
@@ -106,9 +106,7 @@ class TrainConfig:
             "init_std": (0 < self.init_std < math.inf, "positive and finite"),
             "rollout": (self.rollout in ROLLOUTS, "one of " + ", ".join(ROLLOUTS)),
         }
-        bad = [f"{name}={getattr(self, name)!r} (must be {rule})" for name, (ok, rule) in rules.items() if not ok]
-        if bad:
-            raise ValueError("invalid training config value(s): " + "; ".join(bad))
+        check_rules(self, "training config", rules)
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Type checks of config dataclasses: a value of the wrong type (from a JSON or TOML config file, or a
-caller) is a one-line error naming the field, not a traceback from deep inside a run."""
+"""Checks of config dataclasses, their types and their rules: a bad value (from a JSON or TOML config file,
+or a caller) is a one-line error naming the field, not a traceback from deep inside a run."""
 
 from __future__ import annotations
 
@@ -23,6 +23,14 @@ def check_field_types(cfg: Any) -> None:
         if not ok:
             raise ValueError(f"config value {f.name}={value!r} has the wrong type: expected {_describe(hints[f.name])}")
         setattr(cfg, f.name, converted)
+
+
+def check_rules(cfg: Any, what: str, rules: dict[str, tuple[bool, str]]) -> None:
+    """Raise one ValueError naming every field of ``cfg`` whose rule fails; ``rules`` maps a field to
+    (whether its value is valid, the rule in words, e.g. ">= 1"), ``what`` names the config."""
+    bad = [f"{name}={getattr(cfg, name)!r} (must be {rule})" for name, (ok, rule) in rules.items() if not ok]
+    if bad:
+        raise ValueError(f"invalid {what} value(s): " + "; ".join(bad))
 
 
 def parse_json_object(name: str, value: Any) -> Any:

@@ -79,7 +79,7 @@ def load_embedded() -> tuple[list[Episode], dict, list[Path], list[str]]:
     if not EMBEDDED_FILE.is_file():
         raise DatasetNotFoundError(
             f"the embedded default dataset {EMBEDDED_FILE} is missing from this installation; "
-            f"recreate it with `python experiments/make_embedded_dataset.py`"
+            f"recreate it with `python -m experiments.commands.make_embedded_dataset` from the repository root"
         )
     eps, attrs = read_hdf5(EMBEDDED_FILE)
     return eps, attrs, [EMBEDDED_FILE], []

@@ -1,4 +1,4 @@
-"""The ``dt-attn`` console script: one subcommand per entry point module."""
+"""The ``dt-attn`` console script: one subcommand per entry module, each declaring a ``COMMAND``."""
 
 from __future__ import annotations
 
@@ -6,35 +6,32 @@ import argparse
 import importlib
 import sys
 
-# subcommand -> module in experiments/ that defines ``register(subparsers)``
-SUBCOMMANDS = {
-    "train": "experiments.train",
-    "eval": "experiments.evaluate",
-    "data": "experiments.data",
-    "bench": "experiments.bench_attention",
-    "sweep": "experiments.sweep_context",
-    "report": "experiments.report",
-    "parity": "experiments.parity",
-    "attend": "experiments.attend",
-    "video": "experiments.video",
-}
+#: The modules whose ``COMMAND`` (experiments.common.Command) is a `dt-attn` subcommand, in help order.
+COMMAND_MODULES = (
+    "experiments.commands.train",
+    "experiments.commands.eval",
+    "experiments.commands.data",
+    "experiments.commands.sweep",
+    "experiments.reporting.report",
+    "experiments.commands.attend",
+    "experiments.commands.video",
+    "experiments.benchmarks.attention",
+    "experiments.benchmarks.training",
+    "experiments.benchmarks.context",
+    "experiments.benchmarks.rollout",
+    "experiments.benchmarks.parity",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every available subcommand."""
+    """The top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="dt-attn",
         description="Decision Transformers with swappable attention (softmax, cosFormer, Combiner).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in SUBCOMMANDS.values():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:  # subcommand not built yet
-                continue
-            raise
-        mod.register(sub)
+    sub = parser.add_subparsers(metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).COMMAND.add_to(sub)
     return parser
 
 
@@ -42,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen subcommand."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    return args.command(args)
 
 
 if __name__ == "__main__":

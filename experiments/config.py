@@ -1,8 +1,19 @@
 """Typed configs for entry points: a dataclass is the single source of every option.
 
 ``add_config_arguments`` turns a dataclass into argparse flags, ``config_from_args`` builds the
-dataclass from (defaults < config file < command-line flags), and ``config_to_dict`` /
+dataclass from (defaults < preset < config file < command-line flags), and ``config_to_dict`` /
 ``format_config`` save and print every value next to the results.
+
+What a field may say in its metadata:
+
+* ``help``: the flag's help text; ``metavar``: the placeholder it shows;
+* ``positional``: the argument is positional, with this argparse ``nargs`` ("?", "+", "*");
+* on a field whose type is itself a config dataclass (a sweep's base training config), ``set_elsewhere``:
+  the inner fields the outer config sets itself. Such a field is flattened: every other inner field is a
+  flag and a config-file key of its own name, exactly as if the outer config declared it.
+
+A config class with a ``PRESETS`` mapping (preset name -> field values) and a ``preset`` field takes
+``--preset NAME``; the preset's values lie above the defaults and below a config file and the flags.
 """
 
 from __future__ import annotations
@@ -13,14 +24,54 @@ import json
 import sys
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
 
-def _field_type(cls: type, field: dataclasses.Field) -> Any:
+class ConfigKey(NamedTuple):
+    """One flag and config-file key of a config class: where its value lives and what it is."""
+
+    name: str  # the key (the flag is --name with dashes)
+    path: tuple[str, ...]  # attribute path from the outer config: ("jobs",) or ("train", "steps")
+    field: dataclasses.Field
+    type: Any
+    default: Any
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def config_keys(cls: type) -> list[ConfigKey]:
+    """Every flag of ``cls``, nested configs flattened (see the module docstring)."""
     hints = typing.get_type_hints(cls)
-    return hints[field.name]
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            base = _field_default(f)
+            skip = set(f.metadata.get("set_elsewhere", ()))
+            keys += [ConfigKey(k.name, (f.name, *k.path), k.field, k.type, _get(base, k.path))
+                     for k in config_keys(tp) if k.name not in skip]
+        else:
+            keys.append(ConfigKey(f.name, (f.name,), f, tp, _field_default(f)))
+    names = [k.name for k in keys]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise TypeError(f"{cls.__name__}: config keys {dupes} are declared twice (a nested config's field "
+                        "shadows an outer one; list it in set_elsewhere)")
+    return keys
+
+
+def _get(obj: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        obj = getattr(obj, name)
+    return obj
 
 
 def _scalar_parser(tp: Any) -> tuple[Any, bool]:
@@ -46,23 +97,27 @@ def _bool(text: str) -> bool:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one ``--flag`` per dataclass field (dashes for underscores; a bare boolean flag means true)."""
-    for f in dataclasses.fields(cls):
-        conv, is_list = _scalar_parser(_field_type(cls, f))
+    """Add one ``--flag`` per config key (dashes for underscores; a bare boolean flag means true), and
+    ``--config FILE``."""
+    for key in config_keys(cls):
+        conv, is_list = _scalar_parser(key.type)
         if conv is bool:
             conv = _bool
-        help_text = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-        )
+        meta = key.field.metadata
+        help_text = f"{meta.get('help', '')} (default: {key.default!r})".strip()
+        if "positional" in meta:
+            parser.add_argument(key.name, type=conv, nargs=meta["positional"], default=argparse.SUPPRESS,
+                                metavar=meta.get("metavar", key.name.upper()), help=help_text)
+            continue
         parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
+            "--" + key.name.replace("_", "-"),
+            dest=key.name,
             type=conv,
             nargs="+" if is_list else ("?" if conv is _bool else None),
             const=True if conv is _bool else None,
             default=argparse.SUPPRESS,
-            help=f"{help_text} (default: {default!r})".strip(),
+            metavar=meta.get("metavar"),
+            help=help_text,
         )
     parser.add_argument(
         "--config", dest="config_file", default=None,
@@ -98,36 +153,68 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def with_preset(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` over the values of the preset they name (``preset``), when ``cls`` has presets; an
+    unknown preset name is left for the config's own check to refuse."""
+    presets = getattr(cls, "PRESETS", None)
+    name = values.get("preset")
+    if not presets or name not in presets:
+        return values
+    return {**presets[name], **values}
+
+
 def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
-    """Build the dataclass from a dict, rejecting unknown keys by name. A dict with a ``format`` key is a
-    file dt-attn saved (a run's config.json): a training config of any format is read as the current one."""
+    """Build the config from a dict of its keys (``config_keys``), rejecting unknown keys by name. A dict
+    with a ``format`` key is a file dt-attn saved (a run's config.json): a training config of any format is
+    read as the current one."""
     if "format" in values:
         from agents.config import TrainConfig
         from agents.upgrade import upgrade_run_config
 
-        values = upgrade_run_config(values) if cls is TrainConfig else {k: v for k, v in values.items() if k != "format"}
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
+        values = (upgrade_run_config(values) if cls is TrainConfig
+                  else {k: v for k, v in values.items() if k != "format"})
+    keys = {k.name: k for k in config_keys(cls)}
+    unknown = sorted(set(values) - set(keys))
     if unknown:
         raise SystemExit(
-            f"error: unknown config key(s) {unknown} for {cls.__name__}; valid keys: {', '.join(sorted(names))}"
+            f"error: unknown config key(s) {unknown} for {cls.__name__}; valid keys: {', '.join(sorted(keys))}"
         )
-    return cls(**values)
+    return _build(cls, {keys[name].path: value for name, value in values.items()})
+
+
+def _build(cls: type[T], values: dict[tuple[str, ...], Any]) -> T:
+    """``cls`` from values by attribute path; a nested config starts from its field's default."""
+    hints = typing.get_type_hints(cls)
+    own = {path[0]: v for path, v in values.items() if len(path) == 1}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if dataclasses.is_dataclass(hints[f.name]):
+            inner = {path[1:]: v for path, v in values.items() if len(path) > 1 and path[0] == f.name}
+            flat = with_preset(hints[f.name], {path[-1]: v for path, v in inner.items()})
+            own[f.name] = dataclasses.replace(_field_default(f), **flat)
+    return cls(**with_preset(cls, own))
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
-    """Defaults, then the ``--config`` file, then explicit flags."""
+    """Defaults, then the preset, then the ``--config`` file, then explicit flags."""
     values: dict[str, Any] = {}
     if getattr(args, "config_file", None):
         values.update(load_config_file(args.config_file))
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {k.name for k in config_keys(cls)}
     values.update({k: v for k, v in vars(args).items() if k in names})
     return config_from_dict(cls, values)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """Dataclass -> JSON-ready dict."""
-    return dataclasses.asdict(cfg)
+    """Config -> JSON-ready dict of its keys (nested configs flattened, as the flags see them); what
+    ``config_from_dict`` reads back."""
+    full = dataclasses.asdict(cfg)
+    return {k.name: _lookup(full, k.path) for k in config_keys(type(cfg))}
+
+
+def _lookup(d: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for name in path:
+        d = d[name]
+    return d
 
 
 def format_config(cfg: Any) -> str:

@@ -3,8 +3,8 @@
 #   1. the GPU tests (pytest -m gpu: training in fp32 and bf16, both rollouts, the benchmarks, DDP with
 #      nccl when there are two GPUs),
 #   2. the attention benchmark (forward+backward and incremental step, every mechanism against SDPA),
-#   3. the agent benchmark (training throughput in fp32 and bf16, training cost against context length,
-#      rollout cost of the incremental and the naive path).
+#   3. the training benchmark (throughput in fp32 and bf16 against HuggingFace's DT),
+#   4. the context benchmark (training cost against context length).
 # Each step's output goes to OUT/<step>.txt and its tables (CSV, JSON, plots) under OUT/; a step that
 # fails does not stop the next ones, and the script exits non-zero when any failed.
 #
@@ -40,16 +40,18 @@ cat "$OUT/device.txt"
 step gpu_tests "$PY" -m pytest -q -m gpu -rs tests
 
 # In-process cells: on CUDA the allocator's own peak (reset per cell) is the honest memory figure.
-step bench_attention "$PY" -m experiments.bench_attention --device cuda --isolate false \
+step bench_attention "$PY" -m experiments.cli bench-attention --device cuda --isolate false \
     --tokens 256 1024 3072 8192 16384 --repeats 3 --out-dir "$OUT/attention"
 
-step bench_agent "$PY" -m experiments.bench_agent --device cuda --parts throughput context eval \
-    --precisions fp32 bf16 --timed-steps 40 --throughput-rounds 4 --contexts 20 100 300 1000 --context-steps 5 \
-    --eval-episodes 4 --eval-rounds 1 --out-dir "$OUT/agent"
+step bench_training "$PY" -m experiments.cli bench-training --device cuda --precisions fp32 bf16 \
+    --timed-steps 40 --rounds 4 --out-dir "$OUT/training"
+
+step bench_context "$PY" -m experiments.cli bench-context --device cuda --contexts 20 100 300 1000 --steps 5 \
+    --out-dir "$OUT/context"
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then
     echo "gpu check: FAILED: ${failed[*]} (outputs in $OUT/)"
     exit 1
 fi
-echo "gpu check: all steps passed; tables in $OUT/ (attention/, agent/, *.txt)"
+echo "gpu check: all steps passed; tables in $OUT/ (attention/, training/, context/, *.txt)"

@@ -298,7 +298,7 @@ def test_streaming_evaluations_during_and_after_training_say_they_are_approximat
     """--rollout streaming with --eval-every: every evaluation streams (evals/step-N-streaming.json,
     eval-streaming.json, TensorBoard eval_streaming/), each labelled approximate, and the weights are those of a
     run without evaluations."""
-    from experiments.train import train_and_evaluate
+    from experiments.commands.train import train_and_evaluate
 
     plain = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "plain"), steps=4, dropout=0.1, n_layers=2),
                     progress=False)
@@ -373,7 +373,7 @@ def test_standalone_eval_keeps_earlier_results(tmp_path):
 def test_train_command_logs_training_and_eval_to_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from experiments.train import train_and_evaluate
+    from experiments.commands.train import train_and_evaluate
 
     cfg = tiny(tmp_path, steps=4, eval_episodes=1, eval_envs=1, eval_targets=[500.0])
     out = train_and_evaluate(cfg, progress=False)

@@ -18,8 +18,8 @@ from agents.model import DecisionTransformer, DTConfig
 from agents.trainer import Trainer
 from dt_attn import attention_weights, available_attentions
 from envs import make_vector_env
-from experiments.attend import attention_by_lag, lag_mass
 from experiments.cli import main as cli_main
+from experiments.commands.attend import attention_by_lag, lag_mass
 
 ROOT = Path(__file__).resolve().parents[1]
 HOPPER = RolloutSettings(env_id="Hopper-v4", env_name="hopper", observe="full", state_mean=np.zeros(11, np.float32),
@@ -175,6 +175,6 @@ def test_attend_command_writes_json_csv_and_figure(tmp_path, capsys):
 
 
 def test_python_m_experiments_attend_reports_a_missing_run(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "experiments.attend", "--checkpoint", str(tmp_path / "nope")],
+    proc = subprocess.run([sys.executable, "-m", "experiments.commands.attend", "--checkpoint", str(tmp_path / "nope")],
                           cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no checkpoint at")

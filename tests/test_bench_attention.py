@@ -6,15 +6,16 @@ import csv
 
 import pytest
 
-from experiments.bench_attention import (
+from experiments.benchmarks.attention import (
+    COMMAND,
     QUADRATIC,
     SDPA,
-    BenchConfig,
-    _run_isolated,
+    BenchAttentionConfig,
     check_targets,
-    main,
     quadratic_bytes,
+    run_cell,
 )
+from experiments.benchmarks.common import run_isolated
 
 
 def _read_csv(path):
@@ -28,7 +29,7 @@ def test_tiny_run_writes_tables_plot_and_targets(tmp_path, capsys):
             "--tokens", "16", "40", "--batch", "1", "--heads", "2", "--head-dim", "4",
             "--step-prefixes", "3", "6", "--step-samples", "2", "--isolate", "false",
             "--quadratic-max-gib", "1e-5", "--out-dir", str(out)]
-    assert main(argv) == 0
+    assert COMMAND.main(argv) == 0
     printed = capsys.readouterr().out
     assert "'no-such-attention' is not registered" in printed
     assert "SKIP: cosformer fwd+bwd >= 4x faster than SDPA at 8192 tokens (not measured)" in printed
@@ -55,7 +56,7 @@ def test_tiny_run_writes_tables_plot_and_targets(tmp_path, capsys):
 def test_isolated_cell_measures_real_peak_memory():
     spec = {"name": QUADRATIC, "tokens": 512, "batch": 1, "heads": 4, "head_dim": 8, "device": "cpu",
             "seed": 0, "threads": 1, "warmup": 1, "repeats": 1, "slow_cell_s": 60.0, "options": {}}
-    result = _run_isolated(spec)
+    result = run_isolated(run_cell, spec)
     one_matrix = 4 * 512 * 512 * 4  # (B, H, T, T) fp32
     assert result["memory_method"].startswith("peak RSS")
     assert one_matrix <= result["peak_bytes"] <= 3 * quadratic_bytes(1, 4, 512)
@@ -82,6 +83,6 @@ def test_targets_pass_and_fail_on_the_numbers():
 
 def test_bad_config_values_raise():
     with pytest.raises(ValueError, match="tokens is empty"):
-        BenchConfig(tokens=[])
+        BenchAttentionConfig(tokens=[])
     with pytest.raises(ValueError, match="device must be cpu, cuda or auto"):
-        BenchConfig(device="tpu")
+        BenchAttentionConfig(device="tpu")

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from experiments import bench_rollout
-from experiments.bench_rollout import VARIANTS
+from experiments.benchmarks import rollout as bench_rollout
+from experiments.benchmarks.rollout import VARIANTS
 
 
 def test_quick_run_times_every_rollout_and_names_the_machine(tmp_path, capsys):
-    assert bench_rollout.main(["--quick", "--attentions", "softmax", "--out-dir", str(tmp_path)]) == 0
+    assert bench_rollout.COMMAND.main(["--quick", "--attentions", "softmax", "--out-dir", str(tmp_path)]) == 0
     figures = json.loads((tmp_path / "rollout.json").read_text())
     assert "CPUs" in figures["cpu"] and figures["config"]["episodes"] == 2
     rows = {r["variant"]: r for r in figures["rows"]}
@@ -37,7 +37,7 @@ def test_quick_run_times_every_rollout_and_names_the_machine(tmp_path, capsys):
 
 
 def test_bad_variants_are_refused(tmp_path, capsys):
-    assert bench_rollout.main(["--variants", "naive", "--out-dir", str(tmp_path)]) == 2
+    assert bench_rollout.COMMAND.main(["--variants", "naive", "--out-dir", str(tmp_path)]) == 2
     assert "variants must list some of" in capsys.readouterr().err
 
 

@@ -51,9 +51,9 @@ def test_data_reports_errors_without_traceback(capsys, tmp_path, monkeypatch):
 
 
 def test_data_module_runs_standalone(capsys):
-    from experiments.data import main as data_main
+    from experiments.commands.data import COMMAND
 
-    assert data_main(["default"]) == 0
+    assert COMMAND.main(["default"]) == 0
     assert "hopper medium-replay stand-in sample" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        data_main(["--help"])
+        COMMAND.main(["--help"])

@@ -138,7 +138,7 @@ def test_default_evaluation_is_exact_and_matches_a_rerun(tmp_path, capsys):
 
 
 def test_train_prints_one_evaluation_table_the_exact_one(tmp_path, capsys):
-    from experiments.train import train_and_evaluate
+    from experiments.commands.train import train_and_evaluate
 
     cfg = TrainConfig(dataset="default", attention="cosformer", context=3, embed_dim=16, n_layers=2, batch_size=8,
                       steps=2, warmup_steps=1, eval_episodes=1, eval_envs=1, eval_targets=[1800.0],

@@ -232,13 +232,13 @@ def test_an_evaluation_killed_midway_is_run_when_the_run_resumes(tmp_path, capsy
 def test_workers_die_with_a_killed_sweep_and_a_rerun_leaves_busy_cells_alone(tmp_path, capsys):
     from test_sweep import calls, fake_train
 
-    from experiments.sweep_context import SweepConfig, run_sweep
+    from experiments.commands.sweep import SweepConfig, run_sweep
 
     out = tmp_path / "sweep"
     script = f"""
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-from experiments.sweep_context import SweepConfig, run_sweep
+from experiments.commands.sweep import SweepConfig, run_sweep
 from tests.test_sweep import sleepy_train
 cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5], seeds=[0, 1],
                   steps=4, out_dir={str(out)!r}, jobs=2, threads_per_job=1, report=False)

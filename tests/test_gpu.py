@@ -1,4 +1,5 @@
-"""CUDA paths: training (fp32 and bf16), both rollouts, the attention and agent benchmarks, and DDP with nccl.
+"""CUDA paths: training (fp32 and bf16), the rollouts, the attention, training and context benchmarks, and DDP
+with nccl.
 
 Marked ``gpu`` and skipped where torch sees no CUDA device; ``experiments/gpu_check.sh`` runs them, then the
 benchmarks, on a machine with one (``pytest -m gpu tests``).
@@ -16,7 +17,7 @@ from test_agent_e2e import _tiny_policy, tiny
 
 from agents.config import EvalConfig
 from agents.evaluation import evaluate
-from agents.evaluator import run_episodes
+from agents.evaluator import plan_rollout, rerun_plan, run_episodes
 from agents.model import DecisionTransformer, DTConfig
 from agents.sampler import SegmentSampler
 from agents.trainer import Trainer, action_loss, training_autocast
@@ -77,41 +78,41 @@ def test_training_and_both_rollouts_run_on_cuda(tmp_path, attention, precision):
     assert summary["steps"] == 6 and summary["device"].startswith("cuda") and summary["peak_memory_mb"] > 0
     assert all(p.device.type == "cuda" and torch.isfinite(p).all() for p in trainer.model.parameters())
     results = {}
-    for naive in (False, True):
-        out = tmp_path / f"eval-{naive}.json"
-        results[naive] = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=2, envs=2, targets=[1800.0],
-                                             max_steps=15, naive=naive, device="cuda", output=str(out)),
-                                  progress=False, print_table=False)
-        rec = results[naive]["results"][0]
+    for rollout in ("exact", "streaming"):
+        out = tmp_path / f"eval-{rollout}.json"
+        results[rollout] = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=2, envs=2, targets=[1800.0],
+                                               max_steps=15, rollout=rollout, device="cuda", output=str(out)),
+                                    progress=False, print_table=False)
+        rec = results[rollout]["results"][0]
         assert rec["episodes"] == 2 and np.isfinite(rec["returns"]).all()
-    assert results[True]["results"][0]["rollout"].startswith("naive")
+    assert results["exact"]["rollout"] == "exact" and results["exact"]["method"].startswith("exact: the last 4 steps")
 
 
 @pytest.mark.parametrize("attention", available_attentions())
 def test_cuda_rollouts_match_the_cpu_and_each_other(attention):
-    """Whole-context (K >= steps) incremental and naive rollouts on CUDA agree with each other and with the CPU."""
+    """Whole-context (K >= steps) rollouts on CUDA, through the incremental state and re-running the model,
+    agree with each other and with the CPU."""
     context = steps = 12
     returns = {}
     for device in ("cpu", "cuda"):
         model = _tiny_policy(attention, context, n_layers=2).to(device)
-        for naive in (False, True):
+        for name, plan in (("incremental", plan_rollout(model, "exact", steps)), ("rerun", rerun_plan(model))):
             envs = make_vector_env("Hopper-v4", 2, 7)
             try:
-                res = run_episodes(model, envs, target=1800.0, context=context, state_mean=np.zeros(11),
-                                   state_std=np.ones(11), rtg_scale=1000.0, seed=7, max_steps=steps, naive=naive,
-                                   device=device)
+                res = run_episodes(model, envs, target=1800.0, state_mean=np.zeros(11), state_std=np.ones(11),
+                                   rtg_scale=1000.0, seed=7, max_steps=steps, plan=plan, device=device)
             finally:
                 envs.close()
-            returns[device, naive] = res.returns
+            returns[device, name] = res.returns
     for key, value in returns.items():
-        np.testing.assert_allclose(value, returns["cpu", False], rtol=0, atol=1e-4, err_msg=str(key))
+        np.testing.assert_allclose(value, returns["cpu", "incremental"], rtol=0, atol=1e-4, err_msg=str(key))
 
 
 def test_attention_benchmark_on_cuda(tmp_path):
-    from experiments.bench_attention import main
+    from experiments.benchmarks.attention import COMMAND
 
     out = tmp_path / "bench"
-    assert main(["--quick", "--device", "cuda", "--tokens", "64", "256", "--isolate", "false",
+    assert COMMAND.main(["--quick", "--device", "cuda", "--tokens", "64", "256", "--isolate", "false",
                  "--out-dir", str(out)]) == 0
     with open(out / "fwd_bwd.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["median_s"]]
@@ -120,17 +121,20 @@ def test_attention_benchmark_on_cuda(tmp_path):
     assert json.loads((out / "bench.json").read_text())["device"] == "cuda"
 
 
-def test_agent_benchmark_on_cuda(tmp_path):
-    from experiments import bench_agent
+def test_training_and_context_benchmarks_on_cuda(tmp_path):
+    from experiments.benchmarks import context, training
 
-    assert bench_agent.main(["--quick", "--device", "cuda", "--parts", "throughput", "context", "eval",
-                             "--attentions", "softmax", "cosformer", "--eval-attentions", "cosformer",
-                             "--precisions", "fp32", "bf16", "--compare-hf", "false", "--out-dir", str(tmp_path)]) == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert training.COMMAND.main(["--quick", "--device", "cuda", "--attentions", "softmax", "cosformer",
+                                  "--precisions", "fp32", "bf16", "--compare-hf", "false",
+                                  "--out-dir", str(tmp_path / "training")]) == 0
+    summary = json.loads((tmp_path / "training" / "summary.json").read_text())
     assert summary["device"].startswith("cuda") and summary["gpu"]
-    assert all(r["steps_per_s"] > 0 for r in summary["throughput"])
+    assert len(summary["throughput"]) == 4 and all(r["steps_per_s"] > 0 for r in summary["throughput"])
+    assert context.COMMAND.main(["--quick", "--device", "cuda", "--attentions", "softmax", "cosformer",
+                                 "--out-dir", str(tmp_path / "context")]) == 0
+    summary = json.loads((tmp_path / "context" / "summary.json").read_text())
+    assert summary["device"].startswith("cuda") and len(summary["context"]) == 4
     assert all(r["steps_per_s"] > 0 and r["memory_method"] == "cuda max_memory_allocated" for r in summary["context"])
-    assert {r["path"].split(":")[0] for r in summary["eval"]} == {"incremental", "naive"}
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DDP with nccl needs two GPUs (one per process)")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.parity import HuggingFaceDT, ParityConfig, cell_config, run_parity, summarize
-from experiments.stats import bootstrap_diff_ci, bootstrap_mean_ci
+from experiments.benchmarks.parity import HuggingFaceDT, ParityConfig, cell_config, run_parity, summarize
+from experiments.reporting.stats import bootstrap_diff_ci, bootstrap_mean_ci
 
 pytest.importorskip("transformers", reason="the parity benchmark needs the [bench] extra (transformers)")
 

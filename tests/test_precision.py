@@ -21,7 +21,7 @@ from agents.trainer import Trainer, action_loss, training_autocast
 from agents.upgrade import upgrade_run_config
 from dt_attn import available_attentions
 from dt_attn.transformer import Block, TransformerConfig
-from experiments.report import build_report
+from experiments.reporting.report import build_report
 
 CPU = torch.device("cpu")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import report as report_mod
-from experiments.aggregate import DatasetReference, find_runs, load_run, summarize
-from experiments.report import build_report, default_out_dir
+from experiments.reporting import report as report_mod
+from experiments.reporting.aggregate import DatasetReference, find_runs, load_run, summarize
+from experiments.reporting.report import build_report, default_out_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -161,7 +161,7 @@ def test_unfinished_runs_are_listed_not_fatal(tmp_path):
 def test_no_finished_runs_is_an_error_naming_the_unfinished(tmp_path, capsys):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.json").write_text("{}")
-    assert report_mod.main([str(tmp_path), "--no-references"]) == 2
+    assert report_mod.COMMAND.main([str(tmp_path), "--no-references"]) == 2
     err = capsys.readouterr().err
     assert "no finished runs" in err and str((tmp_path / "r").resolve()) in err
 
@@ -183,7 +183,7 @@ def test_cli_main_and_default_out(tmp_path, capsys):
     assert default_out_dir([a]) == (tmp_path / "runs" / "report").resolve()
     assert default_out_dir([a, b]) == (tmp_path / "runs" / "report").resolve()
     assert default_out_dir([tmp_path / "runs"]) == (tmp_path / "runs" / "report").resolve()
-    assert report_mod.main([str(a), str(b), "--no-references"]) == 0
+    assert report_mod.COMMAND.main([str(a), str(b), "--no-references"]) == 0
     out = tmp_path / "runs" / "report"
     assert {p.name for p in out.iterdir()} == {"runs.csv", "cells.csv", "report.md", "scores.png", "costs.png"}
     printed = capsys.readouterr().out
@@ -240,7 +240,7 @@ def test_equal_targets_sweeps_draw_one_line_per_attention(tmp_path, capsys):
         (a, K): f"{a} ~640 targets/step" for a in ("softmax", "cosformer") for K in (5, 20, 200)}
     assert {c["K"]: c["targets_per_step"] for c in cells} == {5: 640.0, 20: 634.0, 200: 720.0}
     assert {c["K"]: c["batch_size"] for c in cells} == {5: 128, 20: 32, 200: 4}
-    assert report_mod.main([str(tmp_path / "runs"), "--no-references", "--no-plots", "--lines-by", "targets"]) == 0
+    assert report_mod.COMMAND.main([str(tmp_path / "runs"), "--no-references", "--no-plots", "--lines-by", "targets"]) == 0
     printed = capsys.readouterr().out
     # one pivot row per attention holds every K (scores K/10 + seed: means 1.0, 2.5, 20.5)
     assert "| full | softmax ~640 targets/step | 1.0 ± 0.5 | 2.5 ± 0.5 | 20.5 ± 0.5 |" in printed
@@ -290,13 +290,13 @@ def test_report_merges_rows_of_an_earlier_runs_csv(tmp_path):
 
 
 def _read_rows(path):
-    from experiments.aggregate import load_rows_csv
+    from experiments.reporting.aggregate import load_rows_csv
 
     return load_rows_csv(path)
 
 
 def test_old_runs_csv_without_batch_column_and_bad_csv(tmp_path):
-    from experiments.aggregate import ROW_COLUMNS, load_rows_csv
+    from experiments.reporting.aggregate import ROW_COLUMNS, load_rows_csv
 
     write_run(tmp_path / "r", "softmax", 20, 0, {1800.0: 12.0}, batch_size=32)
     rep = build_report([tmp_path / "r"], tmp_path / "out", reference_fn=None, plots=False)
@@ -326,7 +326,7 @@ def test_missing_input_directory_is_a_clear_error(tmp_path):
 
 
 def test_markdown_has_score_by_context_pivot():
-    from experiments.aggregate import format_markdown
+    from experiments.reporting.aggregate import format_markdown
 
     def cell(observe, k, mean):
         return {"dataset": "d", "dataset_label": "d stand-in", "observe": observe, "label": "cosformer", "K": k,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from experiments.stats import iqm_ci, performance_profile, probability_of_improvement
+from experiments.reporting.stats import iqm_ci, performance_profile, probability_of_improvement
 
 pytest.importorskip("rliable", reason="the statistics need the [stats] extra (rliable)")
 

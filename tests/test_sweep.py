@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from agents.config import TrainConfig
-from experiments import sweep_context as sweep
-from experiments.sweep_context import GRID_FIELDS, PER_CELL_FIELDS, SweepConfig, expand_grid, run_sweep
+from experiments.commands import sweep
+from experiments.commands.sweep import GRID_FIELDS, PER_CELL_FIELDS, SweepConfig, expand_grid, run_sweep
+from experiments.config import add_config_arguments, config_from_args
 
 
 def fake_train(cfg: TrainConfig, progress: bool = True) -> dict:
@@ -172,22 +174,22 @@ def test_config_file_and_command_line_override(tmp_path, capsys):
     toml.write_text(f'datasets = ["hopper-medium-standin"]\nattentions = ["cosformer"]\ncontexts = [5, 1000]\n'
                     f'seeds = [3]\nsteps = 7\nout_dir = "{tmp_path / "out"}"\n'
                     '[attention_options.cosformer]\nchunk_size = 16\n')
-    parser = sweep.argparse.ArgumentParser()
-    sweep.add_arguments(parser)
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, SweepConfig)
     args = parser.parse_args(["--config", str(toml), "--contexts", "20", "50", "--dry-run", "--probe-steps", "0"])
-    cfg = sweep.config_from_args(SweepConfig, args)
+    cfg = config_from_args(SweepConfig, args)
     assert cfg.contexts == [20, 50] and cfg.seeds == [3] and cfg.steps == 7 and cfg.dry_run is True
     assert cfg.attention_options == {"cosformer": {"chunk_size": 16}}
     js = tmp_path / "sweep.json"
     js.write_text(json.dumps({"attentions": ["softmax"], "contexts": [2], "out_dir": str(tmp_path / "j")}))
-    assert sweep.main(["--config", str(js), "--seeds", "0", "1", "--dry-run", "--probe-steps", "0"]) == 0
+    assert sweep.COMMAND.main(["--config", str(js), "--seeds", "0", "1", "--dry-run", "--probe-steps", "0"]) == 0
     out = capsys.readouterr().out
     assert "softmax K=2 seed=1" in out and "contexts" in out and not (tmp_path / "j").exists()
     with pytest.raises(SystemExit):
-        sweep.main(["--contextz", "2"])
+        sweep.COMMAND.main(["--contextz", "2"])
     js.write_text(json.dumps({"contextz": [2]}))
     with pytest.raises(SystemExit, match="unknown config key"):
-        sweep.main(["--config", str(js)])
+        sweep.COMMAND.main(["--config", str(js)])
 
 
 def test_finished_cells_are_skipped_and_killed_ones_resumed(tmp_path, capsys):
@@ -265,7 +267,6 @@ def test_dry_run_prints_the_grid_and_writes_nothing(tmp_path, capsys):
 
 
 def test_real_tiny_sweep_skips_and_resumes(tmp_path, capsys):
-    pytest.importorskip("experiments.train", reason="training code not importable yet")
     out = tmp_path / "sweep"
     cfg = SweepConfig(datasets=["default"], attentions=["cosformer"], contexts=[2], seeds=[0], steps=4,
                       embed_dim=16, n_layers=1, batch_size=4, warmup_steps=1, eval_episodes=1, eval_envs=1,
@@ -325,7 +326,7 @@ def test_sigterm_to_a_parallel_sweep_stops_its_workers(tmp_path):
     script = f"""
 import sys
 sys.path.insert(0, {str(root)!r})
-from experiments.sweep_context import SweepConfig, run_sweep
+from experiments.commands.sweep import SweepConfig, run_sweep
 from tests.test_sweep import sleepy_train
 cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5], seeds=[0, 1, 2],
                   steps=4, out_dir={str(out)!r}, jobs=2, threads_per_job=1, report=False)

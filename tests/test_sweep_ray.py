@@ -21,8 +21,8 @@ from proc_utils import HAS_PROC, alive, free_port, kill_pids, process_tree
 from test_sweep import calls, fake_train, small
 
 from agents.checkpoint import load_checkpoint
-from experiments import sweep_ray
-from experiments.sweep_context import SweepConfig, expand_grid, run_sweep
+from experiments.commands import sweep_ray
+from experiments.commands.sweep import SweepConfig, expand_grid, run_sweep
 
 # ray is not imported here: it reads its authentication settings when first imported, after ray_head set them.
 pytestmark = [
@@ -208,7 +208,7 @@ def test_sigterm_cancels_the_ray_tasks_of_a_sweep_with_its_own_ray_instance(tmp_
     script = f"""
 import sys
 sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
-from experiments.sweep_context import SweepConfig, run_sweep
+from experiments.commands.sweep import SweepConfig, run_sweep
 from test_sweep import sleepy_train
 cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5], seeds=[0, 1, 2],
                   steps=4, out_dir={str(out)!r}, backend="ray", cpus_per_cell=1, report=False)

@@ -97,7 +97,7 @@ def test_format1_run_evaluates_exactly_as_its_exact_file_says(old_run):
 
 
 def test_format1_run_reports_both_rollouts_and_both_curves(old_run):
-    from experiments.report import build_report
+    from experiments.reporting.report import build_report
 
     streaming = _saved(old_run, "eval.json")  # its score set apart, so that a figure tells where it came from
     streaming["results"][0]["normalized_mean"] += 10.0
@@ -123,7 +123,7 @@ def test_format1_run_reports_both_rollouts_and_both_curves(old_run):
 
 
 def test_format1_run_counts_as_evaluated_for_a_sweep(old_run):
-    from experiments.sweep_context import cell_status
+    from experiments.commands.sweep import cell_status
 
     for rollout in ("exact", "streaming"):
         assert cell_status(old_run, 4, 2, [1800.0], rollout) == "done"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.upgrade import final_evaluations
-from experiments.aggregate import (
+from experiments.reporting.aggregate import (
     CELL_KEY,
     _num,
     assign_labels,

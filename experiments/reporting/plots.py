@@ -12,7 +12,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
 from agents.atomic import atomic_write
 from agents.results import rollout_label
-from experiments.aggregate import DatasetReference
+from experiments.reporting.aggregate import DatasetReference
 
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v")

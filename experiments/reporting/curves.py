@@ -16,7 +16,7 @@ from typing import Any
 
 from agents.results import ROLLOUTS, rollout_label
 from agents.upgrade import final_evaluations, periodic_evaluations
-from experiments.aggregate import (
+from experiments.reporting.aggregate import (
     CELL_KEY,
     _num,
     assign_labels,

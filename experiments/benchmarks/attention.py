@@ -1,7 +1,8 @@
-"""`dt-attn bench`: speed and memory of each attention mechanism against PyTorch SDPA.
+"""`dt-attn bench-attention` (or `dt-attn bench`): speed and memory of each attention mechanism against
+PyTorch SDPA.
 
-python -m experiments.bench_attention                 # full grid (minutes to hours on a CPU)
-python -m experiments.bench_attention --quick         # small sizes, a smoke run
+dt-attn bench-attention             # full grid (minutes to hours on a CPU)
+dt-attn bench-attention --quick     # small sizes, a smoke run
 
 For every mechanism and token count it times forward+backward (median of a few repeats after a
 warm-up) and measures peak memory; ``sdpa`` (torch's fused scaled_dot_product_attention) is the
@@ -11,24 +12,18 @@ backward) is reported instead and marked so. Each cell runs in a fresh process (
 that CPU peak memory is the process's peak RSS above its baseline just before the run (Linux resets
 the high-water mark through /proc/self/clear_refs); on CUDA it is torch.cuda.max_memory_allocated.
 It also times one incremental ``step`` per token at several prefix lengths. Writes CSV files, a
-plot and the issue's targets (PASS/FAIL) into --out-dir.
+plot and the performance targets (PASS/FAIL) into --out-dir.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import multiprocessing
 import os
-import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +33,9 @@ import torch.nn.functional as F
 from agents.atomic import write_json, write_rows_csv, write_text
 from agents.results import cpu_description
 from dt_attn import attention_options, available_attentions, build_attention, reference_attention
-from experiments.common import run_cli
-from experiments.config import add_config_arguments, config_from_args, config_to_dict, format_config
+from experiments.benchmarks.common import peak_memory, run_isolated, with_quick
+from experiments.common import Command
+from experiments.config import config_to_dict, format_config
 
 SDPA = "sdpa"  # baseline: torch.nn.functional.scaled_dot_product_attention(is_causal=True)
 QUADRATIC = "quadratic"  # baseline: explicit softmax(QK^T) with a causal mask (dt_attn's reference form)
@@ -59,7 +55,7 @@ QUICK = {
 
 
 @dataclass
-class BenchConfig:
+class BenchAttentionConfig:
     """Every value of an attention benchmark run."""
 
     mechanisms: list[str] = field(
@@ -124,14 +120,6 @@ class BenchConfig:
                 raise ValueError(f'{name} must map mechanism names to option objects, e.g. {{"cosformer": {{}}}}')
 
 
-def apply_quick(cfg: BenchConfig) -> BenchConfig:
-    """The config with --quick's small sizes for every field still at its default."""
-    if not cfg.quick:
-        return cfg
-    defaults = BenchConfig()
-    return replace(cfg, **{k: v for k, v in QUICK.items() if getattr(cfg, k) == getattr(defaults, k)})
-
-
 # ---------------------------------------------------------------------------------------------
 # One forward+backward cell (runs in a child process when isolated)
 
@@ -147,41 +135,6 @@ def _attention_fn(name: str, options: dict[str, Any]) -> Callable[..., torch.Ten
     if name == QUADRATIC:  # the library's explicit form: softmax(QK^T / sqrt(d)) with a (T, T) causal mask
         return lambda q, k, v: reference_attention("softmax", q, k, v)
     return build_attention(name, **options)
-
-
-def _status_kib(key: str) -> int:
-    match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    if not match:
-        raise OSError(f"{key} missing from /proc/self/status")
-    return int(match.group(1))
-
-
-@contextmanager
-def peak_memory(device: torch.device) -> Iterator[dict[str, Any]]:
-    """Yields a dict that holds, after the block, its peak memory above the level just before it
-    (``peak``: CUDA allocator or process RSS) and how that was measured (``method``)."""
-    result: dict[str, Any] = {}
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        yield result
-        torch.cuda.synchronize(device)
-        result.update(peak=torch.cuda.max_memory_allocated(device) - base, method="cuda max_memory_allocated")
-        return
-    import resource
-
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
-        base, exact = _status_kib("VmRSS") * 1024, True
-    except OSError:  # no /proc: the lifetime high-water mark can only show growth
-        base, exact = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, False
-    yield result
-    if exact:
-        result.update(peak=_status_kib("VmHWM") * 1024 - base, method="peak RSS above baseline (VmHWM reset)")
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-        result.update(peak=peak, method="ru_maxrss growth (lower bound)")
 
 
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
@@ -248,12 +201,12 @@ def device_memory_bytes(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def longest_sequence(cfg: BenchConfig) -> int:
+def longest_sequence(cfg: BenchAttentionConfig) -> int:
     """The most tokens any run attends over (forward+backward or the step walk)."""
     return max(max(cfg.tokens), max(cfg.step_prefixes) + cfg.step_samples)
 
 
-def mechanism_options(cfg: BenchConfig, name: str, longest: int) -> dict[str, Any]:
+def mechanism_options(cfg: BenchAttentionConfig, name: str, longest: int) -> dict[str, Any]:
     """Configured options of one mechanism; a max_distance option defaults to the longest sequence."""
     opts = dict(cfg.attention_options.get(name, {}))
     if "max_distance" in attention_options(name) and "max_distance" not in opts:
@@ -261,7 +214,7 @@ def mechanism_options(cfg: BenchConfig, name: str, longest: int) -> dict[str, An
     return opts
 
 
-def registered_mechanisms(cfg: BenchConfig, say: Callable[[str], None] = print) -> list[str]:
+def registered_mechanisms(cfg: BenchAttentionConfig, say: Callable[[str], None] = print) -> list[str]:
     """The configured mechanisms that are registered; notes the others."""
     known = available_attentions()
     chosen = []
@@ -273,7 +226,7 @@ def registered_mechanisms(cfg: BenchConfig, say: Callable[[str], None] = print) 
     return chosen
 
 
-def bench_fwd_bwd(cfg: BenchConfig, mechanisms: list[str], device: torch.device,
+def bench_fwd_bwd(cfg: BenchAttentionConfig, mechanisms: list[str], device: torch.device,
                   say: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """One row per (mechanism or baseline, tokens): time, peak memory and how it was obtained."""
     longest = longest_sequence(cfg)
@@ -298,7 +251,7 @@ def bench_fwd_bwd(cfg: BenchConfig, mechanisms: list[str], device: torch.device,
                     "options": {} if name in (SDPA, QUADRATIC) else mechanism_options(cfg, name, longest)}
             try:
                 if cfg.isolate:
-                    result = _run_isolated(spec)
+                    result = run_isolated(run_cell, spec)
                 else:
                     result = run_cell(spec)
                     result["memory_method"] += " (in-process: approximate)"
@@ -313,16 +266,7 @@ def bench_fwd_bwd(cfg: BenchConfig, mechanisms: list[str], device: torch.device,
     return rows
 
 
-def _run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run a cell in a fresh process, so that its peak memory is its own."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            return pool.submit(run_cell, spec).result()
-        except BrokenProcessPool:
-            raise RuntimeError("the worker process died (killed for memory?)") from None
-
-
-def bench_step(cfg: BenchConfig, mechanisms: list[str], device: torch.device,
+def bench_step(cfg: BenchAttentionConfig, mechanisms: list[str], device: torch.device,
                say: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Median latency of one incremental step at each prefix length, per mechanism."""
     prefixes = sorted(cfg.step_prefixes)
@@ -379,7 +323,7 @@ def _lookup(rows: list[dict[str, Any]], name: str, key: str, size_key: str, size
 
 
 def check_targets(fwd: list[dict[str, Any]], step: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(PASS | FAIL | SKIP, description) for each of the issue's targets."""
+    """(PASS | FAIL | SKIP, description) for each performance target."""
     out = []
 
     def speedup(name: str, tokens: int, factor: float) -> None:
@@ -491,9 +435,10 @@ def plot(path: Path, fwd: list[dict[str, Any]], step: list[dict[str, Any]]) -> N
     plt.close(fig)
 
 
-def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+def run(cfg: BenchAttentionConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the benchmark, write its files, print tables and targets; returns rows and targets."""
-    cfg = apply_quick(cfg)
+    if cfg.quick:
+        cfg = with_quick(cfg, QUICK)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -525,30 +470,8 @@ def run(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     return {"fwd_bwd": fwd, "step": step, "targets": targets}
 
 
-def _main(args: argparse.Namespace) -> int:
-    return run_cli(lambda: run(config_from_args(BenchConfig, args)) and 0)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per BenchConfig field."""
-    add_config_arguments(parser, BenchConfig)
-
-
-def register(subparsers) -> None:
-    """Add the ``bench`` subcommand."""
-    p = subparsers.add_parser("bench", help="time and measure attention mechanisms against SDPA",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.set_defaults(func=_main)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m experiments.bench_attention ...``: parse ``argv`` and run; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench_attention", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return _main(parser.parse_args(argv))
-
+COMMAND = Command("bench-attention", "time and measure attention mechanisms against SDPA", BenchAttentionConfig, run,
+                  __doc__, aliases=("bench",))
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(COMMAND.main())

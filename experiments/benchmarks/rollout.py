@@ -1,9 +1,11 @@
-"""Rollout benchmark: wall and policy-only time of the exact rollout, the streaming (approximate) one, the
-exact one without reuse (the model re-run on the padded K-step window, batched), and a one-environment-at-
-a-time re-run loop as HuggingFace's, CORL's and d3rlpy's evaluations run it (each episode alone, the whole
-model on its last K steps, zero left padding, every step), per attention and context K.
+"""`dt-attn bench-rollout` (python -m experiments.benchmarks.rollout): what a rollout costs.
 
-python -m experiments.bench_rollout [--contexts 20 200] [--episodes 10] [--max-steps 1000] [--quick]
+Wall and policy-only time of the exact rollout, the streaming (approximate) one, the exact one without reuse
+(the model re-run on the padded K-step window, batched), and a one-environment-at-a-time re-run loop as
+HuggingFace's, CORL's and d3rlpy's evaluations run it (each episode alone, the whole model on its last K
+steps, zero left padding, every step), per attention and context K.
+
+dt-attn bench-rollout [--contexts 20 200] [--episodes 10] [--max-steps 1000] [--quick]
 Untrained weights (costs, not scores) in a HalfCheetah environment, whose episodes never end early.
 Prints a table, writes rollout.json and rollout.md under --out-dir. Times are wall-clock on this machine
 (named in the output); a machine shared with other work makes them noisy.
@@ -11,7 +13,6 @@ Prints a table, writes rollout.json and rollout.md under --out-dir. Times are wa
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -25,22 +26,26 @@ import torch
 
 from agents.atomic import write_text
 from agents.evaluator import RolloutPlan, RolloutResult, Step, plan_rollout, rerun_plan, run_episodes
-from agents.model import DecisionTransformer, DTConfig
-from agents.results import cpu_description, rollout_label
-from experiments.config import add_config_arguments, config_from_args, config_to_dict, format_config
+from agents.model import DecisionTransformer
+from agents.results import rollout_label
+from experiments.benchmarks.common import AgentBenchConfig, dt_config, machine, with_quick
+from experiments.common import Command
+from experiments.config import config_to_dict, format_config
 
 #: The rollouts timed, by the name the output gives them.
 VARIANTS = ("exact", "streaming (approximate)", "exact without reuse", "one environment at a time")
 AIM_EXACT_VS_STREAMING = 1.5  # exact wall time at most this multiple of streaming's (at K = 20)
 AIM_ONE_ENV_VS_EXACT = 5.0  # the one-environment loop at least this many times slower than exact
+# --quick: tiny sizes (of the attentions asked for); one thread, as a tiny model gains nothing from threads,
+# and loses much on a busy machine.
+QUICK = {"contexts": [3], "episodes": 2, "max_steps": 8, "one_env_episodes": 1, "embed_dim": 16, "n_layers": 2,
+         "threads": 1}
 
 
 @dataclass
-class BenchRolloutConfig:
+class BenchRolloutConfig(AgentBenchConfig):
     """What to time and at which sizes."""
 
-    attentions: list[str] = field(default_factory=lambda: ["softmax", "cosformer", "combiner-fixed",
-                                                           "combiner-logsparse"])
     contexts: list[int] = field(default_factory=lambda: [20, 200], metadata={"help": "context lengths K"})
     env: str = field(default="HalfCheetah-v4", metadata={"help": "gymnasium id (one whose episodes run to the limit)"})
     episodes: int = field(default=10, metadata={"help": "episodes, run in parallel environments by the batched "
@@ -50,12 +55,10 @@ class BenchRolloutConfig:
         "help": "episodes the one-environment loop runs (default: all); its times are scaled to --episodes"})
     variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={
         "help": "rollouts to time: " + ", ".join(repr(v) for v in VARIANTS)})
-    embed_dim: int = 128
-    n_layers: int = 3
-    n_heads: int = 1
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
-    seed: int = 0
     out_dir: str = "bench_results/rollout"
+    profile: bool = field(default=False, metadata={
+        "help": "also write torch.profiler's table of 20 exact steps per attention and K"})
+    quick: bool = field(default=False, metadata={"help": "tiny sizes for a smoke run (fields left at defaults)"})
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -69,14 +72,10 @@ class BenchRolloutConfig:
 
 
 def build_model(cfg: BenchRolloutConfig, attention: str, context: int, state_dim: int, act_dim: int) -> DecisionTransformer:
-    """An untrained evaluation-mode Decision Transformer of the benchmark's size (Combiner's span as training
-    sets it)."""
-    opts = {"span": max(1, math.ceil(math.sqrt(3 * context)))} if attention.startswith("combiner") else {}
+    """An untrained evaluation-mode Decision Transformer of the benchmark's size."""
     torch.manual_seed(cfg.seed)
-    return DecisionTransformer(DTConfig(state_dim=state_dim, act_dim=act_dim, context=context,
-                                        max_ep_len=max(1000, cfg.max_steps), embed_dim=cfg.embed_dim,
-                                        n_layers=cfg.n_layers, n_heads=cfg.n_heads, dropout=0.0,
-                                        attention=attention, attention_options=opts)).eval()
+    return DecisionTransformer(dt_config(cfg, attention, context, state_dim=state_dim, act_dim=act_dim,
+                                         max_ep_len=max(1000, cfg.max_steps), dropout=0.0)).eval()
 
 
 def _timed(plan: RolloutPlan, times: list[float]) -> RolloutPlan:
@@ -235,11 +234,13 @@ def format_markdown(figures: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(cfg: BenchRolloutConfig, profile: bool = False, say: Callable[[str], None] = print) -> dict:
+def run(cfg: BenchRolloutConfig, say: Callable[[str], None] = print) -> dict:
     """Time every (attention, K, variant); write rollout.json and rollout.md (and profile-*.txt with
-    ``profile``); return the figures."""
+    ``cfg.profile``); return the figures."""
     from envs import make_vector_env
 
+    if cfg.quick:
+        cfg = with_quick(cfg, QUICK)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -247,10 +248,8 @@ def run(cfg: BenchRolloutConfig, profile: bool = False, say: Callable[[str], Non
     probe = make_vector_env(cfg.env, 1, cfg.seed)
     state_dim, act_dim = probe.single_observation_space.shape[0], probe.single_action_space.shape[0]
     probe.close()
-    cpu = cpu_description()
-    figures: dict = {"config": config_to_dict(cfg), "cpu": cpu, "torch": torch.__version__,
-                     "torch_threads": torch.get_num_threads(), "rows": []}
-    say(f"rollout benchmark ({cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
+    figures: dict = {"config": config_to_dict(cfg), **machine(torch.device("cpu")), "rows": []}
+    say(f"rollout benchmark ({figures['cpu']}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
         f"{format_config(cfg)}")
     for attention in cfg.attentions:
         for k in cfg.contexts:
@@ -264,7 +263,7 @@ def run(cfg: BenchRolloutConfig, profile: bool = False, say: Callable[[str], Non
                 say(f"  {attention:<18} K={k:<4} {variant:<26} wall {row['wall_s']:7.2f}s  policy "
                     f"{row['policy_s']:7.2f}s  steady {row['steady_policy_ms_per_step']:7.2f} ms/step  "
                     f"{row['counted_mflop_per_step']:8.1f} MFLOP/step x {envs} env(s) at once")
-            if profile and "exact" in cfg.variants and k < cfg.max_steps:
+            if cfg.profile and "exact" in cfg.variants and k < cfg.max_steps:
                 profile_exact(model, cfg.episodes, 20, out / f"profile-{attention}-K{k}.txt")
             _save(figures, out)  # after every (attention, K): an interrupted run keeps what it measured
             e = figures["ratios"][-1]
@@ -282,31 +281,8 @@ def _save(figures: dict, out: Path) -> None:
     write_text(out / "rollout.md", format_markdown(figures))
 
 
-def quick(cfg: BenchRolloutConfig) -> BenchRolloutConfig:
-    """Tiny sizes for a smoke run (of the attentions asked for)."""
-    cfg.contexts, cfg.episodes, cfg.max_steps = [3], 2, 8
-    cfg.one_env_episodes, cfg.embed_dim, cfg.n_layers = 1, 16, 2
-    cfg.threads = cfg.threads or 1  # a tiny model gains nothing from threads, and loses much on a busy machine
-    return cfg
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench_rollout", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, BenchRolloutConfig)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--profile", action="store_true",
-                        help="also write torch.profiler's table of 20 exact steps per attention and K")
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(BenchRolloutConfig, args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    run(quick(cfg) if args.quick else cfg, profile=args.profile)
-    return 0
-
+COMMAND = Command("bench-rollout", "time the exact, streaming and re-run rollouts per attention and K",
+                  BenchRolloutConfig, run, __doc__)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(COMMAND.main())

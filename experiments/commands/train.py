@@ -1,4 +1,4 @@
-"""`dt-attn train`: train a Decision Transformer, then evaluate it (python -m experiments.train).
+"""`dt-attn train`: train a Decision Transformer, then evaluate it (python -m experiments.commands.train).
 
 Under torchrun (`torchrun --nproc-per-node N --no-python dt-attn train ...`) the processes train one model
 with DistributedDataParallel: --batch-size is the global batch, split across them; rank 0 alone writes the
@@ -7,7 +7,6 @@ run folder and evaluates.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from agents import distributed
@@ -16,8 +15,8 @@ from agents.config import TrainConfig, run_evaluation
 from agents.results import EVAL_FILE, evaluation_path
 from agents.runlock import run_lock
 from agents.trainer import NonFiniteLossError, Trainer, log_eval_to_tensorboard, resolve_run_dir
-from experiments.common import USER_ERRORS, run_cli
-from experiments.config import add_config_arguments, config_from_args, format_config
+from experiments.common import USER_ERRORS, Command
+from experiments.config import format_config
 
 
 def train_and_evaluate(cfg: TrainConfig, progress: bool = True) -> dict:
@@ -57,34 +56,23 @@ def _train_and_evaluate(cfg: TrainConfig, progress: bool) -> dict:
     return out
 
 
-def _main(args: argparse.Namespace) -> int:
-    def body() -> int:
-        cfg = config_from_args(TrainConfig, args)
-        with distributed.process_group(cfg.device) as group:
-            try:
-                train_and_evaluate(cfg)
-            except NonFiniteLossError as exc:
-                if group.is_main:
-                    print(f"error: {exc}", file=sys.stderr)
-                return 3
-            except USER_ERRORS:
-                if group.is_main:  # every rank raises the same error; rank 0 reports it
-                    raise
-                return 2
-        return 0
-
-    return run_cli(body)
+def run(cfg: TrainConfig) -> int:
+    """Train and evaluate ``cfg`` (in every process of a torchrun launch); 3 when the loss diverged."""
+    with distributed.process_group(cfg.device) as group:
+        try:
+            train_and_evaluate(cfg)
+        except NonFiniteLossError as exc:
+            if group.is_main:
+                print(f"error: {exc}", file=sys.stderr)
+            return 3
+        except USER_ERRORS:
+            if group.is_main:  # every rank raises the same error; rank 0 reports it
+                raise
+            return 2
+    return 0
 
 
-def register(subparsers) -> None:
-    """Add the ``train`` subcommand."""
-    p = subparsers.add_parser("train", help="train a Decision Transformer and evaluate it",
-                              description=__doc__)
-    add_config_arguments(p, TrainConfig)
-    p.set_defaults(func=_main)
-
+COMMAND = Command("train", "train a Decision Transformer and evaluate it", TrainConfig, run, __doc__)
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m experiments.train", description=__doc__)
-    add_config_arguments(parser, TrainConfig)
-    sys.exit(_main(parser.parse_args()))
+    sys.exit(COMMAND.main())

@@ -1,6 +1,6 @@
 """`dt-attn sweep --backend ray`: every cell a Ray task on a cluster (pip install 'dt-attn[ray]').
 
-A task runs ``sweep_context.run_cell``, the local pool's own cell body, in a fresh worker process that
+A task runs ``experiments.commands.sweep.run_cell``, the local pool's own cell body, in a fresh worker process that
 holds the resources the cell declares (--cpus-per-cell, --gpus-per-cell). --address auto|HOST:PORT joins a
 running cluster (`ray start --head` on one node, `ray start --address HEAD:6379` on the others); without it
 the sweep starts a Ray instance on this machine for its own run and stops it at the end.
@@ -52,7 +52,7 @@ def cell_task(cfg: TrainConfig, train_fn: Callable[..., dict] | None, out_dir: s
               token: str) -> Iterator[dict[str, Any]]:
     """The body of a cell's Ray task (a generator): reports its start, then the result of ``run_cell``, or a
     failure when this node cannot see the output root."""
-    from experiments.sweep_context import run_cell
+    from experiments.commands.sweep import run_cell
 
     yield {"started": socket.gethostname()}
     problem = root_problem(Path(out_dir), token)
@@ -89,7 +89,7 @@ def _connect(ray: Any, address: str | None) -> bool:
 
 def run_ray_cells(cells: list, cfg: Any, train_fn: Callable[..., dict] | None,
                   started: Callable[[Any], None], record: Callable[[Any, dict], None]) -> None:
-    """Run ``cells`` (sweep_context.Cell) as Ray tasks per ``cfg`` (a SweepConfig); ``started(cell)`` when a
+    """Run ``cells`` (experiments.commands.sweep.Cell) as Ray tasks per ``cfg`` (a SweepConfig); ``started(cell)`` when a
     task begins, ``record(cell, result)`` when it ends (a failed or lost task gives ok False)."""
     ray = require_ray()
     out_dir = Path(cfg.out_dir).resolve()

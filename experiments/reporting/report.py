@@ -1,6 +1,6 @@
 """`dt-attn report`: rebuild the CSV, the Markdown table and the plots from finished runs.
 
-python -m experiments.report RUN_DIRS... [--out DIR]: each argument is a run directory, a
+python -m experiments.reporting.report RUN_DIRS... [--out DIR]: each argument is a run directory, a
 folder searched recursively for run directories (those holding a final evaluation: eval.json or
 eval-streaming.json), or a runs.csv written by an earlier report (its rows join the table; a live run
 directory wins over its CSV row). Run directories of every format are read (see agents.upgrade).
@@ -8,14 +8,15 @@ directory wins over its CSV row). Run directories of every format are read (see 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.atomic import write_text
-from experiments.aggregate import (
+from agents.fieldtypes import check_field_types, check_rules
+from experiments.common import Command
+from experiments.reporting.aggregate import (
     CELL_COLUMNS,
     EVAL_FILE,
     LINES_BY,
@@ -31,8 +32,7 @@ from experiments.aggregate import (
     summarize,
     write_csv,
 )
-from experiments.common import run_cli
-from experiments.curves import (
+from experiments.reporting.curves import (
     CURVE_COLUMNS,
     POINT_COLUMNS,
     curve_rollouts,
@@ -40,7 +40,7 @@ from experiments.curves import (
     load_curve_points,
     summarize_curves,
 )
-from experiments.rollouts import (
+from experiments.reporting.rollouts import (
     PAIR_COLUMNS,
     ROLLOUT_CELL_COLUMNS,
     format_rollouts,
@@ -78,9 +78,9 @@ def build_report(
 ) -> Report:
     """Aggregate every finished run under ``paths`` (and the rows of any runs.csv among them) into
     out_dir: runs.csv, cells.csv, report.md, PNGs; rollout_pairs.csv and rollouts.csv when runs hold both an
-    exact and a streaming evaluation (see experiments.rollouts); curve_points.csv, curves.csv and curves.png
+    exact and a streaming evaluation (see experiments.reporting.rollouts); curve_points.csv, curves.csv and curves.png
     (curves_streaming.* for the streaming rollout) when runs evaluated during training (see
-    experiments.curves). ``lines_by`` (see ``assign_labels``): "batch"
+    experiments.reporting.curves). ``lines_by`` (see ``assign_labels``): "batch"
     draws one line per attention and batch size, "targets" one per attention across batch sizes."""
     if not paths:
         raise ValueError("no run directories given; pass run directories or folders that contain them")
@@ -110,7 +110,7 @@ def build_report(
     report.files["runs_csv"] = write_csv(rows, ROW_COLUMNS, out / "runs.csv")
     report.files["cells_csv"] = write_csv(cells, CELL_COLUMNS, out / "cells.csv")
     if plots:
-        from experiments.plots import plot_costs, plot_scores
+        from experiments.reporting.plots import plot_costs, plot_scores
 
         report.files["scores_png"] = plot_scores(cells, refs, out / "scores.png")
         report.files["costs_png"] = plot_costs(cells, out / "costs.png")
@@ -131,7 +131,7 @@ def build_report(
                                                                   out / f"curve_points{suffix}.csv")
             report.files[f"curves{suffix}_csv"] = write_csv(curves, CURVE_COLUMNS, out / f"curves{suffix}.csv")
             if plots:
-                from experiments.plots import plot_curves
+                from experiments.reporting.plots import plot_curves
 
                 report.files[f"curves{suffix}_png"] = plot_curves(curves, refs, out / f"curves{suffix}.png",
                                                                       rollout)
@@ -150,47 +150,37 @@ def print_report(report: Report) -> None:
         print(f"{kind:<18} {path}")
 
 
-def _main(args: argparse.Namespace) -> int:
-    def body() -> int:
-        report = build_report(args.run_dirs, args.out, None if args.no_references else load_reference,
-                              plots=not args.no_plots, lines_by=args.lines_by)
-        print_report(report)
-        return 0
+@dataclass
+class ReportConfig:
+    """Which runs to aggregate, and where to."""
 
-    return run_cli(body)
+    run_dirs: list[str] = field(default_factory=list, metadata={
+        "positional": "+", "metavar": "RUN_DIR",
+        "help": "run directory, a folder searched recursively for run directories, or a runs.csv from an "
+                "earlier report"})
+    out: str | None = field(default=None, metadata={
+        "help": "output folder (default: <common parent of RUN_DIRs>/report)"})
+    no_references: bool = field(default=False, metadata={
+        "help": "skip loading the datasets for their average/best reference scores"})
+    no_plots: bool = field(default=False, metadata={"help": "write only the CSV files and the table"})
+    lines_by: str = field(default="batch", metadata={
+        "help": "one table row and plotted line per attention and batch size (batch), or per attention across "
+                "batch sizes (targets: for sweeps run with --targets-per-step, whose batch changes with K)"})
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The report's command-line arguments."""
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                        help="run directory, a folder searched recursively for run directories, "
-                             "or a runs.csv from an earlier report")
-    parser.add_argument("--out", default=None,
-                        help="output folder (default: <common parent of RUN_DIRs>/report)")
-    parser.add_argument("--no-references", action="store_true",
-                        help="skip loading the datasets for their average/best reference scores")
-    parser.add_argument("--no-plots", action="store_true", help="write only the CSV files and the table")
-    parser.add_argument("--lines-by", choices=LINES_BY, default="batch",
-                        help="one table row and plotted line per attention and batch size (batch, the default), "
-                             "or per attention across batch sizes (targets: for sweeps run with "
-                             "--targets-per-step, whose batch changes with K)")
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_rules(self, "report config", {"lines_by": (self.lines_by in LINES_BY, "one of " + ", ".join(LINES_BY))})
 
 
-def register(subparsers) -> None:
-    """Add the ``report`` subcommand."""
-    p = subparsers.add_parser("report", help="aggregate finished runs into a CSV, a table and plots",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.set_defaults(func=_main)
+def run(cfg: ReportConfig) -> int:
+    """Build the report of ``cfg.run_dirs`` and print it."""
+    report = build_report(cfg.run_dirs, cfg.out, None if cfg.no_references else load_reference,
+                          plots=not cfg.no_plots, lines_by=cfg.lines_by)
+    print_report(report)
+    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m experiments.report ...``: parse ``argv`` and run; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return _main(parser.parse_args(argv))
-
+COMMAND = Command("report", "aggregate finished runs into a CSV, a table and plots", ReportConfig, run, __doc__)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(COMMAND.main())

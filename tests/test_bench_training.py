@@ -1,16 +1,18 @@
-"""The agent benchmark's quick parts write their figures (costs are printed, not asserted)."""
+"""The training and context benchmarks' quick runs write their figures (costs are printed, not asserted)."""
 
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
-from experiments import bench_agent
+from experiments.benchmarks import context as bench_context
+from experiments.benchmarks import training as bench_training
 
 
 def test_quick_throughput_part_interleaves_rounds(tmp_path, capsys):
-    assert bench_agent.main(["--quick", "--parts", "throughput", "--attentions", "softmax", "cosformer",
+    assert bench_training.COMMAND.main(["--quick", "--attentions", "softmax", "cosformer",
                              "--precisions", "fp32", "bf16", "--compare-hf", "false", "--out-dir", str(tmp_path)]) == 0
     with open(tmp_path / "throughput.csv") as f:
         rows = {r["model"]: r for r in csv.DictReader(f)}
@@ -32,19 +34,19 @@ def test_quick_throughput_part_interleaves_rounds(tmp_path, capsys):
 
 def test_throughput_precisions_must_be_known(tmp_path):
     with pytest.raises(ValueError, match=r"precisions must list some of \['bf16', 'fp32'\], got \['fp16'\]"):
-        bench_agent.bench_throughput(bench_agent.BenchAgentConfig(precisions=["fp16"], out_dir=str(tmp_path)))
+        bench_training.bench_throughput(bench_training.BenchTrainingConfig(precisions=["fp16"], out_dir=str(tmp_path)))
 
 
 def test_throughput_rounds_must_fit_the_timed_steps(tmp_path):
-    with pytest.raises(ValueError, match="need 1 <= throughput_rounds <= timed_steps, got 6 rounds of 5 steps"):
-        bench_agent.bench_throughput(bench_agent.BenchAgentConfig(timed_steps=5, throughput_rounds=6,
-                                                                  out_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="need 1 <= rounds <= timed_steps, got 6 rounds of 5 steps"):
+        bench_training.bench_throughput(bench_training.BenchTrainingConfig(timed_steps=5, rounds=6,
+                                                                           out_dir=str(tmp_path)))
 
 
 def test_paired_ratio_takes_the_median_of_per_round_ratios():
     fast = {"round_steps_per_s": "10 20 30"}
     slow = {"round_steps_per_s": "8 10 40"}  # per-round ratios 1.25, 2, 0.75; the ratio of medians would be 2
-    assert bench_agent.paired_ratio(fast, slow) == (1.25, 0.75, 2.0)
+    assert bench_training.paired_ratio(fast, slow) == (1.25, 0.75, 2.0)
 
 
 def test_counted_gflop_of_a_known_step():
@@ -55,4 +57,17 @@ def test_counted_gflop_of_a_known_step():
     def step(x):
         (x @ w).sum().backward()  # forward 2*m*k*n; backward only dW = x^T g, another 2*m*k*n
 
-    assert bench_agent.counted_gflop(step, torch.randn(100, 32)) * 1e9 == pytest.approx(2 * 2 * 100 * 32 * 48)
+    assert bench_training.counted_gflop(step, torch.randn(100, 32)) * 1e9 == pytest.approx(2 * 2 * 100 * 32 * 48)
+
+
+def test_quick_context_run_measures_each_cell_in_its_own_process(tmp_path, capsys):
+    assert bench_context.COMMAND.main(["--quick", "--attentions", "cosformer", "--contexts", "4",
+                                       "--out-dir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (row,) = summary["context"]
+    assert row["attention"] == "cosformer" and row["context"] == 4 and row["tokens"] == 12 and row["batch"] == 2
+    assert row["steps_per_s"] > 0 and row["peak_rss_mb"] > 0 and row["memory_method"]
+    assert summary["config"]["embed_dim"] == 16 and summary["device"] == "cpu"
+    with open(tmp_path / "context.csv") as f:
+        assert [r["attention"] for r in csv.DictReader(f)] == ["cosformer"]
+    assert "cosformer            K=4" in capsys.readouterr().out

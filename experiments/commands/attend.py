@@ -14,8 +14,8 @@ lag per layer, one line per run (attend.png, with attend.csv of every run, in --
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,12 @@ from agents.atomic import atomic_write, write_json, write_rows_csv
 from agents.checkpoint import load_checkpoint, resolve_checkpoint
 from agents.evaluation import load_policy
 from agents.exact_rollout import ExactRollout, RolloutSettings, check_observation_dim, rollout_settings
+from agents.fieldtypes import check_field_types, check_rules
 from agents.model import DecisionTransformer
 from agents.results import now_iso, software_versions
 from dt_attn import attention_weights
 from envs import make_vector_env
-from experiments.common import run_cli
+from experiments.common import Command
 
 SCHEMA = "dt-attn/attend/1"
 ATTEND_FILE = "attend.json"
@@ -211,66 +212,63 @@ def plot_attend(records: list[dict[str, Any]], path: str | Path) -> Path:
     return path
 
 
-def _main(args: argparse.Namespace) -> int:
-    def body() -> int:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        runs = [resolve_checkpoint(c) for c in args.checkpoint]
-        if args.out is None and len(runs) > 1:
-            raise ValueError("several runs: pass --out DIR for the comparison figure and CSV")
-        out = Path(args.out) if args.out is not None else runs[0].parent
-        records = []
-        for run in runs:
-            record = attend_run(run, target=args.target, episodes=args.episodes, envs=args.envs,
-                                max_steps=args.max_steps, seed=args.seed, windows=args.windows)
-            records.append(record)
-            print(f"{run.parent}: {record['attention']} K={record['context']}, {record['readouts']} readouts, "
-                  f"mean lag per layer " + ", ".join(f"{x:.2f}" for x in record["mean_lag"])
-                  + f" (mean return {np.mean(record['returns']):.1f}); wrote {run.parent / ATTEND_FILE}", flush=True)
-        rows = [row for record, run in zip(records, runs) for row in csv_rows(record, run.parent.name)]
-        write_rows_csv(out / CSV_FILE, rows, CSV_COLUMNS)
-        print(f"figure written to {plot_attend(records, out / FIGURE_FILE)}, table to {out / CSV_FILE}")
-        return 0
+@dataclass
+class AttendConfig:
+    """Which policies to read, over which rollouts."""
 
-    return run_cli(body)
+    checkpoint: list[str] = field(default_factory=list, metadata={
+        "metavar": "RUN", "help": "run directories (or checkpoint .pt files) written by `dt-attn train` (required)"})
+    episodes: int = field(default=4, metadata={"help": "episodes per run"})
+    envs: int = field(default=4, metadata={"help": "parallel environments"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "cap on steps per episode (default: the environment's limit)"})
+    target: float | None = field(default=None, metadata={
+        "help": "target return (default: each run's first evaluation target)"})
+    seed: int = field(default=1000, metadata={"help": "seed of the first environment (as eval)"})
+    windows: str = field(default="full", metadata={
+        "help": "full: average over steps whose window holds K real steps; all: every step"})
+    out: str | None = field(default=None, metadata={
+        "metavar": "DIR", "help": f"where {FIGURE_FILE} and {CSV_FILE} of every run go (default: the run "
+                                  "directory, when there is one run)"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text}")
-    return value
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``dt-attn attend``."""
-    p.add_argument("--checkpoint", nargs="+", required=True, metavar="RUN",
-                   help="run directories (or checkpoint .pt files) written by `dt-attn train`")
-    p.add_argument("--episodes", type=_positive, default=4, help="episodes per run (default: 4)")
-    p.add_argument("--envs", type=_positive, default=4, help="parallel environments (default: 4)")
-    p.add_argument("--max-steps", type=_positive, default=None,
-                   help="cap on steps per episode (default: the environment's limit)")
-    p.add_argument("--target", type=float, default=None,
-                   help="target return (default: each run's first evaluation target)")
-    p.add_argument("--seed", type=int, default=1000, help="seed of the first environment (default: 1000, as eval)")
-    p.add_argument("--windows", choices=WINDOWS, default="full",
-                   help="full: average over steps whose window holds K real steps (default); all: every step")
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help=f"where {FIGURE_FILE} and {CSV_FILE} of every run go (default: the run directory, "
-                        "when there is one run)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.set_defaults(func=_main)
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_rules(self, "attend config", {
+            "episodes": (self.episodes >= 1, ">= 1"),
+            "envs": (self.envs >= 1, ">= 1"),
+            "max_steps": (self.max_steps is None or self.max_steps >= 1, ">= 1"),
+            "windows": (self.windows in WINDOWS, "one of " + ", ".join(WINDOWS)),
+            "threads": (self.threads >= 0, ">= 0 (0 = torch's default)"),
+        })
 
 
-def register(subparsers) -> None:
-    """Add the ``attend`` subcommand."""
-    p = subparsers.add_parser("attend", help="attention mass per lag of trained policies during rollouts",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
+def run(cfg: AttendConfig) -> int:
+    """Read every run's attention by lag; write each run's files and the comparison figure and CSV."""
+    if not cfg.checkpoint:
+        raise ValueError("--checkpoint RUN [RUN ...] is required")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    runs = [resolve_checkpoint(c) for c in cfg.checkpoint]
+    if cfg.out is None and len(runs) > 1:
+        raise ValueError("several runs: pass --out DIR for the comparison figure and CSV")
+    out = Path(cfg.out) if cfg.out is not None else runs[0].parent
+    records = []
+    for path in runs:
+        record = attend_run(path, target=cfg.target, episodes=cfg.episodes, envs=cfg.envs,
+                            max_steps=cfg.max_steps, seed=cfg.seed, windows=cfg.windows)
+        records.append(record)
+        print(f"{path.parent}: {record['attention']} K={record['context']}, {record['readouts']} readouts, "
+              f"mean lag per layer " + ", ".join(f"{x:.2f}" for x in record["mean_lag"])
+              + f" (mean return {np.mean(record['returns']):.1f}); wrote {path.parent / ATTEND_FILE}", flush=True)
+    rows = [row for record, path in zip(records, runs) for row in csv_rows(record, path.parent.name)]
+    write_rows_csv(out / CSV_FILE, rows, CSV_COLUMNS)
+    print(f"figure written to {plot_attend(records, out / FIGURE_FILE)}, table to {out / CSV_FILE}")
+    return 0
 
+
+COMMAND = Command("attend", "attention mass per lag of trained policies during rollouts", AttendConfig, run,
+                  __doc__)
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m experiments.attend", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    sys.exit(_main(parser.parse_args()))
+    sys.exit(COMMAND.main())

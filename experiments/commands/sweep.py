@@ -1,18 +1,17 @@
 """`dt-attn sweep`: train and evaluate a grid of datasets x observations x attentions x K x seeds.
 
-python -m experiments.sweep_context --datasets hopper-medium-standin --contexts 20 100 1000 --seeds 0 1 2
+python -m experiments.commands.sweep --datasets hopper-medium-standin --contexts 20 100 1000 --seeds 0 1 2
 Every cell is one `dt-attn train` run in its own directory under --out-dir. Finished cells are
 skipped, interrupted ones resumed from their checkpoint, so rerunning a killed sweep continues it;
 trained cells evaluated with other episodes or targets are evaluated again, not retrained.
 At the end the report (CSV, Markdown table, plots) is rebuilt into OUT_DIR/report.
 Cells run in a pool of --jobs processes on this machine, or with --backend ray as Ray tasks on a cluster
-(experiments.sweep_ray; --out-dir must then be a path every node sees); either backend finishes a grid the
+(experiments.commands.sweep_ray; --out-dir must then be a path every node sees); either backend finishes a grid the
 other started.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import multiprocessing
@@ -37,10 +36,10 @@ from agents.progress import progress_bar
 from agents.results import rollout_label
 from agents.runlock import RunLockedError, lock_owner, run_lock
 from agents.upgrade import final_evaluation_files, read_run_config
-from experiments.aggregate import ReferenceFn, load_reference, read_json
-from experiments.common import run_cli
-from experiments.config import add_config_arguments, config_from_args, format_config
-from experiments.parent_watch import die_with_parent
+from experiments.commands.parent_watch import die_with_parent
+from experiments.common import Command
+from experiments.config import format_config
+from experiments.reporting.aggregate import ReferenceFn, load_reference, read_json
 
 TrainFn = Callable[..., dict]  # train_and_evaluate(cfg, progress=...) -> {"train", "run_dir", "eval"}
 
@@ -317,7 +316,7 @@ def softmax_memory_warnings(cells: list[Cell]) -> list[str]:
 def run_cell(cfg: TrainConfig, train_fn: TrainFn | None = None) -> dict[str, Any]:
     """Train and evaluate one cell with its output appended to RUN_DIR/sweep.log; a failure is returned."""
     if train_fn is None:
-        from experiments.train import train_and_evaluate as train_fn
+        from experiments.commands.train import train_and_evaluate as train_fn
     run_dir = Path(cfg.run_dir or ".")
     log_path = run_dir / LOG_NAME
     start = time.perf_counter()
@@ -395,7 +394,7 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
         with _sigterm_as_interrupt():
             show()
             if ray is not None:
-                from experiments.sweep_ray import run_ray_cells
+                from experiments.commands.sweep_ray import run_ray_cells
 
                 run_ray_cells(cells, ray, train_fn, started, record)
                 return results
@@ -547,13 +546,13 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
               reference_fn: ReferenceFn | None = load_reference, progress: bool = True) -> int:
     """Run (or with dry_run, describe) the sweep; 0 when every cell finished, 1 when any failed.
 
-    ``train_fn`` replaces experiments.train.train_and_evaluate (it must be picklable when jobs > 0);
+    ``train_fn`` replaces experiments.commands.train.train_and_evaluate (it must be picklable when jobs > 0);
     ``reference_fn`` is passed to the report (None: no dataset references).
     """
     if train_fn is None:
         _check_attentions(cfg.attentions)
     if cfg.backend == "ray":
-        from experiments.sweep_ray import require_ray
+        from experiments.commands.sweep_ray import require_ray
 
         require_ray()  # before anything is written
     cells = expand_grid(cfg)
@@ -598,7 +597,7 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
 
 
 def _report(out_dir: Path, reference_fn: ReferenceFn | None, lines_by: str) -> None:
-    from experiments.report import build_report, print_report
+    from experiments.reporting.report import build_report, print_report
 
     try:
         report = build_report([out_dir], out_dir / "report", reference_fn, lines_by=lines_by)
@@ -608,38 +607,18 @@ def _report(out_dir: Path, reference_fn: ReferenceFn | None, lines_by: str) -> N
     print_report(report)
 
 
-def _main(args: argparse.Namespace) -> int:
-    def body() -> int:
-        try:
-            return run_sweep(config_from_args(SweepConfig, args))
-        except KeyboardInterrupt:
-            print("sweep interrupted: rerun the same command to continue (finished cells are skipped, "
-                  "interrupted ones resume from their last checkpoint)", file=sys.stderr)
-            return 130
-
-    return run_cli(body)
+def run(cfg: SweepConfig) -> int:
+    """``run_sweep``; an interrupted sweep says how to continue it."""
+    try:
+        return run_sweep(cfg)
+    except KeyboardInterrupt:
+        print("sweep interrupted: rerun the same command to continue (finished cells are skipped, "
+              "interrupted ones resume from their last checkpoint)", file=sys.stderr)
+        return 130
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per SweepConfig field."""
-    add_config_arguments(parser, SweepConfig)
-
-
-def register(subparsers) -> None:
-    """Add the ``sweep`` subcommand."""
-    p = subparsers.add_parser("sweep", help="train and evaluate a grid of attentions x context lengths x seeds",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.set_defaults(func=_main)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m experiments.sweep_context ...``: parse ``argv`` and run; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.sweep_context", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return _main(parser.parse_args(argv))
-
+COMMAND = Command("sweep", "train and evaluate a grid of datasets x observations x attentions x K x seeds",
+                  SweepConfig, run, __doc__)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(COMMAND.main())

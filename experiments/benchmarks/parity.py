@@ -16,12 +16,11 @@ bootstrap interval over seeds of each seed's mean normalized score, and for ever
 ``huggingface`` the difference to ``huggingface`` with its own bootstrap interval. Finished cells are
 skipped and interrupted ones resumed, so a killed run continues where it stopped.
 
-python -m experiments.parity --seeds 0 1 2 3 4 --out-dir runs/parity
+python -m experiments.benchmarks.parity --seeds 0 1 2 3 4 --out-dir runs/parity
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -43,9 +42,9 @@ from agents.progress import progress_bar
 from agents.results import cpu_description, now_iso, software_versions
 from agents.trainer import Trainer, build_model
 from envs import make_vector_env, normalized_score
-from experiments.common import run_cli
-from experiments.config import add_config_arguments, config_from_args, format_config
-from experiments.stats import bootstrap_diff_ci, bootstrap_mean_ci
+from experiments.common import Command
+from experiments.config import format_config
+from experiments.reporting.stats import bootstrap_diff_ci, bootstrap_mean_ci
 
 MODELS = ("dt-attn", "huggingface", "dt-attn-torch-init")
 REFERENCE_MODEL = "huggingface"
@@ -233,26 +232,14 @@ def run_parity(pcfg: ParityConfig, progress: bool = True) -> list[dict[str, Any]
     return rows
 
 
-def _main(args: argparse.Namespace) -> int:
-    def body() -> int:
-        pcfg = config_from_args(ParityConfig, args)
-        print(f"config:\n{format_config(pcfg)}")
-        run_parity(pcfg)
-        return 0
-
-    return run_cli(body)
+def run(pcfg: ParityConfig) -> None:
+    """Print the config, then ``run_parity``."""
+    print(f"config:\n{format_config(pcfg)}")
+    run_parity(pcfg)
 
 
-def register(subparsers) -> None:
-    """Add the ``parity`` subcommand."""
-    p = subparsers.add_parser("parity", help="this DT against HuggingFace's, same trainer and exact rollout",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(p, ParityConfig)
-    p.set_defaults(func=_main)
-
+COMMAND = Command("parity", "this DT against HuggingFace's, same trainer and exact rollout", ParityConfig, run,
+                  __doc__)
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m experiments.parity", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, ParityConfig)
-    sys.exit(_main(parser.parse_args()))
+    sys.exit(COMMAND.main())

@@ -1,0 +1,252 @@
+"""`dt-attn bench-training`: training throughput of every attention against HuggingFace's
+DecisionTransformerModel of the same size (python -m experiments.benchmarks.training).
+
+Every model trains on the same random HalfCheetah-sized segments at K = --context. The timed steps are split
+into --rounds rounds that visit every model in turn (a rotating order), so that drifts of the machine's speed
+hit all models alike; a model's figure is its median round, and ratios are medians of the per-round ratios.
+Beside the speed: the matrix-multiply GFLOP one step counts and the machine's matmul peak, which bound the
+speed from above. Writes throughput.csv and summary.json under --out-dir and prints the targets
+(dt-attn softmax >= 2x HF's steps/s; every attention no slower than softmax). Timings are wall-clock on this
+machine (CUDA work is synchronized before every clock reading).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.atomic import write_json, write_rows_csv
+from agents.fieldtypes import check_field_types
+from agents.model import DecisionTransformer
+from experiments.benchmarks.attention import resolve_device
+from experiments.benchmarks.common import (
+    ACT_DIM,
+    STATE_DIM,
+    AgentBenchConfig,
+    dt_config,
+    machine,
+    sync,
+    synthetic_sampler,
+    training_step,
+    with_quick,
+)
+from experiments.common import Command
+from experiments.config import config_to_dict, format_config
+
+HF_NAME = "transformers DecisionTransformerModel"
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+QUICK = {"timed_steps": 4, "rounds": 2, "warmup_steps": 1, "embed_dim": 16, "n_layers": 1, "batch": 4}
+
+
+@dataclass
+class BenchTrainingConfig(AgentBenchConfig):
+    """What the training benchmark times, at which sizes."""
+
+    compare_hf: bool = field(default=True, metadata={
+        "help": "include transformers.DecisionTransformerModel when installed"})
+    precisions: list[str] = field(default_factory=lambda: ["fp32"], metadata={
+        "help": "training precisions (fp32, bf16); every model, HF's included, runs in each"})
+    context: int = field(default=20, metadata={"help": "context length K of every model"})
+    batch: int = 64
+    timed_steps: int = field(default=60, metadata={"help": "timed training steps per model"})
+    rounds: int = field(default=10, metadata={
+        "help": "rounds the timed steps are split into, each visiting every model in turn"})
+    warmup_steps: int = 5
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto: where the models train"})
+    out_dir: str = "bench_results/training"
+    quick: bool = field(default=False, metadata={"help": "tiny sizes for a smoke run (fields left at defaults)"})
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+
+
+def hf_training_step(cfg: BenchTrainingConfig, device: torch.device, precision: str = "fp32"):
+    """One training step of HuggingFace's DecisionTransformerModel of the same size, and its parameter count."""
+    from transformers import DecisionTransformerConfig, DecisionTransformerModel
+
+    from agents.trainer import training_autocast
+
+    hf = DecisionTransformerModel(DecisionTransformerConfig(
+        state_dim=STATE_DIM, act_dim=ACT_DIM, hidden_size=cfg.embed_dim, n_layer=cfg.n_layers, n_head=cfg.n_heads,
+        max_ep_len=1000, n_positions=max(1024, 3 * cfg.context), resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
+        n_inner=4 * cfg.embed_dim, activation_function="relu"))
+    hf.to(device).train()
+    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=1e-4)
+    autocast = training_autocast(precision, device)
+
+    def step(batch):
+        mask = (~batch.pad_mask).long()
+        with autocast:
+            _, pred, _ = hf(states=batch.states, actions=batch.actions, rewards=torch.zeros_like(batch.rtg),
+                            returns_to_go=batch.rtg, timesteps=batch.timesteps, attention_mask=mask, return_dict=False)
+        keep = mask.unsqueeze(-1).float()
+        loss = ((pred.float() - batch.actions) ** 2 * keep).sum() / (keep.sum() * ACT_DIM)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 0.25)
+        opt.step()
+
+    return step, sum(p.numel() for p in hf.parameters())
+
+
+def matmul_peak_gflops(size: int = 2048, seconds: float = 1.0, dtype: torch.dtype = torch.float32,
+                       device: torch.device | str = "cpu") -> float:
+    """The device's matrix-multiply rate (GFLOP/s) in ``dtype`` on large square matrices: a practical peak."""
+    device = torch.device(device)
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+    a @ b  # warm-up
+    sync(device)
+    runs, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        runs += 1
+        if device.type == "cuda" and runs % 10 == 0:
+            sync(device)  # keep the queue short, so that the clock check sees the work done
+    sync(device)
+    return 2 * size**3 * runs / (time.perf_counter() - t0) / 1e9
+
+
+def counted_gflop(step, batch) -> float:
+    """Matrix-multiply GFLOP of one training step, as torch's FlopCounterMode counts them (it does not see
+    inside CPU fused attention kernels, so for SDPA models this is a lower bound)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(batch)
+    return counter.get_total_flops() / 1e9
+
+
+def contender_name(model: str, precision: str) -> str:
+    """A throughput row's model name: the model alone in fp32 (as in every earlier run), else with its precision."""
+    return model if precision == "fp32" else f"{model} [{precision}]"
+
+
+def bench_throughput(cfg: BenchTrainingConfig) -> list[dict]:
+    """Training steps/s at K=context for each attention and HF's DT in each precision, measured in
+    interleaved rounds: each round times timed_steps / rounds steps of every model in turn; a model's figure is
+    its median round."""
+    if cfg.rounds < 1 or cfg.timed_steps < cfg.rounds:
+        raise ValueError(f"need 1 <= rounds <= timed_steps, got {cfg.rounds} rounds of "
+                         f"{cfg.timed_steps} steps")
+    unknown = [p for p in cfg.precisions if p not in PRECISION_DTYPES]
+    if unknown or not cfg.precisions:
+        raise ValueError(f"precisions must list some of {sorted(PRECISION_DTYPES)}, got {cfg.precisions}")
+    k = cfg.context
+    device = resolve_device(cfg.device)
+    contenders = []  # (name, precision, step function, parameters)
+    for precision in cfg.precisions:
+        for att in cfg.attentions:
+            torch.manual_seed(cfg.seed)
+            model = DecisionTransformer(dt_config(cfg, att, k)).to(device).train()
+            contenders.append((contender_name(f"dt-attn {att}", precision), precision,
+                               training_step(model, precision), sum(p.numel() for p in model.parameters())))
+        if cfg.compare_hf:
+            try:
+                torch.manual_seed(cfg.seed)
+                step, n_params = hf_training_step(cfg, device, precision)
+            except ImportError:
+                print("  transformers not installed: skipping the HuggingFace comparison (pip install -e '.[bench]')")
+            else:
+                contenders.append((contender_name(HF_NAME, precision), precision, step, n_params))
+    per_round = cfg.timed_steps // cfg.rounds
+    sampler = synthetic_sampler(k, cfg.seed)
+    batches = [sampler.sample(cfg.batch).to(device) for _ in range(cfg.warmup_steps + per_round)]
+    gflop = {}
+    for name, _, step, _ in contenders:
+        for b in batches[: cfg.warmup_steps]:
+            step(b)
+        gflop[name] = counted_gflop(step, batches[0])
+    peak = {p: matmul_peak_gflops(dtype=PRECISION_DTYPES[p], device=device) for p in cfg.precisions}
+    for p, rate in peak.items():
+        print(f"  {p} matmul peak of this machine: {rate:.1f} GFLOP/s (2048^3 products)", flush=True)
+    rates: dict[str, list[float]] = {name: [] for name, *_ in contenders}
+    for r in range(cfg.rounds):
+        shift = r % len(contenders)
+        for name, _, step, _ in contenders[shift:] + contenders[:shift]:
+            sync(device)
+            t0 = time.perf_counter()
+            for b in batches[cfg.warmup_steps:]:
+                step(b)
+            sync(device)
+            rates[name].append(per_round / (time.perf_counter() - t0))
+    rows = []
+    for name, precision, _, n_params in contenders:
+        sps = sorted(rates[name])
+        rows.append({"model": name, "precision": precision, "context": k, "batch": cfg.batch,
+                     "steps_per_s": float(np.median(sps)),
+                     "steps_per_s_min": sps[0], "steps_per_s_max": sps[-1], "rounds": len(sps),
+                     "steps_per_round": per_round, "parameters": n_params,
+                     "round_steps_per_s": " ".join(f"{x:.4f}" for x in rates[name]),
+                     "counted_gflop_per_step": gflop[name], "matmul_peak_gflops": peak[precision],
+                     "steps_per_s_ceiling": peak[precision] / gflop[name] if gflop[name] else float("inf")})
+        print(f"  {name:<45} {np.median(sps):8.2f} steps/s (rounds {sps[0]:.2f}-{sps[-1]:.2f}); "
+              f"{gflop[name]:.2f} counted GFLOP/step, so at most {rows[-1]['steps_per_s_ceiling']:.2f} steps/s "
+              f"at the {precision} matmul peak", flush=True)
+    return rows
+
+
+def run(cfg: BenchTrainingConfig) -> dict:
+    """Time every model; write throughput.csv and summary.json; print the targets; return the figures."""
+    if cfg.quick:
+        cfg = with_quick(cfg, QUICK)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    figures: dict = {"config": config_to_dict(cfg), **machine(device)}
+    print(f"training benchmark on {figures['gpu'] or 'the CPU'} ({figures['cpu']}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads)\n{format_config(cfg)}", flush=True)
+    figures["throughput"] = bench_throughput(cfg)
+    write_rows_csv(out / "throughput.csv", figures["throughput"])
+    print_throughput_targets(figures["throughput"], cfg)
+    write_json(out / "summary.json", figures)
+    print(f"\nwritten to {out}/throughput.csv and summary.json")
+    return figures
+
+
+def paired_ratio(a: dict, b: dict, field: str = "round_steps_per_s") -> tuple[float, float, float]:
+    """Median, min and max over rounds of a's ``field`` divided by b's in the same round (for times
+    a's over b's is b's speed-up over a)."""
+    ratios = sorted(x / y for x, y in zip(*(map(float, r[field].split()) for r in (a, b))))
+    return float(np.median(ratios)), ratios[0], ratios[-1]
+
+
+def print_throughput_targets(rows: list[dict], cfg: BenchTrainingConfig) -> None:
+    """The throughput targets in each precision (every model in the same precision), judged on the median of
+    the per-round ratios; then, for the record, our bf16 softmax against HF in fp32 (not like for like)."""
+    by = {r["model"]: r for r in rows}
+    print("\n(median of the per-round ratios, with their range)")
+    for precision in cfg.precisions:
+        ours = by.get(contender_name("dt-attn softmax", precision))
+        if ours is None:
+            continue
+        hf = by.get(contender_name(HF_NAME, precision))
+        if hf:
+            r, lo, hi = paired_ratio(ours, hf)
+            print(f"target ({precision}, both models): dt-attn softmax >= 2x HF steps/s: {r:.2f}x ({lo:.2f}-{hi:.2f}) "
+                  f"-> {'PASS' if r >= 2 else 'FAIL'}")
+        for att in cfg.attentions:
+            other = by.get(contender_name(f"dt-attn {att}", precision))
+            if att != "softmax" and other:
+                r, lo, hi = paired_ratio(other, ours)
+                print(f"target ({precision}): {att} no slower than softmax at K={cfg.context}: "
+                      f"{r:.2f}x ({lo:.2f}-{hi:.2f}) -> {'PASS' if r >= 1.0 else 'FAIL'}")
+    ours_bf16, hf_fp32 = by.get(contender_name("dt-attn softmax", "bf16")), by.get(HF_NAME)
+    if ours_bf16 and hf_fp32:
+        r, lo, hi = paired_ratio(ours_bf16, hf_fp32)
+        print(f"for the record (mixed precisions, not a target): dt-attn softmax in bf16 / HF in fp32: "
+              f"{r:.2f}x ({lo:.2f}-{hi:.2f})")
+
+
+COMMAND = Command("bench-training", "training throughput of each attention against HuggingFace's DT",
+                  BenchTrainingConfig, run, __doc__)
+
+if __name__ == "__main__":
+    sys.exit(COMMAND.main())

@@ -1,0 +1,1 @@
+"""Reporting: aggregate finished runs into tables, statistics and plots (`dt-attn report`)."""
