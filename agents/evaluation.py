@@ -1,4 +1,8 @@
-"""Evaluate a trained checkpoint: load it, check it fits the environment, roll out, report."""
+"""Evaluate a trained checkpoint: load it, check it fits the environment, roll out, report.
+
+``load_policy`` and ``rollout_settings`` give what any rollout of a checkpoint needs: the model, and the
+run's own environment, observation filter, normalization, return scale and targets.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import contextlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,6 @@ import torch
 from agents.atomic import write_json
 from agents.checkpoint import load_checkpoint, non_finite_tensors, resolve_checkpoint
 from agents.config import EvalConfig
-from agents.evaluator import plan_rollout, run_episodes
 from agents.model import DecisionTransformer, DTConfig
 from agents.results import (
     EVAL_FILE,
@@ -26,6 +30,7 @@ from agents.results import (
     software_versions,
     target_record,
 )
+from agents.rollout import plan_rollout, run_episodes
 from agents.runlock import run_lock
 from agents.upgrade import FORMAT, read_evaluation
 from envs import ObservationFilter, get_env_spec, make_vector_env, normalized_score
@@ -37,6 +42,44 @@ def load_policy(payload: dict[str, Any], device: str | torch.device = "cpu") -> 
     model.load_state_dict(payload["model"])
     model.eval()
     return model
+
+
+@dataclass
+class RolloutSettings:
+    """What rolling a checkpoint's policy out takes besides the model: the run's own values."""
+
+    env_id: str
+    env_name: str
+    observe: str
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    rtg_scale: float
+    targets: list[float]  # the run's evaluation targets (its dataset's defaults unless it set others)
+    max_episode_steps: int
+
+
+def rollout_settings(payload: dict[str, Any]) -> RolloutSettings:
+    """The rollout settings a checkpoint payload (``agents.checkpoint.load_checkpoint``) was trained with."""
+    data, train_cfg, norm = payload["data"], payload["config"], payload["normalization"]
+    return RolloutSettings(
+        env_id=data["env_id"],
+        env_name=data["env_name"],
+        observe=data["observe"],
+        state_mean=np.asarray(norm["state_mean"], dtype=np.float32),
+        state_std=np.asarray(norm["state_std"], dtype=np.float32),
+        rtg_scale=float(train_cfg["rtg_scale"]),
+        targets=[float(t) for t in (train_cfg.get("eval_targets") or data["default_targets"])],
+        max_episode_steps=get_env_spec(data["env_name"]).max_episode_steps,
+    )
+
+
+def check_observation_dim(model: DecisionTransformer, envs, env_id: str, observe: str) -> None:
+    """Refuse environments whose observations the policy was not built for."""
+    obs_dim = envs.single_observation_space.shape[0]
+    if obs_dim != model.cfg.state_dim:
+        raise ValueError(f"the policy expects {model.cfg.state_dim}-dim observations but {env_id} with observe "
+                         f"{observe} gives {obs_dim}; roll it out in the environment (and observation filter) it "
+                         "was trained for")
 
 
 def check_observe(saved: str, requested: str | None) -> str:
@@ -111,14 +154,13 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
                          f"{', ...' if len(bad) > 3 else ''}): its training diverged; retrain it (e.g. with a "
                          "lower --lr)")
     data, train_cfg = payload["data"], payload["config"]
-    observe = check_observe(data["observe"], cfg.observe)
-    env_id = cfg.env_id or data["env_id"]
+    settings = rollout_settings(payload)
+    observe = check_observe(settings.observe, cfg.observe)
+    env_id = cfg.env_id or settings.env_id
     model = load_policy(payload, cfg.device)
-    env_spec = get_env_spec(data["env_name"])
-    max_steps = cfg.max_steps or env_spec.max_episode_steps
-    targets = cfg.targets or train_cfg.get("eval_targets") or data["default_targets"]
+    max_steps = cfg.max_steps or settings.max_episode_steps
+    targets = cfg.targets or settings.targets
     ref = data.get("ref_scores")
-    norm = payload["normalization"]
     records = []
     score_source = ""
     plan = plan_rollout(model, cfg.rollout, max_steps)
@@ -128,15 +170,10 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
             n = min(cfg.envs, cfg.episodes - first)
             envs = make_vector_env(env_id, n, cfg.seed + first, observe=observe)
             try:
-                obs_dim = envs.single_observation_space.shape[0]
-                if obs_dim != model.cfg.state_dim:
-                    raise ValueError(
-                        f"checkpoint expects {model.cfg.state_dim}-dim observations but {env_id} with observe "
-                        f"{observe} gives {obs_dim}: the checkpoint was trained for {data['env_id']}"
-                    )
+                check_observation_dim(model, envs, env_id, observe)
                 res = run_episodes(
-                    model, envs, target=float(target), state_mean=np.asarray(norm["state_mean"]),
-                    state_std=np.asarray(norm["state_std"]), rtg_scale=float(train_cfg["rtg_scale"]),
+                    model, envs, target=float(target), state_mean=settings.state_mean,
+                    state_std=settings.state_std, rtg_scale=settings.rtg_scale,
                     seed=cfg.seed + first, max_steps=max_steps, plan=plan, device=cfg.device,
                     progress=f"target {target:g}, episodes {first + 1}-{first + n}" if progress else None,
                 )

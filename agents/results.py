@@ -12,7 +12,7 @@ import numpy as np
 
 EVAL_FILE = "eval.json"  # a run's final evaluation with the exact rollout
 STREAMING_SUFFIX = "-streaming"  # eval-streaming.json, evals/step-N-streaming.json: the streaming rollout's
-#: The rollouts an evaluation offers; "exact" is the default everywhere (see agents.evaluator).
+#: The rollouts an evaluation offers; "exact" is the default everywhere (see agents.rollout).
 ROLLOUTS = ("exact", "streaming")
 _LABELS = {"exact": "exact", "streaming": "streaming (approximate)"}
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from agents.exact_rollout import ExactRollout, RolloutSettings, check_observation_dim
+from agents.evaluation import RolloutSettings, check_observation_dim
 from agents.model import DecisionTransformer
+from agents.rollout import SteppedRollout
 from envs import make_vector_env
 
 FORMATS = (".mp4", ".gif")
@@ -160,15 +161,15 @@ def record_video(
     venv = make_vector_env(settings.env_id, 1, seed, observe=settings.observe, render_mode="rgb_array",
                            width=width, height=height)
     try:
-        check_observation_dim(model, venv, settings.env_id)
+        check_observation_dim(model, venv, settings.env_id, settings.observe)
         env = venv.envs[0]
         if fps is None:
             fps = float(env.metadata.get("render_fps") or 30)
             if path.suffix.lower() == ".gif":
                 fps = min(fps, GIF_MAX_FPS)
-        rollout = ExactRollout(model, venv, target=target, state_mean=settings.state_mean,
-                               state_std=settings.state_std, rtg_scale=settings.rtg_scale, seed=seed,
-                               max_steps=max_steps or settings.max_episode_steps, device=device)
+        rollout = SteppedRollout(model, venv, target=target, state_mean=settings.state_mean,
+                                 state_std=settings.state_std, rtg_scale=settings.rtg_scale, seed=seed,
+                                 max_steps=max_steps or settings.max_episode_steps, device=device)
         with _atomic_video(path, fps) as writer:
             writer.append_data(env.render())
             frames = 1

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from agents import evaluator as evaluator_mod
+from agents import rollout as rollout_mod
 from agents import trainer as trainer_mod
 from agents.checkpoint import load_checkpoint
 from agents.config import ACTIVATION_NAMES, EvalConfig, TrainConfig, config_differences
 from agents.evaluation import evaluate, load_policy
-from agents.evaluator import run_episodes
+from agents.rollout import run_episodes
 from agents.trainer import NonFiniteLossError, Trainer
 from agents.upgrade import read_run_config
 from dt_attn import available_attentions
@@ -197,16 +197,16 @@ def test_streaming_rollout_slides_a_window_and_says_it_is_approximate(attention,
     mechanism, labelled approximate; asked of a mechanism without a window option it falls back to the
     exact rollout, and says so. K holding the episode is exact whatever was asked."""
     model = _tiny_policy(attention, context=4, n_layers=2)
-    plan = evaluator_mod.plan_rollout(model, "streaming", max_steps=12)
+    plan = rollout_mod.plan_rollout(model, "streaming", max_steps=12)
     assert plan.rollout == "streaming"
     assert plan.method.startswith("streaming (approximate): sliding window of 11 tokens per layer; after 4 steps")
     assert "window" not in model.cfg.attention_options
-    assert evaluator_mod.plan_rollout(model, "streaming", max_steps=4).rollout == "exact"
-    monkeypatch.setattr(evaluator_mod, "attention_options", lambda name: {})
-    plan = evaluator_mod.plan_rollout(model, "streaming", max_steps=12)
+    assert rollout_mod.plan_rollout(model, "streaming", max_steps=4).rollout == "exact"
+    monkeypatch.setattr(rollout_mod, "attention_options", lambda name: {})
+    plan = rollout_mod.plan_rollout(model, "streaming", max_steps=12)
     assert plan.rollout == "exact" and f"{attention} has no window option" in plan.method
     with pytest.raises(ValueError, match="rollout must be one of exact, streaming, got 'naive'"):
-        evaluator_mod.plan_rollout(model, "naive", max_steps=12)
+        rollout_mod.plan_rollout(model, "naive", max_steps=12)
 
 
 @pytest.mark.parametrize("attention", available_attentions())

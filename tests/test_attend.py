@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from agents.config import TrainConfig
-from agents.exact_rollout import ExactRollout, RolloutSettings
+from agents.evaluation import RolloutSettings
 from agents.model import DecisionTransformer, DTConfig
+from agents.rollout import SteppedRollout
 from agents.trainer import Trainer
 from dt_attn import attention_weights, available_attentions
 from envs import make_vector_env
@@ -55,7 +56,7 @@ def test_lag_mass_groups_the_three_tokens_of_a_step():
     torch.testing.assert_close(lag_mass(w, K, K)[0, 0], torch.stack(expected))
 
 
-def hand_lag_masses(model: DecisionTransformer, rollout: ExactRollout, steps: int) -> np.ndarray:
+def hand_lag_masses(model: DecisionTransformer, rollout: SteppedRollout, steps: int) -> np.ndarray:
     """(layers, heads, K) lag masses of s_t for the window of the first ``steps`` real steps, from q, k computed
     by hand from each block's weights (softmax and cosFormer weights written out, Combiner's from the library)."""
     cfg = model.cfg
@@ -95,8 +96,8 @@ def hand_lag_masses(model: DecisionTransformer, rollout: ExactRollout, steps: in
 def test_readout_matches_a_hand_computation(attention, options):
     model, K = policy(attention, **options), 4
     venv = make_vector_env("Hopper-v4", 1, 7)
-    rollout = ExactRollout(model, venv, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
-                           rtg_scale=1000.0, seed=7, max_steps=K)
+    rollout = SteppedRollout(model, venv, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
+                             rtg_scale=1000.0, seed=7, max_steps=K)
     assert [s.window for s in rollout] == [1, 2, 3, 4]
     venv.close()
     with torch.no_grad():
@@ -112,8 +113,8 @@ def test_readout_matches_a_hand_computation(attention, options):
 def test_windows_all_averages_the_short_windows_of_the_episode_start():
     model = policy("softmax")
     venv = make_vector_env("Hopper-v4", 1, 3)
-    rollout = ExactRollout(model, venv, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
-                           rtg_scale=1000.0, seed=3, max_steps=2)
+    rollout = SteppedRollout(model, venv, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
+                             rtg_scale=1000.0, seed=3, max_steps=2)
     list(rollout)
     venv.close()
     with torch.no_grad():

@@ -17,8 +17,8 @@ from test_agent_e2e import _tiny_policy, tiny
 
 from agents.config import EvalConfig
 from agents.evaluation import evaluate
-from agents.evaluator import plan_rollout, rerun_plan, run_episodes
 from agents.model import DecisionTransformer, DTConfig
+from agents.rollout import plan_rollout, rerun_plan, run_episodes
 from agents.sampler import SegmentSampler
 from agents.trainer import Trainer, action_loss, training_autocast
 from dt_attn import available_attentions

@@ -6,9 +6,9 @@ import itertools
 import numpy as np
 import torch
 
-from agents.evaluator import run_episodes
 from agents.model import DecisionTransformer, DTConfig
 from agents.progress import LOG_FILE_INTERVAL_S, progress_bar
+from agents.rollout import run_episodes
 from envs import make_vector_env
 
 

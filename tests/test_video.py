@@ -8,9 +8,9 @@ import torch
 
 from agents import video as video_mod
 from agents.config import TrainConfig
-from agents.evaluator import run_episodes
-from agents.exact_rollout import ExactRollout, RolloutSettings
+from agents.evaluation import RolloutSettings
 from agents.model import DecisionTransformer, DTConfig
+from agents.rollout import SteppedRollout, run_episodes
 from agents.trainer import Trainer
 from agents.video import VideoError, offscreen_gl, record_video
 from envs import make_vector_env
@@ -49,13 +49,13 @@ def policy(context: int = 3) -> DecisionTransformer:
 
 def test_exact_rollout_plays_evaluations_exact_episodes():
     model = policy()
-    envs = make_vector_env("Hopper-v4", 2, 5)  # the evaluator's default, the fast exact rollout
+    envs = make_vector_env("Hopper-v4", 2, 5)  # run_episodes plans the fast exact rollout by default
     ref = run_episodes(model, envs, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
                        rtg_scale=1000.0, seed=5, max_steps=12)
     envs.close()
     envs = make_vector_env("Hopper-v4", 2, 5)
-    rollout = ExactRollout(model, envs, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
-                           rtg_scale=1000.0, seed=5, max_steps=12)
+    rollout = SteppedRollout(model, envs, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
+                             rtg_scale=1000.0, seed=5, max_steps=12)
     steps = list(rollout)
     envs.close()
     assert [s.window for s in steps[:4]] == [1, 2, 3, 3] and len(steps) == rollout.lengths.max()
@@ -69,8 +69,8 @@ def test_mp4_holds_one_frame_per_state_and_replays_evaluations_episode(tmp_path,
     model = policy()
     result = record_video(model, HOPPER, tmp_path / "ep.mp4", target=1800.0, seed=11, max_steps=9, width=64, height=48)
     envs = make_vector_env("Hopper-v4", 1, 11)
-    rollout = ExactRollout(model, envs, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
-                           rtg_scale=1000.0, seed=11, max_steps=9)
+    rollout = SteppedRollout(model, envs, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
+                             rtg_scale=1000.0, seed=11, max_steps=9)
     list(rollout)
     envs.close()
     assert result.length == rollout.lengths[0] and result.frames == result.length + 1
@@ -115,12 +115,12 @@ def test_a_failed_recording_keeps_the_previous_file(tmp_path, gl, monkeypatch):
     path = tmp_path / "ep.mp4"
     path.write_bytes(b"the previous video")
 
-    class Dies(ExactRollout):
+    class Dies(SteppedRollout):
         def __iter__(self):
             yield from list(super().__iter__())[:2]
             raise RuntimeError("policy crashed")
 
-    monkeypatch.setattr(video_mod, "ExactRollout", Dies)
+    monkeypatch.setattr(video_mod, "SteppedRollout", Dies)
     with pytest.raises(RuntimeError, match="policy crashed"):
         record_video(policy(), HOPPER, path, target=1800.0, max_steps=4, width=32, height=32)
     assert path.read_bytes() == b"the previous video" and [p.name for p in tmp_path.iterdir()] == ["ep.mp4"]

@@ -36,10 +36,10 @@ from agents.atomic import write_json, write_text
 from agents.checkpoint import CHECKPOINT_NAME
 from agents.config import TrainConfig
 from agents.data import PreparedData
-from agents.evaluator import rerun_plan, run_episodes
 from agents.model import DTConfig
 from agents.progress import progress_bar
 from agents.results import cpu_description, now_iso, software_versions
+from agents.rollout import rerun_plan, run_episodes
 from agents.trainer import Trainer, build_model
 from envs import make_vector_env, normalized_score
 from experiments.common import Command

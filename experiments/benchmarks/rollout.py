@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from agents.atomic import write_text
-from agents.evaluator import RolloutPlan, RolloutResult, Step, plan_rollout, rerun_plan, run_episodes
 from agents.model import DecisionTransformer
 from agents.results import rollout_label
+from agents.rollout import RolloutPlan, RolloutResult, StepFn, plan_rollout, rerun_plan, run_episodes
 from experiments.benchmarks.common import AgentBenchConfig, dt_config, machine, with_quick
 from experiments.common import Command
 from experiments.config import config_to_dict, format_config
@@ -80,7 +80,7 @@ def build_model(cfg: BenchRolloutConfig, attention: str, context: int, state_dim
 
 def _timed(plan: RolloutPlan, times: list[float]) -> RolloutPlan:
     """``plan`` whose steps append their own duration (seconds) to ``times``."""
-    def start(n: int, device: torch.device | str) -> Step:
+    def start(n: int, device: torch.device | str) -> StepFn:
         inner = plan.start(n, device)
 
         def step(t: int, s: torch.Tensor, rtg: torch.Tensor) -> torch.Tensor:

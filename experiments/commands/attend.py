@@ -25,11 +25,11 @@ import torch.nn.functional as F
 
 from agents.atomic import atomic_write, write_json, write_rows_csv
 from agents.checkpoint import load_checkpoint, resolve_checkpoint
-from agents.evaluation import load_policy
-from agents.exact_rollout import ExactRollout, RolloutSettings, check_observation_dim, rollout_settings
+from agents.evaluation import RolloutSettings, check_observation_dim, load_policy, rollout_settings
 from agents.fieldtypes import check_field_types, check_rules
 from agents.model import DecisionTransformer
 from agents.results import now_iso, software_versions
+from agents.rollout import SteppedRollout
 from dt_attn import attention_weights
 from envs import make_vector_env
 from experiments.common import Command
@@ -105,10 +105,10 @@ def attention_by_lag(
         n = min(envs, episodes - first)
         venv = make_vector_env(settings.env_id, n, seed + first, observe=settings.observe)
         try:
-            check_observation_dim(model, venv, settings.env_id)
-            rollout = ExactRollout(model, venv, target=target, state_mean=settings.state_mean,
-                                   state_std=settings.state_std, rtg_scale=settings.rtg_scale, seed=seed + first,
-                                   max_steps=max_steps, device=device)
+            check_observation_dim(model, venv, settings.env_id, settings.observe)
+            rollout = SteppedRollout(model, venv, target=target, state_mean=settings.state_mean,
+                                     state_std=settings.state_std, rtg_scale=settings.rtg_scale,
+                                     seed=seed + first, max_steps=max_steps, device=device)
             with QKCapture(model) as capture, torch.inference_mode():
                 for step in rollout:
                     if windows == "full" and step.window < K:

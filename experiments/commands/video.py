@@ -47,8 +47,7 @@ def run(cfg: VideoConfig) -> int:
     import torch
 
     from agents.checkpoint import load_checkpoint, resolve_checkpoint
-    from agents.evaluation import load_policy
-    from agents.exact_rollout import rollout_settings
+    from agents.evaluation import load_policy, rollout_settings
     from agents.video import check_video_path, record_video
 
     if not cfg.checkpoint or not cfg.out:

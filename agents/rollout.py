@@ -1,6 +1,8 @@
 """Policy rollouts in parallel gymnasium environments, batched over environments.
 
-Two rollouts (``ROLLOUTS``):
+``SteppedRollout`` runs one episode in each sub-environment and yields after every environment step, so that
+a caller can look inside (read the attention of the step's forward pass, render a frame); ``run_episodes``
+runs it to the end and times it. How the policy acts is a ``RolloutPlan``. Two rollouts (``ROLLOUTS``):
 
 * **exact** (the default): every action is the function that was trained, the model on the last K
   steps R_{t-K+1}, s_{t-K+1}, a_{t-K+1}, ..., R_t, s_t. When the episode cannot outgrow K (K >= the
@@ -19,7 +21,7 @@ Two rollouts (``ROLLOUTS``):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +33,7 @@ from agents.results import ROLLOUTS, rollout_label
 from dt_attn import attention_options
 
 # One step of a batched policy: (t, normalized states (B, S), returns-to-go (B, 1)) -> actions (B, A).
-Step = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+StepFn = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def check_rollout(rollout: str) -> str:
@@ -47,7 +49,7 @@ class RolloutPlan:
 
     rollout: str  # "exact" or "streaming": what the actions are, not only what was asked
     method: str  # e.g. "exact: the last 20 steps re-run every step"
-    start: Callable[[int, torch.device | str], Step]  # (environments, device) -> the step function
+    start: Callable[[int, torch.device | str], StepFn]  # (environments, device) -> the step function
 
 
 @dataclass
@@ -83,7 +85,7 @@ def plan_rollout(model: DecisionTransformer, rollout: str, max_steps: int) -> Ro
                        lambda n, device: _exact(model, n, device))
 
 
-def _incremental(model: DecisionTransformer, n: int, device: torch.device | str) -> Step:
+def _incremental(model: DecisionTransformer, n: int, device: torch.device | str) -> StepFn:
     """Steps through the attention's incremental state, feeding a_{t-1}, R_t, s_t in one pass."""
     state, prev = model.init_state(n, device=device), None
 
@@ -95,7 +97,7 @@ def _incremental(model: DecisionTransformer, n: int, device: torch.device | str)
     return step
 
 
-def _exact(model: DecisionTransformer, n: int, device: torch.device | str) -> Step:
+def _exact(model: DecisionTransformer, n: int, device: torch.device | str) -> StepFn:
     """Steps that re-run the model on the last K steps (``DecisionTransformer.act_exact``)."""
     state, prev = model.init_exact_state(n, device=device), None
 
@@ -145,6 +147,87 @@ def rerun_plan(model: torch.nn.Module, last_only: bool = True) -> RolloutPlan:
                                 "no reuse", lambda n, device: Rerun(model, n, device, last_only))
 
 
+@dataclass
+class EnvStep:
+    """One environment step of every sub-environment."""
+
+    t: int  # episode step whose action was just taken
+    window: int  # real steps in the K-step window the model read (min(t + 1, K))
+    live: np.ndarray  # (n,) bool: sub-environments whose episode was still running (their step counts)
+    reward: np.ndarray  # (n,)
+    done: np.ndarray  # (n,) bool: episode over after this step
+
+
+class SteppedRollout:
+    """One episode in each sub-environment of ``envs`` (reset with ``seed`` on construction), conditioned on
+    return ``target`` and acting by ``plan`` (default: ``rerun_plan``, the exact rollout whose every step is
+    one forward pass of the model on the last K steps); iterate to take the steps. ``returns`` and ``lengths``
+    count live steps only, ``policy_time_s`` the time spent choosing actions. With the default plan the
+    normalized states, actions and scaled returns-to-go fed so far are in ``states``, ``actions``, ``rtg``
+    (n, max_ep_len, ·)."""
+
+    def __init__(
+        self,
+        model: DecisionTransformer,
+        envs,
+        *,
+        target: float,
+        state_mean: np.ndarray,
+        state_std: np.ndarray,
+        rtg_scale: float,
+        seed: int,
+        max_steps: int,
+        plan: RolloutPlan | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        model.eval()
+        self.model, self.envs, self.max_steps, self.device = model, envs, max_steps, device
+        self.plan = plan or rerun_plan(model)
+        self.rtg_scale = float(rtg_scale)
+        self.context = model.cfg.context
+        n = self.n = envs.num_envs
+        self.mean = torch.as_tensor(state_mean, dtype=torch.float32, device=device)
+        self.std = torch.as_tensor(state_std, dtype=torch.float32, device=device)
+        self.returns = np.zeros(n)
+        self.lengths = np.zeros(n, dtype=int)
+        self.done = np.zeros(n, dtype=bool)
+        self.policy_time_s = 0.0
+        self._rtg_now = torch.full((n, 1), float(target) / self.rtg_scale, device=device)
+        self._obs, _ = envs.reset(seed=seed)
+        self.step_fn = self.plan.start(n, device)
+        self.t = 0  # the next step to take
+
+    # what the default plan's re-run step fed the model
+    states = property(lambda self: self.step_fn.states)
+    actions = property(lambda self: self.step_fn.actions)
+    rtg = property(lambda self: self.step_fn.rtg)
+
+    @torch.inference_mode()
+    def act(self) -> torch.Tensor:
+        """a_t (n, A) for the current observations."""
+        s = (torch.as_tensor(self._obs, dtype=torch.float32, device=self.device) - self.mean) / self.std
+        return self.step_fn(self.t, s, self._rtg_now)
+
+    def __iter__(self) -> Iterator[EnvStep]:
+        while self.t < self.max_steps and not self.done.all():
+            start = time.perf_counter()
+            action = self.act().cpu().numpy()
+            self.policy_time_s += time.perf_counter() - start
+            self._obs, reward, terminated, truncated, _ = self.envs.step(action)
+            live = ~self.done
+            self.returns[live] += reward[live]
+            self.lengths[live] += 1
+            reward_now = torch.as_tensor(reward, dtype=torch.float32, device=self.device)[:, None]
+            self._rtg_now = self._rtg_now - reward_now / self.rtg_scale
+            self.done = self.done | np.asarray(terminated) | np.asarray(truncated)
+            step = EnvStep(t=self.t, window=min(self.t + 1, self.context), live=live, reward=np.asarray(reward),
+                           done=self.done.copy())
+            self.t += 1
+            yield step
+
+
 @torch.inference_mode()
 def run_episodes(
     model: DecisionTransformer,
@@ -164,35 +247,15 @@ def run_episodes(
     """One episode in each sub-environment of ``envs``, all conditioned on return ``target``, acting by
     ``plan`` (default: ``plan_rollout(model, rollout, max_steps)``); with ``progress``, a bar of
     environment steps under that label."""
-    model.eval()
     plan = plan or plan_rollout(model, rollout, max_steps)
-    n = envs.num_envs
-    mean = torch.as_tensor(state_mean, dtype=torch.float32, device=device)
-    std = torch.as_tensor(state_std, dtype=torch.float32, device=device)
-    obs, _ = envs.reset(seed=seed)
-    rtg = torch.full((n, 1), target / rtg_scale, device=device)
-    done = np.zeros(n, dtype=bool)
-    returns = np.zeros(n)
-    lengths = np.zeros(n, dtype=int)
-    step = plan.start(n, device)
+    episodes = SteppedRollout(model, envs, target=target, state_mean=state_mean, state_std=state_std,
+                              rtg_scale=rtg_scale, seed=seed, max_steps=max_steps, plan=plan, device=device)
     bar = progress_bar(total=max_steps, desc=progress, unit="step", leave=False, disable=progress is None)
     start = time.perf_counter()
-    policy_time = 0.0
-    t = 0
-    while t < max_steps and not done.all():
-        p0 = time.perf_counter()
-        s = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std
-        action = step(t, s, rtg).cpu().numpy()
-        policy_time += time.perf_counter() - p0
-        obs, reward, terminated, truncated, _ = envs.step(action)
-        live = ~done
-        returns[live] += reward[live]
-        lengths[live] += 1
-        rtg = rtg - torch.as_tensor(reward, dtype=torch.float32, device=device)[:, None] / rtg_scale
-        done |= np.asarray(terminated) | np.asarray(truncated)
-        t += 1
+    for _ in episodes:
         bar.update()
     wall = time.perf_counter() - start
     bar.close()
-    return RolloutResult(returns=returns, lengths=lengths, wall_time_s=wall, env_steps=t * n, rollout=plan.rollout,
-                         method=plan.method, policy_time_s=policy_time)
+    return RolloutResult(returns=episodes.returns, lengths=episodes.lengths, wall_time_s=wall,
+                         env_steps=episodes.t * episodes.n, rollout=plan.rollout, method=plan.method,
+                         policy_time_s=episodes.policy_time_s)
