@@ -38,7 +38,7 @@ from envs import ObservationFilter, get_env_spec, make_vector_env, normalized_sc
 
 def load_policy(payload: dict[str, Any], device: str | torch.device = "cpu") -> DecisionTransformer:
     """Rebuild the Decision Transformer stored in a checkpoint payload (as ``load_checkpoint`` gives it)."""
-    model = DecisionTransformer(DTConfig(**payload["model_config"])).to(device)
+    model = DecisionTransformer(DTConfig.from_dict(payload["model_config"])).to(device)
     model.load_state_dict(payload["model"])
     model.eval()
     return model
@@ -195,9 +195,9 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
         "dataset_label": data["label"],
         "env_id": env_id,
         "observe": observe,
-        "attention": model.cfg.attention,
-        "attention_options": model.cfg.attention_options,
-        "activation": model.cfg.activation,
+        "attention": model.cfg.transformer.attention,
+        "attention_options": model.cfg.transformer.attention_options,
+        "activation": model.cfg.transformer.activation,
         "init": model.cfg.init,
         "init_std": model.cfg.init_std,
         "context": model.cfg.context,

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dt_attn import CausalTransformer, TransformerConfig
+from dt_attn import CausalTransformer, TransformerConfig, attention_options
+from dt_attn.ops.combiner import default_span
 
 # Token layout per timestep: (return-to-go, state, action); actions are read from state tokens.
 STATE_TOKENS = slice(1, None, 3)
@@ -22,21 +23,30 @@ STATE_TOKENS = slice(1, None, 3)
 
 @dataclass
 class DTConfig:
-    """Shape of a Decision Transformer."""
+    """Shape of a Decision Transformer: its inputs, context and episode length, its initialization, and the
+    block stack it runs (``transformer``: width, depth, heads, dropout, MLP, attention and its options)."""
 
     state_dim: int
     act_dim: int
     context: int = 20
     max_ep_len: int = 1000
-    embed_dim: int = 128
-    n_layers: int = 3
-    n_heads: int = 1
-    dropout: float = 0.1
-    attention: str = "softmax"
-    attention_options: dict[str, Any] = field(default_factory=dict)
-    activation: str = "relu"
     init: str = "normal"  # "normal": the peers' scheme (see DecisionTransformer.init_weights); "torch-default"
     init_std: float = 0.02  # standard deviation of every weight drawn by the "normal" scheme
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DTConfig:
+        """The config ``dataclasses.asdict`` saved (a checkpoint's ``model_config`` of the current format)."""
+        return cls(**{**values, "transformer": TransformerConfig(**values["transformer"])})
+
+
+def attention_options_for(attention: str, options: dict[str, Any], context: int) -> dict[str, Any]:
+    """The options a Decision Transformer of context K builds ``attention`` with: ``options``, plus, for a
+    mechanism with a ``span`` (Combiner) and none given, the default span of a K-step segment's 3K tokens,
+    ceil(sqrt(3K)), fixed so that the incremental form (which needs a span) computes the trained function."""
+    if "span" in attention_options(attention) and "span" not in options:
+        return {**options, "span": default_span(3 * context)}
+    return dict(options)
 
 
 @dataclass
@@ -76,23 +86,13 @@ class DecisionTransformer(nn.Module):
     def __init__(self, cfg: DTConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        e = cfg.embed_dim
+        e = cfg.transformer.embed_dim
         self.embed_timestep = nn.Embedding(cfg.max_ep_len, e)
         self.embed_return = nn.Linear(1, e)
         self.embed_state = nn.Linear(cfg.state_dim, e)
         self.embed_action = nn.Linear(cfg.act_dim, e)
         self.embed_ln = nn.LayerNorm(e)
-        self.transformer = CausalTransformer(
-            TransformerConfig(
-                embed_dim=e,
-                n_layers=cfg.n_layers,
-                n_heads=cfg.n_heads,
-                dropout=cfg.dropout,
-                activation=cfg.activation,
-                attention=cfg.attention,
-                attention_options=dict(cfg.attention_options),
-            )
-        )
+        self.transformer = CausalTransformer(cfg.transformer)
         self.predict_action = nn.Sequential(nn.Linear(e, cfg.act_dim), nn.Tanh())
         if cfg.init == "normal":
             self.init_weights(cfg.init_std)
@@ -115,7 +115,7 @@ class DecisionTransformer(nn.Module):
             if isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        residual_std = std / (2 * self.cfg.n_layers) ** 0.5
+        residual_std = std / (2 * self.cfg.transformer.n_layers) ** 0.5
         for block in self.transformer.blocks:
             nn.init.normal_(block.proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.mlp[-1].weight, mean=0.0, std=residual_std)
@@ -206,7 +206,7 @@ class DecisionTransformer(nn.Module):
         blocks = self.transformer.blocks
         capacity = 3 * self.cfg.context  # >= the window of 3K - 1 tokens plus one
         return ExactState(
-            tokens=torch.zeros(batch, 2 * capacity, self.cfg.embed_dim, device=device, dtype=p.dtype),
+            tokens=torch.zeros(batch, 2 * capacity, self.cfg.transformer.embed_dim, device=device, dtype=p.dtype),
             qkv=torch.zeros(3, batch, blocks[0].n_heads, 2 * capacity, blocks[0].head_dim, device=device,
                             dtype=p.dtype),
         )
@@ -241,22 +241,10 @@ class DecisionTransformer(nn.Module):
         h = self.transformer.forward_last(state.tokens[:, window], state.qkv[:, :, :, window])
         return self.predict_action(h), ExactState(state.tokens, state.qkv, end)
 
-    def step_policy(
-        self, state: list, rtg: torch.Tensor, obs: torch.Tensor, timestep: torch.Tensor
-    ) -> tuple[torch.Tensor, list]:
-        """Feed R_t and s_t (shapes (B,1), (B,S), (B,)) and return the predicted a_t (B,A)."""
-        return self.act(state, rtg, obs, timestep)
-
-    def step_action(self, state: list, action: torch.Tensor, timestep: torch.Tensor) -> list:
-        """Feed the action a_t actually taken (B,A) so the next step can attend to it."""
-        t = self._time(timestep)
-        _, state = self.transformer.step(self.embed_ln(self.embed_action(action) + t), state)
-        return state
-
     def with_attention_options(self, **options: Any) -> DecisionTransformer:
         """A copy sharing no state whose attention is rebuilt with extra options (e.g. a window)."""
         cfg = copy.deepcopy(self.cfg)
-        cfg.attention_options = {**cfg.attention_options, **options}
+        cfg.transformer.attention_options = {**cfg.transformer.attention_options, **options}
         clone = DecisionTransformer(cfg).to(next(self.parameters()).device)
         clone.load_state_dict(self.state_dict())
         clone.train(self.training)

@@ -72,15 +72,15 @@ def plan_rollout(model: DecisionTransformer, rollout: str, max_steps: int) -> Ro
     if max_steps <= k:
         return RolloutPlan("exact", "exact: incremental state over the whole episode (K >= its step limit)",
                            lambda n, device: _incremental(model, n, device))
-    if rollout == "streaming" and "window" in attention_options(model.cfg.attention):
+    if rollout == "streaming" and "window" in attention_options(model.cfg.transformer.attention):
         window = 3 * k - 1  # R_{t-K+1} .. s_t: the trained segment as seen from its last state token
         caveat = (f"; after {k} steps the upper layers see past the window, unlike training"
-                  if model.cfg.n_layers > 1 else "")
+                  if model.cfg.transformer.n_layers > 1 else "")
         policy = model.with_attention_options(window=window)
         return RolloutPlan("streaming", f"{rollout_label('streaming')}: sliding window of {window} tokens per "
                                         f"layer{caveat}",
                            lambda n, device: _incremental(policy, n, device))
-    fallback = f" ({model.cfg.attention} has no window option to stream with)" if rollout == "streaming" else ""
+    fallback = f" ({model.cfg.transformer.attention} has no window option to stream with)" if rollout == "streaming" else ""
     return RolloutPlan("exact", f"exact: the last {k} steps re-run every step{fallback}",
                        lambda n, device: _exact(model, n, device))
 

@@ -23,11 +23,12 @@ from agents.atomic import WriteError, remove_temp_files, write_json
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, non_finite_tensors, save_checkpoint
 from agents.config import RESUMABLE_CHANGES, TrainConfig, config_differences, run_evaluation, run_name
 from agents.data import PreparedData, check_context, prepare_data
-from agents.model import DecisionTransformer, DTConfig, count_parameters
+from agents.model import DecisionTransformer, DTConfig, attention_options_for, count_parameters
 from agents.progress import progress_bar
 from agents.results import evaluation_path, rollout_label
 from agents.sampler import Batch, SegmentSampler
 from agents.upgrade import FORMAT, read_evaluation
+from dt_attn import TransformerConfig
 
 
 def log_eval_to_tensorboard(run_dir: str | Path, step: int, result: dict[str, Any]) -> None:
@@ -89,26 +90,23 @@ def resolve_device(name: str) -> torch.device:
 
 def build_model(cfg: TrainConfig, data: PreparedData) -> DecisionTransformer:
     """The Decision Transformer described by a training config and its data."""
-    attention_options = dict(cfg.attention_options)
-    if cfg.attention.startswith("combiner") and "span" not in attention_options:
-        attention_options["span"] = max(1, math.ceil(math.sqrt(3 * cfg.context)))
-    return DecisionTransformer(
-        DTConfig(
-            state_dim=data.state_dim,
-            act_dim=data.act_dim,
-            context=cfg.context,
-            max_ep_len=data.max_ep_len,
+    return DecisionTransformer(DTConfig(
+        state_dim=data.state_dim,
+        act_dim=data.act_dim,
+        context=cfg.context,
+        max_ep_len=data.max_ep_len,
+        init=cfg.init,
+        init_std=cfg.init_std,
+        transformer=TransformerConfig(
             embed_dim=cfg.embed_dim,
             n_layers=cfg.n_layers,
             n_heads=cfg.n_heads,
             dropout=cfg.dropout,
             activation=cfg.activation,
-            init=cfg.init,
-            init_std=cfg.init_std,
             attention=cfg.attention,
-            attention_options=attention_options,
-        )
-    )
+            attention_options=attention_options_for(cfg.attention, cfg.attention_options, cfg.context),
+        ),
+    ))
 
 
 def action_loss(model: DecisionTransformer, batch: Batch) -> torch.Tensor:

@@ -14,6 +14,11 @@ Format 1 had no version key (checkpoints were tagged ``"dt-attn/checkpoint/1"``,
   ``evals/step-N-naive.json``) the exact one; an evaluation said ``"exact_readout": true/false`` (or,
   older still, only described its rollout per target, "naive: ..." or "incremental: ..."); its config
   said ``"naive"``; a training config said ``eval_exact`` and its evaluations streamed.
+
+Format 2 differs from format 3 only in a checkpoint's model config (``agents.model.DTConfig``): format 2
+held the block stack's fields (embed_dim, n_layers, n_heads, dropout, activation, attention,
+attention_options) beside the others; format 3 holds them under ``transformer`` (``dt_attn``'s
+TransformerConfig, with its mlp_ratio, 4 in every earlier file).
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ from typing import Any
 from agents.results import EVAL_FILE, STREAMING_SUFFIX, rollout_label
 
 #: The format version of the files this code writes.
-FORMAT = 2
+FORMAT = 3
 
 # Values that format-1 files without the field had used.
 _FORMAT1_MODEL_DEFAULTS = {"activation": "gelu", "init": "torch-default", "init_std": 0.02}
 _FORMAT1_RUN_DEFAULTS = {**_FORMAT1_MODEL_DEFAULTS, "precision": "fp32", "split_long_episodes": False}
 _FORMAT1_EXACT_SUFFIX = "-naive"  # format 1's file names of exact evaluations
 _CHECKPOINT_FORMAT1_TAG = "dt-attn/checkpoint/1"
+# The model config fields that moved under "transformer" in format 3.
+_FORMAT2_TRANSFORMER_FIELDS = ("embed_dim", "n_layers", "n_heads", "dropout", "activation", "attention",
+                               "attention_options")
 
 
 def _version(value: Any, what: str) -> int:
@@ -51,6 +59,9 @@ def upgrade_model_config(config: dict[str, Any], version: int) -> dict[str, Any]
     """A checkpoint's model config (``DTConfig`` fields) of format ``version``, as the current format."""
     if version < 2:
         config = {**_FORMAT1_MODEL_DEFAULTS, **config}
+    if version < 3:
+        config = {**{k: v for k, v in config.items() if k not in _FORMAT2_TRANSFORMER_FIELDS},
+                  "transformer": {k: config[k] for k in _FORMAT2_TRANSFORMER_FIELDS if k in config}}
     return config
 
 

@@ -13,8 +13,8 @@ from agents.config import ACTIVATION_NAMES, EvalConfig, TrainConfig, config_diff
 from agents.evaluation import evaluate, load_policy
 from agents.rollout import run_episodes
 from agents.trainer import NonFiniteLossError, Trainer
-from agents.upgrade import read_run_config
-from dt_attn import available_attentions
+from agents.upgrade import FORMAT, read_run_config
+from dt_attn import TransformerConfig, available_attentions
 from dt_attn.transformer import ACTIVATIONS
 from envs import load_dataset, make_vector_env
 from experiments.cli import main as cli_main
@@ -77,12 +77,14 @@ def test_checkpoint_saved_before_the_activation_field_loads_as_gelu(tmp_path):
     tr.train()
     path = tmp_path / "run" / "checkpoint.pt"
     raw = torch.load(path, weights_only=False)
-    assert raw["format"] == 2 and raw["model_config"]["activation"] == "gelu"
-    raw["format"] = "dt-attn/checkpoint/1"  # as format 1 wrote it, before the field
-    del raw["model_config"]["activation"], raw["config"]["activation"]
+    assert raw["format"] == FORMAT and raw["model_config"]["transformer"]["activation"] == "gelu"
+    raw["format"] = "dt-attn/checkpoint/1"  # as format 1 wrote it: a flat model config, before the field
+    stack = raw["model_config"].pop("transformer")
+    raw["model_config"].update({k: v for k, v in stack.items() if k not in ("activation", "mlp_ratio")})
+    del raw["config"]["activation"]
     torch.save(raw, path)
     payload = load_checkpoint(cfg.run_dir)
-    assert payload["format"] == 2 and payload["config"]["activation"] == "gelu"
+    assert payload["format"] == FORMAT and payload["config"]["activation"] == "gelu"
     policy = load_policy(payload)
     assert isinstance(policy.transformer.blocks[0].mlp[1], torch.nn.GELU)
     batch = tr.sampler.sample(4)
@@ -186,9 +188,10 @@ def _tiny_policy(attention: str, context: int, n_layers: int = 1):
 
     torch.manual_seed(0)
     opts = {"span": 4} if attention.startswith("combiner") else {}
-    return DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=context, max_ep_len=12, embed_dim=16,
-                                        n_layers=n_layers, dropout=0.0, attention=attention,
-                                        attention_options=opts)).eval()
+    return DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=context, max_ep_len=12,
+                                        transformer=TransformerConfig(embed_dim=16, n_layers=n_layers,
+                                                                      dropout=0.0, attention=attention,
+                                                                      attention_options=opts))).eval()
 
 
 @pytest.mark.parametrize("attention", available_attentions())
@@ -200,7 +203,7 @@ def test_streaming_rollout_slides_a_window_and_says_it_is_approximate(attention,
     plan = rollout_mod.plan_rollout(model, "streaming", max_steps=12)
     assert plan.rollout == "streaming"
     assert plan.method.startswith("streaming (approximate): sliding window of 11 tokens per layer; after 4 steps")
-    assert "window" not in model.cfg.attention_options
+    assert "window" not in model.cfg.transformer.attention_options
     assert rollout_mod.plan_rollout(model, "streaming", max_steps=4).rollout == "exact"
     monkeypatch.setattr(rollout_mod, "attention_options", lambda name: {})
     plan = rollout_mod.plan_rollout(model, "streaming", max_steps=12)

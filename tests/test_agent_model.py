@@ -4,18 +4,16 @@ import pytest
 import torch
 
 from agents.model import DecisionTransformer, DTConfig
-from dt_attn import available_attentions
-
-
-def _attention_options(name, context):
-    return {"span": 4} if name.startswith("combiner") else {}
+from dt_attn import TransformerConfig, available_attentions
 
 
 def _model(attention, context=6, n_layers=2, seed=0):
     torch.manual_seed(seed)
-    m = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=context, max_ep_len=50, embed_dim=16,
-                                     n_layers=n_layers, n_heads=2, dropout=0.0, attention=attention,
-                                     attention_options=_attention_options(attention, context)))
+    opts = {"span": 4} if attention.startswith("combiner") else {}
+    m = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=context, max_ep_len=50,
+                                     transformer=TransformerConfig(embed_dim=16, n_layers=n_layers, n_heads=2,
+                                                                   dropout=0.0, attention=attention,
+                                                                   attention_options=opts)))
     return m.eval()
 
 
@@ -63,29 +61,22 @@ def test_pad_mask_must_be_left_padding():
         m(s, a, r, t, torch.tensor([[False, True, False, False]]))
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["token-by-token", "fused"])
 @pytest.mark.parametrize("attention", ATTENTIONS)
-def test_incremental_policy_matches_parallel(attention, fused):
-    """Token by token (step_policy, step_action) or fused (``act`` feeds a_{t-1}, R_t, s_t in one pass),
-    the incremental actions equal the parallel forward's."""
+def test_incremental_policy_matches_parallel(attention):
+    """``act`` (feeding a_{t-1}, R_t, s_t in one pass) gives the parallel forward's actions step by step."""
     m = _model(attention, context=7)
     s, a, r, t = _inputs(3, 7)
     parallel = m(s, a, r, t)
     state = m.init_state(3)
     for i in range(7):
-        if fused:
-            pred, state = m.act(state, r[:, i], s[:, i], t[:, i], a[:, i - 1] if i else None)
-        else:
-            pred, state = m.step_policy(state, r[:, i], s[:, i], t[:, i])
+        pred, state = m.act(state, r[:, i], s[:, i], t[:, i], a[:, i - 1] if i else None)
         torch.testing.assert_close(pred, parallel[:, i], atol=2e-5, rtol=1e-4)
-        if not fused:
-            state = m.step_action(state, a[:, i], t[:, i])
 
 
 def test_with_attention_options_copies_weights():
     m = _model("cosformer")
     w = m.with_attention_options(window=9)
-    assert w.cfg.attention_options["window"] == 9 and "window" not in m.cfg.attention_options
+    assert w.cfg.transformer.attention_options["window"] == 9 and "window" not in m.cfg.transformer.attention_options
     s, a, r, t = _inputs(1, 3)  # 9 tokens: the window covers them all
     torch.testing.assert_close(w(s, a, r, t), m(s, a, r, t))
 
@@ -95,9 +86,10 @@ def test_whole_episode_context_of_1000_steps(attention):
     """K = 1000 (3000 tokens): the parallel form runs and the incremental form matches it on a prefix."""
     torch.manual_seed(0)
     opts = {"span": 55} if attention.startswith("combiner") else {}
-    m = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=1000, max_ep_len=1000, embed_dim=8,
-                                     n_layers=1, n_heads=1, dropout=0.0, attention=attention,
-                                     attention_options=opts)).eval()
+    m = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=1000, max_ep_len=1000,
+                                     transformer=TransformerConfig(embed_dim=8, n_layers=1, n_heads=1,
+                                                                   dropout=0.0, attention=attention,
+                                                                   attention_options=opts))).eval()
     s, a, r, t = _inputs(1, 1000)
     with torch.no_grad():
         full = m(s, a, r, t)
@@ -105,15 +97,16 @@ def test_whole_episode_context_of_1000_steps(attention):
     state = m.init_state(1)
     with torch.no_grad():
         for i in range(40):
-            pred, state = m.step_policy(state, r[:, i], s[:, i], t[:, i])
+            pred, state = m.act(state, r[:, i], s[:, i], t[:, i], a[:, i - 1] if i else None)
             torch.testing.assert_close(pred, full[:, i], atol=2e-5, rtol=1e-4)
-            state = m.step_action(state, a[:, i], t[:, i])
 
 
 def _init_model(init="normal", std=0.02, n_layers=3, embed_dim=64):
     torch.manual_seed(0)
-    return DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=20, max_ep_len=1000, embed_dim=embed_dim,
-                                        n_layers=n_layers, attention="softmax", init=init, init_std=std))
+    return DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=20, max_ep_len=1000, init=init,
+                                        init_std=std,
+                                        transformer=TransformerConfig(embed_dim=embed_dim, n_layers=n_layers,
+                                                                      attention="softmax")))
 
 
 def test_normal_init_matches_the_peers_scheme():

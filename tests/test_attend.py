@@ -17,7 +17,7 @@ from agents.evaluation import RolloutSettings
 from agents.model import DecisionTransformer, DTConfig
 from agents.rollout import SteppedRollout
 from agents.trainer import Trainer
-from dt_attn import attention_weights, available_attentions
+from dt_attn import TransformerConfig, attention_weights, available_attentions
 from envs import make_vector_env
 from experiments.cli import main as cli_main
 from experiments.commands.attend import attention_by_lag, lag_mass
@@ -39,9 +39,10 @@ def one_thread():
 def policy(attention: str, context: int = 4, **options) -> DecisionTransformer:
     """An untrained Hopper policy with weights large enough that attention is far from uniform."""
     torch.manual_seed(0)
-    return DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=context, embed_dim=16, n_layers=2,
-                                        n_heads=2, dropout=0.0, attention=attention, attention_options=options,
-                                        init_std=0.3))
+    return DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=context, init_std=0.3,
+                                        transformer=TransformerConfig(embed_dim=16, n_layers=2, n_heads=2,
+                                                                      dropout=0.0, attention=attention,
+                                                                      attention_options=options)))
 
 
 def test_lag_mass_groups_the_three_tokens_of_a_step():
@@ -59,8 +60,8 @@ def test_lag_mass_groups_the_three_tokens_of_a_step():
 def hand_lag_masses(model: DecisionTransformer, rollout: SteppedRollout, steps: int) -> np.ndarray:
     """(layers, heads, K) lag masses of s_t for the window of the first ``steps`` real steps, from q, k computed
     by hand from each block's weights (softmax and cosFormer weights written out, Combiner's from the library)."""
-    cfg = model.cfg
-    K, E, H = cfg.context, cfg.embed_dim, cfg.n_heads
+    cfg = model.cfg.transformer
+    K, E, H = model.cfg.context, cfg.embed_dim, cfg.n_heads
     D = E // H
     x = model.embed_tokens(rollout.rtg[:1, :steps], rollout.states[:1, :steps], rollout.actions[:1, :steps],
                            torch.arange(steps)[None])

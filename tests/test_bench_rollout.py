@@ -49,10 +49,12 @@ def test_counted_step_flops_are_the_linear_layers_of_each_rollout(n_layers):
     projection and MLP, but every token's key and value); without reuse, every block over all 3K tokens of the
     padded window."""
     from agents.model import DecisionTransformer, DTConfig
+    from dt_attn import TransformerConfig
 
     e, s, a, n, k = 16, 11, 3, 2, 4
-    model = DecisionTransformer(DTConfig(state_dim=s, act_dim=a, context=k, max_ep_len=50, embed_dim=e,
-                                         n_layers=n_layers, dropout=0.0, attention="softmax")).eval()
+    model = DecisionTransformer(DTConfig(state_dim=s, act_dim=a, context=k, max_ep_len=50,
+                                         transformer=TransformerConfig(embed_dim=e, n_layers=n_layers,
+                                                                       dropout=0.0, attention="softmax"))).eval()
     cfg = bench_rollout.BenchRolloutConfig(max_steps=50)
     qkv, rest, head = 3 * e * e, 9 * e * e, e * a  # per token: q/k/v; projection and MLP; action head
 

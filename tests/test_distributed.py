@@ -119,8 +119,10 @@ def test_one_process_loss_is_unchanged():
     torch.manual_seed(0)
     from agents.model import DecisionTransformer, DTConfig
     from agents.trainer import action_error
+    from dt_attn import TransformerConfig
 
-    model = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=6, embed_dim=8, n_layers=1, dropout=0.0))
+    model = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=6,
+                                         transformer=TransformerConfig(embed_dim=8, n_layers=1, dropout=0.0)))
     rng = np.random.default_rng(1)
     sampler = SegmentSampler([rng.normal(size=(n, 3)).astype(np.float32) for n in (4, 9)],
                              [rng.uniform(-1, 1, size=(n, 2)).astype(np.float32) for n in (4, 9)],

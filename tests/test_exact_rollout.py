@@ -13,15 +13,16 @@ from agents.checkpoint import load_checkpoint
 from agents.config import EvalConfig, TrainConfig
 from agents.evaluation import evaluate, load_policy
 from agents.model import DecisionTransformer, DTConfig
-from dt_attn import attention_options, available_attentions, build_attention
+from dt_attn import TransformerConfig, attention_options, available_attentions, build_attention
 from envs import make_vector_env
 
 
 def _model(attention: str, context: int, n_layers: int, n_heads: int = 2, dtype=torch.float64):
     torch.manual_seed(0)
     opts = {"span": 3} if attention.startswith("combiner") else {}
-    cfg = DTConfig(state_dim=5, act_dim=2, context=context, max_ep_len=50, embed_dim=8, n_layers=n_layers,
-                   n_heads=n_heads, dropout=0.0, attention=attention, attention_options=opts, init_std=0.5)
+    cfg = DTConfig(state_dim=5, act_dim=2, context=context, max_ep_len=50, init_std=0.5,
+                   transformer=TransformerConfig(embed_dim=8, n_layers=n_layers, n_heads=n_heads, dropout=0.0,
+                                                 attention=attention, attention_options=opts))
     return DecisionTransformer(cfg).to(dtype).eval()
 
 

@@ -21,7 +21,7 @@ from agents.model import DecisionTransformer, DTConfig
 from agents.rollout import plan_rollout, rerun_plan, run_episodes
 from agents.sampler import SegmentSampler
 from agents.trainer import Trainer, action_loss, training_autocast
-from dt_attn import available_attentions
+from dt_attn import TransformerConfig, available_attentions
 from envs import make_vector_env
 
 pytestmark = [pytest.mark.gpu,
@@ -38,8 +38,10 @@ def _batch_and_model(attention: str):
                              8, np.zeros(3), np.ones(3), 100.0, 1000, 0)
     torch.manual_seed(0)
     opts = {"span": 5} if attention.startswith("combiner") else {}
-    model = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=8, embed_dim=32, n_layers=2, n_heads=2,
-                                         dropout=0.0, attention=attention, attention_options=opts)).train()
+    model = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=8,
+                                         transformer=TransformerConfig(embed_dim=32, n_layers=2, n_heads=2,
+                                                                       dropout=0.0, attention=attention,
+                                                                       attention_options=opts))).train()
     return sampler.sample(16), model
 
 

@@ -56,8 +56,9 @@ def test_bf16_loss_and_gradients_stay_close_to_float32(attention):
                              [rng.normal(size=n).astype(np.float32) for n in lengths],
                              8, np.zeros(3), np.ones(3), 100.0, 1000, 0)
     torch.manual_seed(0)
-    model = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=8, embed_dim=32, n_layers=2, n_heads=1,
-                                         dropout=0.0, attention=attention)).train()
+    model = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=8,
+                                         transformer=TransformerConfig(embed_dim=32, n_layers=2, n_heads=1,
+                                                                       dropout=0.0, attention=attention))).train()
     batch = sampler.sample(16)
     grads = {}
     for precision in ("fp32", "bf16"):

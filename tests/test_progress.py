@@ -9,6 +9,7 @@ import torch
 from agents.model import DecisionTransformer, DTConfig
 from agents.progress import LOG_FILE_INTERVAL_S, progress_bar
 from agents.rollout import run_episodes
+from dt_attn import TransformerConfig
 from envs import make_vector_env
 
 
@@ -44,8 +45,9 @@ def test_log_file_bar_writes_a_line_per_interval_not_per_update():
 
 def test_rollout_with_a_progress_bar_returns_the_same_episodes(capsys):
     torch.manual_seed(0)
-    model = DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=4, max_ep_len=30, embed_dim=16,
-                                         n_layers=1, dropout=0.0, attention="cosformer")).eval()
+    model = DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=4, max_ep_len=30,
+                                         transformer=TransformerConfig(embed_dim=16, n_layers=1, dropout=0.0,
+                                                                       attention="cosformer"))).eval()
 
     def roll(progress):
         envs = make_vector_env("Hopper-v4", 2, 3)

@@ -16,6 +16,7 @@ import pytest
 from agents.checkpoint import load_checkpoint
 from agents.config import EvalConfig, TrainConfig, config_differences
 from agents.evaluation import evaluate, load_policy
+from agents.model import DecisionTransformer, DTConfig
 from agents.upgrade import (
     FORMAT,
     final_evaluations,
@@ -25,6 +26,7 @@ from agents.upgrade import (
     upgrade_evaluation,
     upgrade_run_config,
 )
+from dt_attn import TransformerConfig
 
 FIXTURE = Path(__file__).parent / "data" / "run-format1"
 
@@ -46,12 +48,13 @@ def _saved(run: Path, name: str) -> dict:
 
 def test_format1_checkpoint_and_config_load_as_the_current_format(old_run):
     payload = load_checkpoint(old_run)
-    assert payload["format"] == FORMAT == 2
+    assert payload["format"] == FORMAT == 3
     config = payload["config"]
     assert config["rollout"] == "streaming" and "eval_exact" not in config  # format 1's evaluations streamed
     assert read_run_config(old_run / "config.json") == config
     model = load_policy(payload)
-    assert (model.cfg.context, model.cfg.n_layers, model.cfg.activation, model.cfg.init) == (4, 2, "relu", "normal")
+    assert (model.cfg.context, model.cfg.transformer.n_layers, model.cfg.transformer.activation,
+            model.cfg.init) == (4, 2, "relu", "normal")
     # resuming it compares the saved config through the upgrade: the same settings match, the rollout may change
     now = TrainConfig(**{k: v for k, v in config.items() if k != "rollout"})
     assert config_differences(config, now) == []
@@ -135,7 +138,7 @@ def test_format1_evaluation_records_upgrade_field_by_field():
            "results": [{"target": 1.0, "rollout": "incremental: sliding window of 59 tokens per layer (streaming: "
                                                   "...; --naive is exact)"}, {"target": 2.0, "rollout": "x"}]}
     new = upgrade_evaluation(old)
-    assert new["format"] == 2 and "schema" not in new and new["rollout"] == "streaming"
+    assert new["format"] == FORMAT and "schema" not in new and new["rollout"] == "streaming"
     assert new["method"] == "streaming (approximate): sliding window of 59 tokens per layer"
     assert new["eval_config"] == {"rollout": "streaming", "seed": 3}
     assert all("rollout" not in r for r in new["results"])
@@ -164,12 +167,36 @@ def test_format1_configs_and_checkpoints_upgrade_and_newer_formats_are_refused()
     assert upgrade_run_config({"format": 2, "dataset": "d"}) == {"dataset": "d"}
     payload = {"format": "dt-attn/checkpoint/1", "model_config": {"n_layers": 1}, "config": {"seed": 0}}
     up = upgrade_checkpoint(payload)
-    assert up["format"] == 2 and up["model_config"]["activation"] == "gelu" and up["config"]["rollout"] == "streaming"
+    assert up["format"] == FORMAT and up["config"]["rollout"] == "streaming"
+    assert up["model_config"] == {"init": "torch-default", "init_std": 0.02,
+                                  "transformer": {"n_layers": 1, "activation": "gelu"}}
     assert payload["format"] == "dt-attn/checkpoint/1"  # the caller's dict is left alone
-    with pytest.raises(ValueError, match="format 3, newer than this dt-attn reads"):
-        upgrade_evaluation({"format": 3})
+    with pytest.raises(ValueError, match="format 4, newer than this dt-attn reads"):
+        upgrade_evaluation({"format": 4})
     with pytest.raises(ValueError, match="unknown format 'dt-attn/checkpoint/9'"):
         upgrade_checkpoint({"format": "dt-attn/checkpoint/9"})
+
+
+def test_format2_model_config_nests_the_block_stack_and_loads():
+    """Format 2 saved a flat DTConfig; format 3 holds the block stack's fields under "transformer"."""
+    flat = {"state_dim": 11, "act_dim": 3, "context": 4, "max_ep_len": 1000, "embed_dim": 8, "n_layers": 2,
+            "n_heads": 2, "dropout": 0.1, "attention": "combiner-fixed", "attention_options": {"span": 4},
+            "activation": "relu", "init": "normal", "init_std": 0.02}
+    payload = upgrade_checkpoint({"format": 2, "model_config": flat, "config": {"seed": 0}, "model": {}})
+    assert payload["format"] == 3 and payload["config"] == {"seed": 0}
+    assert payload["model_config"] == {
+        "state_dim": 11, "act_dim": 3, "context": 4, "max_ep_len": 1000, "init": "normal", "init_std": 0.02,
+        "transformer": {"embed_dim": 8, "n_layers": 2, "n_heads": 2, "dropout": 0.1, "attention": "combiner-fixed",
+                        "attention_options": {"span": 4}, "activation": "relu"}}
+    cfg = DTConfig.from_dict(payload["model_config"])
+    assert cfg.transformer == TransformerConfig(embed_dim=8, n_layers=2, n_heads=2, attention="combiner-fixed",
+                                                attention_options={"span": 4}, activation="relu")
+    model = DecisionTransformer(cfg)
+    assert len(model.transformer.blocks) == 2 and model.transformer.blocks[0].attn.span == 4
+    # a current checkpoint's model config (dataclasses.asdict) reads back as the same config
+    assert DTConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+    assert upgrade_checkpoint({"format": 3, "model_config": dataclasses.asdict(cfg)})["model_config"] == \
+        dataclasses.asdict(cfg)
 
 
 def test_a_saved_config_json_is_a_valid_config_file(tmp_path):

@@ -13,6 +13,7 @@ from agents.model import DecisionTransformer, DTConfig
 from agents.rollout import SteppedRollout, run_episodes
 from agents.trainer import Trainer
 from agents.video import VideoError, offscreen_gl, record_video
+from dt_attn import TransformerConfig
 from envs import make_vector_env
 from experiments.cli import main as cli_main
 
@@ -43,8 +44,9 @@ def gl(monkeypatch):
 
 def policy(context: int = 3) -> DecisionTransformer:
     torch.manual_seed(0)
-    return DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=context, embed_dim=16, n_layers=2,
-                                        dropout=0.0, attention="cosformer"))
+    return DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=context,
+                                        transformer=TransformerConfig(embed_dim=16, n_layers=2, dropout=0.0,
+                                                                      attention="cosformer")))
 
 
 def test_exact_rollout_plays_evaluations_exact_episodes():

@@ -3,7 +3,6 @@ the agent workload (a HalfCheetah-sized Decision Transformer trained on random t
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import re
 import resource
@@ -19,9 +18,10 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from agents.model import DecisionTransformer, DTConfig
+from agents.model import DecisionTransformer, DTConfig, attention_options_for
 from agents.results import cpu_description
 from agents.sampler import Batch, SegmentSampler
+from dt_attn import TransformerConfig
 
 C = TypeVar("C")
 STATE_DIM, ACT_DIM = 17, 6  # HalfCheetah's sizes
@@ -104,12 +104,12 @@ class AgentBenchConfig:
 
 def dt_config(cfg: AgentBenchConfig, attention: str, context: int, *, state_dim: int = STATE_DIM,
               act_dim: int = ACT_DIM, max_ep_len: int = 1000, dropout: float = 0.1) -> DTConfig:
-    """The benchmark's Decision Transformer for ``attention`` at context ``context`` (Combiner's span as
-    training sets it)."""
-    opts = {"span": max(1, math.ceil(math.sqrt(3 * context)))} if attention.startswith("combiner") else {}
+    """The benchmark's Decision Transformer for ``attention`` at context ``context`` (options as training
+    sets them)."""
     return DTConfig(state_dim=state_dim, act_dim=act_dim, context=context, max_ep_len=max_ep_len,
-                    embed_dim=cfg.embed_dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, dropout=dropout,
-                    attention=attention, attention_options=opts)
+                    transformer=TransformerConfig(embed_dim=cfg.embed_dim, n_layers=cfg.n_layers,
+                                                  n_heads=cfg.n_heads, dropout=dropout, attention=attention,
+                                                  attention_options=attention_options_for(attention, {}, context)))
 
 
 def synthetic_sampler(context: int, seed: int) -> SegmentSampler:

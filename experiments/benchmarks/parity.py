@@ -41,6 +41,7 @@ from agents.progress import progress_bar
 from agents.results import cpu_description, now_iso, software_versions
 from agents.rollout import rerun_plan, run_episodes
 from agents.trainer import Trainer, build_model
+from dt_attn import TransformerConfig
 from envs import make_vector_env, normalized_score
 from experiments.common import Command
 from experiments.config import format_config
@@ -104,9 +105,10 @@ class HuggingFaceDT(nn.Module):
             raise ValueError('the huggingface model needs transformers: pip install -e ".[bench]"') from exc
         hf_logging.set_verbosity_error()  # GPT-2's text-token ids do not apply to a DT; HF warns about them
         self.cfg = DTConfig(state_dim=data.state_dim, act_dim=data.act_dim, context=cfg.context,
-                            max_ep_len=data.max_ep_len, embed_dim=cfg.embed_dim, n_layers=cfg.n_layers,
-                            n_heads=cfg.n_heads, dropout=cfg.dropout, attention="huggingface-gpt2",
-                            activation=cfg.activation, init="huggingface", init_std=cfg.init_std)
+                            max_ep_len=data.max_ep_len, init="huggingface", init_std=cfg.init_std,
+                            transformer=TransformerConfig(embed_dim=cfg.embed_dim, n_layers=cfg.n_layers,
+                                                          n_heads=cfg.n_heads, dropout=cfg.dropout,
+                                                          activation=cfg.activation, attention="huggingface-gpt2"))
         self.hf = DecisionTransformerModel(DecisionTransformerConfig(
             state_dim=data.state_dim, act_dim=data.act_dim, hidden_size=cfg.embed_dim, max_ep_len=data.max_ep_len,
             action_tanh=True, n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=4 * cfg.embed_dim,

@@ -95,10 +95,10 @@ def attention_by_lag(
         raise ValueError(f"windows must be one of {', '.join(WINDOWS)}, got {windows!r}")
     if episodes < 1 or envs < 1:
         raise ValueError(f"episodes and envs must be >= 1 (got episodes={episodes}, envs={envs})")
-    cfg = model.cfg
+    cfg, net = model.cfg, model.cfg.transformer
     K, max_steps = cfg.context, max_steps or settings.max_episode_steps
     options = [block.attn.options() for block in model.transformer.blocks]
-    total = torch.zeros(cfg.n_layers, cfg.n_heads, K, dtype=torch.float64)
+    total = torch.zeros(net.n_layers, net.n_heads, K, dtype=torch.float64)
     seen = np.zeros(K, dtype=int)  # readouts whose window reached back to each lag
     returns, lengths = [], []
     for first in range(0, episodes, envs):
@@ -116,7 +116,7 @@ def attention_by_lag(
                     live = torch.as_tensor(step.live)
                     for layer, ((q, k), opts) in enumerate(zip(capture.qk, options)):
                         keep = live.to(q.device)
-                        w = attention_weights(cfg.attention, q[keep], k[keep], None, **opts)
+                        w = attention_weights(net.attention, q[keep], k[keep], None, **opts)
                         total[layer] += lag_mass(w, step.window, K).sum(0).double().cpu()
                     seen[: step.window] += int(live.sum())
         finally:
@@ -151,12 +151,12 @@ def attend_run(
     settings = rollout_settings(payload)
     readout = attention_by_lag(model, settings, target=settings.targets[0] if target is None else target,
                                episodes=episodes, envs=envs, max_steps=max_steps, seed=seed, windows=windows)
-    cfg, data = model.cfg, payload["data"]
+    net, data = model.cfg.transformer, payload["data"]
     record = {
         "schema": SCHEMA, "checkpoint": str(path), "dataset": data["name"], "dataset_label": data["label"],
-        "env_id": settings.env_id, "observe": settings.observe, "attention": cfg.attention,
-        "attention_options": cfg.attention_options, "context": cfg.context, "n_layers": cfg.n_layers,
-        "n_heads": cfg.n_heads, "train_steps": int(payload["step"]),
+        "env_id": settings.env_id, "observe": settings.observe, "attention": net.attention,
+        "attention_options": net.attention_options, "context": model.cfg.context, "n_layers": net.n_layers,
+        "n_heads": net.n_heads, "train_steps": int(payload["step"]),
         "query": "s_t, the newest state token", "lags": LAG_DEFINITION,
         **readout, "created": now_iso(), "versions": software_versions(),
     }

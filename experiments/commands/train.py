@@ -40,8 +40,8 @@ def _train_and_evaluate(cfg: TrainConfig, progress: bool) -> dict:
 
         ddp = (f", {trainer.dist.world_size} processes (DDP), global batch {cfg.batch_size}"
                if trainer.dist.enabled else "")
-        print(f"model: {count_parameters(trainer.model):,} parameters, attention {trainer.model.cfg.attention} "
-              f"{trainer.model.cfg.attention_options}, {trainer.device}{ddp}")
+        print(f"model: {count_parameters(trainer.model):,} parameters, attention "
+              f"{trainer.model.cfg.transformer.attention} {trainer.model.cfg.transformer.attention_options}, {trainer.device}{ddp}")
     summary = trainer.train()
     if main:
         print(f"trained {summary['steps']} steps in {summary['train_time_s']:.1f}s "
