@@ -194,6 +194,11 @@ def _build(cls: type[T], values: dict[tuple[str, ...], Any]) -> T:
     return cls(**with_preset(cls, own))
 
 
+def replace_config(cfg: T, **changes: Any) -> T:
+    """``cfg`` with the given keys changed, a nested config's keys included (``dataclasses.replace`` by key)."""
+    return config_from_dict(type(cfg), {**config_to_dict(cfg), **changes})
+
+
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
     """Defaults, then the preset, then the ``--config`` file, then explicit flags."""
     values: dict[str, Any] = {}

@@ -238,10 +238,11 @@ def test_workers_die_with_a_killed_sweep_and_a_rerun_leaves_busy_cells_alone(tmp
     script = f"""
 import sys
 sys.path.insert(0, {str(ROOT)!r})
+from agents.config import TrainConfig
 from experiments.commands.sweep import SweepConfig, run_sweep
 from tests.test_sweep import sleepy_train
 cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5], seeds=[0, 1],
-                  steps=4, out_dir={str(out)!r}, jobs=2, threads_per_job=1, report=False)
+                  train=TrainConfig(steps=4), out_dir={str(out)!r}, jobs=2, threads_per_job=1, report=False)
 run_sweep(cfg, train_fn=sleepy_train, reference_fn=None, progress=False)
 """
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
@@ -268,7 +269,7 @@ run_sweep(cfg, train_fn=sleepy_train, reference_fn=None, progress=False)
         (out / "calls.jsonl").unlink()
         capsys.readouterr()
         cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5], seeds=[0, 1],
-                          steps=4, out_dir=str(out), jobs=0, threads_per_job=1, report=False)
+                          train=TrainConfig(steps=4), out_dir=str(out), jobs=0, threads_per_job=1, report=False)
         assert run_sweep(cfg, train_fn=fake_train, reference_fn=None, progress=False) == 1
         printed = capsys.readouterr().out
         assert f"{busy} (in use by process {holder.pid} on " in printed

@@ -17,7 +17,13 @@ import pytest
 from agents.config import TrainConfig
 from experiments.commands import sweep
 from experiments.commands.sweep import GRID_FIELDS, PER_CELL_FIELDS, SweepConfig, expand_grid, run_sweep
-from experiments.config import add_config_arguments, config_from_args
+from experiments.config import (
+    add_config_arguments,
+    config_from_args,
+    config_from_dict,
+    config_keys,
+    replace_config,
+)
 
 
 def fake_train(cfg: TrainConfig, progress: bool = True) -> dict:
@@ -67,17 +73,25 @@ def small(out: Path, **kw) -> SweepConfig:
     values = {"datasets": ["hopper-medium-standin"], "attentions": ["softmax", "cosformer"], "contexts": [5, 20],
               "seeds": [0, 1], "steps": 4, "out_dir": str(out), "jobs": 0, "threads_per_job": 1}
     values.update(kw)
-    return SweepConfig(**values)
+    return config_from_dict(SweepConfig, values)
 
 
-def test_sweep_config_covers_every_training_value():
-    sweep_fields = {f.name: f for f in dataclasses.fields(SweepConfig)}
+def test_sweep_keys_are_the_grid_the_execution_and_every_training_value():
+    """A sweep's base training config copies nothing: every TrainConfig field is a sweep key of its own name,
+    except those the grid spans (datasets, ...) or the sweep sets per cell."""
+    keys = {k.name: k for k in config_keys(SweepConfig)}
     for f in dataclasses.fields(TrainConfig):
         if f.name in GRID_FIELDS:
-            assert GRID_FIELDS[f.name] in sweep_fields
-        elif f.name not in PER_CELL_FIELDS:
-            assert f.name in sweep_fields, f"SweepConfig lacks the training value {f.name}"
-            assert sweep_fields[f.name].default == f.default and sweep_fields[f.name].type == f.type
+            assert GRID_FIELDS[f.name] in keys and f.name not in keys
+        elif f.name in PER_CELL_FIELDS:
+            assert f.name not in keys or keys[f.name].path == (f.name,)  # attention_options: the sweep's own
+        else:
+            assert keys[f.name].path == ("train", f.name) and keys[f.name].default == f.default
+    cfg = config_from_dict(SweepConfig, {"steps": 7, "embed_dim": 32, "jobs": 2})
+    assert cfg.train == TrainConfig(steps=7, embed_dim=32) and cfg.jobs == 2
+    assert replace_config(cfg, lr=3e-4, jobs=3).train == TrainConfig(steps=7, embed_dim=32, lr=3e-4)
+    with pytest.raises(SystemExit, match=r"unknown config key\(s\) \['dataset'\]"):
+        config_from_dict(SweepConfig, {"dataset": "default"})  # the grid's key is datasets
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "experiments" / "configs").glob("*.json")),
@@ -176,9 +190,11 @@ def test_config_file_and_command_line_override(tmp_path, capsys):
                     '[attention_options.cosformer]\nchunk_size = 16\n')
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, SweepConfig)
-    args = parser.parse_args(["--config", str(toml), "--contexts", "20", "50", "--dry-run", "--probe-steps", "0"])
+    args = parser.parse_args(["--config", str(toml), "--contexts", "20", "50", "--dry-run", "--probe-steps", "0",
+                              "--embed-dim", "64"])
     cfg = config_from_args(SweepConfig, args)
-    assert cfg.contexts == [20, 50] and cfg.seeds == [3] and cfg.steps == 7 and cfg.dry_run is True
+    assert cfg.contexts == [20, 50] and cfg.seeds == [3] and cfg.dry_run is True
+    assert cfg.train == TrainConfig(steps=7, embed_dim=64)  # the cells' base: the file's steps, the flag's size
     assert cfg.attention_options == {"cosformer": {"chunk_size": 16}}
     js = tmp_path / "sweep.json"
     js.write_text(json.dumps({"attentions": ["softmax"], "contexts": [2], "out_dir": str(tmp_path / "j")}))
@@ -215,7 +231,7 @@ def test_finished_cells_are_skipped_and_killed_ones_resumed(tmp_path, capsys):
     again = calls(out)[8:]
     assert again == [{**again[0], "run": killed.name, "resume": True}] and len(again) == 1
 
-    longer = dataclasses.replace(cfg, steps=6)
+    longer = replace_config(cfg, steps=6)
     assert all(c.status == "resume" for c in expand_grid(longer))
     assert run_sweep(longer, train_fn=fake_train, reference_fn=None, progress=False) == 0
     assert [c["steps"] for c in calls(out)[9:]] == [6] * 8
@@ -268,10 +284,9 @@ def test_dry_run_prints_the_grid_and_writes_nothing(tmp_path, capsys):
 
 def test_real_tiny_sweep_skips_and_resumes(tmp_path, capsys):
     out = tmp_path / "sweep"
-    cfg = SweepConfig(datasets=["default"], attentions=["cosformer"], contexts=[2], seeds=[0], steps=4,
-                      embed_dim=16, n_layers=1, batch_size=4, warmup_steps=1, eval_episodes=1, eval_envs=1,
-                      eval_targets=[1800.0], checkpoint_every=2, out_dir=str(out), jobs=0, threads_per_job=1,
-                      report=False)
+    cfg = small(out, datasets=["default"], attentions=["cosformer"], contexts=[2], seeds=[0], embed_dim=16,
+                n_layers=1, batch_size=4, warmup_steps=1, eval_episodes=1, eval_envs=1, eval_targets=[1800.0],
+                checkpoint_every=2, report=False)
     assert run_sweep(cfg, reference_fn=None, progress=False) == 0
     run = out / "default-cosformer-K2-s0"
     ev = json.loads((run / "eval.json").read_text())
@@ -280,16 +295,16 @@ def test_real_tiny_sweep_skips_and_resumes(tmp_path, capsys):
     assert run_sweep(cfg, reference_fn=None, progress=False) == 0
     assert (run / "eval.json").stat().st_mtime_ns == stamp  # finished: skipped
     # Other evaluation targets: evaluated again, not retrained.
-    other = dataclasses.replace(cfg, eval_targets=[900.0, 1800.0])
+    other = replace_config(cfg, eval_targets=[900.0, 1800.0])
     assert [c.status for c in expand_grid(other)] == ["evaluate"]
     weights = (run / "checkpoint.pt").read_bytes()
     assert run_sweep(other, reference_fn=None, progress=False) == 0
     assert [r["target"] for r in json.loads((run / "eval.json").read_text())["results"]] == [900.0, 1800.0]
     assert (run / "checkpoint.pt").read_bytes() == weights
     assert [c.status for c in expand_grid(other)] == ["done"]
-    assert [c.status for c in expand_grid(dataclasses.replace(other, eval_episodes=2))] == ["evaluate"]
-    assert [c.status for c in expand_grid(dataclasses.replace(other, eval_targets=None))] == ["done"]
-    longer = dataclasses.replace(other, steps=6)
+    assert [c.status for c in expand_grid(replace_config(other, eval_episodes=2))] == ["evaluate"]
+    assert [c.status for c in expand_grid(replace_config(other, eval_targets=None))] == ["done"]
+    longer = replace_config(other, steps=6)
     assert [c.status for c in expand_grid(longer)] == ["resume"]
     assert run_sweep(longer, reference_fn=None, progress=False) == 0
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 6
@@ -298,7 +313,7 @@ def test_real_tiny_sweep_skips_and_resumes(tmp_path, capsys):
     # Exact by default; a streaming evaluation, when asked, is evaluated for the finished cell, not retrained,
     # into eval-streaming.json beside the exact eval.json, and printed as approximate.
     assert json.loads((run / "eval.json").read_text())["rollout"] == "exact"
-    streaming = dataclasses.replace(longer, rollout="streaming")
+    streaming = replace_config(longer, rollout="streaming")
     assert [c.status for c in expand_grid(streaming)] == ["evaluate"]
     capsys.readouterr()
     assert run_sweep(streaming, reference_fn=None, progress=False) == 0
@@ -326,10 +341,11 @@ def test_sigterm_to_a_parallel_sweep_stops_its_workers(tmp_path):
     script = f"""
 import sys
 sys.path.insert(0, {str(root)!r})
+from agents.config import TrainConfig
 from experiments.commands.sweep import SweepConfig, run_sweep
 from tests.test_sweep import sleepy_train
 cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5], seeds=[0, 1, 2],
-                  steps=4, out_dir={str(out)!r}, jobs=2, threads_per_job=1, report=False)
+                  train=TrainConfig(steps=4), out_dir={str(out)!r}, jobs=2, threads_per_job=1, report=False)
 try:
     run_sweep(cfg, train_fn=sleepy_train, reference_fn=None, progress=False)
 except KeyboardInterrupt:
@@ -366,7 +382,7 @@ def test_estimate_counts_training_only_for_cells_that_train(tmp_path):
     assert "3 cell(s) to run: training 2.0 min + evaluation 1.5 min = 3.5 min" in sweep.format_estimate(cfg, cells, probe)
     # an evaluation at step 30 of 60 besides the final one
     probe[("softmax", 5)].update(eval_ms_per_env_step=0.5)
-    text = sweep.format_estimate(dataclasses.replace(cfg, eval_every=30), cells, probe)
+    text = sweep.format_estimate(replace_config(cfg, eval_every=30), cells, probe)
     # new and resume: 2 evaluations x 30 s each; evaluate: 1 x 30 s
     assert "training 2.0 min + evaluation 2.5 min = 4.5 min" in text and "eval 0.50 ms/env step" in text
 

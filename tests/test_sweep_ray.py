@@ -23,6 +23,7 @@ from test_sweep import calls, fake_train, small
 from agents.checkpoint import load_checkpoint
 from experiments.commands import sweep_ray
 from experiments.commands.sweep import SweepConfig, expand_grid, run_sweep
+from experiments.config import config_from_dict
 
 # ray is not imported here: it reads its authentication settings when first imported, after ray_head set them.
 pytestmark = [
@@ -90,7 +91,7 @@ def _tiny_real(out: Path, **kw) -> SweepConfig:
               "steps": 4, "embed_dim": 16, "n_layers": 1, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2,
               "eval_episodes": 1, "eval_envs": 1, "eval_targets": [1800.0], "threads_per_job": 1, "report": False,
               "out_dir": str(out)}
-    return SweepConfig(**{**values, **kw})
+    return config_from_dict(SweepConfig, {**values, **kw})
 
 
 def test_ray_cells_reach_the_local_pools_weights_and_scores(tmp_path, ray_head):
@@ -208,10 +209,11 @@ def test_sigterm_cancels_the_ray_tasks_of_a_sweep_with_its_own_ray_instance(tmp_
     script = f"""
 import sys
 sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
+from agents.config import TrainConfig
 from experiments.commands.sweep import SweepConfig, run_sweep
 from test_sweep import sleepy_train
 cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5], seeds=[0, 1, 2],
-                  steps=4, out_dir={str(out)!r}, backend="ray", cpus_per_cell=1, report=False)
+                  train=TrainConfig(steps=4), out_dir={str(out)!r}, backend="ray", cpus_per_cell=1, report=False)
 try:
     run_sweep(cfg, train_fn=sleepy_train, reference_fn=None, progress=False)
 except KeyboardInterrupt:

@@ -38,17 +38,16 @@ from agents.runlock import RunLockedError, lock_owner, run_lock
 from agents.upgrade import final_evaluation_files, read_run_config
 from experiments.commands.parent_watch import die_with_parent
 from experiments.common import Command
-from experiments.config import format_config
+from experiments.config import config_to_dict, format_config
 from experiments.reporting.aggregate import ReferenceFn, load_reference, read_json
 
 TrainFn = Callable[..., dict]  # train_and_evaluate(cfg, progress=...) -> {"train", "run_dir", "eval"}
 
-_TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # TrainConfig field -> the SweepConfig list that spans it
 GRID_FIELDS = {"dataset": "datasets", "observe": "observes", "attention": "attentions", "context": "contexts",
                "seed": "seeds"}
-# TrainConfig fields the sweep sets per cell rather than copying from a SweepConfig field of the same name
-PER_CELL_FIELDS = {"attention_options", "run_dir", "resume", "threads"}
+# TrainConfig fields the sweep sets per cell (attention_options from the per-attention options)
+PER_CELL_FIELDS = ("attention_options", "run_dir", "resume", "threads")
 # Warn when softmax's attention weights (batch x heads x (3K)^2 floats per layer) may exceed this.
 SOFTMAX_WARN_BYTES = 2**30
 PROBE_EVAL_STEPS = 20
@@ -57,14 +56,10 @@ LOG_TAIL_LINES = 8  # of a failed cell's log, printed with the failure
 BACKENDS = ("local", "ray")
 
 
-# Shared training values take TrainConfig's defaults and help texts.
-_DEFAULT = {name: f.default for name, f in _TRAIN_FIELDS.items()}
-_HELP = {name: f.metadata for name, f in _TRAIN_FIELDS.items()}
-
-
 @dataclass
 class SweepConfig:
-    """Every value of a sweep: the grid lists, the training values shared by all cells, execution."""
+    """Every value of a sweep: the grid lists, how the cells run, and ``train``, the training config every cell
+    starts from (its fields are the sweep's flags and config keys too: --steps, --embed-dim, ...)."""
 
     datasets: list[str] = field(default_factory=lambda: ["default"], metadata={"help": "dataset specs"})
     observes: list[str] = field(default_factory=lambda: ["full"], metadata={"help": "observation filters"})
@@ -76,36 +71,13 @@ class SweepConfig:
     attention_options: dict[str, dict[str, Any]] = field(
         default_factory=dict,
         metadata={"help": "options per attention as JSON, e.g. '{\"cosformer\": {\"chunk_size\": 64}}'"})
-    env: str | None = field(default=_DEFAULT["env"], metadata=_HELP["env"])
-    split_long_episodes: bool = field(default=_DEFAULT["split_long_episodes"], metadata=_HELP["split_long_episodes"])
-    embed_dim: int = field(default=_DEFAULT["embed_dim"], metadata=_HELP["embed_dim"])
-    n_layers: int = field(default=_DEFAULT["n_layers"], metadata=_HELP["n_layers"])
-    n_heads: int = field(default=_DEFAULT["n_heads"], metadata=_HELP["n_heads"])
-    dropout: float = field(default=_DEFAULT["dropout"], metadata=_HELP["dropout"])
-    activation: str = field(default=_DEFAULT["activation"], metadata=_HELP["activation"])
-    init: str = field(default=_DEFAULT["init"], metadata=_HELP["init"])
-    init_std: float = field(default=_DEFAULT["init_std"], metadata=_HELP["init_std"])
-    batch_size: int = field(default=_DEFAULT["batch_size"], metadata=_HELP["batch_size"])
-    precision: str = field(default=_DEFAULT["precision"], metadata=_HELP["precision"])
     targets_per_step: int | None = field(
         default=None, metadata={"help": "hold the action targets per step fixed: each cell trains with batch "
                                         "round(N / m) (at least 1), m the mean number of real (unpadded) steps in a "
                                         "K-step segment of its dataset, so every K sees about N targets per step; "
                                         "overrides batch_size"})
-    lr: float = field(default=_DEFAULT["lr"], metadata=_HELP["lr"])
-    weight_decay: float = field(default=_DEFAULT["weight_decay"], metadata=_HELP["weight_decay"])
-    warmup_steps: int = field(default=_DEFAULT["warmup_steps"], metadata=_HELP["warmup_steps"])
-    grad_clip: float = field(default=_DEFAULT["grad_clip"], metadata=_HELP["grad_clip"])
-    steps: int = field(default=_DEFAULT["steps"], metadata=_HELP["steps"])
-    rtg_scale: float = field(default=_DEFAULT["rtg_scale"], metadata=_HELP["rtg_scale"])
-    checkpoint_every: int = field(default=_DEFAULT["checkpoint_every"], metadata=_HELP["checkpoint_every"])
-    log_every: int = field(default=_DEFAULT["log_every"], metadata=_HELP["log_every"])
-    eval_episodes: int = field(default=_DEFAULT["eval_episodes"], metadata=_HELP["eval_episodes"])
-    eval_targets: list[float] | None = field(default=_DEFAULT["eval_targets"], metadata=_HELP["eval_targets"])
-    eval_envs: int = field(default=_DEFAULT["eval_envs"], metadata=_HELP["eval_envs"])
-    eval_every: int = field(default=_DEFAULT["eval_every"], metadata=_HELP["eval_every"])
-    rollout: str = field(default=_DEFAULT["rollout"], metadata=_HELP["rollout"])
-    device: str = field(default=_DEFAULT["device"], metadata=_HELP["device"])
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={
+        "set_elsewhere": (*GRID_FIELDS, *PER_CELL_FIELDS)})
     out_dir: str = field(default="runs/sweep", metadata={"help": "folder of the run directories and the report"})
     jobs: int = field(default=1, metadata={"help": "cells run in parallel, each in a fresh process "
                                                    "(0 = one after another in this process, for debugging)"})
@@ -160,7 +132,7 @@ class SweepConfig:
         if not self.cpus_per_cell > 0 or not self.gpus_per_cell >= 0:
             raise ValueError(f"cpus_per_cell must be > 0 and gpus_per_cell >= 0 (got {self.cpus_per_cell}, "
                              f"{self.gpus_per_cell})")
-        if self.gpus_per_cell > 0 and self.device == "cpu":
+        if self.gpus_per_cell > 0 and self.train.device == "cpu":
             raise ValueError("--gpus-per-cell holds GPUs that cells on --device cpu would not use; "
                              "add --device cuda")
 
@@ -168,7 +140,7 @@ class SweepConfig:
         """The training batch of a cell at context ``context``: batch_size, or with targets_per_step the batch
         that gives about that many action targets per step, ``segment_targets`` per segment (K when unknown)."""
         if self.targets_per_step is None:
-            return self.batch_size
+            return self.train.batch_size
         return max(1, round(self.targets_per_step / (segment_targets or context)))
 
     def threads(self) -> int:
@@ -239,11 +211,10 @@ def _evaluated_as_asked(ev: dict[str, Any] | None, steps: int, episodes: int, ta
 
 def expand_grid(cfg: SweepConfig) -> list[Cell]:
     """Every (dataset, observe, attention, K, seed) cell with its TrainConfig and on-disk status."""
-    shared = {name: getattr(cfg, name) for name in _TRAIN_FIELDS
-              if name not in GRID_FIELDS and name not in PER_CELL_FIELDS and name != "batch_size"}
+    base = cfg.train
     cells, seen, conflicts = [], {}, []
     for dataset in cfg.datasets:
-        per_k = (segment_targets_by_context(dataset, cfg.env, cfg.contexts)
+        per_k = (segment_targets_by_context(dataset, base.env, cfg.contexts)
                  if cfg.targets_per_step is not None else {})
         for observe in cfg.observes:
             for attention in cfg.attentions:
@@ -256,13 +227,13 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
                                              f"{name}; give datasets with distinct file names")
                         seen[name] = dataset
                         run_dir = Path(cfg.out_dir) / name
-                        status = cell_status(run_dir, cfg.steps, cfg.eval_episodes, cfg.eval_targets,
-                                             cfg.rollout)
-                        train_cfg = TrainConfig(
-                            dataset=dataset, observe=observe, attention=attention, context=context, seed=seed,
+                        status = cell_status(run_dir, base.steps, base.eval_episodes, base.eval_targets,
+                                             base.rollout)
+                        train_cfg = dataclasses.replace(
+                            base, dataset=dataset, observe=observe, attention=attention, context=context, seed=seed,
                             attention_options=dict(cfg.attention_options.get(attention, {})),
                             run_dir=str(run_dir), resume=status in ("resume", "evaluate"), threads=cfg.threads(),
-                            batch_size=cfg.batch_for(context, segment_targets), **shared,
+                            batch_size=cfg.batch_for(context, segment_targets),
                         )
                         saved = _saved_config(run_dir)
                         if saved is not None and (diffs := config_differences(saved, train_cfg)):
@@ -482,17 +453,17 @@ def probe_costs(cfg: SweepConfig, cells: list[Cell]) -> dict[tuple[str, int], di
             trainer.train()
             train_s = (trainer.train_time - warm) / cfg.probe_steps
             entry = {"train_s_per_step": train_s, "eval_s": 0.0}
-            if cfg.eval_episodes > 0:
-                n_envs = min(cfg.eval_envs, cfg.eval_episodes)
-                targets = cfg.eval_targets or list(trainer.data.default_targets)
+            if cell.cfg.eval_episodes > 0:
+                n_envs = min(cell.cfg.eval_envs, cell.cfg.eval_episodes)
+                targets = cell.cfg.eval_targets or list(trainer.data.default_targets)
                 max_ep = get_env_spec(trainer.data.env_name).max_episode_steps
                 # past K steps, where a K shorter than the episode costs what it costs for the rest of it
                 rollout_steps = PROBE_EVAL_STEPS + (cell.cfg.context if cell.cfg.context < max_ep else 0)
                 probe_eval = EvalConfig(checkpoint=tmp, episodes=n_envs, envs=n_envs, targets=targets[:1],
-                                        max_steps=min(max_ep, rollout_steps), rollout=cfg.rollout,
+                                        max_steps=min(max_ep, rollout_steps), rollout=cell.cfg.rollout,
                                         threads=cell.cfg.threads, device=cell.cfg.device,
                                         output=str(Path(tmp) / "probe-eval.json"))
-                env_steps = len(targets) * cfg.eval_episodes * max_ep
+                env_steps = len(targets) * cell.cfg.eval_episodes * max_ep
                 res = evaluate(probe_eval, progress=False, print_table=False)
                 env_steps_per_s = res["results"][0]["env_steps_per_s"]
                 entry["eval_s"] = env_steps / env_steps_per_s
@@ -510,7 +481,7 @@ def format_estimate(cfg: SweepConfig, cells: list[Cell], probe: dict[tuple[str, 
     cells that only need evaluating count no training). Evaluations count the periodic ones (``eval_every``)."""
     head = (f"timing probe ({cfg.probe_steps} training steps after 1 warm-up, {cells[0].cfg.threads} thread(s), "
             f"first K + {PROBE_EVAL_STEPS} rollout steps ({PROBE_EVAL_STEPS} where K holds the episode), "
-            f"{rollout_label(cfg.rollout)}; dataset {cells[0].cfg.dataset}):")
+            f"{rollout_label(cfg.train.rollout)}; dataset {cells[0].cfg.dataset}):")
     lines = [head]
     for (attention, k), p in sorted(probe.items()):
         ev = f", eval {p['eval_ms_per_env_step']:.2f} ms/env step" if "eval_ms_per_env_step" in p else ""
@@ -521,7 +492,8 @@ def format_estimate(cfg: SweepConfig, cells: list[Cell], probe: dict[tuple[str, 
     evals = 0.0
     for c in todo:
         p = probe[(c.cfg.attention, c.cfg.context)]
-        periodic = (c.cfg.steps - 1) // cfg.eval_every if cfg.eval_every and c.status != "evaluate" else 0
+        every = cfg.train.eval_every
+        periodic = (c.cfg.steps - 1) // every if every and c.status != "evaluate" else 0
         evals += (1 + periodic) * p["eval_s"]
     parallel = max(1, min(cfg.jobs, len(todo)))
     lines.append(
@@ -577,7 +549,7 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
         return 0
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "sweep_config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    write_text(out_dir / "sweep_config.json", json.dumps(config_to_dict(cfg), indent=2) + "\n")
     todo = [c for c in cells if c.status != "done" and c.run_dir not in owners]
     results = _run_cells(todo, cfg.jobs, train_fn, progress, cfg if cfg.backend == "ray" else None) if todo else {}
     results.update({d: {"ok": False, "error": f"{d} is in use by {owner}: rerun the sweep when it has finished"}
