@@ -133,15 +133,14 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.episodes < 1 or self.envs < 1:
-            raise ValueError(f"episodes and envs must be >= 1 (got episodes={self.episodes}, envs={self.envs})")
-        if self.threads < 0 or (self.max_steps is not None and self.max_steps < 1):
-            raise ValueError(f"threads must be >= 0 and max_steps >= 1 (got threads={self.threads}, "
-                             f"max_steps={self.max_steps})")
-        if self.targets is not None and not all(map(math.isfinite, self.targets)):
-            raise ValueError(f"targets must be finite numbers, got {self.targets}")
-        if self.rollout not in ROLLOUTS:
-            raise ValueError(f"rollout must be one of {', '.join(ROLLOUTS)}, got {self.rollout!r}")
+        check_rules(self, "evaluation config", {
+            "episodes": (self.episodes >= 1, ">= 1"),
+            "envs": (self.envs >= 1, ">= 1"),
+            "threads": (self.threads >= 0, ">= 0 (0 = torch's default)"),
+            "max_steps": (self.max_steps is None or self.max_steps >= 1, ">= 1"),
+            "targets": (self.targets is None or all(map(math.isfinite, self.targets)), "finite numbers"),
+            "rollout": (self.rollout in ROLLOUTS, "one of " + ", ".join(ROLLOUTS)),
+        })
 
 
 def run_evaluation(cfg: TrainConfig, checkpoint: str | Path, output: str | Path) -> EvalConfig:

@@ -70,6 +70,19 @@ def launched_world_size() -> int:
         raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number; launch with torchrun") from None
 
 
+def resolve_device(name: str) -> torch.device:
+    """The device a --device value names: 'auto' is cuda when available, else cpu; a clear error for cuda
+    without a CUDA device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but no CUDA device is available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+
+
 @contextmanager
 def process_group(device: str) -> Iterator[Dist]:
     """Within the block, this process is one rank of the torchrun-launched DDP run (backend nccl when
@@ -81,10 +94,8 @@ def process_group(device: str) -> Iterator[Dist]:
     if not dist.is_available():
         raise ValueError("this torch build has no torch.distributed; run one process")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    cuda = resolve_device(device).type == "cuda"
     if cuda:
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but no CUDA device is available; use --device cpu")
         if local_rank >= torch.cuda.device_count():
             raise ValueError(f"process with LOCAL_RANK {local_rank} finds only {torch.cuda.device_count()} GPU(s); "
                              "give torchrun --nproc-per-node at most the number of GPUs per node")

@@ -20,6 +20,7 @@ import torch
 from agents.atomic import write_json
 from agents.checkpoint import load_checkpoint, non_finite_tensors, resolve_checkpoint
 from agents.config import EvalConfig
+from agents.distributed import resolve_device
 from agents.model import DecisionTransformer, DTConfig
 from agents.results import (
     EVAL_FILE,
@@ -157,7 +158,8 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
     settings = rollout_settings(payload)
     observe = check_observe(settings.observe, cfg.observe)
     env_id = cfg.env_id or settings.env_id
-    model = load_policy(payload, cfg.device)
+    device = resolve_device(cfg.device)
+    model = load_policy(payload, device)
     max_steps = cfg.max_steps or settings.max_episode_steps
     targets = cfg.targets or settings.targets
     ref = data.get("ref_scores")
@@ -174,7 +176,7 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
                 res = run_episodes(
                     model, envs, target=float(target), state_mean=settings.state_mean,
                     state_std=settings.state_std, rtg_scale=settings.rtg_scale,
-                    seed=cfg.seed + first, max_steps=max_steps, plan=plan, device=cfg.device,
+                    seed=cfg.seed + first, max_steps=max_steps, plan=plan, device=device,
                     progress=f"target {target:g}, episodes {first + 1}-{first + n}" if progress else None,
                 )
             finally:

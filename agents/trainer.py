@@ -79,15 +79,6 @@ def resolve_run_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; a clear error for an unavailable cuda."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA device is available; use --device cpu")
-    return torch.device(name)
-
-
 def build_model(cfg: TrainConfig, data: PreparedData) -> DecisionTransformer:
     """The Decision Transformer described by a training config and its data."""
     return DecisionTransformer(DTConfig(
@@ -182,7 +173,7 @@ class Trainer:
         self.progress = progress
         self.run_dir = resolve_run_dir(cfg)
         self.dist = distributed.current()
-        self.device = distributed.device_for(resolve_device(cfg.device), self.dist)
+        self.device = distributed.device_for(distributed.resolve_device(cfg.device), self.dist)
         self.batch_part = distributed.batch_slice(cfg.batch_size, self.dist)  # this rank's share of a batch
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

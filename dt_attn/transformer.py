@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dt_attn.attention.base import build_attention
+from dt_attn.checks import check_positive_int
 from dt_attn.ops.dropout import Dropout
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
@@ -29,9 +30,7 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "n_layers", "n_heads", "mlp_ratio"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if self.embed_dim % self.n_heads:
             raise ValueError(
                 f"embed_dim={self.embed_dim} is not divisible by n_heads={self.n_heads}; "

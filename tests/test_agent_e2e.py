@@ -402,7 +402,7 @@ def test_evaluations_record_the_rollout_they_computed(tmp_path):
         result = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=1, envs=1, targets=[1800.0], max_steps=8,
                                      rollout=rollout), progress=False, print_table=False)
         assert result["rollout"] == rollout == json.loads((tmp_path / "run" / name).read_text())["rollout"]
-    with pytest.raises(ValueError, match="rollout must be one of exact, streaming, got 'naive'"):
+    with pytest.raises(ValueError, match=r"rollout='naive' \(must be one of exact, streaming\)"):
         EvalConfig(checkpoint=cfg.run_dir, rollout="naive")
 
 

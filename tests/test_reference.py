@@ -147,7 +147,7 @@ def test_bad_name_options_and_shapes_raise():
         attention_weights("softmax", q, k, torch.zeros(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="expected v"):
         reference_attention("softmax", q, k, v[:, :, :3])
-    with pytest.raises(ValueError, match="window must be a positive int or None, got 0"):
+    with pytest.raises(ValueError, match="window must be an int >= 1 or None, got 0"):
         attention_weights("combiner-fixed", q, k, span=2, window=0)
     with pytest.raises(ValueError, match="Raise max_distance"):
         attention_weights("cosformer", q, k, max_distance=5)

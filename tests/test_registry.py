@@ -48,14 +48,16 @@ def test_unknown_option_lists_valid_options():
 @pytest.mark.parametrize(
     "name, options, message",
     [
-        ("softmax", {"window": 0}, "window must be a positive int"),
-        ("softmax", {"window": -3}, "window must be a positive int"),
-        ("softmax", {"window": 2.5}, "window must be a positive int"),
-        ("cosformer", {"window": 0}, "window must be a positive int"),
+        ("softmax", {"window": 0}, "window must be an int >= 1 or None"),
+        ("softmax", {"window": -3}, "window must be an int >= 1 or None"),
+        ("softmax", {"window": 2.5}, "window must be an int >= 1 or None"),
+        ("cosformer", {"window": 0}, "window must be an int >= 1 or None"),
         ("cosformer", {"chunk_size": 0}, "chunk_size must be an int >= 1"),
         ("cosformer", {"max_distance": 0}, "max_distance must be an int >= 1"),
         ("cosformer", {"max_distance": 10, "window": 12}, "window=12 spans distances up to 11"),
         ("cosformer", {"eps": 0.0}, "eps must be a positive float"),
+        ("combiner-fixed", {"span": 0}, "span must be an int >= 1 or None"),
+        ("combiner-logsparse", {"window": 1.5}, "window must be an int >= 1 or None"),
     ],
 )
 def test_bad_option_values_raise_clear_errors(name, options, message):

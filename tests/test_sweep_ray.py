@@ -185,9 +185,9 @@ def test_root_problem_names_the_node_and_the_missing_path(tmp_path):
 
 
 @pytest.mark.parametrize("bad, match", [
-    ({"backend": "slurm"}, "unknown backend 'slurm'"),
+    ({"backend": "slurm"}, r"backend='slurm' \(must be one of local, ray\)"),
     ({"address": "auto"}, "add --backend ray"),
-    ({"backend": "ray", "cpus_per_cell": 0}, "cpus_per_cell must be > 0"),
+    ({"backend": "ray", "cpus_per_cell": 0}, r"cpus_per_cell=0.0 \(must be > 0\)"),
     ({"backend": "ray", "gpus_per_cell": 1}, "add --device cuda"),
     ({"backend": "ray", "address": "ray://head:10001"}, "Ray Client addresses are not supported"),
 ])

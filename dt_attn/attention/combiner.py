@@ -46,14 +46,9 @@ import torch
 from torch import Tensor
 
 from dt_attn.attention.base import Attention, register
+from dt_attn.attention.window import check_window
+from dt_attn.checks import check_positive_int
 from dt_attn.ops.combiner import attend_step, combiner_fixed, combiner_logsparse, summarize, window_groups
-
-
-def _check_positive_int(name: str, value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"combiner option {name!r} must be a positive integer or None, got {value!r}")
 
 
 def _require_span(span: int | None, name: str) -> int:
@@ -142,8 +137,8 @@ class _Combiner(Attention):
 
     def __init__(self, span: int | None = None, window: int | None = None) -> None:
         super().__init__()
-        _check_positive_int("span", span)
-        _check_positive_int("window", window)
+        check_positive_int("span", span, optional=True, meaning="tokens per block; None: derived from the length")
+        check_window(window)
         self.span = span
         self.window = window
 

@@ -17,6 +17,7 @@ from dt_attn.attention.window import (
     ring_layout,
     step_in_pieces,
 )
+from dt_attn.checks import check_positive_int
 from dt_attn.ops.cosformer import (
     check_distance,
     cos_features,
@@ -24,11 +25,6 @@ from dt_attn.ops.cosformer import (
     distance_weights,
     rotations_from,
 )
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 @dataclass
@@ -56,8 +52,8 @@ class CosformerAttention(Attention):
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        _check_positive_int("max_distance", max_distance)
-        _check_positive_int("chunk_size", chunk_size)
+        check_positive_int("max_distance", max_distance)
+        check_positive_int("chunk_size", chunk_size)
         check_window(window)
         if window is not None and window > max_distance + 1:
             raise ValueError(

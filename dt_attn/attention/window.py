@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from dt_attn.checks import check_positive_int
+
 #: Extra ring slots beyond the window. New tokens are written before they are read, so a call may
 #: add up to RING_SPARE + 1 tokens without overwriting a key its first query still sees; longer
 #: calls are cut into pieces of that size (``step_in_pieces``).
@@ -15,14 +17,9 @@ RING_SPARE = 7
 
 
 def check_window(window: int | None) -> None:
-    """Raise ValueError unless ``window`` is None or a positive int."""
-    if window is None:
-        return
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(
-            f"window must be a positive int (the number of most recent keys a query sees, itself "
-            f"included) or None for full causal attention, got {window!r}"
-        )
+    """Raise ValueError unless ``window`` is None (full causal attention) or an int >= 1."""
+    check_positive_int("window", window, optional=True,
+                       meaning="the number of most recent keys a query sees, itself included; None: all")
 
 
 def ring_capacity(window: int) -> int:

@@ -35,6 +35,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from dt_attn.checks import check_positive_int
 from dt_attn.ops.combiner import default_span
 from dt_attn.ops.cosformer import check_distance
 
@@ -122,8 +123,7 @@ def _reference(name: str) -> Callable[..., Tensor]:
 def _check(q: Tensor, k: Tensor, pad_mask: Tensor | None, **sizes: int | None) -> None:
     """Shapes of q, k and pad_mask, and that the given sizes (window, span) are None or ints >= 1."""
     for name, value in sizes.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        check_positive_int(name, value, optional=True)
     if q.dim() != 4 or k.shape != q.shape:
         raise ValueError(f"expected q, k (B, H, T, D) of one shape, got {tuple(q.shape)} and {tuple(k.shape)}")
     if pad_mask is not None and pad_mask.shape != (q.shape[0], q.shape[2]):

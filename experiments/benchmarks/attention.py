@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from agents.atomic import write_json, write_rows_csv, write_text
+from agents.distributed import resolve_device
+from agents.fieldtypes import check_rules
 from agents.results import cpu_description
 from dt_attn import attention_options, available_attentions, build_attention, reference_attention
 from experiments.benchmarks.common import peak_memory, run_isolated, with_quick
@@ -104,15 +106,14 @@ class BenchAttentionConfig:
         for name in ("tokens", "step_prefixes", "mechanisms"):
             if not getattr(self, name):
                 raise ValueError(f"--{name.replace('_', '-')} is empty; give at least one value")
-        for name in ("batch", "heads", "head_dim", "repeats", "step_batch", "step_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup < 0 or self.threads < 0 or self.quadratic_max_gib < 0:
-            raise ValueError("warmup, threads and quadratic_max_gib must be >= 0")
-        if min(self.tokens) < 1 or min(self.step_prefixes) < 1:
-            raise ValueError("tokens and step_prefixes must be >= 1")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be cpu, cuda or auto, got {self.device!r}")
+        check_rules(self, "attention benchmark config", {
+            **{name: (getattr(self, name) >= 1, ">= 1")
+               for name in ("batch", "heads", "head_dim", "repeats", "step_batch", "step_samples")},
+            **{name: (getattr(self, name) >= 0, ">= 0") for name in ("warmup", "threads", "quadratic_max_gib")},
+            "tokens": (min(self.tokens) >= 1, ">= 1"),
+            "step_prefixes": (min(self.step_prefixes) >= 1, ">= 1"),
+            "device": (self.device in ("auto", "cpu", "cuda"), "cpu, cuda or auto"),
+        })
         for name in ("attention_options", "step_options"):
             if isinstance(getattr(self, name), str):
                 setattr(self, name, json.loads(getattr(self, name)))
@@ -183,15 +184,6 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # The grid
-
-
-def resolve_device(name: str) -> torch.device:
-    """cpu/cuda; auto means cuda when available."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
 
 
 def device_memory_bytes(device: torch.device) -> int:

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from agents.atomic import write_json, write_rows_csv
-from agents.fieldtypes import check_field_types
+from agents.distributed import resolve_device
+from agents.fieldtypes import check_field_types, check_rules
 from agents.model import DecisionTransformer
-from experiments.benchmarks.attention import resolve_device
 from experiments.benchmarks.common import (
     AgentBenchConfig,
     dt_config,
@@ -53,6 +53,12 @@ class BenchContextConfig(AgentBenchConfig):
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        check_rules(self, "context benchmark config", {
+            "contexts": (bool(self.contexts) and min(self.contexts) >= 1, "K >= 1, at least one"),
+            "batch": (self.batch >= 1, ">= 1"),
+            "steps": (self.steps >= 1, ">= 1"),
+            "threads": (self.threads >= 0, ">= 0 (0 = torch's default)"),
+        })
 
 
 def context_cell(cfg: BenchContextConfig, attention: str, context: int) -> dict:

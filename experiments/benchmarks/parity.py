@@ -36,6 +36,7 @@ from agents.atomic import write_json, write_text
 from agents.checkpoint import CHECKPOINT_NAME
 from agents.config import TrainConfig
 from agents.data import PreparedData
+from agents.fieldtypes import check_field_types, check_rules
 from agents.model import DTConfig
 from agents.progress import progress_bar
 from agents.results import cpu_description, now_iso, software_versions
@@ -83,9 +84,12 @@ class ParityConfig:
             raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
         if not self.seeds or not self.datasets or not self.models:
             raise ValueError("datasets, models and seeds each need at least one value")
-        if self.steps < 1 or self.episodes < 1 or self.threads < 0 or self.bootstrap < 1:
-            raise ValueError(f"steps, episodes and bootstrap must be >= 1 and threads >= 0 (got {self.steps}, "
-                             f"{self.episodes}, {self.bootstrap}, {self.threads})")
+        check_field_types(self)
+        check_rules(self, "parity config", {
+            **{name: (getattr(self, name) >= 1, ">= 1") for name in ("steps", "episodes", "bootstrap")},
+            "max_steps": (self.max_steps is None or self.max_steps >= 1, ">= 1"),
+            "threads": (self.threads >= 0, ">= 0 (0 = torch's default)"),
+        })
         if self.quick:
             self.steps, self.episodes = min(self.steps, 20), min(self.episodes, 2)
             self.max_steps = min(self.max_steps or 20, 20)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from agents.atomic import write_text
+from agents.fieldtypes import check_field_types, check_rules
 from agents.model import DecisionTransformer
 from agents.results import rollout_label
 from agents.rollout import RolloutPlan, RolloutResult, StepFn, plan_rollout, rerun_plan, run_episodes
@@ -61,14 +62,15 @@ class BenchRolloutConfig(AgentBenchConfig):
     quick: bool = field(default=False, metadata={"help": "tiny sizes for a smoke run (fields left at defaults)"})
 
     def __post_init__(self) -> None:
-        unknown = [v for v in self.variants if v not in VARIANTS]
-        if unknown or not self.variants:
-            raise ValueError(f"variants must list some of {', '.join(repr(v) for v in VARIANTS)}, got {self.variants}")
-        if self.episodes < 1 or self.max_steps < 1 or (self.one_env_episodes is not None and self.one_env_episodes < 1):
-            raise ValueError(f"episodes, max_steps and one_env_episodes must be >= 1 (got {self.episodes}, "
-                             f"{self.max_steps}, {self.one_env_episodes})")
-        if any(k < 1 for k in self.contexts):
-            raise ValueError(f"contexts must be >= 1, got {self.contexts}")
+        check_field_types(self)
+        check_rules(self, "rollout benchmark config", {
+            "variants": (bool(self.variants) and set(self.variants) <= set(VARIANTS),
+                         "some of " + ", ".join(repr(v) for v in VARIANTS)),
+            "episodes": (self.episodes >= 1, ">= 1"),
+            "max_steps": (self.max_steps >= 1, ">= 1"),
+            "one_env_episodes": (self.one_env_episodes is None or self.one_env_episodes >= 1, ">= 1"),
+            "contexts": (all(k >= 1 for k in self.contexts), ">= 1"),
+        })
 
 
 def build_model(cfg: BenchRolloutConfig, attention: str, context: int, state_dim: int, act_dim: int) -> DecisionTransformer:

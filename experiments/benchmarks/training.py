@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from agents.atomic import write_json, write_rows_csv
-from agents.fieldtypes import check_field_types
+from agents.distributed import resolve_device
+from agents.fieldtypes import check_field_types, check_rules
 from agents.model import DecisionTransformer
-from experiments.benchmarks.attention import resolve_device
 from experiments.benchmarks.common import (
     ACT_DIM,
     STATE_DIM,
@@ -63,6 +63,10 @@ class BenchTrainingConfig(AgentBenchConfig):
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        check_rules(self, "training benchmark config", {
+            **{name: (getattr(self, name) >= 1, ">= 1") for name in ("context", "batch", "timed_steps", "rounds")},
+            **{name: (getattr(self, name) >= 0, ">= 0") for name in ("warmup_steps", "threads")},
+        })
 
 
 def hf_training_step(cfg: BenchTrainingConfig, device: torch.device, precision: str = "fp32"):

@@ -31,7 +31,7 @@ from typing import Any
 
 from agents.atomic import write_json, write_text
 from agents.config import TrainConfig, config_differences, run_name
-from agents.fieldtypes import check_field_types, parse_json_object
+from agents.fieldtypes import check_field_types, check_rules, parse_json_object
 from agents.progress import progress_bar
 from agents.results import rollout_label
 from agents.runlock import RunLockedError, lock_owner, run_lock
@@ -114,24 +114,19 @@ class SweepConfig:
         if not all(isinstance(v, dict) for v in self.attention_options.values()):
             raise ValueError('attention_options must map attention names to option objects, e.g. '
                              '{"cosformer": {"chunk_size": 64}}')
-        if self.targets_per_step is not None and (isinstance(self.targets_per_step, bool)
-                                                  or not isinstance(self.targets_per_step, int)
-                                                  or self.targets_per_step < 1):
-            raise ValueError(f"targets_per_step must be a positive integer or unset, got {self.targets_per_step!r}")
-        if self.jobs < 0 or self.threads_per_job < 0 or self.probe_steps < 0:
-            raise ValueError(f"jobs, threads_per_job and probe_steps must be >= 0 (got {self.jobs}, "
-                             f"{self.threads_per_job}, {self.probe_steps})")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
+        check_rules(self, "sweep config", {
+            "targets_per_step": (self.targets_per_step is None or self.targets_per_step >= 1, ">= 1, or unset"),
+            **{name: (getattr(self, name) >= 0, ">= 0") for name in ("jobs", "threads_per_job", "probe_steps")},
+            "backend": (self.backend in BACKENDS, "one of " + ", ".join(BACKENDS)),
+            "cpus_per_cell": (self.cpus_per_cell > 0, "> 0"),
+            "gpus_per_cell": (self.gpus_per_cell >= 0, ">= 0"),
+        })
         if self.backend != "ray" and self.address is not None:
             raise ValueError("--address names a Ray cluster; add --backend ray")
         if self.address is not None and "://" in self.address:
             raise ValueError(f"--address {self.address}: Ray Client addresses are not supported (this machine must "
                              "see the output root); run the sweep on a node of the cluster with --address auto "
                              "or HOST:PORT")
-        if not self.cpus_per_cell > 0 or not self.gpus_per_cell >= 0:
-            raise ValueError(f"cpus_per_cell must be > 0 and gpus_per_cell >= 0 (got {self.cpus_per_cell}, "
-                             f"{self.gpus_per_cell})")
         if self.gpus_per_cell > 0 and self.train.device == "cpu":
             raise ValueError("--gpus-per-cell holds GPUs that cells on --device cpu would not use; "
                              "add --device cuda")
