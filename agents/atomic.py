@@ -1,4 +1,8 @@
-"""Atomic file writes: a crash mid-write never destroys the previous file (no torch import here)."""
+"""Atomic file writes: a crash mid-write never destroys the previous file (no torch import here).
+
+The rule lives in agents, the lowest layer that writes files of its own: dt_attn writes none, and envs only
+downloads datasets, through a .part file renamed when complete (envs.download), its own form of the rule.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import math
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 TEMP_SUFFIX = ".tmp"
 _umask_guard = threading.Lock()
@@ -32,21 +38,23 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(binary file)`` on a temp file beside ``path``, then rename it over ``path``; a failed
-    write (disk full, ...) raises WriteError naming ``path`` and leaves the previous file as it was."""
+@contextmanager
+def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
+    """A temp file beside ``path`` for the block to write, with the mode ``open()`` would give ``path``
+    (its name ends in ``path``'s suffix with ``keep_suffix``, for writers that pick a format by it); renamed
+    over ``path`` when the block completes, removed when it raises. A failed write (disk full, ...) raises
+    WriteError naming ``path`` and leaves the previous file as it was."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        suffix = TEMP_SUFFIX + (path.suffix if keep_suffix else "")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
     except OSError as exc:
         raise WriteError(path, exc.strerror or str(exc)) from exc
     try:
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):
@@ -57,11 +65,20 @@ def atomic_write(path: str | Path, write) -> None:
         raise
 
 
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write(binary file)`` on a temp file beside ``path``, then rename it over ``path`` (``atomic_path``),
+    the data on disk before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def remove_temp_files(folder: str | Path) -> list[Path]:
-    """Delete the temp files that ``atomic_write`` left in ``folder`` when its process was killed mid-write
+    """Delete the temp files that ``atomic_path`` left in ``folder`` when its process was killed mid-write
     (only safe while no other process writes there: hold the folder's run lock); returns them."""
     removed = []
-    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}*"):
         if tmp.is_file():
             tmp.unlink(missing_ok=True)
             removed.append(tmp)

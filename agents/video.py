@@ -14,7 +14,6 @@ import functools
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from agents.atomic import atomic_path
 from agents.evaluation import RolloutSettings, check_observation_dim
 from agents.model import DecisionTransformer
 from agents.rollout import SteppedRollout
@@ -119,23 +119,12 @@ def _open_writer(path: str, fps: float):
 @contextmanager
 def _atomic_video(path: Path, fps: float) -> Iterator:
     """A writer to a temp file beside ``path`` that replaces ``path`` only once the video is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # a video is for sharing: the permissions of a plainly created file, not 0600
-    try:
-        writer = _open_writer(tmp, fps)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        writer = _open_writer(str(tmp), fps)
         try:
             yield writer
         finally:
             writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def record_video(

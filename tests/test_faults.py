@@ -375,6 +375,25 @@ def test_temp_files_of_killed_writes_are_removed_at_start_and_on_resume(tmp_path
     assert not any(t.exists() for t in tmps) and (folder / CHECKPOINT_NAME).exists()
 
 
+def test_a_file_written_by_path_replaces_the_old_one_only_when_complete(tmp_path):
+    """atomic_path, for writers that open a path themselves (videos): a temp file named with the target's
+    suffix, the old file intact when the writer dies, the temp file found by remove_temp_files if killed."""
+    target = tmp_path / "ep.mp4"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="writer died"), atomic.atomic_path(target, keep_suffix=True) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".ep.mp4.") and tmp.name.endswith(".tmp.mp4")
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer died")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["ep.mp4"]
+    with atomic.atomic_path(target, keep_suffix=True) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["ep.mp4"]
+    killed = [tmp_path / ".eval.json.x1.tmp", tmp_path / ".ep.mp4.x2.tmp.mp4"]
+    for t in killed:
+        t.write_bytes(b"")
+    assert sorted(atomic.remove_temp_files(tmp_path)) == sorted(killed) and target.exists()
+
+
 # ------------------------------------------------------------------ 9. silent wrong input
 def test_resume_refuses_a_dataset_that_changed_under_the_same_path(tmp_path):
     data = tmp_path / "hopper-data.hdf5"
