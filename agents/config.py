@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from agents.fieldtypes import check_field_types, check_rules, parse_json_object
 from agents.results import ROLLOUTS
@@ -19,15 +19,33 @@ INIT_SCHEMES = ("normal", "torch-default")
 #: Training precisions: float32 throughout, or bfloat16 matrix multiplies under torch.autocast.
 PRECISIONS = ("fp32", "bf16")
 
-# TrainConfig fields that may change when a run is resumed; every other field must match.
+# TrainConfig fields that may change when a run is resumed; every other field must match. (A preset only
+# names where the values came from: the values themselves are compared.)
 RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "checkpoint_every",
-                     "eval_episodes", "eval_targets", "eval_envs", "eval_every", "rollout", "run_dir"}
+                     "eval_episodes", "eval_targets", "eval_envs", "eval_every", "rollout", "run_dir", "preset"}
+
+#: Named starting points of a training config (``--preset NAME``): their values lie above the defaults and
+#: below a --config file and the flags.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # The small configuration: minutes on a laptop CPU, for a first run.
+    "quick": {"attention": "cosformer", "embed_dim": 64, "n_layers": 2, "batch_size": 32, "steps": 1500,
+              "warmup_steps": 150, "lr": 6e-4, "eval_episodes": 10, "threads": 1},
+    # The Decision Transformer paper's MuJoCo settings (Chen et al. 2021, its gym code): the defaults.
+    "paper": {"attention": "softmax", "context": 20, "embed_dim": 128, "n_layers": 3, "n_heads": 1, "dropout": 0.1,
+              "activation": "relu", "batch_size": 64, "lr": 1e-4, "weight_decay": 1e-4, "warmup_steps": 10_000,
+              "grad_clip": 0.25, "steps": 100_000, "rtg_scale": 1000.0},
+}
 
 
 @dataclass
 class TrainConfig:
     """Every value of one training run (printed at the start, saved as config.json)."""
 
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = TRAIN_PRESETS
+
+    preset: str | None = field(default=None, metadata={
+        "help": "named starting point: quick (cosformer, 64 wide, 2 layers, batch 32, 1500 steps: minutes on a "
+                "CPU) or paper (the DT paper's settings, which are the defaults); --config and flags override it"})
     dataset: str = field(default="default", metadata={"help": "dataset spec: D4RL/Minari/stand-in id, .hdf5/.pkl path, or 'default' (embedded sample)"})
     env: str | None = field(default=None, metadata={"help": "environment name (hopper, halfcheetah, walker2d); inferred from the dataset when unset"})
     observe: str = field(default="full", metadata={"help": "observation filter: full, positions, noisy:SCALE, positions+noisy:SCALE"})
@@ -105,6 +123,8 @@ class TrainConfig:
             "init": (self.init in INIT_SCHEMES, "one of " + ", ".join(INIT_SCHEMES)),
             "init_std": (0 < self.init_std < math.inf, "positive and finite"),
             "rollout": (self.rollout in ROLLOUTS, "one of " + ", ".join(ROLLOUTS)),
+            "preset": (self.preset is None or self.preset in TRAIN_PRESETS,
+                       "one of " + ", ".join(TRAIN_PRESETS) + ", or unset"),
         }
         check_rules(self, "training config", rules)
 
