@@ -66,8 +66,8 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Call ``write(binary file)`` on a temp file beside ``path``, then rename it over ``path`` (``atomic_path``),
-    the data on disk before the rename."""
+    """Call ``write(binary file)`` on a temp file beside ``path``, then rename it over ``path``
+    (``atomic_path``), the data on disk before the rename."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         write(fh)
         fh.flush()

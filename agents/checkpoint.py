@@ -73,7 +73,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(p, map_location=map_location, weights_only=False)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise ValueError(f"checkpoint {p} could not be read ({type(exc).__name__}: {exc}); it may be truncated") from exc
+        raise ValueError(f"checkpoint {p} could not be read ({type(exc).__name__}: {exc}); it "
+                         "may be truncated") from exc
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise ValueError(f"{p} is not a dt-attn checkpoint (missing 'model'/'config' entries)")
     return upgrade_checkpoint(payload, str(p))

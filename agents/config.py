@@ -22,7 +22,8 @@ PRECISIONS = ("fp32", "bf16")
 # TrainConfig fields that may change when a run is resumed; every other field must match. (A preset only
 # names where the values came from: the values themselves are compared.)
 RESUMABLE_CHANGES = {"steps", "resume", "device", "threads", "log_every", "checkpoint_every",
-                     "eval_episodes", "eval_targets", "eval_envs", "eval_every", "rollout", "run_dir", "preset"}
+                     "eval_episodes", "eval_targets", "eval_envs", "eval_every", "rollout", "run_dir",
+                     "preset"}
 
 #: Named starting points of a training config (``--preset NAME``): their values lie above the defaults and
 #: below a --config file and the flags.
@@ -31,9 +32,9 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"attention": "cosformer", "embed_dim": 64, "n_layers": 2, "batch_size": 32, "steps": 1500,
               "warmup_steps": 150, "lr": 6e-4, "eval_episodes": 10, "threads": 1},
     # The Decision Transformer paper's MuJoCo settings (Chen et al. 2021, its gym code): the defaults.
-    "paper": {"attention": "softmax", "context": 20, "embed_dim": 128, "n_layers": 3, "n_heads": 1, "dropout": 0.1,
-              "activation": "relu", "batch_size": 64, "lr": 1e-4, "weight_decay": 1e-4, "warmup_steps": 10_000,
-              "grad_clip": 0.25, "steps": 100_000, "rtg_scale": 1000.0},
+    "paper": {"attention": "softmax", "context": 20, "embed_dim": 128, "n_layers": 3, "n_heads": 1,
+              "dropout": 0.1, "activation": "relu", "batch_size": 64, "lr": 1e-4, "weight_decay": 1e-4,
+              "warmup_steps": 10_000, "grad_clip": 0.25, "steps": 100_000, "rtg_scale": 1000.0},
 }
 
 
@@ -44,31 +45,39 @@ class TrainConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = TRAIN_PRESETS
 
     preset: str | None = field(default=None, metadata={
-        "help": "named starting point: quick (cosformer, 64 wide, 2 layers, batch 32, 1500 steps: minutes on a "
-                "CPU) or paper (the DT paper's settings, which are the defaults); --config and flags override it"})
-    dataset: str = field(default="default", metadata={"help": "dataset spec: D4RL/Minari/stand-in id, .hdf5/.pkl path, or 'default' (embedded sample)"})
-    env: str | None = field(default=None, metadata={"help": "environment name (hopper, halfcheetah, walker2d); inferred from the dataset when unset"})
-    observe: str = field(default="full", metadata={"help": "observation filter: full, positions, noisy:SCALE, positions+noisy:SCALE"})
-    split_long_episodes: bool = field(default=False, metadata={"help": "cut episodes longer than the environment's "
-                                                                       "step limit into pieces of that length (for "
-                                                                       "data without terminal or timeout flags)"})
-    attention: str = field(default="softmax", metadata={"help": "attention mechanism name (see dt_attn.available_attentions())"})
-    attention_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "mechanism options as JSON, e.g. '{\"chunk_size\": 64}'"})
+        "help": "named starting point: quick (cosformer, 64 wide, 2 layers, batch 32, 1500 steps: "
+                "minutes on a CPU) or paper (the DT paper's settings, which are the defaults); --config "
+                "and flags override it"})
+    dataset: str = field(default="default", metadata={
+        "help": "dataset spec: D4RL/Minari/stand-in id, .hdf5/.pkl path, or 'default' (embedded sample)"})
+    env: str | None = field(default=None, metadata={
+        "help": "environment name (hopper, halfcheetah, walker2d); inferred from the dataset when unset"})
+    observe: str = field(default="full", metadata={
+        "help": "observation filter: full, positions, noisy:SCALE, positions+noisy:SCALE"})
+    split_long_episodes: bool = field(default=False, metadata={
+        "help": "cut episodes longer than the environment's step limit into pieces of that length (for data "
+                "without terminal or timeout flags)"})
+    attention: str = field(default="softmax", metadata={
+        "help": "attention mechanism name (see dt_attn.available_attentions())"})
+    attention_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "mechanism options as JSON, e.g. '{\"chunk_size\": 64}'"})
     context: int = field(default=20, metadata={"help": "context length K in timesteps (3K tokens)"})
     embed_dim: int = 128
     n_layers: int = 3
     n_heads: int = 1
     dropout: float = 0.1
-    activation: str = field(default="relu", metadata={"help": "MLP nonlinearity: relu (the DT paper's code) or gelu"})
-    init: str = field(default="normal", metadata={"help": "weight initialization: normal (N(0, init_std) weights, zero "
-                                                       "biases, GPT-2's scaled residual projections; as HuggingFace, "
-                                                       "CORL and d3rlpy) or torch-default (PyTorch's layer defaults)"})
-    init_std: float = field(default=0.02, metadata={"help": "standard deviation of the normal initialization"})
+    activation: str = field(default="relu", metadata={
+        "help": "MLP nonlinearity: relu (the DT paper's code) or gelu"})
+    init: str = field(default="normal", metadata={
+        "help": "weight initialization: normal (N(0, init_std) weights, zero biases, GPT-2's scaled residual "
+                "projections; as HuggingFace, CORL and d3rlpy) or torch-default (PyTorch's layer defaults)"})
+    init_std: float = field(default=0.02, metadata={
+        "help": "standard deviation of the normal initialization"})
     batch_size: int = 64
-    precision: str = field(default="fp32", metadata={"help": "training arithmetic: fp32, or bf16 (matrix multiplies in "
-                                                          "bfloat16 under torch.autocast; weights, optimizer, loss and the "
-                                                          "attention stay float32; about 1.3-1.4x faster on CPUs with "
-                                                          "AVX512-BF16 or AMX). Evaluation always runs in float32"})
+    precision: str = field(default="fp32", metadata={
+        "help": "training arithmetic: fp32, or bf16 (matrix multiplies in bfloat16 under torch.autocast; "
+                "weights, optimizer, loss and the attention stay float32; about 1.3-1.4x faster on CPUs with "
+                "AVX512-BF16 or AMX). Evaluation always runs in float32"})
     lr: float = 1e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 10_000
@@ -76,19 +85,24 @@ class TrainConfig:
     steps: int = field(default=100_000, metadata={"help": "gradient steps"})
     rtg_scale: float = field(default=1000.0, metadata={"help": "returns-to-go are divided by this"})
     seed: int = 0
-    run_dir: str | None = field(default=None, metadata={"help": "output directory (default runs/<dataset>-<attention>-K<context>-s<seed>, "
-                                                                    "plus -<hash> of the settings that differ from the defaults)"})
-    checkpoint_every: int = field(default=1000, metadata={"help": "write a checkpoint every N steps (and at the end)"})
+    run_dir: str | None = field(default=None, metadata={
+        "help": "output directory (default runs/<dataset>-<attention>-K<context>-s<seed>, plus -<hash> of "
+                "the settings that differ from the defaults)"})
+    checkpoint_every: int = field(default=1000, metadata={
+        "help": "write a checkpoint every N steps (and at the end)"})
     log_every: int = 100
-    eval_episodes: int = field(default=10, metadata={"help": "episodes per target at the end of training (0 = no evaluation)"})
-    eval_targets: list[float] | None = field(default=None, metadata={"help": "target returns (default: the env's two D4RL-style targets)"})
+    eval_episodes: int = field(default=10, metadata={
+        "help": "episodes per target at the end of training (0 = no evaluation)"})
+    eval_targets: list[float] | None = field(default=None, metadata={
+        "help": "target returns (default: the env's two D4RL-style targets)"})
     eval_envs: int = field(default=10, metadata={"help": "parallel evaluation environments"})
-    eval_every: int = field(default=0, metadata={"help": "also evaluate every N steps during training, from a checkpoint "
-                                                          "written then (RUN_DIR/evals/, TensorBoard); 0 = only at the end"})
-    rollout: str = field(default="exact", metadata={"help": "rollout of every evaluation during and after training: "
-                                                           "exact (the function that was trained: the last K steps) "
-                                                           "or streaming (approximate: a sliding window per layer, "
-                                                           "written to eval-streaming.json)"})
+    eval_every: int = field(default=0, metadata={
+        "help": "also evaluate every N steps during training, from a checkpoint written then "
+                "(RUN_DIR/evals/, TensorBoard); 0 = only at the end"})
+    rollout: str = field(default="exact", metadata={
+        "help": "rollout of every evaluation during and after training: exact (the function that was "
+                "trained: the last K steps) or streaming (approximate: a sliding window per layer, written "
+                "to eval-streaming.json)"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
     resume: bool = field(default=False, metadata={"help": "continue from RUN_DIR/checkpoint.pt"})
@@ -135,21 +149,26 @@ class EvalConfig:
 
     checkpoint: str = field(default="", metadata={"help": "run directory or checkpoint .pt file"})
     episodes: int = field(default=10, metadata={"help": "episodes per target"})
-    targets: list[float] | None = field(default=None, metadata={"help": "target returns (default: those of the training run)"})
+    targets: list[float] | None = field(default=None, metadata={
+        "help": "target returns (default: those of the training run)"})
     envs: int = field(default=10, metadata={"help": "parallel environments"})
-    seed: int = field(default=1000, metadata={"help": "seed of the first evaluation environment (env i gets seed+i)"})
-    rollout: str = field(default="exact", metadata={"help": "exact: the function that was trained (the last K "
-                                                           "steps, re-run every step when K is shorter than the "
-                                                           "episode); streaming: approximate, a sliding window of "
-                                                           "3K-1 tokens per layer (upper layers see past K steps)"})
-    observe: str | None = field(default=None, metadata={"help": "must match the training run's filter (checked); default: the run's"})
-    env_id: str | None = field(default=None, metadata={"help": "gymnasium id override (default: the dataset's)"})
-    max_steps: int | None = field(default=None, metadata={"help": "cap on steps per episode (default: the env's limit)"})
+    seed: int = field(default=1000, metadata={
+        "help": "seed of the first evaluation environment (env i gets seed+i)"})
+    rollout: str = field(default="exact", metadata={
+        "help": "exact: the function that was trained (the last K steps, re-run every step when K is shorter "
+                "than the episode); streaming: approximate, a sliding window of 3K-1 tokens per layer (upper "
+                "layers see past K steps)"})
+    observe: str | None = field(default=None, metadata={
+        "help": "must match the training run's filter (checked); default: the run's"})
+    env_id: str | None = field(default=None, metadata={
+        "help": "gymnasium id override (default: the dataset's)"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "cap on steps per episode (default: the env's limit)"})
     device: str = "cpu"
     threads: int = 0
-    output: str | None = field(default=None, metadata={"help": "result JSON path (default: eval.json beside the "
-                                                                 "checkpoint, eval-streaming.json for the streaming "
-                                                                 "rollout)"})
+    output: str | None = field(default=None, metadata={
+        "help": "result JSON path (default: eval.json beside the checkpoint, eval-streaming.json for the "
+                "streaming rollout)"})
 
     def __post_init__(self) -> None:
         check_field_types(self)

@@ -25,7 +25,8 @@ class PreparedData:
     default_targets: tuple[float, ...]
 
 
-def prepare_data(spec: str, env: str | None, observe: str, seed: int, split_long: bool = False) -> PreparedData:
+def prepare_data(spec: str, env: str | None, observe: str, seed: int,
+                 split_long: bool = False) -> PreparedData:
     """Load ``spec`` (with ``split_long``, episodes longer than the env's step limit cut at it), apply the
     observation filter and compute normalization statistics."""
     ds = load_dataset(spec, env=env, observe=observe, seed=seed, split_long=split_long)

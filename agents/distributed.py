@@ -67,7 +67,8 @@ def launched_world_size() -> int:
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number; launch with torchrun") from None
+        raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number; launch with "
+                         "torchrun") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,8 +98,8 @@ def process_group(device: str) -> Iterator[Dist]:
     cuda = resolve_device(device).type == "cuda"
     if cuda:
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"process with LOCAL_RANK {local_rank} finds only {torch.cuda.device_count()} GPU(s); "
-                             "give torchrun --nproc-per-node at most the number of GPUs per node")
+            raise ValueError(f"process with LOCAL_RANK {local_rank} finds only {torch.cuda.device_count()} "
+                             "GPU(s); give torchrun --nproc-per-node at most the number of GPUs per node")
         torch.cuda.set_device(local_rank)  # nccl needs each process's GPU chosen before the group forms
     dist.init_process_group("nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
     try:
@@ -131,8 +132,8 @@ def batch_slice(batch_size: int, d: Dist) -> slice | None:
     if not d.enabled:
         return None
     if batch_size < d.world_size:
-        raise ValueError(f"--batch-size {batch_size} is the global batch, split across {d.world_size} processes; "
-                         f"give at least {d.world_size} (one segment per process)")
+        raise ValueError(f"--batch-size {batch_size} is the global batch, split across {d.world_size} "
+                         f"processes; give at least {d.world_size} (one segment per process)")
     base, extra = divmod(batch_size, d.world_size)
     start = d.rank * base + min(d.rank, extra)
     return slice(start, start + base + (d.rank < extra))

@@ -78,9 +78,9 @@ def check_observation_dim(model: DecisionTransformer, envs, env_id: str, observe
     """Refuse environments whose observations the policy was not built for."""
     obs_dim = envs.single_observation_space.shape[0]
     if obs_dim != model.cfg.state_dim:
-        raise ValueError(f"the policy expects {model.cfg.state_dim}-dim observations but {env_id} with observe "
-                         f"{observe} gives {obs_dim}; roll it out in the environment (and observation filter) it "
-                         "was trained for")
+        raise ValueError(f"the policy expects {model.cfg.state_dim}-dim observations but {env_id} with "
+                         f"observe {observe} gives {obs_dim}; roll it out in the environment (and "
+                         "observation filter) it was trained for")
 
 
 def check_observe(saved: str, requested: str | None) -> str:
@@ -129,7 +129,8 @@ def keep_other_rollout(out: Path, rollout: str) -> None:
         return
     target = evaluation_path(out.with_name(out.name.replace(STREAMING_SUFFIX, "")), held["rollout"])
     if target == out or target.exists():
-        target = out.with_name(f"{target.stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}{target.suffix}")
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        target = out.with_name(f"{target.stem}-{stamp}{target.suffix}")
     out.replace(target)
 
 
@@ -151,9 +152,9 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
     payload = load_checkpoint(ckpt_path)
     bad = non_finite_tensors(payload["model"])
     if bad:
-        raise ValueError(f"checkpoint {ckpt_path} holds non-finite weights (NaN or inf in {', '.join(bad[:3])}"
-                         f"{', ...' if len(bad) > 3 else ''}): its training diverged; retrain it (e.g. with a "
-                         "lower --lr)")
+        raise ValueError(f"checkpoint {ckpt_path} holds non-finite weights (NaN or inf in "
+                         f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): its training diverged; "
+                         "retrain it (e.g. with a lower --lr)")
     data, train_cfg = payload["data"], payload["config"]
     settings = rollout_settings(payload)
     observe = check_observe(settings.observe, cfg.observe)

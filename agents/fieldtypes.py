@@ -21,7 +21,8 @@ def check_field_types(cfg: Any) -> None:
         value = getattr(cfg, f.name)
         ok, converted = _convert(value, hints[f.name])
         if not ok:
-            raise ValueError(f"config value {f.name}={value!r} has the wrong type: expected {_describe(hints[f.name])}")
+            raise ValueError(f"config value {f.name}={value!r} has the wrong type: expected "
+                             f"{_describe(hints[f.name])}")
         setattr(cfg, f.name, converted)
 
 
@@ -96,7 +97,9 @@ def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
         item = (typing.get_args(tp) or (Any,))[0]
-        return f"a list of {_describe(item).removeprefix('an ').removeprefix('a ')}s" if item in _NAMES else "a list"
+        if item not in _NAMES:
+            return "a list"
+        return f"a list of {_describe(item).removeprefix('an ').removeprefix('a ')}s"
     if origin is dict or tp is dict:
         return "a JSON object"
     return _NAMES.get(tp, getattr(tp, "__name__", str(tp)))

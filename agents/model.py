@@ -30,7 +30,8 @@ class DTConfig:
     act_dim: int
     context: int = 20
     max_ep_len: int = 1000
-    init: str = "normal"  # "normal": the peers' scheme (see DecisionTransformer.init_weights); "torch-default"
+    # "normal": the peers' scheme (see DecisionTransformer.init_weights); "torch-default"
+    init: str = "normal"
     init_std: float = 0.02  # standard deviation of every weight drawn by the "normal" scheme
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
@@ -160,7 +161,8 @@ class DecisionTransformer(nn.Module):
         x = self.embed_tokens(rtg, states, actions, timesteps)
         k = states.shape[1]
         if pad_mask is None:
-            return self.predict_action(self.transformer(x, keep=_last_state_token(k, 0) if last_only else STATE_TOKENS))
+            keep = _last_state_token(k, 0) if last_only else STATE_TOKENS
+            return self.predict_action(self.transformer(x, keep=keep))
         # Roll each row so its first real token sits at position 0, as in a rollout that
         # starts at the episode start: position-dependent mechanisms (Combiner's regions,
         # cosFormer's phases) then see identical positions in training and evaluation.
@@ -206,7 +208,8 @@ class DecisionTransformer(nn.Module):
         blocks = self.transformer.blocks
         capacity = 3 * self.cfg.context  # >= the window of 3K - 1 tokens plus one
         return ExactState(
-            tokens=torch.zeros(batch, 2 * capacity, self.cfg.transformer.embed_dim, device=device, dtype=p.dtype),
+            tokens=torch.zeros(batch, 2 * capacity, self.cfg.transformer.embed_dim, device=device,
+                               dtype=p.dtype),
             qkv=torch.zeros(3, batch, blocks[0].n_heads, 2 * capacity, blocks[0].head_dim, device=device,
                             dtype=p.dtype),
         )

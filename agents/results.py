@@ -99,11 +99,13 @@ def format_eval_table(result: dict[str, Any]) -> str:
         f"{result['train_steps']} steps{_precision_note(result)} | eval seed {result['eval_seed']}\n"
         f"normalized with {result['score_reference']}"
     )
-    cols = f"{'target':>8} {'episodes':>8} {'return mean±std':>18} {'min':>9} {'max':>9} {'normalized':>14} {'length':>7} {'steps/s':>8}"
+    cols = (f"{'target':>8} {'episodes':>8} {'return mean±std':>18} {'min':>9} {'max':>9} {'normalized':>14} "
+            f"{'length':>7} {'steps/s':>8}")
     rows = [
-        f"{r['target']:>8.0f} {r['episodes']:>8d} {r['return_mean']:>10.1f} ± {r['return_std']:<6.1f}"
-        f"{r['return_min']:>9.1f} {r['return_max']:>9.1f} {r['normalized_mean']:>7.1f} ± {r['normalized_std']:<5.1f}"
-        f"{r['length_mean']:>7.0f} {r['env_steps_per_s']:>8.0f}"
+        f"{r['target']:>8.0f} {r['episodes']:>8d} {r['return_mean']:>10.1f} ± "
+        f"{r['return_std']:<6.1f}{r['return_min']:>9.1f} {r['return_max']:>9.1f} "
+        f"{r['normalized_mean']:>7.1f} ± {r['normalized_std']:<5.1f}{r['length_mean']:>7.0f} "
+        f"{r['env_steps_per_s']:>8.0f}"
         for r in result["results"]
     ]
     return "\n".join([head, cols, *rows, f"rollout: {result['method']}"])

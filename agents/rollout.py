@@ -77,10 +77,11 @@ def plan_rollout(model: DecisionTransformer, rollout: str, max_steps: int) -> Ro
         caveat = (f"; after {k} steps the upper layers see past the window, unlike training"
                   if model.cfg.transformer.n_layers > 1 else "")
         policy = model.with_attention_options(window=window)
-        return RolloutPlan("streaming", f"{rollout_label('streaming')}: sliding window of {window} tokens per "
-                                        f"layer{caveat}",
+        return RolloutPlan("streaming", f"{rollout_label('streaming')}: sliding window of {window} tokens "
+                                        f"per layer{caveat}",
                            lambda n, device: _incremental(policy, n, device))
-    fallback = f" ({model.cfg.transformer.attention} has no window option to stream with)" if rollout == "streaming" else ""
+    fallback = (f" ({model.cfg.transformer.attention} has no window option to stream with)"
+                if rollout == "streaming" else "")
     return RolloutPlan("exact", f"exact: the last {k} steps re-run every step{fallback}",
                        lambda n, device: _exact(model, n, device))
 
@@ -103,7 +104,8 @@ def _exact(model: DecisionTransformer, n: int, device: torch.device | str) -> St
 
     def step(t: int, s: torch.Tensor, rtg: torch.Tensor) -> torch.Tensor:
         nonlocal state, prev
-        prev, state = model.act_exact(state, rtg, s, torch.full((n,), t, dtype=torch.long, device=device), prev)
+        prev, state = model.act_exact(state, rtg, s, torch.full((n,), t, dtype=torch.long, device=device),
+                                      prev)
         return prev
 
     return step
@@ -114,9 +116,11 @@ class Rerun:
     to K at the start. It keeps what it fed the model: normalized ``states`` (n, T, S), ``actions`` (n, T, A)
     and scaled returns-to-go ``rtg`` (n, T, 1), T the model's episode limit."""
 
-    def __init__(self, model: torch.nn.Module, n: int, device: torch.device | str, last_only: bool = True) -> None:
+    def __init__(self, model: torch.nn.Module, n: int, device: torch.device | str,
+                 last_only: bool = True) -> None:
         cfg = model.cfg
-        self.model, self.n, self.device, self.last_only, self.context = model, n, device, last_only, cfg.context
+        self.model, self.n, self.device, self.last_only = model, n, device, last_only
+        self.context = cfg.context
         self.states = torch.zeros(n, cfg.max_ep_len, cfg.state_dim, device=device)
         self.actions = torch.zeros(n, cfg.max_ep_len, cfg.act_dim, device=device)
         self.rtg = torch.zeros(n, cfg.max_ep_len, 1, device=device)
@@ -143,8 +147,8 @@ def rerun_plan(model: torch.nn.Module, last_only: bool = True) -> RolloutPlan:
     with the Decision Transformer's forward signature and ``cfg`` can be rolled out this way.
     ``last_only``: only the newest action computed; without it every step's, as the peers' evaluations do."""
     how = "newest action" if last_only else "every action"
-    return RolloutPlan("exact", f"exact: the model re-run on the padded last {model.cfg.context} steps ({how}), "
-                                "no reuse", lambda n, device: Rerun(model, n, device, last_only))
+    return RolloutPlan("exact", f"exact: the model re-run on the padded last {model.cfg.context} steps "
+                                f"({how}), no reuse", lambda n, device: Rerun(model, n, device, last_only))
 
 
 @dataclass
@@ -222,8 +226,8 @@ class SteppedRollout:
             reward_now = torch.as_tensor(reward, dtype=torch.float32, device=self.device)[:, None]
             self._rtg_now = self._rtg_now - reward_now / self.rtg_scale
             self.done = self.done | np.asarray(terminated) | np.asarray(truncated)
-            step = EnvStep(t=self.t, window=min(self.t + 1, self.context), live=live, reward=np.asarray(reward),
-                           done=self.done.copy())
+            step = EnvStep(t=self.t, window=min(self.t + 1, self.context), live=live,
+                           reward=np.asarray(reward), done=self.done.copy())
             self.t += 1
             yield step
 

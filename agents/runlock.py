@@ -25,7 +25,8 @@ try:
 except ImportError:  # not POSIX: runs are not protected from each other
     fcntl = None  # type: ignore[assignment]
 
-_held: dict[Path, list[int]] = {}  # resolved run folder -> [fd, depth, created] of the locks this process holds
+# resolved run folder -> [fd, depth, created] of the locks this process holds
+_held: dict[Path, list[int]] = {}
 _guard = threading.Lock()
 
 

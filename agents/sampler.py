@@ -73,7 +73,8 @@ class SegmentSampler:
         self.mean_targets = mean_segment_targets(lengths, context)  # real steps per segment, on average
         self.obs = ((np.concatenate(observations) - state_mean) / state_std).astype(np.float32)
         self.actions = np.concatenate(actions).astype(np.float32)
-        self.rtg = (np.concatenate([returns_to_go(np.asarray(r)) for r in rewards]) / rtg_scale).astype(np.float32)
+        rtg = np.concatenate([returns_to_go(np.asarray(r)) for r in rewards])
+        self.rtg = (rtg / rtg_scale).astype(np.float32)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         self.episode_start = np.repeat(starts, lengths)
         self.timestep = np.minimum(np.arange(len(self.obs)) - self.episode_start, max_ep_len - 1)
@@ -84,7 +85,8 @@ class SegmentSampler:
 
     def sample(self, batch_size: int, part: slice | None = None) -> Batch:
         """A batch of ``batch_size`` segments, or its ``part`` alone: a DDP rank draws the whole batch's end
-        points from the shared stream and keeps its own slice, so the ranks together see the one-process batch."""
+        points from the shared stream and keeps its own slice, so the ranks together see the one-process
+        batch."""
         end = self.rng.integers(0, len(self.obs), size=batch_size)
         if part is not None:
             end = end[part]

@@ -122,16 +122,18 @@ def cpu_has_native_bf16() -> bool:
 
 def training_autocast(precision: str, device: torch.device) -> Any:
     """The autocast context of a training precision (reusable, not re-entrant): bfloat16 matrix
-    multiplies for "bf16", a no-op for "fp32". Warns when the CPU has no native bfloat16 support (bf16 then runs slower than fp32)."""
+    multiplies for "bf16", a no-op for "fp32". Warns when the CPU has no native bfloat16 support (bf16 then
+    runs slower than fp32)."""
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision != "bf16":
         raise ValueError(f"unknown precision {precision!r}; use fp32 or bf16")
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"{device} has no bfloat16 support (it needs an Ampere or newer GPU); use --precision fp32")
+        raise ValueError(f"{device} has no bfloat16 support (it needs an Ampere or newer GPU); use "
+                         "--precision fp32")
     if device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("this CPU has no native bfloat16 support (AVX512-BF16/AMX): --precision bf16 will be slower "
-                      "than fp32 here", stacklevel=2)
+        warnings.warn("this CPU has no native bfloat16 support (AVX512-BF16/AMX): --precision bf16 will be "
+                      "slower than fp32 here", stacklevel=2)
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
@@ -193,7 +195,8 @@ class Trainer:
         self.autocast = training_autocast(cfg.precision, self.device)  # re-entered every step
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = max(1, cfg.warmup_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lambda s: min(1.0, (s + 1) / warmup))
         ds = self.data.dataset
         self.sampler = SegmentSampler(
             [e.observations for e in ds.episodes], [e.actions for e in ds.episodes],
@@ -207,7 +210,8 @@ class Trainer:
             torch.manual_seed(distributed.rank_seed(cfg.seed, self.dist.rank))
         if payload is not None:
             self._restore(payload, ckpt)
-        self.ddp_model = distributed.wrap(self.model, self.dist, self.device)  # the model itself for one process
+        # the model itself for one process
+        self.ddp_model = distributed.wrap(self.model, self.dist, self.device)
         # Dropout draws from torch's global generator: pin its state now so that the run does
         # not depend on what else used the generator between construction and train().
         self._torch_rng = torch.get_rng_state()
@@ -218,7 +222,8 @@ class Trainer:
         and the run folder."""
         if ckpt.exists() and not self.cfg.resume:
             raise FileExistsError(
-                f"{self.run_dir} already holds a checkpoint; pass --resume to continue it or choose another --run-dir"
+                f"{self.run_dir} already holds a checkpoint; pass --resume to continue it or choose "
+                "another --run-dir"
             )
         if self.cfg.resume and not ckpt.exists():
             raise FileNotFoundError(f"--resume given but {ckpt} does not exist; start without --resume")
@@ -251,9 +256,10 @@ class Trainer:
             "normalization": {"state_mean": self.data.state_mean, "state_std": self.data.state_std},
             "config": asdict(self.cfg),
             "data": {
-                "name": self.data.dataset.name, "label": self.data.dataset.label, "env_name": self.data.env_name,
-                "env_id": self.data.env_id, "observe": self.data.observe, "state_dim": self.data.state_dim,
-                "act_dim": self.data.act_dim, "default_targets": list(self.data.default_targets),
+                "name": self.data.dataset.name, "label": self.data.dataset.label,
+                "env_name": self.data.env_name, "env_id": self.data.env_id, "observe": self.data.observe,
+                "state_dim": self.data.state_dim, "act_dim": self.data.act_dim,
+                "default_targets": list(self.data.default_targets),
                 "ref_scores": getattr(self.data.dataset, "ref_scores", None),
                 "fingerprint": self.data_fingerprint,
             },
@@ -282,8 +288,8 @@ class Trainer:
         return evaluation_path(self.run_dir / "evals" / f"step-{self.step:07d}.json", self.cfg.rollout)
 
     def _due_evaluation_missing(self) -> bool:
-        """Whether ``eval_every`` asks for an evaluation at the current step (the step of a resumed checkpoint)
-        whose result is not on disk, or is not of the rollout the run asks for."""
+        """Whether ``eval_every`` asks for an evaluation at the current step (the step of a resumed
+        checkpoint) whose result is not on disk, or is not of the rollout the run asks for."""
         cfg = self.cfg
         if not (cfg.eval_every and cfg.eval_episodes and self.step and self.step % cfg.eval_every == 0
                 and self.step < cfg.steps):
@@ -326,7 +332,8 @@ class Trainer:
         try:
             save_checkpoint(self.run_dir / CHECKPOINT_NAME, payload)
         except WriteError as exc:
-            raise WriteError(exc.path, exc.reason, f"{self._kept()}; free disk space, then rerun with --resume") from exc
+            raise WriteError(exc.path, exc.reason, f"{self._kept()}; free disk space, then "
+                                                   "rerun with --resume") from exc
 
     def _restore(self, payload: dict[str, Any], path: Path) -> None:
         _check_resumable(payload["config"], self.cfg, path)
@@ -337,9 +344,9 @@ class Trainer:
         saved_fingerprint = payload["data"].get("fingerprint")  # absent in checkpoints of older versions
         if saved_fingerprint is not None and saved_fingerprint != self.data_fingerprint:
             raise ValueError(
-                f"cannot resume {path}: the dataset {self.cfg.dataset!r} is not the data this run was trained "
-                f"on (its contents changed since the checkpoint was written); restore the original data, or "
-                "train a new run with another --run-dir"
+                f"cannot resume {path}: the dataset {self.cfg.dataset!r} is not the data this run was "
+                "trained on (its contents changed since the checkpoint was written); restore the original "
+                "data, or train a new run with another --run-dir"
             )
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -363,8 +370,9 @@ class Trainer:
         else:  # another number of processes: the batches continue exactly, re-split; dropout draws afresh
             torch.manual_seed(distributed.rank_seed(self.cfg.seed, self.dist.rank, self.step))
             if self.dist.is_main:
-                print(f"resuming a run trained by {saved_world} process(es) with {self.dist.world_size}: the global "
-                      "batches continue exactly, split anew; dropout masks are drawn afresh from here on")
+                print(f"resuming a run trained by {saved_world} process(es) with "
+                      f"{self.dist.world_size}: the global batches continue exactly, split anew; "
+                      "dropout masks are drawn afresh from here on")
 
     # ------------------------------------------------------------------ loop
     def train(self) -> dict[str, Any]:
@@ -376,15 +384,17 @@ class Trainer:
             write_json(self.run_dir / "config.json", {"format": FORMAT, **asdict(cfg)})
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None) if main else _NoWriter()
+        writer = (SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None) if main
+                  else _NoWriter())
         tokens_per_step = cfg.batch_size * 3 * cfg.context  # the global batch
-        bar = progress_bar(total=cfg.steps, initial=self.step, disable=not (self.progress and main), desc="train",
-                           unit="step")
+        bar = progress_bar(total=cfg.steps, initial=self.step, disable=not (self.progress and main),
+                           desc="train", unit="step")
         torch.set_rng_state(self._torch_rng)
         self.model.train()
         window_start, window_steps = time.perf_counter(), 0
         try:
-            if main and self._due_evaluation_missing():  # the process was killed while evaluating this checkpoint
+            # the process was killed while evaluating this checkpoint
+            if main and self._due_evaluation_missing():
                 window_start += self._evaluate_now(writer, bar)
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
@@ -400,11 +410,12 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 local_loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                if not torch.isfinite(grad_norm):  # an update from these gradients would make every weight NaN
+                # an update from these gradients would make every weight NaN
+                if not torch.isfinite(grad_norm):
                     raise NonFiniteLossError(
-                        f"the gradients became non-finite at step {self.step + 1} (loss {loss.item():.4g}); the "
-                        f"update was not applied; stopping: {self._kept()}. Try a lower --lr or --grad-clip, or "
-                        "check the dataset for extreme values."
+                        f"the gradients became non-finite at step {self.step + 1} (loss {loss.item():.4g}); "
+                        f"the update was not applied; stopping: {self._kept()}. Try a lower --lr or "
+                        "--grad-clip, or check the dataset for extreme values."
                     )
                 self.optimizer.step()
                 self.scheduler.step()
@@ -415,8 +426,9 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     sps = window_steps / elapsed if elapsed > 0 else float("nan")
                     lr = self.scheduler.get_last_lr()[0]
-                    for tag, val in (("train/loss", loss.item()), ("train/lr", lr), ("train/grad_norm", float(grad_norm)),
-                                     ("perf/steps_per_s", sps), ("perf/tokens_per_s", sps * tokens_per_step)):
+                    for tag, val in (("train/loss", loss.item()), ("train/lr", lr),
+                                     ("train/grad_norm", float(grad_norm)), ("perf/steps_per_s", sps),
+                                     ("perf/tokens_per_s", sps * tokens_per_step)):
                         writer.add_scalar(tag, val, self.step)
                     bar.set_postfix(loss=f"{loss.item():.4f}", sps=f"{sps:.1f}")
                     window_start, window_steps = time.perf_counter(), 0
@@ -424,12 +436,14 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save()
                     self._last_saved = self.step
-                if cfg.eval_every and cfg.eval_episodes and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                due = cfg.eval_every and cfg.eval_episodes and self.step % cfg.eval_every == 0
+                if due and self.step < cfg.steps:
                     if self.dist.enabled and self._last_saved != self.step:  # every rank joins the save
                         self.save()
                         self._last_saved = self.step
                     if main:  # the other ranks wait at the next step's collective
-                        window_start += self._evaluate_now(writer, bar)  # evaluation time is not training time
+                        # evaluation time is not training time
+                        window_start += self._evaluate_now(writer, bar)
         finally:
             bar.close()
             writer.close()

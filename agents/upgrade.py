@@ -50,7 +50,8 @@ def _version(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} has an unknown format {value!r}; it was not written by dt-attn")
     if value > FORMAT:
-        raise ValueError(f"{what} has format {value}, newer than this dt-attn reads ({FORMAT}); upgrade dt-attn")
+        raise ValueError(f"{what} has format {value}, newer than this dt-attn reads "
+                         f"({FORMAT}); upgrade dt-attn")
     return value
 
 
@@ -146,7 +147,8 @@ def _format1_method(described: str, rollout: str) -> str:
 
 
 def read_evaluation(path: str | Path) -> dict[str, Any] | None:
-    """An evaluation JSON file as the current format; None when it does not exist (a malformed file raises)."""
+    """An evaluation JSON file as the current format; None when it does not exist (a malformed file
+    raises)."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -175,7 +177,8 @@ def final_evaluation_files(run_dir: str | Path) -> list[tuple[Path, dict[str, An
 
 
 def latest_by_rollout(found: list[tuple[Path, dict[str, Any]]]) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """Per rollout the evaluation of the latest checkpoint (``train_steps``); of equal ones the first listed."""
+    """Per rollout the evaluation of the latest checkpoint (``train_steps``); of equal ones the first
+    listed."""
     best: dict[str, tuple[Path, dict[str, Any]]] = {}
     for path, record in found:
         held = best.get(record["rollout"])
@@ -199,5 +202,6 @@ def periodic_evaluations(run_dir: str | Path) -> dict[str, dict[int, tuple[Path,
         for path in _variants(folder / f"{stem}.json"):
             record = read_evaluation(path)
             if record is not None:
-                out.setdefault(record["rollout"], {}).setdefault(int(record.get("train_steps", -1)), (path, record))
+                out.setdefault(record["rollout"], {}).setdefault(int(record.get("train_steps", -1)),
+                                                                 (path, record))
     return out

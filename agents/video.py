@@ -30,12 +30,13 @@ from envs import make_vector_env
 FORMATS = (".mp4", ".gif")
 GIF_MAX_FPS = 50  # GIF players stretch frame delays under 20 ms to 100 ms
 OFFSCREEN_BACKENDS = ("egl", "osmesa")
-INSTALL_HINT = ("install EGL (Debian/Ubuntu: apt-get install libegl1 libegl-mesa0, or a GPU driver) or OSMesa "
-                "(apt-get install libosmesa6), and the PyOpenGL package")
+INSTALL_HINT = ("install EGL (Debian/Ubuntu: apt-get install libegl1 libegl-mesa0, or a GPU driver) or "
+                "OSMesa (apt-get install libosmesa6), and the PyOpenGL package")
 # Renders one frame of a one-geom model: run in a child process, since a failed OpenGL platform cannot be
 # swapped for another inside one process.
 _PROBE = ("import mujoco\n"
-          "m = mujoco.MjModel.from_xml_string(\"<mujoco><worldbody><geom size='0.1'/></worldbody></mujoco>\")\n"
+          "xml = \"<mujoco><worldbody><geom size='0.1'/></worldbody></mujoco>\"\n"
+          "m = mujoco.MjModel.from_xml_string(xml)\n"
           "with mujoco.Renderer(m, 16, 16) as r:\n"
           "    r.update_scene(mujoco.MjData(m))\n"
           "    r.render()\n")
@@ -60,8 +61,9 @@ class VideoResult:
 def _probe(backend: str) -> str | None:
     """None when MuJoCo renders offscreen with MUJOCO_GL=backend, else the last line of the failure."""
     try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE], check=False, env={**os.environ, "MUJOCO_GL": backend},
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([sys.executable, "-c", _PROBE], check=False,
+                              env={**os.environ, "MUJOCO_GL": backend}, capture_output=True, text=True,
+                              timeout=120)
     except subprocess.TimeoutExpired:
         return "timed out"
     if proc.returncode == 0:
@@ -78,8 +80,9 @@ def offscreen_gl() -> str:
         failure = _probe(requested)
         if failure is None:
             return requested
-        raise VideoError(f"MuJoCo cannot render offscreen with MUJOCO_GL={requested} ({failure}); install that "
-                         f"backend's library or unset MUJOCO_GL to try {' and '.join(OFFSCREEN_BACKENDS)}")
+        raise VideoError(f"MuJoCo cannot render offscreen with MUJOCO_GL={requested} ({failure}); install "
+                         "that backend's library or unset MUJOCO_GL to try "
+                         f"{' and '.join(OFFSCREEN_BACKENDS)}")
     failures = []
     for backend in OFFSCREEN_BACKENDS:
         failure = _probe(backend)
@@ -98,7 +101,8 @@ def check_video_path(path: str | Path, width: int, height: int) -> Path:
     even = path.suffix.lower() == ".mp4"  # H.264 stores colour at half resolution
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 16 or (even and value % 2):
-            raise VideoError(f"video {name} must be an int >= 16{', even for MP4,' if even else ''} got {value!r}")
+            mp4 = ", even for MP4," if even else ""
+            raise VideoError(f"video {name} must be an int >= 16{mp4} got {value!r}")
     return path
 
 
@@ -111,7 +115,8 @@ def _open_writer(path: str, fps: float):
     try:
         import imageio_ffmpeg  # noqa: F401
     except ImportError:
-        raise VideoError("writing MP4 needs imageio-ffmpeg: pip install 'dt-attn[video]' (or write a .gif)") from None
+        raise VideoError("writing MP4 needs imageio-ffmpeg: pip install 'dt-attn[video]' "
+                         "(or write a .gif)") from None
     # macro_block_size 2: keep the frame size as rendered (H.264 needs it even) instead of padding it to 16
     return imageio.get_writer(path, fps=fps, macro_block_size=2)
 
@@ -140,9 +145,9 @@ def record_video(
     height: int = 480,
     device: str | torch.device = "cpu",
 ) -> VideoResult:
-    """Roll ``model`` out for one episode conditioned on ``target`` in ``settings``' environment seeded ``seed``
-    (where evaluation's first episode starts), render every state and write the frames to ``path`` (.mp4 or .gif) at ``fps``
-    (default: real time, at most 50 for a GIF)."""
+    """Roll ``model`` out for one episode conditioned on ``target`` in ``settings``' environment seeded
+    ``seed`` (where evaluation's first episode starts), render every state and write the frames to ``path``
+    (.mp4 or .gif) at ``fps`` (default: real time, at most 50 for a GIF)."""
     path = check_video_path(path, width, height)
     if fps is not None and not fps > 0:
         raise VideoError(f"fps must be positive, got {fps!r}")
@@ -162,7 +167,8 @@ def record_video(
         with _atomic_video(path, fps) as writer:
             writer.append_data(env.render())
             frames = 1
-            for _ in rollout:  # a finished episode is not reset before the loop ends: the last frame is its end
+            # a finished episode is not reset before the loop ends: the last frame is its end
+            for _ in rollout:
                 writer.append_data(env.render())
                 frames += 1
     finally:

@@ -72,7 +72,8 @@ class Block(nn.Module):
         q, k, v = self._qkv(x)
         return self._residuals(x, self._attend(q, k, v, pad_mask), keep)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                pad_mask: torch.Tensor | None) -> torch.Tensor:
         """The attention's parallel form, in float32 also under autocast (its output re-enters autocast at
         the projection): the linear mechanisms' running sums and normalizers keep their precision, and
         softmax's fused CPU SDPA ran 2.3x slower in bfloat16 than in float32 at the DT training shape
@@ -102,8 +103,9 @@ class Block(nn.Module):
         B, T, E = x.shape
         h = self.ln1(x)
         w, b = self.qkv.weight, self.qkv.bias
-        q = nn.functional.linear(h[:, -1:], w[:E], b[:E]).view(B, 1, self.n_heads, self.head_dim).transpose(1, 2)
-        kv = nn.functional.linear(h, w[E:], b[E:]).view(B, T, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        H, D = self.n_heads, self.head_dim
+        q = nn.functional.linear(h[:, -1:], w[:E], b[:E]).view(B, 1, H, D).transpose(1, 2)
+        kv = nn.functional.linear(h, w[E:], b[E:]).view(B, T, 2, H, D).permute(2, 0, 3, 1, 4)
         return q, kv[0], kv[1]
 
     def _qkv(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +143,8 @@ class CausalTransformer(nn.Module):
         subset (a Decision Transformer reads its state tokens) never needs.
         """
         if x.dim() != 3 or x.shape[-1] != self.cfg.embed_dim:
-            raise ValueError(f"expected x of shape (batch, tokens, {self.cfg.embed_dim}), got {tuple(x.shape)}")
+            raise ValueError(f"expected x of shape (batch, tokens, {self.cfg.embed_dim}), got "
+                             f"{tuple(x.shape)}")
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, pad_mask, keep=keep if i == last else None)
@@ -198,7 +201,8 @@ class CausalTransformer(nn.Module):
                 f"build it with init_state"
             )
         if x.dim() != 3 or x.shape[-1] != self.cfg.embed_dim:
-            raise ValueError(f"expected x of shape (batch, new tokens, {self.cfg.embed_dim}), got {tuple(x.shape)}")
+            raise ValueError(f"expected x of shape (batch, new tokens, {self.cfg.embed_dim}), got "
+                             f"{tuple(x.shape)}")
         new_state = []
         last = len(self.blocks) - 1
         for i, (block, s) in enumerate(zip(self.blocks, state)):

@@ -64,7 +64,8 @@ def load_standin(sid: str) -> tuple[list[Episode], dict, list[Path], list[str]]:
     if parts and all(p.is_file() for p in parts):
         eps_m, attrs = read_hdf5(parts[0])
         eps_e, _ = read_hdf5(parts[1])
-        return eps_m + eps_e, attrs, parts, [f"medium-expert = {parts[0].name} + {parts[1].name} (concatenated)"]
+        note = f"medium-expert = {parts[0].name} + {parts[1].name} (concatenated)"
+        return eps_m + eps_e, attrs, parts, [note]
     available = sorted(p.stem for p in standin_dir().glob("*-standin.hdf5")) if standin_dir().is_dir() else []
     raise DatasetNotFoundError(
         f"stand-in dataset {sid} not found: looked for {path}"
@@ -78,8 +79,8 @@ def load_embedded() -> tuple[list[Episode], dict, list[Path], list[str]]:
     """Episodes and attributes of the sample shipped inside the package."""
     if not EMBEDDED_FILE.is_file():
         raise DatasetNotFoundError(
-            f"the embedded default dataset {EMBEDDED_FILE} is missing from this installation; "
-            f"recreate it with `python -m experiments.commands.make_embedded_dataset` from the repository root"
+            f"the embedded default dataset {EMBEDDED_FILE} is missing from this installation; recreate it "
+            "with `python -m experiments.commands.make_embedded_dataset` from the repository root"
         )
     eps, attrs = read_hdf5(EMBEDDED_FILE)
     return eps, attrs, [EMBEDDED_FILE], []
@@ -109,8 +110,8 @@ def known_datasets() -> list[CatalogEntry]:
                      f"alias of {EMBEDDED_ID}: a sample of the hopper medium-replay stand-in"),
     ]
     sdir = standin_dir()
-    sids = {f"{e}-{k}-standin" for e in ("halfcheetah", "hopper") for k in ("medium-replay", "medium", "expert",
-                                                                             "medium-expert")}
+    sids = {f"{e}-{k}-standin" for e in ("halfcheetah", "hopper") for k in ("medium-replay", "medium",
+                                                                            "expert", "medium-expert")}
     if sdir.is_dir():
         sids |= {p.stem for p in sdir.glob("*-standin.hdf5")}
     for sid in sorted(sids):

@@ -14,7 +14,8 @@ import numpy as np
 
 from envs.registry import ENV_SPECS, env_name_from_gym_id, get_env_spec
 
-_FORMS = '"full", "positions", "noisy:SCALE" (SCALE > 0), or a "+"-joined combination such as "positions+noisy:0.1"'
+_FORMS = ('"full", "positions", "noisy:SCALE" (SCALE > 0), or a "+"-joined combination such as '
+          '"positions+noisy:0.1"')
 _NOISE_SALT = 0x0B5E  # decorrelates the noise stream from the env's own seed use
 
 
@@ -79,9 +80,11 @@ class ObservationFilter:
                 try:
                     noise = float(arg)
                 except ValueError:
-                    raise ValueError(f"observation filter {spec!r}: noise scale {arg!r} is not a number") from None
+                    raise ValueError(f"observation filter {spec!r}: noise scale {arg!r} is not a "
+                                     "number") from None
                 if not (math.isfinite(noise) and noise > 0):
-                    raise ValueError(f"observation filter {spec!r}: noise scale must be > 0 and finite, got {arg}")
+                    raise ValueError(f"observation filter {spec!r}: noise scale must be > 0 and "
+                                     f"finite, got {arg}")
             else:
                 raise ValueError(f"unknown observation filter part {tok!r} in {spec!r}; use {_FORMS}")
         if "full" in seen and positions:
@@ -120,7 +123,8 @@ class ObservationFilter:
         if self.is_identity:
             return ds
         if ds.observe != "full":
-            raise ValueError(f"dataset {ds.name} is already filtered with {ds.observe!r}; load it with observe=")
+            raise ValueError(f"dataset {ds.name} is already filtered with {ds.observe!r}; load "
+                             "it with observe=")
         keep = self.keep(ds.obs_dim, ds.env_name)
         rng = np.random.default_rng([seed, _NOISE_SALT])
         episodes = [ep.with_observations(

@@ -42,8 +42,8 @@ def _resolve_env(env: str | None, hints: list[str | None], attrs_env_id: str | N
         name = infer_env_name(attrs_env_id, *hints)
         if name is None:
             raise DatasetError(
-                f"{where}: cannot tell which environment this dataset belongs to; "
-                f"pass --env (env=) one of hopper, halfcheetah, walker2d (or a gymnasium id such as Hopper-v4)"
+                f"{where}: cannot tell which environment this dataset belongs to; pass --env (env=) one of "
+                "hopper, halfcheetah, walker2d (or a gymnasium id such as Hopper-v4)"
             )
     spec = get_env_spec(name)
     if attrs_env_id and env_name_from_gym_id(attrs_env_id) == name:
@@ -78,9 +78,9 @@ def _within_step_limit(episodes: list[Episode], env_name: str, split: bool, wher
         notes.append(f"{len(long)} episode(s) longer than {env_name}'s step limit of {limit} were cut into "
                      f"pieces of at most {limit} steps")
         return split_long_episodes(episodes, limit)
-    warnings.warn(f"{where}: {len(long)} episode(s) run past {env_name}'s step limit of {limit} steps (longest "
-                  f"{max(long)}): the data flag no terminal or timeout there; pass --split-long-episodes to cut "
-                  f"them at {limit} steps", stacklevel=3)
+    warnings.warn(f"{where}: {len(long)} episode(s) run past {env_name}'s step limit of {limit} steps "
+                  f"(longest {max(long)}): the data flag no terminal or timeout there; pass "
+                  f"--split-long-episodes to cut them at {limit} steps", stacklevel=3)
     return episodes
 
 

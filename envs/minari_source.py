@@ -56,7 +56,8 @@ def load_minari(dataset_id: str, download: bool = True) -> tuple[list[Episode], 
         mds = minari.load_dataset(dataset_id, download=False)
     except FileNotFoundError:
         if not download:
-            raise DatasetNotFoundError(f"Minari dataset {dataset_id} is not at {where} (downloads disabled). {hint}")
+            raise DatasetNotFoundError(f"Minari dataset {dataset_id} is not at {where} (downloads "
+                                       f"disabled). {hint}")
         try:
             _minari_download(minari, dataset_id)
             mds = minari.load_dataset(dataset_id, download=False)
@@ -66,7 +67,8 @@ def load_minari(dataset_id: str, download: bool = True) -> tuple[list[Episode], 
                 f"({type(exc).__name__}: {exc}).\n  {hint}"
             ) from None
     except Exception as exc:  # noqa: BLE001 - any failure to open means an unreadable dataset
-        raise DatasetError(f"Minari dataset {dataset_id} at {where} cannot be read ({type(exc).__name__}: {exc})") from None
+        raise DatasetError(f"Minari dataset {dataset_id} at {where} cannot be read "
+                           f"({type(exc).__name__}: {exc})") from None
 
     meta = dict(mds.storage.metadata)
     episodes = []
@@ -74,10 +76,12 @@ def load_minari(dataset_id: str, download: bool = True) -> tuple[list[Episode], 
         loc = f"Minari {dataset_id} episode {ep.id if hasattr(ep, 'id') else i}"
         obs = ep.observations
         if not isinstance(obs, np.ndarray):
-            raise DatasetError(f"{loc}: observations are {type(obs).__name__}; only Box observations are supported")
+            raise DatasetError(f"{loc}: observations are {type(obs).__name__}; only Box "
+                               "observations are supported")
         if len(obs) != len(ep.rewards) + 1:
             raise DatasetError(
-                f"{loc}: expected T+1 = {len(ep.rewards) + 1} observations for {len(ep.rewards)} steps, got {len(obs)}"
+                f"{loc}: expected T+1 = {len(ep.rewards) + 1} observations for {len(ep.rewards)} "
+                f"steps, got {len(obs)}"
             )
         episodes.append(episode_from_arrays(
             {"observations": obs[:-1], "actions": ep.actions, "rewards": ep.rewards,

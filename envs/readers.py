@@ -76,7 +76,8 @@ def read_pkl(path: str | Path) -> tuple[list[Episode], dict[str, Any]]:
         data = data["trajectories"]
     if not isinstance(data, (list, tuple)):
         raise DatasetError(
-            f"{path}: expected a list of per-episode dicts (Decision Transformer .pkl), got {type(data).__name__}"
+            f"{path}: expected a list of per-episode dicts (Decision Transformer .pkl), got "
+            f"{type(data).__name__}"
         )
     if not data:
         raise DatasetError(f"{path}: dataset is empty (0 episodes)")

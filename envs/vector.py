@@ -42,7 +42,8 @@ def _quiet_mujoco_warnings() -> None:
     mujoco.set_mju_user_warning(forward)
 
 
-def make_env(env_id: str, seed: int | None = None, observe: str | ObservationFilter = "full", **kwargs) -> gym.Env:
+def make_env(env_id: str, seed: int | None = None, observe: str | ObservationFilter = "full",
+             **kwargs) -> gym.Env:
     """One gymnasium env with the observation filter (noise seeded by ``seed``)."""
     gym_id = resolve_gym_id(env_id)
     _quiet_mujoco_warnings()
@@ -52,7 +53,8 @@ def make_env(env_id: str, seed: int | None = None, observe: str | ObservationFil
         try:
             env = gym.make(gym_id, **kwargs)
         except gym.error.Error as exc:  # NameNotFound, VersionNotFound, ...: a wrong id, said in one line
-            raise ValueError(f"gymnasium cannot make {gym_id!r}: {exc}; use an id such as Hopper-v4") from None
+            raise ValueError(f"gymnasium cannot make {gym_id!r}: {exc}; use an id such as "
+                             "Hopper-v4") from None
     return ObservationFilter.parse(observe).wrap_env(env, seed=seed, env_name=env_name_from_gym_id(gym_id))
 
 

@@ -80,7 +80,8 @@ class Command:
     def add_to(self, subparsers: Any) -> None:
         """Add this subcommand to the `dt-attn` parser's subparsers."""
         parser = subparsers.add_parser(self.name, aliases=list(self.aliases), help=self.help,
-                                       description=self.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                       description=self.doc,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)
         self._arguments(parser)
 
     def _arguments(self, parser: argparse.ArgumentParser) -> None:

@@ -148,8 +148,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
         raise SystemExit(f"error: config file {p} is not valid {p.suffix.lstrip('.') or 'JSON'}: {exc}")
     if not isinstance(values, dict):
-        raise SystemExit(f"error: config file {p} holds a {type(values).__name__}; it must hold one object of "
-                         'settings, e.g. {"steps": 1000}')
+        raise SystemExit(f"error: config file {p} holds a {type(values).__name__}; it must hold one object "
+                         'of settings, e.g. {"steps": 1000}')
     return values
 
 
@@ -177,7 +177,8 @@ def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
     unknown = sorted(set(values) - set(keys))
     if unknown:
         raise SystemExit(
-            f"error: unknown config key(s) {unknown} for {cls.__name__}; valid keys: {', '.join(sorted(keys))}"
+            f"error: unknown config key(s) {unknown} for {cls.__name__}; valid keys: "
+            f"{', '.join(sorted(keys))}"
         )
     return _build(cls, {keys[name].path: value for name, value in values.items()})
 
@@ -195,7 +196,8 @@ def _build(cls: type[T], values: dict[tuple[str, ...], Any]) -> T:
 
 
 def replace_config(cfg: T, **changes: Any) -> T:
-    """``cfg`` with the given keys changed, a nested config's keys included (``dataclasses.replace`` by key)."""
+    """``cfg`` with the given keys changed, a nested config's keys included (``dataclasses.replace`` by
+    key)."""
     return config_from_dict(type(cfg), {**config_to_dict(cfg), **changes})
 
 

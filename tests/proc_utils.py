@@ -1,4 +1,5 @@
-"""Process helpers for tests that launch process trees (torchrun, Ray): find a tree in /proc, kill it by pid."""
+"""Process helpers for tests that launch process trees (torchrun, Ray): find a tree in /proc, kill it by
+pid."""
 
 from __future__ import annotations
 

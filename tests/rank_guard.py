@@ -8,7 +8,8 @@ import os
 import sys
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-CHANGES = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.truncate", "os.symlink", "os.link", "shutil.rmtree"}
+CHANGES = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.truncate", "os.symlink", "os.link",
+           "shutil.rmtree"}
 
 
 def _guard(root: str, rank: str) -> None:
@@ -21,7 +22,9 @@ def _guard(root: str, rank: str) -> None:
             path = args[0]
         else:
             return
-        if isinstance(path, (str, bytes, os.PathLike)) and os.path.realpath(os.fsdecode(path)).startswith(root):
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            return
+        if os.path.realpath(os.fsdecode(path)).startswith(root):
             sys.stderr.write(f"rank {rank} wrote {os.fsdecode(path)} ({event})\n")
             os._exit(17)  # not an exception: nothing may catch it
 

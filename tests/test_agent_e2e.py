@@ -22,8 +22,8 @@ from experiments.cli import main as cli_main
 
 def tiny(tmp_path, **over) -> TrainConfig:
     base = {"dataset": "default", "attention": "cosformer", "context": 4, "embed_dim": 16, "n_layers": 1,
-            "n_heads": 1, "batch_size": 8, "steps": 6, "warmup_steps": 2, "checkpoint_every": 3, "log_every": 2,
-            "eval_episodes": 0, "run_dir": str(tmp_path / "run"), "seed": 0, "threads": 1}
+            "n_heads": 1, "batch_size": 8, "steps": 6, "warmup_steps": 2, "checkpoint_every": 3,
+            "log_every": 2, "eval_episodes": 0, "run_dir": str(tmp_path / "run"), "seed": 0, "threads": 1}
     base.update(over)
     return TrainConfig(**base)
 
@@ -44,11 +44,12 @@ def test_train_then_evaluate_every_attention(tmp_path, attention):
     assert all(1 <= n <= 15 for n in rec["lengths"])
     ref_min, ref_max = -20.272305, 3234.3  # hopper D4RL references
     np.testing.assert_allclose(rec["normalized_mean"],
-                               np.mean([100 * (r - ref_min) / (ref_max - ref_min) for r in rec["returns"]]), rtol=1e-6)
+                               np.mean([100 * (r - ref_min) / (ref_max - ref_min) for r in rec["returns"]]),
+                               rtol=1e-6)
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
-    for key in ("format", "dataset", "dataset_label", "env_id", "observe", "attention", "activation", "context",
-                "train_seed", "train_steps", "eval_seed", "score_reference", "rollout", "method", "results",
-                "versions"):
+    for key in ("format", "dataset", "dataset_label", "env_id", "observe", "attention", "activation",
+                "context", "train_seed", "train_steps", "eval_seed", "score_reference", "rollout", "method",
+                "results", "versions"):
         assert key in saved, key
     assert saved["train_steps"] == 6 and saved["attention"] == attention and saved["env_id"] == "Hopper-v4"
     assert saved["activation"] == "relu" and "CPUs" in saved["versions"]["cpu"]
@@ -90,10 +91,13 @@ def test_checkpoint_saved_before_the_activation_field_loads_as_gelu(tmp_path):
     batch = tr.sampler.sample(4)
     tr.model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(policy(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask),
-                                   tr.model(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask))
+        torch.testing.assert_close(policy(batch.states, batch.actions, batch.rtg, batch.timesteps,
+                                          batch.pad_mask),
+                                   tr.model(batch.states, batch.actions, batch.rtg, batch.timesteps,
+                                            batch.pad_mask))
     config_json = tmp_path / "run" / "config.json"
-    saved = {k: v for k, v in json.loads(config_json.read_text()).items() if k not in ("activation", "format")}
+    saved = {k: v for k, v in json.loads(config_json.read_text()).items()
+             if k not in ("activation", "format")}
     config_json.write_text(json.dumps(saved))
     saved = read_run_config(config_json)
     assert config_differences(saved, tiny(tmp_path, activation="gelu")) == []
@@ -124,8 +128,8 @@ def test_resume_after_kill_reaches_same_weights(tmp_path, monkeypatch, precision
     with pytest.raises(KeyboardInterrupt):
         killed.train()
     assert load_checkpoint(tmp_path / "killed")["step"] == 4
-    resumed = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "killed"), steps=8, checkpoint_every=4, dropout=0.1,
-                           precision=precision, resume=True), progress=False)
+    resumed = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "killed"), steps=8, checkpoint_every=4,
+                           dropout=0.1, precision=precision, resume=True), progress=False)
     assert resumed.step == 4
     resumed.train()
     for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -202,7 +206,8 @@ def test_streaming_rollout_slides_a_window_and_says_it_is_approximate(attention,
     model = _tiny_policy(attention, context=4, n_layers=2)
     plan = rollout_mod.plan_rollout(model, "streaming", max_steps=12)
     assert plan.rollout == "streaming"
-    assert plan.method.startswith("streaming (approximate): sliding window of 11 tokens per layer; after 4 steps")
+    assert plan.method.startswith("streaming (approximate): sliding window of 11 tokens per "
+                                  "layer; after 4 steps")
     assert "window" not in model.cfg.transformer.attention_options
     assert rollout_mod.plan_rollout(model, "streaming", max_steps=4).rollout == "exact"
     monkeypatch.setattr(rollout_mod, "attention_options", lambda name: {})
@@ -245,7 +250,8 @@ def test_one_layer_streaming_policy_takes_the_exact_actions_after_k_steps(attent
         worst = [0.0, 0.0]
         for i in range(steps):
             exact = model(s[:, max(0, i + 1 - k) : i + 1], a[:, max(0, i + 1 - k) : i + 1],
-                          r[:, max(0, i + 1 - k) : i + 1], t[:, max(0, i + 1 - k) : i + 1], last_only=True)[:, -1]
+                          r[:, max(0, i + 1 - k) : i + 1], t[:, max(0, i + 1 - k) : i + 1],
+                          last_only=True)[:, -1]
             for j, m in enumerate((policy, too_long)):
                 action, states[j] = m.act(states[j], r[:, i], s[:, i], t[:, i], a[:, i - 1] if i else None)
                 worst[j] = max(worst[j], float((action - exact).abs().max()))
@@ -284,11 +290,13 @@ def test_evaluation_during_training_leaves_training_unchanged(tmp_path, capsys):
     watched = Trainer(cfg, progress=False)
     watched.train()
     for (name, p), q in zip(plain.model.state_dict().items(), watched.model.state_dict().values()):
-        assert torch.equal(p, q), name  # same dropout masks and batches: evaluation drew no training randomness
+        # same dropout masks and batches: evaluation drew no training randomness
+        assert torch.equal(p, q), name
     files = sorted(p.name for p in (tmp_path / "evals" / "evals").iterdir())
     assert files == ["step-0000002.json", "step-0000004.json"]  # the final evaluation is train_and_evaluate's
     ev = json.loads((tmp_path / "evals" / "evals" / "step-0000004.json").read_text())
-    assert ev["train_steps"] == 4 and ev["results"][0]["target"] == 1800.0 and ev["results"][0]["episodes"] == 1
+    assert ev["train_steps"] == 4
+    assert ev["results"][0]["target"] == 1800.0 and ev["results"][0]["episodes"] == 1
     assert "step 2: normalized target 1800: " in capsys.readouterr().out
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -299,8 +307,8 @@ def test_evaluation_during_training_leaves_training_unchanged(tmp_path, capsys):
 
 def test_streaming_evaluations_during_and_after_training_say_they_are_approximate(tmp_path, capsys):
     """--rollout streaming with --eval-every: every evaluation streams (evals/step-N-streaming.json,
-    eval-streaming.json, TensorBoard eval_streaming/), each labelled approximate, and the weights are those of a
-    run without evaluations."""
+    eval-streaming.json, TensorBoard eval_streaming/), each labelled approximate, and the weights are those of
+    a run without evaluations."""
     from experiments.commands.train import train_and_evaluate
 
     plain = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "plain"), steps=4, dropout=0.1, n_layers=2),
@@ -392,15 +400,16 @@ def test_train_command_logs_training_and_eval_to_tensorboard(tmp_path):
 def test_evaluations_record_the_rollout_they_computed(tmp_path):
     """Streaming with K shorter than the episode is recorded as streaming; the exact rollout, and any rollout
     whose K holds the episode, as exact; each in its own file by default."""
-    marks = {(k, rollout): _rollout_actions(_tiny_policy("cosformer", k, n_layers=2), rollout, steps=8).rollout
+    marks = {(k, rollout): _rollout_actions(_tiny_policy("cosformer", k, n_layers=2), rollout,
+                                            steps=8).rollout
              for k in (4, 12) for rollout in ("exact", "streaming")}
     assert marks == {(4, "exact"): "exact", (4, "streaming"): "streaming", (12, "exact"): "exact",
                      (12, "streaming"): "exact"}
     cfg = tiny(tmp_path, steps=2, n_layers=2)
     Trainer(cfg, progress=False).train()
     for rollout, name in (("streaming", "eval-streaming.json"), ("exact", "eval.json")):
-        result = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=1, envs=1, targets=[1800.0], max_steps=8,
-                                     rollout=rollout), progress=False, print_table=False)
+        result = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=1, envs=1, targets=[1800.0],
+                                     max_steps=8, rollout=rollout), progress=False, print_table=False)
         assert result["rollout"] == rollout == json.loads((tmp_path / "run" / name).read_text())["rollout"]
     with pytest.raises(ValueError, match=r"rollout='naive' \(must be one of exact, streaming\)"):
         EvalConfig(checkpoint=cfg.run_dir, rollout="naive")

@@ -40,7 +40,8 @@ def test_left_padding_matches_unpadded_segment(attention):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("pads", [None, (2, 2, 2), (0, 3, 1)], ids=["no-padding", "equal-padding", "mixed-padding"])
+@pytest.mark.parametrize("pads", [None, (2, 2, 2), (0, 3, 1)],
+                         ids=["no-padding", "equal-padding", "mixed-padding"])
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_last_only_gives_the_last_steps_action(attention, pads):
     """forward(last_only=True), which a naive rollout uses, equals the last step of the full forward
@@ -76,7 +77,8 @@ def test_incremental_policy_matches_parallel(attention):
 def test_with_attention_options_copies_weights():
     m = _model("cosformer")
     w = m.with_attention_options(window=9)
-    assert w.cfg.transformer.attention_options["window"] == 9 and "window" not in m.cfg.transformer.attention_options
+    assert w.cfg.transformer.attention_options["window"] == 9
+    assert "window" not in m.cfg.transformer.attention_options
     s, a, r, t = _inputs(1, 3)  # 9 tokens: the window covers them all
     torch.testing.assert_close(w(s, a, r, t), m(s, a, r, t))
 
@@ -110,9 +112,11 @@ def _init_model(init="normal", std=0.02, n_layers=3, embed_dim=64):
 
 
 def test_normal_init_matches_the_peers_scheme():
-    """Every linear/embedding weight ~ N(0, std) (residual projections std / sqrt(2 L)), zero biases, LN 1/0."""
+    """Every linear/embedding weight ~ N(0, std) (residual projections std / sqrt(2 L)), zero biases,
+    LN 1/0."""
     m = _init_model(std=0.02, n_layers=3)
-    residual = {id(b.proj.weight) for b in m.transformer.blocks} | {id(b.mlp[-1].weight) for b in m.transformer.blocks}
+    blocks = m.transformer.blocks
+    residual = {id(b.proj.weight) for b in blocks} | {id(b.mlp[-1].weight) for b in blocks}
     for name, mod in m.named_modules():
         if isinstance(mod, (torch.nn.Linear, torch.nn.Embedding)):
             w = mod.weight.detach()

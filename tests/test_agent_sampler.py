@@ -7,7 +7,8 @@ from agents.sampler import SegmentSampler, mean_segment_targets, returns_to_go
 
 
 def _sampler(lengths, context=4, seed=0, max_ep_len=1000):
-    obs = [np.full((n, 2), i, dtype=np.float32) + np.arange(n, dtype=np.float32)[:, None] / 1000 for i, n in enumerate(lengths)]
+    obs = [np.full((n, 2), i, dtype=np.float32) + np.arange(n, dtype=np.float32)[:, None] / 1000
+           for i, n in enumerate(lengths)]
     act = [np.full((n, 1), 0.5, dtype=np.float32) for n in lengths]
     rew = [np.ones(n, dtype=np.float32) for n in lengths]
     return SegmentSampler(obs, act, rew, context, np.zeros(2), np.ones(2), rtg_scale=10.0,

@@ -23,8 +23,9 @@ from experiments.cli import main as cli_main
 from experiments.commands.attend import attention_by_lag, lag_mass
 
 ROOT = Path(__file__).resolve().parents[1]
-HOPPER = RolloutSettings(env_id="Hopper-v4", env_name="hopper", observe="full", state_mean=np.zeros(11, np.float32),
-                         state_std=np.ones(11, np.float32), rtg_scale=1000.0, targets=[1800.0], max_episode_steps=1000)
+HOPPER = RolloutSettings(env_id="Hopper-v4", env_name="hopper", observe="full",
+                         state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32),
+                         rtg_scale=1000.0, targets=[1800.0], max_episode_steps=1000)
 
 
 @pytest.fixture(autouse=True)
@@ -58,14 +59,16 @@ def test_lag_mass_groups_the_three_tokens_of_a_step():
 
 
 def hand_lag_masses(model: DecisionTransformer, rollout: SteppedRollout, steps: int) -> np.ndarray:
-    """(layers, heads, K) lag masses of s_t for the window of the first ``steps`` real steps, from q, k computed
-    by hand from each block's weights (softmax and cosFormer weights written out, Combiner's from the library)."""
+    """(layers, heads, K) lag masses of s_t for the window of the first ``steps`` real steps, from q, k
+    computed by hand from each block's weights (softmax and cosFormer weights written out, Combiner's from the
+    library)."""
     cfg = model.cfg.transformer
     K, E, H = model.cfg.context, cfg.embed_dim, cfg.n_heads
     D = E // H
     x = model.embed_tokens(rollout.rtg[:1, :steps], rollout.states[:1, :steps], rollout.actions[:1, :steps],
                            torch.arange(steps)[None])
-    if cfg.attention.startswith("combiner"):  # Combiner's blocks depend on the segment length: pad to 3K as trained
+    # Combiner's blocks depend on the segment length: pad to 3K as trained
+    if cfg.attention.startswith("combiner"):
         x = torch.cat([x, torch.zeros(1, 3 * (K - steps), E)], dim=1)
     p = 3 * steps - 2
     out = np.zeros((cfg.n_layers, H, K))
@@ -81,11 +84,12 @@ def hand_lag_masses(model: DecisionTransformer, rollout: SteppedRollout, steps: 
                 row = row / row.sum()
             elif cfg.attention == "cosformer":
                 M = cfg.attention_options["max_distance"]
-                row = torch.stack([torch.relu(q[head, p]) @ torch.relu(k[head, j]) * math.cos(math.pi / 2 * (p - j) / M)
-                                   for j in range(p + 1)])
+                row = torch.stack([torch.relu(q[head, p]) @ torch.relu(k[head, j])
+                                   * math.cos(math.pi / 2 * (p - j) / M) for j in range(p + 1)])
                 row = row / row.sum()
             else:
-                row = attention_weights(cfg.attention, q[None], k[None], **cfg.attention_options)[0, head, p, : p + 1]
+                row = attention_weights(cfg.attention, q[None], k[None],
+                                        **cfg.attention_options)[0, head, p, : p + 1]
             for j in range(p + 1):
                 out[layer, head, (steps - 1) - j // 3] += float(row[j])
         x = block(x)
@@ -97,8 +101,8 @@ def hand_lag_masses(model: DecisionTransformer, rollout: SteppedRollout, steps: 
 def test_readout_matches_a_hand_computation(attention, options):
     model, K = policy(attention, **options), 4
     venv = make_vector_env("Hopper-v4", 1, 7)
-    rollout = SteppedRollout(model, venv, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
-                             rtg_scale=1000.0, seed=7, max_steps=K)
+    rollout = SteppedRollout(model, venv, target=1800.0, state_mean=HOPPER.state_mean,
+                             state_std=HOPPER.state_std, rtg_scale=1000.0, seed=7, max_steps=K)
     assert [s.window for s in rollout] == [1, 2, 3, 4]
     venv.close()
     with torch.no_grad():
@@ -114,15 +118,16 @@ def test_readout_matches_a_hand_computation(attention, options):
 def test_windows_all_averages_the_short_windows_of_the_episode_start():
     model = policy("softmax")
     venv = make_vector_env("Hopper-v4", 1, 3)
-    rollout = SteppedRollout(model, venv, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
-                             rtg_scale=1000.0, seed=3, max_steps=2)
+    rollout = SteppedRollout(model, venv, target=1800.0, state_mean=HOPPER.state_mean,
+                             state_std=HOPPER.state_std, rtg_scale=1000.0, seed=3, max_steps=2)
     list(rollout)
     venv.close()
     with torch.no_grad():
         second = hand_lag_masses(model, rollout, 2)  # t = 1: a two-step window, left-padded to K
     first = np.zeros_like(second)
     first[..., 0] = 1.0  # t = 0: s_t sees R_0 and itself only
-    got = attention_by_lag(model, HOPPER, target=1800.0, episodes=1, envs=1, max_steps=2, seed=3, windows="all")
+    got = attention_by_lag(model, HOPPER, target=1800.0, episodes=1, envs=1, max_steps=2, seed=3,
+                           windows="all")
     assert got["readouts"] == 2 and got["readouts_per_lag"] == [2, 1, 0, 0]
     np.testing.assert_allclose(got["mass_per_head"], (first + second) / 2, atol=2e-6)
     with pytest.raises(ValueError, match="no step had a full 4-step window"):
@@ -142,14 +147,16 @@ def test_every_readout_row_sums_to_one(attention):
 
 def tiny_run(tmp_path: Path, name: str, **over) -> Path:
     cfg = {"dataset": "default", "attention": "softmax", "context": 3, "embed_dim": 16, "n_layers": 2,
-           "n_heads": 2, "batch_size": 4, "steps": 2, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1,
-           "eval_episodes": 0, "run_dir": str(tmp_path / name), "seed": 0, "threads": 1, **over}
+           "n_heads": 2, "batch_size": 4, "steps": 2, "warmup_steps": 1, "checkpoint_every": 2,
+           "log_every": 1, "eval_episodes": 0, "run_dir": str(tmp_path / name), "seed": 0, "threads": 1,
+           **over}
     Trainer(TrainConfig(**cfg), progress=False).train()
     return tmp_path / name
 
 
 def test_attend_command_writes_json_csv_and_figure(tmp_path, capsys):
-    runs = [tiny_run(tmp_path, "soft"), tiny_run(tmp_path, "cos", attention="cosformer", context=2, n_heads=1)]
+    runs = [tiny_run(tmp_path, "soft"),
+            tiny_run(tmp_path, "cos", attention="cosformer", context=2, n_heads=1)]
     out = tmp_path / "cmp"
     args = ["attend", "--checkpoint", *map(str, runs), "--out", str(out), "--episodes", "3", "--envs", "2",
             "--max-steps", "5", "--target", "900", "--threads", "1"]
@@ -177,6 +184,7 @@ def test_attend_command_writes_json_csv_and_figure(tmp_path, capsys):
 
 
 def test_python_m_experiments_attend_reports_a_missing_run(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "experiments.commands.attend", "--checkpoint", str(tmp_path / "nope")],
+    proc = subprocess.run([sys.executable, "-m", "experiments.commands.attend", "--checkpoint",
+                           str(tmp_path / "nope")],
                           cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no checkpoint at")

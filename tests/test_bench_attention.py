@@ -64,7 +64,8 @@ def test_isolated_cell_measures_real_peak_memory():
 
 
 def _fwd(name, tokens, seconds, peak=None, method="measured"):
-    return {"mechanism": name, "tokens": tokens, "median_s": seconds, "peak_bytes": peak, "memory_method": method}
+    return {"mechanism": name, "tokens": tokens, "median_s": seconds, "peak_bytes": peak,
+            "memory_method": method}
 
 
 def test_targets_pass_and_fail_on_the_numbers():
@@ -72,7 +73,8 @@ def test_targets_pass_and_fail_on_the_numbers():
         _fwd(SDPA, 8192, 10.0), _fwd("cosformer", 8192, 2.0),  # 5x: pass
         _fwd(SDPA, 3072, 1.0), _fwd("cosformer", 3072, 0.8),  # 1.25x: fail
         _fwd("combiner-fixed", 8192, 4.0),  # 2.5x: pass
-        _fwd("cosformer", 16384, 1.0, peak=100), _fwd(QUADRATIC, 16384, None, peak=400, method="analytic (not run)"),
+        _fwd("cosformer", 16384, 1.0, peak=100),
+        _fwd(QUADRATIC, 16384, None, peak=400, method="analytic (not run)"),
     ]
     step = [{"mechanism": "cosformer", "prefix": 100, "median_s": 1e-4},
             {"mechanism": "cosformer", "prefix": 3000, "median_s": 1.6e-4}]

@@ -22,7 +22,8 @@ def test_quick_run_times_every_rollout_and_names_the_machine(tmp_path, capsys):
         assert 0 < r["policy_s"] <= r["wall_s"] and r["steady_policy_ms_per_step"] > 0
         assert r["counted_mflop_per_step"] > 0 and len(r["returns"]) == r["episodes_run"]
     assert rows["streaming (approximate)"]["rollout"] == "streaming"
-    assert rows["one environment at a time"]["episodes_run"] == 1 and rows["one environment at a time"]["envs_at_once"] == 1
+    alone = rows["one environment at a time"]
+    assert alone["episodes_run"] == 1 and alone["envs_at_once"] == 1
     # the exact rollouts compute one function: the same first episode, whichever way it is batched
     first = [rows[v]["returns"][0] for v in ("exact", "exact without reuse", "one environment at a time")]
     assert max(first) - min(first) < 1e-3
@@ -54,7 +55,8 @@ def test_counted_step_flops_are_the_linear_layers_of_each_rollout(n_layers):
     e, s, a, n, k = 16, 11, 3, 2, 4
     model = DecisionTransformer(DTConfig(state_dim=s, act_dim=a, context=k, max_ep_len=50,
                                          transformer=TransformerConfig(embed_dim=e, n_layers=n_layers,
-                                                                       dropout=0.0, attention="softmax"))).eval()
+                                                                       dropout=0.0,
+                                                                       attention="softmax"))).eval()
     cfg = bench_rollout.BenchRolloutConfig(max_steps=50)
     qkv, rest, head = 3 * e * e, 9 * e * e, e * a  # per token: q/k/v; projection and MLP; action head
 
@@ -71,4 +73,5 @@ def test_counted_step_flops_are_the_linear_layers_of_each_rollout(n_layers):
                 "exact without reuse": flops(3 * k, 3 * k, 3 * k, 3 * k)}
     for variant, want in expected.items():
         plan = bench_rollout.variant_plan(model, cfg, variant)
-        assert bench_rollout.counted_mflop_per_step(model, plan, n, after_steps=k - 1) * 1e6 == pytest.approx(want), variant
+        assert bench_rollout.counted_mflop_per_step(model, plan, n,
+                                                    after_steps=k - 1) * 1e6 == pytest.approx(want), variant

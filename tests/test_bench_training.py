@@ -13,10 +13,12 @@ from experiments.benchmarks import training as bench_training
 
 def test_quick_throughput_part_interleaves_rounds(tmp_path, capsys):
     assert bench_training.COMMAND.main(["--quick", "--attentions", "softmax", "cosformer",
-                             "--precisions", "fp32", "bf16", "--compare-hf", "false", "--out-dir", str(tmp_path)]) == 0
+                             "--precisions", "fp32", "bf16", "--compare-hf", "false", "--out-dir",
+                             str(tmp_path)]) == 0
     with open(tmp_path / "throughput.csv") as f:
         rows = {r["model"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"dt-attn softmax", "dt-attn cosformer", "dt-attn softmax [bf16]", "dt-attn cosformer [bf16]"}
+    assert set(rows) == {"dt-attn softmax", "dt-attn cosformer", "dt-attn softmax [bf16]",
+                         "dt-attn cosformer [bf16]"}
     for r in rows.values():
         assert r["precision"] == ("bf16" if r["model"].endswith("[bf16]") else "fp32")
         assert int(r["rounds"]) == 2 and int(r["steps_per_round"]) == 2
@@ -34,7 +36,8 @@ def test_quick_throughput_part_interleaves_rounds(tmp_path, capsys):
 
 def test_throughput_precisions_must_be_known(tmp_path):
     with pytest.raises(ValueError, match=r"precisions must list some of \['bf16', 'fp32'\], got \['fp16'\]"):
-        bench_training.bench_throughput(bench_training.BenchTrainingConfig(precisions=["fp16"], out_dir=str(tmp_path)))
+        bench_training.bench_throughput(bench_training.BenchTrainingConfig(precisions=["fp16"],
+                                                                           out_dir=str(tmp_path)))
 
 
 def test_throughput_rounds_must_fit_the_timed_steps(tmp_path):
@@ -57,7 +60,8 @@ def test_counted_gflop_of_a_known_step():
     def step(x):
         (x @ w).sum().backward()  # forward 2*m*k*n; backward only dW = x^T g, another 2*m*k*n
 
-    assert bench_training.counted_gflop(step, torch.randn(100, 32)) * 1e9 == pytest.approx(2 * 2 * 100 * 32 * 48)
+    assert bench_training.counted_gflop(step,
+                                        torch.randn(100, 32)) * 1e9 == pytest.approx(2 * 2 * 100 * 32 * 48)
 
 
 def test_quick_context_run_measures_each_cell_in_its_own_process(tmp_path, capsys):
@@ -65,7 +69,7 @@ def test_quick_context_run_measures_each_cell_in_its_own_process(tmp_path, capsy
                                        "--out-dir", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     (row,) = summary["context"]
-    assert row["attention"] == "cosformer" and row["context"] == 4 and row["tokens"] == 12 and row["batch"] == 2
+    assert (row["attention"], row["context"], row["tokens"], row["batch"]) == ("cosformer", 4, 12, 2)
     assert row["steps_per_s"] > 0 and row["peak_rss_mb"] > 0 and row["memory_method"]
     assert summary["config"]["embed_dim"] == 16 and summary["device"] == "cpu"
     with open(tmp_path / "context.csv") as f:

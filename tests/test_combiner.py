@@ -223,7 +223,8 @@ def test_gradcheck_float64(variant, window):
     assert torch.autograd.gradcheck(lambda a, b, c: _forward(variant, a, b, c, 2, window, pad), inputs)
     q, k, v = _qkv(2, 2, 11, 3, dtype=torch.float64, seed=4)
     inputs = tuple(x.requires_grad_() for x in (q, k, v))
-    assert torch.autograd.gradcheck(lambda a, b, c: _forward(variant, a, b, c, 3, window), inputs, fast_mode=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: _forward(variant, a, b, c, 3, window), inputs,
+                                    fast_mode=True)
 
 
 def _plain_summary(qbar, k, v, valid):
@@ -247,7 +248,8 @@ def test_summary_gradient_matches_autograd_of_the_formula():
         ours = summarize(qbar, k, v, mask)
         plain = _plain_summary(qbar, k, v, torch.ones_like(valid) if mask is None else mask)
         torch.testing.assert_close(ours, plain)
-        for a, b in zip(torch.autograd.grad(ours, (qbar, k, v), d_out), torch.autograd.grad(plain, (qbar, k, v), d_out)):
+        for a, b in zip(torch.autograd.grad(ours, (qbar, k, v), d_out),
+                        torch.autograd.grad(plain, (qbar, k, v), d_out)):
             torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(lambda a, b, c: summarize(a, b, c, valid), (qbar, k, v))
 

@@ -1,5 +1,5 @@
-"""Multi-process training with DistributedDataParallel (gloo on CPU), launched by torchrun: the ranks train the
-one-process model, resume after kill -9, and only rank 0 writes files."""
+"""Multi-process training with DistributedDataParallel (gloo on CPU), launched by torchrun: the ranks train
+the one-process model, resume after kill -9, and only rank 0 writes files."""
 
 from __future__ import annotations
 
@@ -58,10 +58,11 @@ def cli_args(cfg: TrainConfig) -> list[str]:
 def launch(cfg: TrainConfig, guard: Path, nproc: int = 2) -> subprocess.Popen:
     """``torchrun --standalone --nproc-per-node N dt-attn train`` (this tree's code) with writes of ranks > 0
     under ``guard`` fatal."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(GUARD),
-           "train", *cli_args(cfg)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           str(GUARD), "train", *cli_args(cfg)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DT_ATTN_RANK_GUARD": str(guard), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, cwd=guard, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, cwd=guard, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
 
 
 def torchrun(cfg: TrainConfig, guard: Path, nproc: int = 2) -> str:
@@ -126,8 +127,8 @@ def test_one_process_loss_is_unchanged():
     rng = np.random.default_rng(1)
     sampler = SegmentSampler([rng.normal(size=(n, 3)).astype(np.float32) for n in (4, 9)],
                              [rng.uniform(-1, 1, size=(n, 2)).astype(np.float32) for n in (4, 9)],
-                             [rng.normal(size=n).astype(np.float32) for n in (4, 9)], 6, np.zeros(3), np.ones(3),
-                             10.0, 100, 0)
+                             [rng.normal(size=n).astype(np.float32) for n in (4, 9)], 6, np.zeros(3),
+                             np.ones(3), 10.0, 100, 0)
     batch = sampler.sample(5)
     loss, local = distributed.global_loss(*action_error(model, batch), distributed.Dist())
     assert loss is local and torch.equal(loss, action_loss(model, batch))
@@ -149,7 +150,8 @@ def test_two_ranks_train_the_one_process_model_and_only_rank_0_writes(tmp_path):
     one.train()
     for name, w in weights(tmp_path / "ddp").items():
         torch.testing.assert_close(w, one.model.state_dict()[name], rtol=1e-5, atol=1e-7, msg=name)
-    assert any(not torch.equal(initial[k], v) for k, v in one.model.state_dict().items())  # training moved them
+    # training moved them
+    assert any(not torch.equal(initial[k], v) for k, v in one.model.state_dict().items())
     summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
     assert summary["steps"] == 4 and summary["processes"] == 2
     assert json.loads((tmp_path / "ddp" / "eval.json").read_text())["train_steps"] == 4  # evaluated once
@@ -162,7 +164,8 @@ def test_two_ranks_train_the_one_process_model_and_only_rank_0_writes(tmp_path):
                       progress=False)
     assert resumed.step == 4
     resumed.train()
-    straight = Trainer(config(tmp_path / "straight", steps=6, checkpoint_every=2, dropout=0.0), progress=False)
+    straight = Trainer(config(tmp_path / "straight", steps=6, checkpoint_every=2, dropout=0.0),
+                       progress=False)
     straight.train()
     for name, w in resumed.model.state_dict().items():
         torch.testing.assert_close(w, straight.model.state_dict()[name], rtol=1e-5, atol=1e-7, msg=name)

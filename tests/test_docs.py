@@ -35,7 +35,7 @@ def python_blocks(doc: Path) -> list[str]:
 
 def test_the_attention_guide_example_registers_a_mechanism_whose_step_equals_its_parallel_form():
     (block,) = python_blocks(ROOT / "docs" / "attention.md")
-    out = subprocess.run([sys.executable, "-c", block + CHECK_ATTENTION], cwd=ROOT, capture_output=True, check=False,
-                         text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", block + CHECK_ATTENTION], cwd=ROOT, capture_output=True,
+                         check=False, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

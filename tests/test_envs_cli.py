@@ -30,7 +30,8 @@ def test_data_lists_known_datasets(capsys, tmp_path, monkeypatch):
 
 
 def test_data_prints_summary(capsys, tmp_path):
-    path = write_hdf5(tmp_path / "hopper_x.hdf5", make_arrays(lengths=(5, 3, 4), ends=("terminal", "timeout", "none")))
+    path = write_hdf5(tmp_path / "hopper_x.hdf5",
+                      make_arrays(lengths=(5, 3, 4), ends=("terminal", "timeout", "none")))
     assert main(["data", str(path), "--observe", "positions"]) == 0
     out = capsys.readouterr().out
     assert "12 transitions, 3 episodes" in out and "obs_dim 5" in out and "observe=positions" in out

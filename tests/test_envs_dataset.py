@@ -120,7 +120,8 @@ def test_explicit_env_overrides_and_unknown_env_is_an_error(tmp_path):
 
 
 def test_corrupt_and_truncated_files_give_clear_errors(tmp_path):
-    good = write_hdf5(tmp_path / "hopper_good.hdf5", make_arrays(lengths=(400, 300), ends=("terminal", "none")))
+    good = write_hdf5(tmp_path / "hopper_good.hdf5",
+                      make_arrays(lengths=(400, 300), ends=("terminal", "none")))
     data = good.read_bytes()
     truncated = tmp_path / "hopper_truncated.hdf5"
     truncated.write_bytes(data[: len(data) // 2])

@@ -42,7 +42,8 @@ def test_bad_specs(spec, message):
 
 def test_position_indices_for_both_envs():
     f = ObservationFilter.parse("positions")
-    assert f.obs_dim(17, "halfcheetah") == 8 and f.obs_dim(11, "hopper") == 5 and f.obs_dim(17, "walker2d") == 8
+    assert f.obs_dim(17, "halfcheetah") == 8 and f.obs_dim(11, "hopper") == 5
+    assert f.obs_dim(17, "walker2d") == 8
     assert f.obs_dim(11) == 5  # unambiguous from the width alone
     assert ObservationFilter.parse("noisy:0.1").obs_dim(17) == 17
     x = np.arange(11 * 2, dtype=np.float32).reshape(2, 11)
@@ -67,7 +68,8 @@ def test_positions_are_qpos_without_rootx(gym_id, name):
 
 
 def _dataset(tmp_path, env="hopper", **kw):
-    path = write_hdf5(tmp_path / f"{env}_small.hdf5", make_arrays(env=env, lengths=(6, 4), ends=("terminal", "none")))
+    path = write_hdf5(tmp_path / f"{env}_small.hdf5",
+                      make_arrays(env=env, lengths=(6, 4), ends=("terminal", "none")))
     return load_dataset(path, **kw)
 
 
@@ -93,7 +95,8 @@ def test_noisy_dataset_is_seeded_and_reproducible(tmp_path):
     c = _dataset(tmp_path, observe="positions+noisy:0.5", seed=2)
     np.testing.assert_array_equal(a.episodes[0].observations, b.episodes[0].observations)
     assert not np.allclose(a.episodes[0].observations, c.episodes[0].observations)
-    noise = np.concatenate([x.observations - f.observations[:, :5] for x, f in zip(a.episodes, full.episodes)])
+    noise = np.concatenate([x.observations - f.observations[:, :5]
+                            for x, f in zip(a.episodes, full.episodes)])
     assert abs(noise.std() - 0.5) < 0.15 and abs(noise.mean()) < 0.2
     assert a.episodes[0].observations.dtype == np.float32
     with pytest.raises(ValueError, match="already filtered"):

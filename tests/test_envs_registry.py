@@ -10,7 +10,8 @@ from envs import get_env_spec, infer_env_name, make_vector_env, normalized_score
 
 def test_env_specs():
     hc, hop = get_env_spec("halfcheetah"), get_env_spec("Hopper-v4")
-    assert (hc.gym_id_d4rl, hc.gym_id_minari, hc.obs_dim, hc.act_dim) == ("HalfCheetah-v4", "HalfCheetah-v5", 17, 6)
+    assert (hc.gym_id_d4rl, hc.gym_id_minari, hc.obs_dim, hc.act_dim) == ("HalfCheetah-v4", "HalfCheetah-v5",
+                                                                          17, 6)
     assert (hop.gym_id_d4rl, hop.gym_id_minari, hop.obs_dim, hop.act_dim) == ("Hopper-v4", "Hopper-v5", 11, 3)
     assert (hc.ref_min, hc.ref_max) == (-280.178953, 12135.0)
     assert (hop.ref_min, hop.ref_max) == (-20.272305, 3234.3)

@@ -89,7 +89,8 @@ def test_offline_download_failure_says_where_to_put_the_file(d4rl_home):
 
 
 def test_download_writes_file_then_loads(d4rl_home, tmp_path, monkeypatch):
-    payload = write_hdf5(tmp_path / "src.hdf5", make_arrays(lengths=(2, 5), ends=("terminal", "none"))).read_bytes()
+    payload = write_hdf5(tmp_path / "src.hdf5",
+                         make_arrays(lengths=(2, 5), ends=("terminal", "none"))).read_bytes()
     urls = []
 
     class Response(io.BytesIO):
@@ -127,7 +128,8 @@ def test_standin_ids_from_env_dir(tmp_path, monkeypatch):
     assert "D4RL" not in ds.label and "D4RL" not in ds.summary()
     me = load_dataset("hopper-medium-expert-standin")
     assert [len(e) for e in me.episodes] == [3, 5] and "stand-in" in me.label
-    with pytest.raises(DatasetNotFoundError, match=r"(?s)halfcheetah-medium-standin not found.*available there: "
+    with pytest.raises(DatasetNotFoundError,
+                       match=r"(?s)halfcheetah-medium-standin not found.*available there: "
                                                     r"hopper-expert-standin, hopper-medium-standin"):
         load_dataset("halfcheetah-medium-standin")
 

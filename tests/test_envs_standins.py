@@ -18,7 +18,8 @@ def _readme_rows() -> list[tuple]:
         return []
     rows = []
     pattern = re.compile(
-        r"^\| (\S+-standin) \| (\S+) \| ([\d,]+) \| (\d+) \| ([-\d.]+) ± ([-\d.]+) \| ([-\d.]+) / ([-\d.]+) \| "
+        r"^\| (\S+-standin) \| (\S+) \| ([\d,]+) \| (\d+) \| ([-\d.]+) ± ([-\d.]+) \| "
+        r"([-\d.]+) / ([-\d.]+) \| "
         r"([-\d.]+) / ([-\d.]+) \|$"
     )
     for line in README.read_text().splitlines():
@@ -47,7 +48,8 @@ def test_standin_summary_matches_readme(row):
     s = ds.stats()
     assert s.transitions == int(transitions.replace(",", ""))
     assert s.episodes == int(episodes)
-    for value, text in ((s.return_mean, mean), (s.return_std, std), (s.return_min, rmin), (s.return_max, rmax)):
+    for value, text in ((s.return_mean, mean), (s.return_std, std), (s.return_min, rmin),
+                        (s.return_max, rmax)):
         assert f"{value:.1f}" == text
     scores, _ = normalized_score(ds.env_name, [s.return_mean, s.return_max])
     assert (f"{scores[0]:.1f}", f"{scores[1]:.1f}") == (nmean, nmax)

@@ -74,7 +74,8 @@ def test_forward_last_is_the_last_row_of_forward(attention, window):
     q, k, v = (torch.randn(2, 2, 11, 4, generator=g, dtype=torch.float64) for _ in range(3))
     torch.testing.assert_close(attn.forward_last(q, k, v), attn(q, k, v)[:, :, -1:], rtol=0, atol=1e-12)
     if attn.last_query_only:  # the other queries may be left out
-        torch.testing.assert_close(attn.forward_last(q[:, :, -1:], k, v), attn(q, k, v)[:, :, -1:], rtol=0, atol=1e-12)
+        torch.testing.assert_close(attn.forward_last(q[:, :, -1:], k, v), attn(q, k, v)[:, :, -1:], rtol=0,
+                                   atol=1e-12)
     else:  # Combiner: region summaries pool the regions' queries
         assert attention.startswith("combiner")
 
@@ -82,16 +83,18 @@ def test_forward_last_is_the_last_row_of_forward(attention, window):
 def _tiny_run(tmp_path, **over) -> TrainConfig:
     from agents.trainer import Trainer
 
-    cfg = TrainConfig(**{"dataset": "default", "attention": "softmax", "context": 3, "embed_dim": 16, "n_layers": 2,
-                         "n_heads": 2, "batch_size": 8, "steps": 2, "warmup_steps": 1, "checkpoint_every": 2,
-                         "eval_episodes": 0, "run_dir": str(tmp_path / "run"), "threads": 1, "init_std": 0.3, **over})
+    cfg = TrainConfig(**{"dataset": "default", "attention": "softmax", "context": 3, "embed_dim": 16,
+                         "n_layers": 2, "n_heads": 2, "batch_size": 8, "steps": 2, "warmup_steps": 1,
+                         "checkpoint_every": 2, "eval_episodes": 0, "run_dir": str(tmp_path / "run"),
+                         "threads": 1, "init_std": 0.3, **over})
     Trainer(cfg, progress=False).train()
     return cfg
 
 
-def rerun_returns(model: DecisionTransformer, payload: dict, target: float, n: int, seed: int, max_steps: int):
-    """Returns of n episodes whose every action is the model re-run on the last K steps (one plain forward pass
-    over the padded window per step, batched over the episodes), as the test computes it."""
+def rerun_returns(model: DecisionTransformer, payload: dict, target: float, n: int, seed: int,
+                  max_steps: int):
+    """Returns of n episodes whose every action is the model re-run on the last K steps (one plain forward
+    pass over the padded window per step, batched over the episodes), as the test computes it."""
     mean, std = (np.asarray(payload["normalization"][k]) for k in ("state_mean", "state_std"))
     scale, k = payload["config"]["rtg_scale"], model.cfg.context
     envs = make_vector_env(payload["data"]["env_id"], n, seed)
@@ -118,8 +121,8 @@ def rerun_returns(model: DecisionTransformer, payload: dict, target: float, n: i
 
 
 def test_default_evaluation_is_exact_and_matches_a_rerun(tmp_path, capsys):
-    """An evaluation of a K < episode checkpoint reports the exact rollout by default (eval.json) and its returns
-    are those of the model re-run on the last K steps; the streaming rollout, asked for, is labelled
+    """An evaluation of a K < episode checkpoint reports the exact rollout by default (eval.json) and its
+    returns are those of the model re-run on the last K steps; the streaming rollout, asked for, is labelled
     approximate in its file name, its record and its printed table."""
     cfg = _tiny_run(tmp_path)
     result = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=2, envs=2, targets=[1800.0], max_steps=15))
@@ -130,8 +133,8 @@ def test_default_evaluation_is_exact_and_matches_a_rerun(tmp_path, capsys):
     np.testing.assert_allclose(result["results"][0]["returns"], expected, rtol=1e-5)
     assert "rollout: exact: the last 3 steps re-run every step" in capsys.readouterr().out
 
-    streaming = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=2, envs=2, targets=[1800.0], max_steps=15,
-                                    rollout="streaming"))
+    streaming = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=2, envs=2, targets=[1800.0],
+                                    max_steps=15, rollout="streaming"))
     saved = json.loads((tmp_path / "run" / "eval-streaming.json").read_text())
     assert streaming["rollout"] == saved["rollout"] == "streaming"
     assert saved["method"].startswith("streaming (approximate): sliding window of 8 tokens per layer")
@@ -141,12 +144,12 @@ def test_default_evaluation_is_exact_and_matches_a_rerun(tmp_path, capsys):
 def test_train_prints_one_evaluation_table_the_exact_one(tmp_path, capsys):
     from experiments.commands.train import train_and_evaluate
 
-    cfg = TrainConfig(dataset="default", attention="cosformer", context=3, embed_dim=16, n_layers=2, batch_size=8,
-                      steps=2, warmup_steps=1, eval_episodes=1, eval_envs=1, eval_targets=[1800.0],
-                      run_dir=str(tmp_path / "run"), threads=1)
+    cfg = TrainConfig(dataset="default", attention="cosformer", context=3, embed_dim=16, n_layers=2,
+                      batch_size=8, steps=2, warmup_steps=1, eval_episodes=1, eval_envs=1,
+                      eval_targets=[1800.0], run_dir=str(tmp_path / "run"), threads=1)
     out = train_and_evaluate(cfg, progress=False)
     printed = capsys.readouterr().out
     assert printed.count("rollout: ") == 1 and "rollout: exact: the last 3 steps re-run every step" in printed
     assert "streaming" not in printed
-    assert out["eval"]["rollout"] == "exact" and sorted(p.name for p in (tmp_path / "run").glob("eval*.json")) == [
-        "eval.json"]
+    assert out["eval"]["rollout"] == "exact"
+    assert sorted(p.name for p in (tmp_path / "run").glob("eval*.json")) == ["eval.json"]

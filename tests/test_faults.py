@@ -32,9 +32,11 @@ from experiments.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
-TINY = ["--dataset", "default", "--attention", "softmax", "--context", "2", "--embed-dim", "8", "--n-layers", "1",
-        "--batch-size", "4", "--warmup-steps", "1", "--eval-episodes", "0", "--threads", "1", "--log-every", "1000"]
-needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+TINY = ["--dataset", "default", "--attention", "softmax", "--context", "2", "--embed-dim", "8", "--n-layers",
+        "1", "--batch-size", "4", "--warmup-steps", "1", "--eval-episodes", "0", "--threads", "1",
+        "--log-every", "1000"]
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
+                                reason="reads process states from /proc")
 
 
 def tiny(run_dir: Path, **over) -> TrainConfig:
@@ -50,11 +52,13 @@ def train_cmd(run_dir: Path, *extra: str) -> list[str]:
 
 
 def popen(cmd: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kw)
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300, check=False, **kw)
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300, check=False,
+                          **kw)
 
 
 def wait_for(condition, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
@@ -106,7 +110,8 @@ def test_a_second_run_in_a_busy_run_folder_is_refused_and_a_stale_lock_taken_ove
     holder = hold_lock(folder)  # an evaluation writing into a busy folder is refused too
     try:
         capsys.readouterr()
-        code = cli_main(["eval", "--checkpoint", str(folder), "--episodes", "1", "--envs", "1", "--max-steps", "3"])
+        code = cli_main(["eval", "--checkpoint", str(folder), "--episodes", "1", "--envs", "1", "--max-steps",
+                         "3"])
         assert code == 2 and f"in use by process {holder.pid}" in capsys.readouterr().err
         assert not (folder / "eval.json").exists()
     finally:
@@ -121,7 +126,8 @@ def test_default_run_folders_tell_apart_runs_with_other_settings(tmp_path, monke
     lr, size = default_run_dir(TrainConfig(lr=1e-3)), default_run_dir(TrainConfig(embed_dim=64))
     assert lr.name.startswith("default-softmax-K20-s0-") and len({lr, size, default_run_dir(base)}) == 3
     assert default_run_dir(TrainConfig(lr=1e-3)) == lr  # stable
-    assert default_run_dir(TrainConfig(steps=10, threads=2, eval_episodes=3)) == default_run_dir(base)  # resumable
+    # resumable
+    assert default_run_dir(TrainConfig(steps=10, threads=2, eval_episodes=3)) == default_run_dir(base)
     old = Path("runs/default-softmax-K20-s0")  # a run begun before the suffix existed is still resumed
     old.mkdir(parents=True)
     (old / CHECKPOINT_NAME).write_bytes(b"x")
@@ -156,7 +162,8 @@ def test_nan_gradients_are_never_applied_and_the_kept_checkpoint_is_finite(tmp_p
     assert load_checkpoint(cfg.run_dir)["step"] == 5
 
 
-# ------------------------------------------------------------------ 3. NaN runs in a report; eval of NaN weights
+# ------------------------------------------------------------------ 3. NaN runs in a report; eval of NaN
+# weights
 def test_report_lists_a_nan_run_as_failed_and_reports_the_rest(tmp_path, capsys):
     from test_report import write_run
 
@@ -181,7 +188,8 @@ def test_eval_refuses_a_checkpoint_with_non_finite_weights(tmp_path, capsys):
     key = next(k for k, v in payload["model"].items() if v.is_floating_point())
     payload["model"][key] = payload["model"][key] * float("nan")
     save_checkpoint(tmp_path / "run" / CHECKPOINT_NAME, payload)
-    code = cli_main(["eval", "--checkpoint", cfg.run_dir, "--episodes", "1", "--envs", "1", "--max-steps", "3"])
+    code = cli_main(["eval", "--checkpoint", cfg.run_dir, "--episodes", "1", "--envs", "1", "--max-steps",
+                     "3"])
     err = capsys.readouterr().err
     assert code == 2 and "non-finite weights" in err and key in err and "Traceback" not in err
     assert not (tmp_path / "run" / "eval.json").exists()
@@ -268,12 +276,14 @@ run_sweep(cfg, train_fn=sleepy_train, reference_fn=None, progress=False)
     try:
         (out / "calls.jsonl").unlink()
         capsys.readouterr()
-        cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5], seeds=[0, 1],
-                          train=TrainConfig(steps=4), out_dir=str(out), jobs=0, threads_per_job=1, report=False)
+        cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5],
+                          seeds=[0, 1], train=TrainConfig(steps=4), out_dir=str(out), jobs=0,
+                          threads_per_job=1, report=False)
         assert run_sweep(cfg, train_fn=fake_train, reference_fn=None, progress=False) == 1
         printed = capsys.readouterr().out
         assert f"{busy} (in use by process {holder.pid} on " in printed
-        assert f"{busy} is in use by process {holder.pid}" in printed and "1 of 2 cell(s) done, 1 failed" in printed
+        assert f"{busy} is in use by process {holder.pid}" in printed
+        assert "1 of 2 cell(s) done, 1 failed" in printed
         assert [c["run"] for c in calls(out)] == ["hopper-medium-standin-softmax-K5-s0"]
     finally:
         holder.kill()
@@ -292,7 +302,8 @@ run_sweep(cfg, train_fn=sleepy_train, reference_fn=None, progress=False)
 def test_wrong_typed_config_values_are_one_line_errors(tmp_path, capsys, command, content, message):
     config = tmp_path / "c.json"
     config.write_text(content)
-    assert cli_main([command, "--config", str(config), "--dry-run" if command == "sweep" else "--resume"]) == 2
+    assert cli_main([command, "--config", str(config),
+                     "--dry-run" if command == "sweep" else "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
 
@@ -325,17 +336,20 @@ def test_eval_checks_the_environment_and_output_before_rolling_out(tmp_path, cap
 
 def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path):
     folder = tmp_path / "run"
-    assert cli_main(["train", *TINY, "--run-dir", str(folder), "--steps", "2", "--checkpoint-every", "1"]) == 0
+    assert cli_main(["train", *TINY, "--run-dir", str(folder), "--steps", "2", "--checkpoint-every",
+                     "1"]) == 0
     size = (folder / CHECKPOINT_NAME).stat().st_size
     before = (folder / CHECKPOINT_NAME).read_bytes()
 
     def small_files():  # writes past half a checkpoint fail, as on a full disk
         resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
 
-    res = run(train_cmd(folder, "--steps", "4", "--checkpoint-every", "1", "--resume"), preexec_fn=small_files)
+    res = run(train_cmd(folder, "--steps", "4", "--checkpoint-every", "1", "--resume"),
+              preexec_fn=small_files)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert (f"error: could not write {folder / CHECKPOINT_NAME}: File too large; the last good checkpoint "
-            f"({folder / CHECKPOINT_NAME}, step 2) is kept; free disk space, then rerun with --resume") in res.stderr
+            f"({folder / CHECKPOINT_NAME}, step 2) is kept; free disk space, then rerun with "
+            "--resume") in res.stderr
     assert (folder / CHECKPOINT_NAME).read_bytes() == before and not list(folder.glob(".*.tmp"))
 
 
@@ -380,7 +394,8 @@ def test_a_file_written_by_path_replaces_the_old_one_only_when_complete(tmp_path
     suffix, the old file intact when the writer dies, the temp file found by remove_temp_files if killed."""
     target = tmp_path / "ep.mp4"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError, match="writer died"), atomic.atomic_path(target, keep_suffix=True) as tmp:
+    dies = pytest.raises(RuntimeError, match="writer died")
+    with dies, atomic.atomic_path(target, keep_suffix=True) as tmp:
         assert tmp.parent == tmp_path and tmp.name.startswith(".ep.mp4.") and tmp.name.endswith(".tmp.mp4")
         tmp.write_bytes(b"half")
         raise RuntimeError("writer died")
@@ -427,7 +442,8 @@ def test_episodes_past_the_step_limit_warn_or_are_split(tmp_path, capsys):
     with pytest.warns(UserWarning):
         whole = load_dataset(data).episodes[0]
     for key in ("observations", "actions", "rewards"):
-        np.testing.assert_array_equal(np.concatenate([getattr(e, key) for e in split.episodes]), getattr(whole, key))
+        np.testing.assert_array_equal(np.concatenate([getattr(e, key) for e in split.episodes]),
+                                      getattr(whole, key))
     assert cli_main(["data", str(data), "--split-long-episodes"]) == 0
     assert "3 episodes" in capsys.readouterr().out
     trainer = Trainer(tiny(tmp_path / "run", dataset=str(data), split_long_episodes=True), progress=False)
@@ -471,11 +487,12 @@ def test_config_path_messages_and_the_dimension_mismatch_name_the_flag(tmp_path)
 
 
 def test_json_files_hold_null_for_nan(tmp_path):
-    atomic.write_json(tmp_path / "a.json", {"x": float("nan"), "y": [float("inf"), 1.5], "z": np.float32("nan")})
+    atomic.write_json(tmp_path / "a.json",
+                      {"x": float("nan"), "y": [float("inf"), 1.5], "z": np.float32("nan")})
 
     def refuse(name):
         raise AssertionError(f"bare {name} literal")
 
-    assert json.loads((tmp_path / "a.json").read_text(), parse_constant=refuse) == {"x": None, "y": [None, 1.5],
-                                                                                      "z": None}
+    written = json.loads((tmp_path / "a.json").read_text(), parse_constant=refuse)
+    assert written == {"x": None, "y": [None, 1.5], "z": None}
     assert not math.isnan(json.loads((tmp_path / "a.json").read_text())["y"][1])

@@ -25,7 +25,8 @@ from dt_attn import TransformerConfig, available_attentions
 from envs import make_vector_env
 
 pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch sees none)")]
+              pytest.mark.skipif(not torch.cuda.is_available(),
+                                 reason="needs a CUDA device (torch sees none)")]
 CUDA = torch.device("cuda")
 
 
@@ -87,7 +88,8 @@ def test_training_and_both_rollouts_run_on_cuda(tmp_path, attention, precision):
                                     progress=False, print_table=False)
         rec = results[rollout]["results"][0]
         assert rec["episodes"] == 2 and np.isfinite(rec["returns"]).all()
-    assert results["exact"]["rollout"] == "exact" and results["exact"]["method"].startswith("exact: the last 4 steps")
+    assert results["exact"]["rollout"] == "exact"
+    assert results["exact"]["method"].startswith("exact: the last 4 steps")
 
 
 @pytest.mark.parametrize("attention", available_attentions())
@@ -98,7 +100,8 @@ def test_cuda_rollouts_match_the_cpu_and_each_other(attention):
     returns = {}
     for device in ("cpu", "cuda"):
         model = _tiny_policy(attention, context, n_layers=2).to(device)
-        for name, plan in (("incremental", plan_rollout(model, "exact", steps)), ("rerun", rerun_plan(model))):
+        for name, plan in (("incremental", plan_rollout(model, "exact", steps)),
+                           ("rerun", rerun_plan(model))):
             envs = make_vector_env("Hopper-v4", 2, 7)
             try:
                 res = run_episodes(model, envs, target=1800.0, state_mean=np.zeros(11), state_std=np.ones(11),
@@ -136,7 +139,8 @@ def test_training_and_context_benchmarks_on_cuda(tmp_path):
                                  "--out-dir", str(tmp_path / "context")]) == 0
     summary = json.loads((tmp_path / "context" / "summary.json").read_text())
     assert summary["device"].startswith("cuda") and len(summary["context"]) == 4
-    assert all(r["steps_per_s"] > 0 and r["memory_method"] == "cuda max_memory_allocated" for r in summary["context"])
+    assert all(r["steps_per_s"] > 0 and r["memory_method"] == "cuda max_memory_allocated"
+               for r in summary["context"])
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DDP with nccl needs two GPUs (one per process)")
@@ -146,7 +150,8 @@ def test_two_gpu_ddp_with_nccl_trains_the_one_process_model(tmp_path):
     ddp = config(tmp_path / "ddp", steps=4, checkpoint_every=2, dropout=0.0, device="cuda")
     out = torchrun(ddp, tmp_path)
     assert "2 processes (DDP), global batch 7" in out and "cuda:0" in out
-    one = Trainer(config(tmp_path / "one", steps=4, checkpoint_every=2, dropout=0.0, device="cuda"), progress=False)
+    one = Trainer(config(tmp_path / "one", steps=4, checkpoint_every=2, dropout=0.0, device="cuda"),
+                  progress=False)
     one.train()
     for name, w in weights(tmp_path / "ddp").items():
         torch.testing.assert_close(w, one.model.state_dict()[name].cpu(), rtol=1e-4, atol=1e-6, msg=name)

@@ -46,8 +46,9 @@ def test_huggingface_adapter_reads_left_padding_as_its_attention_mask():
     model = HuggingFaceDT(cfg, data).eval()
     g = torch.Generator().manual_seed(0)
     k, real = cfg.context, 5
-    s, a, r = torch.randn(1, real, data.state_dim, generator=g), torch.rand(1, real, data.act_dim, generator=g), \
-        torch.randn(1, real, 1, generator=g)
+    s = torch.randn(1, real, data.state_dim, generator=g)
+    a = torch.rand(1, real, data.act_dim, generator=g)
+    r = torch.randn(1, real, 1, generator=g)
     t = torch.arange(real)[None]
     pad = k - real
 

@@ -58,7 +58,8 @@ def test_bf16_loss_and_gradients_stay_close_to_float32(attention):
     torch.manual_seed(0)
     model = DecisionTransformer(DTConfig(state_dim=3, act_dim=2, context=8,
                                          transformer=TransformerConfig(embed_dim=32, n_layers=2, n_heads=1,
-                                                                       dropout=0.0, attention=attention))).train()
+                                                                       dropout=0.0,
+                                                                       attention=attention))).train()
     batch = sampler.sample(16)
     grads = {}
     for precision in ("fp32", "bf16"):
@@ -103,7 +104,8 @@ def test_precision_is_validated_and_must_match_on_resume(tmp_path):
     del saved["precision"], saved["format"]  # a format-1 run from before the field trained in float32
     saved = upgrade_run_config(saved)
     assert config_differences(saved, tiny(tmp_path)) == []
-    assert config_differences(saved, tiny(tmp_path, precision="bf16")) == ["precision (saved 'fp32', now 'bf16')"]
+    assert config_differences(saved,
+                              tiny(tmp_path, precision="bf16")) == ["precision (saved 'fp32', now 'bf16')"]
 
 
 def test_bf16_warns_on_a_cpu_without_native_bfloat16(monkeypatch):
@@ -131,7 +133,8 @@ def test_report_keeps_bf16_and_fp32_runs_apart(tmp_path):
     new = write_run(tmp_path / "new", "softmax", 20, 1, {1800.0: 30.0})
     ev = json.loads((new / "eval.json").read_text())
     (new / "eval.json").write_text(json.dumps({**ev, "train_precision": "bf16"}))
-    report = build_report([tmp_path / "old", tmp_path / "new"], tmp_path / "out", reference_fn=None, plots=False)
+    report = build_report([tmp_path / "old", tmp_path / "new"], tmp_path / "out", reference_fn=None,
+                          plots=False)
     with open(report.files["cells_csv"]) as f:
         cells = {r["precision"]: r for r in csv.DictReader(f)}
     assert set(cells) == {"fp32", "bf16"}

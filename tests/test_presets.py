@@ -1,4 +1,5 @@
-"""`dt-attn train --preset NAME`: defaults < preset < --config file < flags; the preset is printed and saved."""
+"""`dt-attn train --preset NAME`: defaults < preset < --config file < flags; the preset is printed and
+saved."""
 
 from __future__ import annotations
 
@@ -43,14 +44,15 @@ def test_defaults_then_preset_then_config_file_then_flags(tmp_path):
     assert (cfg.context, cfg.grad_clip) == (20, 0.25)  # the defaults
     # a --preset flag names the preset the file's values lie on
     cfg = parse(["--config", str(file), "--preset", "paper"])
-    assert (cfg.preset, cfg.attention, cfg.n_layers, cfg.steps, cfg.embed_dim) == ("paper", "softmax", 3, 200, 32)
+    assert (cfg.preset, cfg.attention, cfg.n_layers, cfg.steps, cfg.embed_dim) == ("paper", "softmax", 3, 200,
+                                                                                   32)
 
 
 def test_an_unknown_preset_is_one_line_naming_the_choices(capsys):
     assert cli_main(["train", "--preset", "fast", "--steps", "1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: invalid training config value(s): preset='fast' (must be one of quick, paper, "
-                          "or unset)") and "Traceback" not in err
+    assert err.startswith("error: invalid training config value(s): preset='fast' (must be one of quick, "
+                          "paper, or unset)") and "Traceback" not in err
 
 
 def test_the_preset_is_a_label_for_resume_and_the_run_folder():
@@ -70,8 +72,8 @@ def test_a_sweep_takes_the_preset_for_its_cells_base():
 
 def test_train_prints_and_saves_the_preset(tmp_path, capsys):
     preset, run = "quick", tmp_path / "run"
-    tiny = ["--embed-dim", "16", "--n-layers", "1", "--batch-size", "4", "--steps", "2", "--warmup-steps", "1",
-            "--eval-episodes", "0", "--checkpoint-every", "2", "--run-dir", str(run)]
+    tiny = ["--embed-dim", "16", "--n-layers", "1", "--batch-size", "4", "--steps", "2", "--warmup-steps",
+            "1", "--eval-episodes", "0", "--checkpoint-every", "2", "--run-dir", str(run)]
     assert cli_main(["train", "--preset", preset, *tiny]) == 0
     printed = capsys.readouterr().out
     assert re.search(rf"^  preset += '{preset}'$", printed, re.MULTILINE)

@@ -52,7 +52,8 @@ def test_rows_are_causal_distributions(name, windowed):
     real = torch.ones(2, 1, T, dtype=torch.bool)
     real[1, :, :5] = False
     sums = a.sum(-1)
-    torch.testing.assert_close(sums[real.expand_as(sums)], torch.ones(int(real.sum()) * 2, dtype=torch.float64))
+    torch.testing.assert_close(sums[real.expand_as(sums)],
+                               torch.ones(int(real.sum()) * 2, dtype=torch.float64))
     if windowed:  # no mechanism reaches further back than its window plus its own block
         lag = torch.arange(T)[:, None] - torch.arange(T)[None, :]
         assert a[..., lag >= window + size].abs().max() == 0
@@ -96,7 +97,8 @@ def test_cosformer_worked_example_and_eps_guard():
     torch.testing.assert_close(a[0, 0, 1], torch.tensor([w10, w11], dtype=torch.float64) / (w10 + w11))
     assert a[0, 0, 0].tolist() == [0.0, 0.0]  # 0 / max(0, eps): the guarded denominator
     small = attention_weights("cosformer", q * 1e-4, k * 1e-4, max_distance=3, eps=1e-6)
-    torch.testing.assert_close(small[0, 0, 1].sum(), torch.tensor((w10 + w11) * 1e-8 / 1e-6, dtype=torch.float64))
+    torch.testing.assert_close(small[0, 0, 1].sum(),
+                               torch.tensor((w10 + w11) * 1e-8 / 1e-6, dtype=torch.float64))
 
 
 def test_combiner_fixed_worked_example():
@@ -139,7 +141,8 @@ def test_empty_inputs(name):
 
 def test_bad_name_options_and_shapes_raise():
     q, k, v = random_qkv()
-    with pytest.raises(ValueError, match="no reference form for attention 'sofmax'; available: combiner-fixed"):
+    with pytest.raises(ValueError, match="no reference form for attention 'sofmax'; "
+                                         "available: combiner-fixed"):
         attention_weights("sofmax", q, k)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['span'\]; valid options: window"):
         attention_weights("softmax", q, k, span=3)

@@ -26,9 +26,9 @@ def write_run(root: Path, attention: str, K: int, seed: int, scores: dict[float,
     (eval.json, or eval-streaming.json); ``scores`` maps target -> normalized."""
     run = root / f"{dataset}-{attention}-K{K}-s{seed}"
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"format": 2, "dataset": dataset, "env": None, "observe": observe,
-                                                 "attention": attention, "context": K, "seed": seed,
-                                                 "steps": steps, "batch_size": batch_size}))
+    (run / "config.json").write_text(json.dumps({"format": 2, "dataset": dataset, "env": None,
+                                                 "observe": observe, "attention": attention, "context": K,
+                                                 "seed": seed, "steps": steps, "batch_size": batch_size}))
     (run / "train_summary.json").write_text(json.dumps({
         "steps": steps, "train_time_s": steps / steps_per_s, "steps_per_s": steps_per_s,
         "tokens_per_step": batch_size * 3 * K,
@@ -68,8 +68,8 @@ def as_format1(path: Path, described: str | None = None, exact_readout: bool | N
     record["eval_config"] = {"naive": rollout == "exact"}
     if described is None:
         described = "naive: recompute the last 20 steps" if rollout == "exact" else (
-            "incremental: sliding window of 59 tokens per layer (streaming: after 20 steps the upper layers see "
-            "past the window, unlike training; --naive is exact)")
+            "incremental: sliding window of 59 tokens per layer (streaming: after 20 steps the upper layers "
+            "see past the window, unlike training; --naive is exact)")
     for r in record["results"]:
         r["rollout"] = described
     if exact_readout is not None:
@@ -86,7 +86,8 @@ def make_sweep(root: Path) -> dict[tuple[str, int], list[float]]:
             expected[(attention, K)] = scores
             for seed, s in enumerate(scores):
                 write_run(root, attention, K, seed, {1800.0: s, 3600.0: s / 2}, steps_per_s=1000.0 / K,
-                          peak_mb=100.0 + K * (10 if attention == "softmax" else 1) + seed, eval_sps=100.0 + seed)
+                          peak_mb=100.0 + K * (10 if attention == "softmax" else 1) + seed,
+                          eval_sps=100.0 + seed)
     return expected
 
 
@@ -122,7 +123,8 @@ def test_report_rebuilds_csv_table_and_plots(tmp_path):
     with open(rep.files["runs_csv"]) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 24
-    row = next(r for r in rows if (r["attention"], r["K"], r["seed"], r["target"]) == ("cosformer", "20", "2", "1800"))
+    row = next(r for r in rows
+               if (r["attention"], r["K"], r["seed"], r["target"]) == ("cosformer", "20", "2", "1800"))
     assert float(row["normalized_mean"]) == pytest.approx(expected[("cosformer", 20)][2])
     assert row["env_id"] == "Hopper-v4" and row["observe"] == "full" and row["steps"] == "100"
     assert float(row["steps_per_s"]) == pytest.approx(50.0) and float(row["eval_env_steps_per_s"]) == 102.0
@@ -173,7 +175,8 @@ def test_failing_reference_loader_becomes_a_note(tmp_path):
         raise FileNotFoundError("no such dataset offline")
 
     rep = build_report([tmp_path], tmp_path / "out", reference_fn=broken, plots=False)
-    assert "no reference for hopper-medium-standin" in rep.markdown and "no such dataset offline" in rep.markdown
+    assert "no reference for hopper-medium-standin" in rep.markdown
+    assert "no such dataset offline" in rep.markdown
     assert "scores_png" not in rep.files
 
 
@@ -185,7 +188,8 @@ def test_cli_main_and_default_out(tmp_path, capsys):
     assert default_out_dir([tmp_path / "runs"]) == (tmp_path / "runs" / "report").resolve()
     assert report_mod.COMMAND.main([str(a), str(b), "--no-references"]) == 0
     out = tmp_path / "runs" / "report"
-    assert {p.name for p in out.iterdir()} == {"runs.csv", "cells.csv", "report.md", "scores.png", "costs.png"}
+    assert {p.name for p in out.iterdir()} == {"runs.csv", "cells.csv", "report.md", "scores.png",
+                                               "costs.png"}
     printed = capsys.readouterr().out
     assert "| positions | cosformer | 5 | 1800 | 100 | 64 | 1 | exact | 14.0 ± 0.0 |" in printed
 
@@ -195,7 +199,8 @@ def test_attention_variants_are_labelled_and_duplicate_seeds_rejected(tmp_path):
     write_run(tmp_path / "b", "cosformer", 5, 0, {1800.0: 3.0}, options={"chunk_size": 16})
     rows = [r for d in find_runs([tmp_path])[0] for r in load_run(d)]
     cells = summarize(rows)
-    assert sorted(c["label"] for c in cells) == ['cosformer {"chunk_size": 16}', 'cosformer {"chunk_size": 8}']
+    assert sorted(c["label"] for c in cells) == ['cosformer {"chunk_size": 16}',
+                                                 'cosformer {"chunk_size": 8}']
     write_run(tmp_path / "c", "cosformer", 5, 0, {1800.0: 5.0}, options={"chunk_size": 8})
     rows = [r for d in find_runs([tmp_path])[0] for r in load_run(d)]
     with pytest.raises(ValueError, match="share a seed"):
@@ -240,7 +245,8 @@ def test_equal_targets_sweeps_draw_one_line_per_attention(tmp_path, capsys):
         (a, K): f"{a} ~640 targets/step" for a in ("softmax", "cosformer") for K in (5, 20, 200)}
     assert {c["K"]: c["targets_per_step"] for c in cells} == {5: 640.0, 20: 634.0, 200: 720.0}
     assert {c["K"]: c["batch_size"] for c in cells} == {5: 128, 20: 32, 200: 4}
-    assert report_mod.COMMAND.main([str(tmp_path / "runs"), "--no-references", "--no-plots", "--lines-by", "targets"]) == 0
+    assert report_mod.COMMAND.main([str(tmp_path / "runs"), "--no-references", "--no-plots", "--lines-by",
+                                    "targets"]) == 0
     printed = capsys.readouterr().out
     # one pivot row per attention holds every K (scores K/10 + seed: means 1.0, 2.5, 20.5)
     assert "| full | softmax ~640 targets/step | 1.0 ± 0.5 | 2.5 ± 0.5 | 20.5 ± 0.5 |" in printed
@@ -329,10 +335,10 @@ def test_markdown_has_score_by_context_pivot():
     from experiments.reporting.aggregate import format_markdown
 
     def cell(observe, k, mean):
-        return {"dataset": "d", "dataset_label": "d stand-in", "observe": observe, "label": "cosformer", "K": k,
-                "target": 3600.0, "steps": 10, "batch_size": 4, "seeds": 3, "normalized_mean": mean, "normalized_std": 1.0,
-                "return_mean": 1.0, "return_std": 0.0, "train_s_per_step": 0.01, "peak_memory_mb": 1.0,
-                "eval_s_per_step": 0.001, "rollout": "exact"}
+        return {"dataset": "d", "dataset_label": "d stand-in", "observe": observe, "label": "cosformer",
+                "K": k, "target": 3600.0, "steps": 10, "batch_size": 4, "seeds": 3, "normalized_mean": mean,
+                "normalized_std": 1.0, "return_mean": 1.0, "return_std": 0.0, "train_s_per_step": 0.01,
+                "peak_memory_mb": 1.0, "eval_s_per_step": 0.001, "rollout": "exact"}
 
     cells = [cell("full", 1, 10.0), cell("full", 20, 30.0), cell("positions", 20, 5.0)]
     cells[2].update(train_s_per_step=0.03, peak_memory_mb=3.0)
@@ -350,7 +356,8 @@ def write_streaming(run: Path, scores: dict[float, float], **changes) -> Path:
     record = json.loads((run / "eval.json").read_text())
     for res in record["results"]:
         res["normalized_mean"] = scores[res["target"]]
-    record.update(rollout="streaming", method="streaming (approximate): sliding window of 59 tokens per layer",
+    record.update(rollout="streaming", method="streaming (approximate): sliding window of 59 "
+                                              "tokens per layer",
                   eval_config={"rollout": "streaming"}, **changes)
     (run / "eval-streaming.json").write_text(json.dumps(record))
     return run / "eval-streaming.json"
@@ -386,7 +393,8 @@ def test_report_compares_streaming_and_exact_rollouts(tmp_path):
     assert "| 24.7 ± 4.1 | 25.3 ± 5.4 | 0.7 ± 2.6 | 3.0 |" in md
     assert f"not compared: {mismatched}: eval.json and eval-streaming.json differ in train_steps" in md
     # the runs are reported by their exact evaluation, of the latest checkpoint
-    rows = {(r["attention"], r["seed"]): (r["rollout"], r["normalized_mean"]) for r in _read_rows(rep.files["runs_csv"])
+    rows = {(r["attention"], r["seed"]): (r["rollout"],
+                                          r["normalized_mean"]) for r in _read_rows(rep.files["runs_csv"])
             if r["target"] == 1800.0}
     assert rows[("cosformer", 1)] == ("exact", 21.0) and rows[("combiner-fixed", 0)] == ("exact", 40.0)
     assert "session" not in md and "before" not in md.split("## Exact vs streaming")[1]
@@ -411,18 +419,21 @@ def test_every_cell_says_which_rollout_produced_it(tmp_path):
     assert rows == {("softmax", 0): approx, ("softmax", 1): approx, ("softmax", 2): "exact",
                     ("cosformer", 0): "exact"}
     with open(rep.files["cells_csv"]) as f:
-        assert {r["attention"]: r["rollout"] for r in csv.DictReader(f)} == {"softmax": "mixed", "cosformer": "exact"}
+        assert {r["attention"]: r["rollout"] for r in csv.DictReader(f)} == {"softmax": "mixed",
+                                                                             "cosformer": "exact"}
     assert "| 3 | mixed | 10.0 ± 0.0 |" in rep.markdown
     # a runs.csv of format 1's report: rollout described the method, readout said exact or streaming
     old = tmp_path / "old_runs.csv"
     with open(rep.files["runs_csv"]) as f:
         table = list(csv.DictReader(f))
     with open(old, "w", newline="") as f:
-        writer = csv.DictWriter(f, [c for c in table[0] if c != "method"] + ["readout"], extrasaction="ignore")
+        writer = csv.DictWriter(f, [c for c in table[0] if c != "method"] + ["readout"],
+                                extrasaction="ignore")
         writer.writeheader()
         for r in table:
             exact = r["rollout"] == "exact"
-            writer.writerow({**r, "rollout": "naive: recompute the last 20 steps" if exact else "incremental: ...",
+            writer.writerow({**r,
+                             "rollout": "naive: recompute the last 20 steps" if exact else "incremental: ...",
                              "readout": "exact" if exact else "streaming"})
     again = _read_rows(old)
     assert {(r["attention"], r["seed"]): r["rollout"] for r in again} == rows
@@ -436,13 +447,14 @@ def test_report_without_streaming_evaluations_has_no_comparison(tmp_path):
     assert "Exact vs streaming" not in rep.markdown
 
 
-def _write_periodic(run: Path, step: int, scores: dict[float, float], episodes: int = 2, eval_seed: int = 1000,
-                    final: str = "eval.json") -> Path:
+def _write_periodic(run: Path, step: int, scores: dict[float, float], episodes: int = 2,
+                    eval_seed: int = 1000, final: str = "eval.json") -> Path:
     """evals/step-N.json as `--eval-every` writes it (the final evaluation ``final`` at an earlier step:
     evals/step-N-streaming.json for eval-streaming.json)."""
     ev = json.loads((run / final).read_text())
     ev["train_steps"], ev["eval_seed"] = step, eval_seed
-    ev["results"] = [{**r, "episodes": episodes, "normalized_mean": scores[r["target"]]} for r in ev["results"]]
+    ev["results"] = [{**r, "episodes": episodes,
+                      "normalized_mean": scores[r["target"]]} for r in ev["results"]]
     (run / "evals").mkdir(exist_ok=True)
     path = run / "evals" / f"step-{step:07d}{Path(final).stem.removeprefix('eval')}.json"
     path.write_text(json.dumps(ev))
@@ -473,10 +485,12 @@ def test_report_builds_learning_curves_from_evaluations_during_training(tmp_path
     with open(report.files["curve_points_csv"]) as fh:
         assert len(list(csv.DictReader(fh))) == 2 * 2 * 3  # seeds x targets x checkpoints
     md = report.markdown
-    assert "| hopper-medium-standin | full | cosformer | 20 | 64 | 300 | 1800 | 6.0 ± 5.0 | 7.0 ± 5.0 | 50.5 ± 0.5 |" in md
+    assert ("| hopper-medium-standin | full | cosformer | 20 | 64 | 300 | 1800 | 6.0 ± 5.0 | 7.0 ± 5.0 "
+            "| 50.5 ± 0.5 |") in md
     assert f"not in a learning curve: {run / 'evals' / 'step-0000050.json'}: environment seed 7" in md
     assert f"not in a learning curve: {run / 'evals' / 'step-0000150.json'}: target 1800: 5 episodes" in md
-    assert (f"not in a learning curve: {run / 'evals' / 'step-0000300.json'}: step 300 is the final evaluation's"
+    assert (f"not in a learning curve: {run / 'evals' / 'step-0000300.json'}: step 300 is the "
+            "final evaluation's"
             in md)
     assert report.files["curves_png"].read_bytes().startswith(PNG_MAGIC)
 
@@ -514,14 +528,15 @@ def test_each_rollout_makes_its_own_curves(tmp_path):
         with open(report.files[kind]) as fh:
             return {(r["attention"], int(r["step"])): float(r["normalized_mean"]) for r in csv.DictReader(fh)}
 
-    assert curve("curves_csv") == {("cosformer", 100): 21.5, ("cosformer", 200): 22.5, ("cosformer", 300): 60.5,
-                                   ("softmax", 100): 30.0, ("softmax", 300): 40.0,
+    assert curve("curves_csv") == {("cosformer", 100): 21.5, ("cosformer", 200): 22.5,
+                                   ("cosformer", 300): 60.5, ("softmax", 100): 30.0, ("softmax", 300): 40.0,
                                    ("combiner-fixed", 100): 7.0, ("combiner-fixed", 300): 70.0}
     assert curve("curves_streaming_csv") == {("cosformer", 100): 1.0, ("cosformer", 200): 2.0,
                                              ("cosformer", 300): 50.5, ("combiner-fixed", 100): 6.0,
                                              ("combiner-fixed", 300): 65.0}
     assert "## Learning curves (evaluations during training)\n" in report.markdown
-    assert "## Learning curves (evaluations during training), streaming (approximate) rollout" in report.markdown
+    streaming = "## Learning curves (evaluations during training), streaming (approximate) rollout"
+    assert streaming in report.markdown
 
 
 def test_report_without_evaluations_during_training_has_no_curves(tmp_path):
@@ -536,13 +551,15 @@ def test_relu_and_gelu_runs_are_separate_cells_and_labelled(tmp_path):
     old = write_run(tmp_path / "old", "softmax", 20, 0, {1800.0: 10.0})
     as_format1(old / "eval.json")  # no activation anywhere: a GELU run, and PyTorch's initialization
     write_run(tmp_path / "new", "softmax", 20, 1, {1800.0: 30.0})
-    report = build_report([tmp_path / "old", tmp_path / "new"], tmp_path / "out", reference_fn=None, plots=False)
+    report = build_report([tmp_path / "old", tmp_path / "new"], tmp_path / "out", reference_fn=None,
+                          plots=False)
     with open(report.files["cells_csv"]) as f:
         cells = {r["activation"]: r for r in csv.DictReader(f)}
     assert set(cells) == {"gelu", "relu"}
     assert cells["gelu"]["seeds"] == "1" and float(cells["gelu"]["normalized_mean"]) == 10.0
     assert cells["gelu"]["init"] == "torch-default" and cells["relu"]["init"] == "normal"
-    assert cells["relu"]["label"] == "softmax relu init normal" and float(cells["relu"]["normalized_mean"]) == 30.0
+    assert cells["relu"]["label"] == "softmax relu init normal"
+    assert float(cells["relu"]["normalized_mean"]) == 30.0
     assert "| softmax gelu init torch-default | 20 | 1800 |" in report.markdown
 
 
@@ -570,5 +587,6 @@ def test_lines_by_targets_also_labels_rollouts_and_learning_curves(tmp_path):
     compared = rep.markdown.split("## Exact vs streaming (approximate) rollout")[1]
     assert "| full | cosformer ~640 targets/step | 5 | 128 |" in compared
     assert "| full | cosformer ~640 targets/step | 20 | 32 |" in compared
-    assert "cosformer ~640 targets/step K=5" in rep.markdown and "cosformer ~640 targets/step K=20" in rep.markdown
+    assert "cosformer ~640 targets/step K=5" in rep.markdown
+    assert "cosformer ~640 targets/step K=20" in rep.markdown
     assert "batch 128" not in rep.markdown

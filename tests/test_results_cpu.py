@@ -10,7 +10,8 @@ from agents.results import cpu_description
 def test_cpu_description_reads_model_name_and_bf16_units(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text(
-        "processor\t: 0\nmodel name\t: Some Vendor CPU 9000\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16\n\n"
+        "processor\t: 0\nmodel name\t: Some Vendor CPU 9000\n"
+        "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16\n\n"
         "processor\t: 1\nmodel name\t: Some Vendor CPU 9000\nflags\t\t: fpu\n"
     )
     assert cpu_description(info) == f"Some Vendor CPU 9000, {os.cpu_count()} CPUs, avx512_bf16 amx_bf16"

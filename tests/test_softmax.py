@@ -34,7 +34,8 @@ def test_causal_outputs_and_gradients(window):
     q2, k2, v2 = (x.clone() for x in (q, k, v))
     for x in (q2, k2, v2):
         x[:, :, t + 1 :] += 10 * torch.randn_like(x[:, :, t + 1 :])
-    torch.testing.assert_close(attn(q2, k2, v2)[:, :, : t + 1], attn(q, k, v)[:, :, : t + 1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(attn(q2, k2, v2)[:, :, : t + 1], attn(q, k, v)[:, :, : t + 1], atol=1e-6,
+                               rtol=0)
     assert not torch.allclose(attn(q2, k2, v2)[:, :, t + 1 :], attn(q, k, v)[:, :, t + 1 :])
 
     inputs = [x.clone().requires_grad_() for x in (q, k, v)]

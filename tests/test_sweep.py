@@ -39,18 +39,21 @@ def fake_train(cfg: TrainConfig, progress: bool = True) -> dict:
     (run / "checkpoint.pt").write_bytes(b"ckpt")
     summary = {"steps": cfg.steps, "train_time_s": 1.0, "steps_per_s": float(cfg.steps), "tokens_per_step": 1,
                "targets_per_step": float(cfg.batch_size * cfg.context),
-               "peak_memory_mb": 10.0 * cfg.context, "parameters": 5, "device": "cpu", "dataset_label": cfg.dataset,
-               "env_id": "Hopper-v4", "observe": cfg.observe}
+               "peak_memory_mb": 10.0 * cfg.context, "parameters": 5, "device": "cpu",
+               "dataset_label": cfg.dataset, "env_id": "Hopper-v4", "observe": cfg.observe}
     (run / "train_summary.json").write_text(json.dumps(summary))
     score = 10.0 * cfg.context + cfg.seed
     result = {"format": 2, "dataset": cfg.dataset, "dataset_label": cfg.dataset, "env_id": "Hopper-v4",
               "observe": cfg.observe, "attention": cfg.attention, "attention_options": cfg.attention_options,
-              "activation": cfg.activation, "init": cfg.init, "init_std": cfg.init_std, "context": cfg.context,
-              "train_seed": cfg.seed, "train_precision": cfg.precision, "train_steps": cfg.steps, "eval_seed": 1000,
-              "rollout": cfg.rollout, "method": f"{cfg.rollout}: ...", "eval_config": {"rollout": cfg.rollout},
-              "results": [{"target": 1800.0, "episodes": cfg.eval_episodes, "return_mean": score, "return_std": 0.0,
-                           "normalized_mean": score, "normalized_std": 0.0, "length_mean": 10.0,
-                           "wall_time_s": 1.0, "env_steps_per_s": 100.0}]}
+              "activation": cfg.activation, "init": cfg.init, "init_std": cfg.init_std,
+              "context": cfg.context,
+              "train_seed": cfg.seed, "train_precision": cfg.precision, "train_steps": cfg.steps,
+              "eval_seed": 1000,
+              "rollout": cfg.rollout, "method": f"{cfg.rollout}: ...",
+              "eval_config": {"rollout": cfg.rollout},
+              "results": [{"target": 1800.0, "episodes": cfg.eval_episodes, "return_mean": score,
+                           "return_std": 0.0, "normalized_mean": score, "normalized_std": 0.0,
+                           "length_mean": 10.0, "wall_time_s": 1.0, "env_steps_per_s": 100.0}]}
     (run / ("eval.json" if cfg.rollout == "exact" else "eval-streaming.json")).write_text(json.dumps(result))
     return {"train": summary, "run_dir": str(run), "eval": result}
 
@@ -70,8 +73,9 @@ def calls(out: Path) -> list[dict]:
 
 
 def small(out: Path, **kw) -> SweepConfig:
-    values = {"datasets": ["hopper-medium-standin"], "attentions": ["softmax", "cosformer"], "contexts": [5, 20],
-              "seeds": [0, 1], "steps": 4, "out_dir": str(out), "jobs": 0, "threads_per_job": 1}
+    values = {"datasets": ["hopper-medium-standin"], "attentions": ["softmax", "cosformer"],
+              "contexts": [5, 20], "seeds": [0, 1], "steps": 4, "out_dir": str(out), "jobs": 0,
+              "threads_per_job": 1}
     values.update(kw)
     return config_from_dict(SweepConfig, values)
 
@@ -94,7 +98,8 @@ def test_sweep_keys_are_the_grid_the_execution_and_every_training_value():
         config_from_dict(SweepConfig, {"dataset": "default"})  # the grid's key is datasets
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "experiments" / "configs").glob("*.json")),
+@pytest.mark.parametrize("path",
+                         sorted((Path(__file__).parents[1] / "experiments" / "configs").glob("*.json")),
                          ids=lambda p: p.name)
 def test_shipped_sweep_configs_load_and_expand(path):
     """Every config RESULTS.md names loads into a valid SweepConfig with a non-empty grid."""
@@ -172,7 +177,8 @@ def test_run_directories_trained_with_other_settings_are_refused(tmp_path):
                      reference_fn=None, progress=False) == 0
     # A longer run of the same settings resumes; other settings would silently reuse the finished runs.
     assert {c.status for c in expand_grid(small(out, contexts=[5], seeds=[0], steps=8))} == {"resume"}
-    with pytest.raises(ValueError, match=r"(?s)2 cell\(s\) would reuse run directories.*batch_size \(saved 64, now 8\)"):
+    with pytest.raises(ValueError,
+                       match=r"(?s)2 cell\(s\) would reuse run directories.*batch_size \(saved 64, now 8\)"):
         expand_grid(small(out, contexts=[5], seeds=[0], batch_size=8))
     with pytest.raises(ValueError, match=r"(?s)lr \(saved 0.0001, now 0.001\).*another --out-dir"):
         expand_grid(small(out, contexts=[5], seeds=[0], lr=1e-3))
@@ -185,20 +191,22 @@ def test_bad_shared_training_value_is_rejected(tmp_path):
 
 def test_config_file_and_command_line_override(tmp_path, capsys):
     toml = tmp_path / "sweep.toml"
-    toml.write_text(f'datasets = ["hopper-medium-standin"]\nattentions = ["cosformer"]\ncontexts = [5, 1000]\n'
-                    f'seeds = [3]\nsteps = 7\nout_dir = "{tmp_path / "out"}"\n'
+    toml.write_text('datasets = ["hopper-medium-standin"]\nattentions = ["cosformer"]\n'
+                    f'contexts = [5, 1000]\nseeds = [3]\nsteps = 7\nout_dir = "{tmp_path / "out"}"\n'
                     '[attention_options.cosformer]\nchunk_size = 16\n')
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, SweepConfig)
-    args = parser.parse_args(["--config", str(toml), "--contexts", "20", "50", "--dry-run", "--probe-steps", "0",
-                              "--embed-dim", "64"])
+    args = parser.parse_args(["--config", str(toml), "--contexts", "20", "50", "--dry-run", "--probe-steps",
+                              "0", "--embed-dim", "64"])
     cfg = config_from_args(SweepConfig, args)
     assert cfg.contexts == [20, 50] and cfg.seeds == [3] and cfg.dry_run is True
-    assert cfg.train == TrainConfig(steps=7, embed_dim=64)  # the cells' base: the file's steps, the flag's size
+    # the cells' base: the file's steps, the flag's size
+    assert cfg.train == TrainConfig(steps=7, embed_dim=64)
     assert cfg.attention_options == {"cosformer": {"chunk_size": 16}}
     js = tmp_path / "sweep.json"
     js.write_text(json.dumps({"attentions": ["softmax"], "contexts": [2], "out_dir": str(tmp_path / "j")}))
-    assert sweep.COMMAND.main(["--config", str(js), "--seeds", "0", "1", "--dry-run", "--probe-steps", "0"]) == 0
+    assert sweep.COMMAND.main(["--config", str(js), "--seeds", "0", "1", "--dry-run", "--probe-steps",
+                               "0"]) == 0
     out = capsys.readouterr().out
     assert "softmax K=2 seed=1" in out and "contexts" in out and not (tmp_path / "j").exists()
     with pytest.raises(SystemExit):
@@ -376,10 +384,12 @@ except KeyboardInterrupt:
 
 def test_estimate_counts_training_only_for_cells_that_train(tmp_path):
     cfg = small(tmp_path, attentions=["softmax"], contexts=[5], seeds=[0, 1, 2, 3], steps=60, jobs=1)
-    cells = [dataclasses.replace(c, status=s) for c, s in zip(expand_grid(cfg), ("new", "resume", "evaluate", "done"))]
+    cells = [dataclasses.replace(c, status=s) for c, s in zip(expand_grid(cfg),
+                                                              ("new", "resume", "evaluate", "done"))]
     probe = {("softmax", 5): {"train_s_per_step": 1.0, "eval_s": 30.0}}
     # new + resume train 60 s each; new, resume and evaluate each evaluate for 30 s; done costs nothing
-    assert "3 cell(s) to run: training 2.0 min + evaluation 1.5 min = 3.5 min" in sweep.format_estimate(cfg, cells, probe)
+    text = sweep.format_estimate(cfg, cells, probe)
+    assert "3 cell(s) to run: training 2.0 min + evaluation 1.5 min = 3.5 min" in text
     # an evaluation at step 30 of 60 besides the final one
     probe[("softmax", 5)].update(eval_ms_per_env_step=0.5)
     text = sweep.format_estimate(replace_config(cfg, eval_every=30), cells, probe)

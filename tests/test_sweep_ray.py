@@ -39,7 +39,8 @@ def ray_env() -> dict[str, str]:
     """Ray's token authentication with a token of this test run's own (in the environment, so that nothing is
     written to ~/.ray), and this tree's code on the workers' path."""
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"),
+                                                        os.environ.get("PYTHONPATH")]))}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,8 @@ def ray_head(tmp_path_factory):
         patch.setenv(key, env[key])
     try:
         deadline = time.monotonic() + 180
-        while "Ray runtime started" not in log.read_text() and head.poll() is None and time.monotonic() < deadline:
+        while ("Ray runtime started" not in log.read_text() and head.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.5)
         assert head.poll() is None and "Ray runtime started" in log.read_text(), log.read_text()[-3000:]
         yield f"127.0.0.1:{port}"
@@ -87,10 +89,10 @@ def ray_head(tmp_path_factory):
 
 def _tiny_real(out: Path, **kw) -> SweepConfig:
     """A 2x2 grid (2 attentions x 2 seeds) of real, tiny train + evaluate cells."""
-    values = {"datasets": ["default"], "attentions": ["softmax", "cosformer"], "contexts": [3], "seeds": [0, 1],
-              "steps": 4, "embed_dim": 16, "n_layers": 1, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2,
-              "eval_episodes": 1, "eval_envs": 1, "eval_targets": [1800.0], "threads_per_job": 1, "report": False,
-              "out_dir": str(out)}
+    values = {"datasets": ["default"], "attentions": ["softmax", "cosformer"], "contexts": [3],
+              "seeds": [0, 1], "steps": 4, "embed_dim": 16, "n_layers": 1, "batch_size": 4, "warmup_steps": 1,
+              "checkpoint_every": 2, "eval_episodes": 1, "eval_envs": 1, "eval_targets": [1800.0],
+              "threads_per_job": 1, "report": False, "out_dir": str(out)}
     return config_from_dict(SweepConfig, {**values, **kw})
 
 
@@ -107,11 +109,14 @@ def test_ray_cells_reach_the_local_pools_weights_and_scores(tmp_path, ray_head):
         assert a["step"] == b["step"] == 4
         for key, w in a["model"].items():
             assert torch.equal(w, b["model"][key]), (name, key)
-        ev_a, ev_b = (json.loads((tmp_path / side / name / "eval.json").read_text()) for side in ("local", "ray"))
+        ev_a, ev_b = (json.loads((tmp_path / side / name / "eval.json").read_text())
+                      for side in ("local", "ray"))
         assert [r["returns"] for r in ev_a["results"]] == [r["returns"] for r in ev_b["results"]]
-        assert [r["normalized_mean"] for r in ev_a["results"]] == [r["normalized_mean"] for r in ev_b["results"]]
+        scores = [[r["normalized_mean"] for r in ev["results"]] for ev in (ev_a, ev_b)]
+        assert scores[0] == scores[1]
     results = json.loads((tmp_path / "ray" / "sweep_results.json").read_text())
-    assert all(r["ok"] for r in results) and not list((tmp_path / "ray").glob(f"{sweep_ray.ROOT_TOKEN_PREFIX}*"))
+    assert all(r["ok"] for r in results)
+    assert not list((tmp_path / "ray").glob(f"{sweep_ray.ROOT_TOKEN_PREFIX}*"))
 
 
 def _interrupt(out: Path, resume: list[str], lost: list[str]) -> None:
@@ -136,7 +141,8 @@ def test_a_grid_started_on_one_backend_is_finished_on_the_other(tmp_path, ray_he
     assert [c.status for c in expand_grid(on_ray)].count("done") == 5
     assert run_sweep(on_ray, train_fn=fake_train, reference_fn=None, progress=False) == 0
     again = calls(out)[8:]
-    assert sorted((c["run"], c["resume"]) for c in again) == [(names[0], True), (names[1], True), (names[2], False)]
+    assert sorted((c["run"], c["resume"]) for c in again) == [(names[0], True), (names[1], True),
+                                                              (names[2], False)]
     assert os.getpid() not in {c["pid"] for c in again}  # ran in Ray's worker processes
     assert {n: (out / n / "eval.json").stat().st_mtime_ns for n in names[3:]} == kept  # finished: skipped
 
@@ -149,12 +155,13 @@ def test_a_grid_started_on_one_backend_is_finished_on_the_other(tmp_path, ray_he
 
 def test_a_failing_ray_cell_is_reported_with_its_log_while_the_others_finish(tmp_path, ray_head, capsys):
     out = tmp_path / "sweep"
-    cfg = small(out, attentions=["broken", "softmax"], contexts=[5], seeds=[0, 1], backend="ray", address=ray_head,
-                report=False)
+    cfg = small(out, attentions=["broken", "softmax"], contexts=[5], seeds=[0, 1], backend="ray",
+                address=ray_head, report=False)
     assert run_sweep(cfg, train_fn=fake_train, reference_fn=None, progress=False) == 1
     printed = capsys.readouterr().out
     for seed in (0, 1):
-        head = f"FAILED hopper-medium-standin observe=full broken K=5 seed={seed} batch=64: RuntimeError: this attention"
+        head = (f"FAILED hopper-medium-standin observe=full broken K=5 seed={seed} batch=64: RuntimeError: "
+                "this attention")
         assert head in printed
     assert "    | RuntimeError: this attention always diverges" in printed  # the log's last lines
     assert "    | training output goes to the cell's log" in printed
@@ -169,7 +176,8 @@ def test_a_worker_that_cannot_see_the_output_root_fails_its_cell(tmp_path, ray_h
     # The driver marks the root under another name than the workers look for: to them it is not the root.
     monkeypatch.setattr(sweep_ray, "ROOT_TOKEN_PREFIX", ".another-root-")
     out = tmp_path / "sweep"
-    cfg = small(out, attentions=["softmax"], contexts=[5], seeds=[0], backend="ray", address=ray_head, report=False)
+    cfg = small(out, attentions=["softmax"], contexts=[5], seeds=[0], backend="ray", address=ray_head,
+                report=False)
     assert run_sweep(cfg, train_fn=fake_train, reference_fn=None, progress=False) == 1
     printed = capsys.readouterr().out
     assert f"cannot see the sweep's output root {out.resolve()}" in printed
@@ -213,7 +221,8 @@ from agents.config import TrainConfig
 from experiments.commands.sweep import SweepConfig, run_sweep
 from test_sweep import sleepy_train
 cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5], seeds=[0, 1, 2],
-                  train=TrainConfig(steps=4), out_dir={str(out)!r}, backend="ray", cpus_per_cell=1, report=False)
+                  train=TrainConfig(steps=4), out_dir={str(out)!r}, backend="ray", cpus_per_cell=1,
+                  report=False)
 try:
     run_sweep(cfg, train_fn=sleepy_train, reference_fn=None, progress=False)
 except KeyboardInterrupt:

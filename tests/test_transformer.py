@@ -34,7 +34,8 @@ def _model(name: str, **options) -> CausalTransformer:
             raise
         pytest.skip(f"attention {name!r} is not registered yet")
     torch.manual_seed(0)
-    cfg = TransformerConfig(embed_dim=16, n_layers=2, n_heads=2, dropout=0.0, attention=name, attention_options=opts)
+    cfg = TransformerConfig(embed_dim=16, n_layers=2, n_heads=2, dropout=0.0, attention=name,
+                            attention_options=opts)
     return CausalTransformer(cfg).eval()
 
 

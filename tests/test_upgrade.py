@@ -55,7 +55,8 @@ def test_format1_checkpoint_and_config_load_as_the_current_format(old_run):
     model = load_policy(payload)
     assert (model.cfg.context, model.cfg.transformer.n_layers, model.cfg.transformer.activation,
             model.cfg.init) == (4, 2, "relu", "normal")
-    # resuming it compares the saved config through the upgrade: the same settings match, the rollout may change
+    # resuming it compares the saved config through the upgrade: the same settings match, the rollout may
+    # change
     now = TrainConfig(**{k: v for k, v in config.items() if k != "rollout"})
     assert config_differences(config, now) == []
     assert config_differences(config, dataclasses.replace(now, n_layers=3)) == ["n_layers (saved 2, now 3)"]
@@ -80,15 +81,20 @@ def test_format1_run_evaluates_exactly_as_its_exact_file_says(old_run):
     (the same function, on the same environment seeds); the streaming one reproduces its eval.json. Written
     over eval.json, the exact evaluation moves the streaming one aside to eval-streaming.json."""
     old_exact, old_streaming = _saved(old_run, "eval-naive.json"), _saved(old_run, "eval.json")
-    stamped = evaluate(EvalConfig(checkpoint=str(old_run), episodes=2, envs=2), progress=False, print_table=False)
+    stamped = evaluate(EvalConfig(checkpoint=str(old_run), episodes=2, envs=2), progress=False,
+                       print_table=False)
     assert stamped["rollout"] == "exact" and stamped["results"][0]["target"] == 1800.0
-    np.testing.assert_allclose(stamped["results"][0]["returns"], old_exact["results"][0]["returns"], rtol=1e-6)
-    assert _saved(old_run, "eval.json") == old_streaming  # an existing eval.json is never overwritten by default
+    np.testing.assert_allclose(stamped["results"][0]["returns"], old_exact["results"][0]["returns"],
+                               rtol=1e-6)
+    # an existing eval.json is never overwritten by default
+    assert _saved(old_run, "eval.json") == old_streaming
     assert len(list(old_run.glob("eval-2*.json"))) == 1
 
     streaming = evaluate(EvalConfig(checkpoint=str(old_run), episodes=2, envs=2, rollout="streaming",
-                                    output=str(old_run / "again-streaming.json")), progress=False, print_table=False)
-    np.testing.assert_allclose(streaming["results"][0]["returns"], old_streaming["results"][0]["returns"], rtol=1e-6)
+                                    output=str(old_run / "again-streaming.json")), progress=False,
+                                    print_table=False)
+    np.testing.assert_allclose(streaming["results"][0]["returns"], old_streaming["results"][0]["returns"],
+                               rtol=1e-6)
 
     evaluate(EvalConfig(checkpoint=str(old_run), episodes=2, envs=2, output=str(old_run / "eval.json")),
              progress=False, print_table=False)
@@ -135,8 +141,9 @@ def test_format1_run_counts_as_evaluated_for_a_sweep(old_run):
 
 def test_format1_evaluation_records_upgrade_field_by_field():
     old = {"schema": "dt-attn/eval/1", "eval_config": {"naive": False, "seed": 3},
-           "results": [{"target": 1.0, "rollout": "incremental: sliding window of 59 tokens per layer (streaming: "
-                                                  "...; --naive is exact)"}, {"target": 2.0, "rollout": "x"}]}
+           "results": [{"target": 1.0, "rollout": ("incremental: sliding window of 59 tokens per layer "
+                                                   "(streaming: ...; --naive is exact)")},
+                       {"target": 2.0, "rollout": "x"}]}
     new = upgrade_evaluation(old)
     assert new["format"] == FORMAT and "schema" not in new and new["rollout"] == "streaming"
     assert new["method"] == "streaming (approximate): sliding window of 59 tokens per layer"
@@ -144,17 +151,18 @@ def test_format1_evaluation_records_upgrade_field_by_field():
     assert all("rollout" not in r for r in new["results"])
     assert (new["activation"], new["init"], new["init_std"], new["train_precision"]) == (
         "gelu", "torch-default", 0.02, "fp32")  # what format-1 runs without the fields used
-    described = {"naive: recompute the last 20 steps": ("exact", "exact: the last 20 steps re-run every step"),
+    rerun = "exact: the last 20 steps re-run every step"
+    described = {"naive: recompute the last 20 steps": ("exact", rerun),
                  "naive (combiner-logsparse has no window option): recompute the last 20 steps":
-                     ("exact", ("exact: the last 20 steps re-run every step (combiner-logsparse has no window "
-                                "option to stream with)")),
+                     ("exact", f"{rerun} (combiner-logsparse has no window option to stream with)"),
                  "incremental: whole episode": ("exact", "exact: incremental state over the whole episode")}
     for text, (rollout, method) in described.items():
         new = upgrade_evaluation({"results": [{"rollout": text}]})
         assert (new["rollout"], new["method"]) == (rollout, method)
     flagged = upgrade_evaluation({"exact_readout": True, "activation": "relu", "eval_config": {"naive": True},
                                   "results": [{"rollout": "incremental: whole episode"}]})
-    assert flagged["rollout"] == "exact" and flagged["activation"] == "relu" and "exact_readout" not in flagged
+    assert flagged["rollout"] == "exact" and flagged["activation"] == "relu"
+    assert "exact_readout" not in flagged
     current = {"format": 2, "rollout": "exact", "results": []}
     assert upgrade_evaluation(current) is current
 
@@ -186,11 +194,13 @@ def test_format2_model_config_nests_the_block_stack_and_loads():
     assert payload["format"] == 3 and payload["config"] == {"seed": 0}
     assert payload["model_config"] == {
         "state_dim": 11, "act_dim": 3, "context": 4, "max_ep_len": 1000, "init": "normal", "init_std": 0.02,
-        "transformer": {"embed_dim": 8, "n_layers": 2, "n_heads": 2, "dropout": 0.1, "attention": "combiner-fixed",
-                        "attention_options": {"span": 4}, "activation": "relu"}}
+        "transformer": {"embed_dim": 8, "n_layers": 2, "n_heads": 2, "dropout": 0.1,
+                        "attention": "combiner-fixed", "attention_options": {"span": 4},
+                        "activation": "relu"}}
     cfg = DTConfig.from_dict(payload["model_config"])
-    assert cfg.transformer == TransformerConfig(embed_dim=8, n_layers=2, n_heads=2, attention="combiner-fixed",
-                                                attention_options={"span": 4}, activation="relu")
+    assert cfg.transformer == TransformerConfig(embed_dim=8, n_layers=2, n_heads=2,
+                                                attention="combiner-fixed", attention_options={"span": 4},
+                                                activation="relu")
     model = DecisionTransformer(cfg)
     assert len(model.transformer.blocks) == 2 and model.transformer.blocks[0].attn.span == 4
     # a current checkpoint's model config (dataclasses.asdict) reads back as the same config

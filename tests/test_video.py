@@ -17,8 +17,9 @@ from dt_attn import TransformerConfig
 from envs import make_vector_env
 from experiments.cli import main as cli_main
 
-HOPPER = RolloutSettings(env_id="Hopper-v4", env_name="hopper", observe="full", state_mean=np.zeros(11, np.float32),
-                         state_std=np.ones(11, np.float32), rtg_scale=1000.0, targets=[1800.0], max_episode_steps=1000)
+HOPPER = RolloutSettings(env_id="Hopper-v4", env_name="hopper", observe="full",
+                         state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32),
+                         rtg_scale=1000.0, targets=[1800.0], max_episode_steps=1000)
 
 
 @pytest.fixture(autouse=True)
@@ -56,8 +57,8 @@ def test_exact_rollout_plays_evaluations_exact_episodes():
                        rtg_scale=1000.0, seed=5, max_steps=12)
     envs.close()
     envs = make_vector_env("Hopper-v4", 2, 5)
-    rollout = SteppedRollout(model, envs, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
-                             rtg_scale=1000.0, seed=5, max_steps=12)
+    rollout = SteppedRollout(model, envs, target=1800.0, state_mean=HOPPER.state_mean,
+                             state_std=HOPPER.state_std, rtg_scale=1000.0, seed=5, max_steps=12)
     steps = list(rollout)
     envs.close()
     assert [s.window for s in steps[:4]] == [1, 2, 3, 3] and len(steps) == rollout.lengths.max()
@@ -69,10 +70,11 @@ def test_mp4_holds_one_frame_per_state_and_replays_evaluations_episode(tmp_path,
     import imageio.v2 as imageio
 
     model = policy()
-    result = record_video(model, HOPPER, tmp_path / "ep.mp4", target=1800.0, seed=11, max_steps=9, width=64, height=48)
+    result = record_video(model, HOPPER, tmp_path / "ep.mp4", target=1800.0, seed=11, max_steps=9, width=64,
+                          height=48)
     envs = make_vector_env("Hopper-v4", 1, 11)
-    rollout = SteppedRollout(model, envs, target=1800.0, state_mean=HOPPER.state_mean, state_std=HOPPER.state_std,
-                             rtg_scale=1000.0, seed=11, max_steps=9)
+    rollout = SteppedRollout(model, envs, target=1800.0, state_mean=HOPPER.state_mean,
+                             state_std=HOPPER.state_std, rtg_scale=1000.0, seed=11, max_steps=9)
     list(rollout)
     envs.close()
     assert result.length == rollout.lengths[0] and result.frames == result.length + 1
@@ -93,9 +95,9 @@ def test_gif_and_the_video_command(tmp_path, gl, capsys):
     import imageio.v3 as iio
 
     run = tmp_path / "run"
-    Trainer(TrainConfig(dataset="default", attention="softmax", context=3, embed_dim=16, n_layers=1, batch_size=4,
-                        steps=2, warmup_steps=1, checkpoint_every=2, log_every=1, eval_episodes=0, run_dir=str(run),
-                        threads=1), progress=False).train()
+    Trainer(TrainConfig(dataset="default", attention="softmax", context=3, embed_dim=16, n_layers=1,
+                        batch_size=4, steps=2, warmup_steps=1, checkpoint_every=2, log_every=1,
+                        eval_episodes=0, run_dir=str(run), threads=1), progress=False).train()
     gif = tmp_path / "out" / "ep.gif"
     assert cli_main(["video", "--checkpoint", str(run), "--out", str(gif), "--max-steps", "6", "--fps", "20",
                      "--width", "32", "--height", "32", "--threads", "1"]) == 0
@@ -109,7 +111,8 @@ def test_gif_and_the_video_command(tmp_path, gl, capsys):
 
     assert cli_main(["video", "--checkpoint", str(run), "--out", str(tmp_path / "ep.avi")]) == 2
     assert "must end in .mp4 or .gif" in capsys.readouterr().err
-    assert cli_main(["video", "--checkpoint", str(run), "--out", str(tmp_path / "ep.mp4"), "--width", "33"]) == 2
+    assert cli_main(["video", "--checkpoint", str(run), "--out", str(tmp_path / "ep.mp4"), "--width",
+                     "33"]) == 2
     assert "video width must be an int >= 16, even for MP4, got 33" in capsys.readouterr().err
 
 

@@ -44,8 +44,9 @@ class Attention(nn.Module):
         raise NotImplementedError
 
     def forward_last(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The causal output of the last token alone, (batch, heads, 1, value_dim): ``forward(q, k, v)[:, :, -1:]``.
-        With ``last_query_only``, q may hold the last query alone (batch, heads, 1, head_dim)."""
+        """The causal output of the last token alone, (batch, heads, 1, value_dim):
+        ``forward(q, k, v)[:, :, -1:]``. With ``last_query_only``, q may hold the last query alone
+        (batch, heads, 1, head_dim)."""
         return self.forward(q, k, v)[:, :, -1:]
 
     def init_state(

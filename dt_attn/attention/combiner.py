@@ -137,7 +137,8 @@ class _Combiner(Attention):
 
     def __init__(self, span: int | None = None, window: int | None = None) -> None:
         super().__init__()
-        check_positive_int("span", span, optional=True, meaning="tokens per block; None: derived from the length")
+        check_positive_int("span", span, optional=True,
+                           meaning="tokens per block; None: derived from the length")
         check_window(window)
         self.span = span
         self.window = window

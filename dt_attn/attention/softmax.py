@@ -122,6 +122,8 @@ class SoftmaxAttention(Attention):
             values = torch.cat([values, values.new_zeros(*values.shape[:2], grow, values.shape[3])], 2)
         keys[:, :, pos : pos + n] = k
         values[:, :, pos : pos + n] = v
-        visible = torch.arange(pos + n, device=q.device)[None, :] <= pos + torch.arange(n, device=q.device)[:, None]
-        out = F.scaled_dot_product_attention(q, keys[:, :, : pos + n], values[:, :, : pos + n], attn_mask=visible)
+        keys_at = torch.arange(pos + n, device=q.device)
+        visible = keys_at[None, :] <= pos + torch.arange(n, device=q.device)[:, None]
+        out = F.scaled_dot_product_attention(q, keys[:, :, : pos + n], values[:, :, : pos + n],
+                                             attn_mask=visible)
         return out, KVCache(keys=keys, values=values, length=pos + n)

@@ -32,7 +32,8 @@ def ring_fits(n: int) -> bool:
     return n <= RING_SPARE + 1
 
 
-def step_in_pieces(step_many: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: Any) -> tuple:
+def step_in_pieces(step_many: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   state: Any) -> tuple:
     """Feed n tokens (dim 2) through ``step_many`` in consecutive pieces that each fit the ring."""
     outs = []
     for lo in range(0, q.shape[2], RING_SPARE + 1):
@@ -60,7 +61,8 @@ def ring_layout(position: int, window: int, n: int, device: torch.device | str) 
     layout repeats with period ``capacity`` once the ring is full, so it is cached.
     """
     if n < 1 or not ring_fits(n):
-        raise ValueError(f"ring_layout takes 1 to {RING_SPARE + 1} new tokens, got {n}; feed them with step_in_pieces")
+        raise ValueError(f"ring_layout takes 1 to {RING_SPARE + 1} new tokens, got {n}; feed them "
+                         "with step_in_pieces")
     cap = ring_capacity(window)
     canonical = position if position < cap else cap + position % cap
     return _layout(canonical, window, n, str(device))
@@ -74,7 +76,8 @@ def ring_distances(layout: RingLayout) -> torch.Tensor:
 
 
 def _positions(position: int, window: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Query positions (n, 1) and the position each slot holds after the write (capacity,), negative if empty."""
+    """Query positions (n, 1) and the position each slot holds after the write (capacity,), negative if
+    empty."""
     cap = ring_capacity(window)
     last = position + n - 1  # newest position held after the write
     return position + torch.arange(n)[:, None], last - (last - torch.arange(cap)) % cap

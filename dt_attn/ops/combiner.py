@@ -196,7 +196,8 @@ def _region_grad(ds: Tensor, x: Tensor, groups: int) -> Tensor:
     """Gradient for region keys/values: ds (B, H, nb, s, R)^T x x (B, H, nb, s, E) -> (B, H, G, R, E)."""
     if groups == 1 and ds.shape[2] != 1:
         b, h, nb, s, r = ds.shape
-        return (ds.reshape(b, h, nb * s, r).transpose(-1, -2) @ x.reshape(b, h, nb * s, x.shape[-1])).unsqueeze(2)
+        flat = x.reshape(b, h, nb * s, x.shape[-1])
+        return (ds.reshape(b, h, nb * s, r).transpose(-1, -2) @ flat).unsqueeze(2)
     return ds.transpose(-1, -2) @ x
 
 
@@ -429,7 +430,8 @@ def _windowed_regions(qmax, kmax, bvalid, k, v, valid, span, nb, window):
     for level in range(int(n.max()).bit_length()):
         first = lo + ((n >> (level + 1)) << (level + 1))
         members = (first[:, None] + torch.arange(1 << level, device=k.device)).clamp(max=nb - 1)  # (nb, 2**l)
-        tokens = (members[:, :, None] * span + torch.arange(span, device=k.device)).flatten(1)  # (nb, 2**l * span)
+        # (nb, 2**l * span)
+        tokens = (members[:, :, None] * span + torch.arange(span, device=k.device)).flatten(1)
         gvalid = None if bvalid is None else bvalid[:, :, members].any(-1)  # (B, 1, nb)
         qbar = _zero_empty(_TokenMax.apply(qmax[:, :, members]), gvalid)
         kbar = _zero_empty(_TokenMax.apply(kmax[:, :, members]), gvalid)

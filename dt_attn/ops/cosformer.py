@@ -22,14 +22,16 @@ def rotation(positions: torch.Tensor, max_distance: int, dtype: torch.dtype) -> 
     return torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1).to(dtype)
 
 
-def rotations_from(position: int, n: int, max_distance: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def rotations_from(position: int, n: int, max_distance: int, dtype: torch.dtype,
+                   device: torch.device) -> torch.Tensor:
     """``rotation`` of the n positions ``position .. position+n-1`` as an (n, 2) tensor, cached: a
     rollout asks for the same few rows at every layer of every step."""
     return _rotations_from(position % (4 * max_distance), n, max_distance, dtype, str(device))
 
 
 @functools.lru_cache(maxsize=8192)
-def _rotations_from(position: int, n: int, max_distance: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+def _rotations_from(position: int, n: int, max_distance: int, dtype: torch.dtype,
+                    device: str) -> torch.Tensor:
     with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward later
         return rotation(torch.arange(position, position + n), max_distance, dtype).to(device)
 
@@ -86,7 +88,8 @@ def cosformer_attention(
         rk = torch.where(pad, 0.0, rk)
         v = torch.where(pad, 0.0, v)
     if T <= chunk_size:  # one chunk: normalise the (T, T) weights, cheaper than a ones column on v
-        weights = torch.matmul(rq, rk.transpose(-1, -2)).mul_(_distance_weighting(T, 0, window, max_distance, rq))
+        weights = torch.matmul(rq, rk.transpose(-1, -2))
+        weights.mul_(_distance_weighting(T, 0, window, max_distance, rq))
         return torch.matmul(weights / weights.sum(-1, keepdim=True).clamp_min(eps), v)
     # A ones column appended to v turns the normaliser into one more output column.
     v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
@@ -173,7 +176,8 @@ def _chunkwise(
     return out.reshape(B, H, n * C, v.shape[-1])[:, :, :T]
 
 
-def _distance_weighting(C: int, o: int, window: int | None, max_distance: int, like: torch.Tensor) -> torch.Tensor:
+def _distance_weighting(C: int, o: int, window: int | None, max_distance: int,
+                        like: torch.Tensor) -> torch.Tensor:
     """(C, C) cos(pi/2 * d / M) for query/key positions a, b of two chunks ``o`` apart (distance
     d = o*C + a - b), zero where the key is not visible (d < 0, or d >= window when windowed)."""
     local = torch.arange(C, device=like.device)
@@ -182,7 +186,8 @@ def _distance_weighting(C: int, o: int, window: int | None, max_distance: int, l
     return distance_weights(d, visible, max_distance, like.dtype)
 
 
-def distance_weights(distance: torch.Tensor, visible: torch.Tensor, max_distance: int, dtype: torch.dtype) -> torch.Tensor:
+def distance_weights(distance: torch.Tensor, visible: torch.Tensor, max_distance: int,
+                     dtype: torch.dtype) -> torch.Tensor:
     """cos(pi/2 * distance / M) where ``visible``, else 0 (computed in float64, returned as ``dtype``)."""
     cos = torch.cos(distance.to(torch.float64) * (math.pi / (2 * max_distance)))
     return torch.where(visible, cos, 0.0).to(dtype)

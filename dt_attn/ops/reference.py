@@ -46,7 +46,8 @@ def attention_weights(name: str, q: Tensor, k: Tensor, pad_mask: Tensor | None =
     valid = list(inspect.signature(weights).parameters)[2:-1]  # after q, k; before pad_mask
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"attention {name!r} got unknown option(s) {unknown}; valid options: {', '.join(valid)}")
+        raise ValueError(f"attention {name!r} got unknown option(s) {unknown}; valid options: "
+                         f"{', '.join(valid)}")
     return weights(q, k, **options, pad_mask=pad_mask)
 
 
@@ -59,7 +60,8 @@ def reference_attention(
     return attention_weights(name, q, k, pad_mask, **options) @ v
 
 
-def softmax_weights(q: Tensor, k: Tensor, window: int | None = None, pad_mask: Tensor | None = None) -> Tensor:
+def softmax_weights(q: Tensor, k: Tensor, window: int | None = None,
+                    pad_mask: Tensor | None = None) -> Tensor:
     """Causal (windowed) softmax(q k^T / sqrt(d)) probabilities, (B, H, T, T)."""
     _check(q, k, pad_mask, window=window)
     scores = (q @ k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
@@ -116,7 +118,8 @@ REFERENCES: dict[str, Callable[..., Tensor]] = {
 
 def _reference(name: str) -> Callable[..., Tensor]:
     if name not in REFERENCES:
-        raise ValueError(f"no reference form for attention {name!r}; available: {', '.join(sorted(REFERENCES))}")
+        raise ValueError(f"no reference form for attention {name!r}; available: "
+                         f"{', '.join(sorted(REFERENCES))}")
     return REFERENCES[name]
 
 
@@ -125,9 +128,11 @@ def _check(q: Tensor, k: Tensor, pad_mask: Tensor | None, **sizes: int | None) -
     for name, value in sizes.items():
         check_positive_int(name, value, optional=True)
     if q.dim() != 4 or k.shape != q.shape:
-        raise ValueError(f"expected q, k (B, H, T, D) of one shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+        raise ValueError(f"expected q, k (B, H, T, D) of one shape, got {tuple(q.shape)} and "
+                         f"{tuple(k.shape)}")
     if pad_mask is not None and pad_mask.shape != (q.shape[0], q.shape[2]):
-        raise ValueError(f"pad_mask must be (batch, tokens) = {(q.shape[0], q.shape[2])}, got {tuple(pad_mask.shape)}")
+        raise ValueError(f"pad_mask must be (batch, tokens) = {(q.shape[0], q.shape[2])}, got "
+                         f"{tuple(pad_mask.shape)}")
 
 
 def _visible(q: Tensor, window: int | None, pad_mask: Tensor | None) -> Tensor:
@@ -203,7 +208,8 @@ def _combiner_weights(
     for b in range(-(-T // span)):
         lo, hi = b * span, min(T, (b + 1) * span)
         qi = q[:, :, lo:hi]  # the block's queries (B, H, n, D)
-        own = torch.ones(hi - lo, hi - lo, dtype=torch.bool, device=q.device).tril() & valid[:, None, None, lo:hi]
+        causal = torch.ones(hi - lo, hi - lo, dtype=torch.bool, device=q.device).tril()
+        own = causal & valid[:, None, None, lo:hi]
         direct = (qi @ k[:, :, lo:hi].transpose(-1, -2) * scale).masked_fill(~own, float("-inf"))
         seen = [summary(blocks) for blocks in regions(b, span, window)]
         if not seen:

@@ -1,1 +1,2 @@
-"""Benchmarks: one module per `dt-attn bench-*` subcommand (and `dt-attn parity`), each writing its figures."""
+"""Benchmarks: one module per `dt-attn bench-*` subcommand (and `dt-attn parity`), each writing its
+figures."""

@@ -71,8 +71,10 @@ class BenchAttentionConfig:
     batch: int = field(default=8, metadata={"help": "batch size"})
     heads: int = field(default=4, metadata={"help": "attention heads"})
     head_dim: int = field(default=32, metadata={"help": "query/key/value dimension per head"})
-    warmup: int = field(default=1, metadata={"help": "untimed runs per cell (the first also gives peak memory)"})
-    repeats: int = field(default=3, metadata={"help": "timed forward+backward runs per cell (median reported)"})
+    warmup: int = field(default=1, metadata={
+        "help": "untimed runs per cell (the first also gives peak memory)"})
+    repeats: int = field(default=3, metadata={
+        "help": "timed forward+backward runs per cell (median reported)"})
     slow_cell_s: float = field(
         default=60.0, metadata={"help": "a cell whose warm-up takes longer reports that one run, no repeats"}
     )
@@ -95,12 +97,15 @@ class BenchAttentionConfig:
         metadata={"help": "largest analytic size of the quadratic reference that is run "
                           "(0 = 40%% of the device's memory)"},
     )
-    isolate: bool = field(default=True, metadata={"help": "run each cell in a fresh process (honest peak memory)"})
+    isolate: bool = field(default=True, metadata={
+        "help": "run each cell in a fresh process (honest peak memory)"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda or auto (cuda when available)"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     seed: int = field(default=0, metadata={"help": "random seed of the inputs"})
-    out_dir: str = field(default="bench_results/attention", metadata={"help": "folder for CSV, plot, targets"})
-    quick: bool = field(default=False, metadata={"help": "small sizes for a smoke run (fields left at defaults)"})
+    out_dir: str = field(default="bench_results/attention",
+                         metadata={"help": "folder for CSV, plot, targets"})
+    quick: bool = field(default=False, metadata={
+        "help": "small sizes for a smoke run (fields left at defaults)"})
 
     def __post_init__(self) -> None:
         for name in ("tokens", "step_prefixes", "mechanisms"):
@@ -109,7 +114,8 @@ class BenchAttentionConfig:
         check_rules(self, "attention benchmark config", {
             **{name: (getattr(self, name) >= 1, ">= 1")
                for name in ("batch", "heads", "head_dim", "repeats", "step_batch", "step_samples")},
-            **{name: (getattr(self, name) >= 0, ">= 0") for name in ("warmup", "threads", "quadratic_max_gib")},
+            **{name: (getattr(self, name) >= 0, ">= 0") for name in ("warmup", "threads",
+                                                                     "quadratic_max_gib")},
             "tokens": (min(self.tokens) >= 1, ">= 1"),
             "step_prefixes": (min(self.step_prefixes) >= 1, ">= 1"),
             "device": (self.device in ("auto", "cpu", "cuda"), "cpu, cuda or auto"),
@@ -118,7 +124,8 @@ class BenchAttentionConfig:
             if isinstance(getattr(self, name), str):
                 setattr(self, name, json.loads(getattr(self, name)))
             if not all(isinstance(v, dict) for v in getattr(self, name).values()):
-                raise ValueError(f'{name} must map mechanism names to option objects, e.g. {{"cosformer": {{}}}}')
+                raise ValueError(f'{name} must map mechanism names to option objects, e.g. '
+                                 '{"cosformer": {}}')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,7 +409,8 @@ def plot(path: Path, fwd: list[dict[str, Any]], step: list[dict[str, Any]]) -> N
         timed = [r for r in rs if r["median_s"] is not None]
         axes[0].plot([r["tokens"] for r in timed], [r["median_s"] * 1e3 for r in timed], "o-", label=name,
                      color=color[name])
-        measured = [r for r in rs if r["peak_bytes"] is not None and not r["memory_method"].startswith("analytic")]
+        measured = [r for r in rs
+                    if r["peak_bytes"] is not None and not r["memory_method"].startswith("analytic")]
         axes[1].plot([r["tokens"] for r in measured], [r["peak_bytes"] / 2**20 for r in measured],
                      "o-", label=name, color=color[name])
         analytic = [r for r in rs if r["memory_method"].startswith("analytic")]
@@ -462,8 +470,8 @@ def run(cfg: BenchAttentionConfig, say: Callable[[str], None] = print) -> dict[s
     return {"fwd_bwd": fwd, "step": step, "targets": targets}
 
 
-COMMAND = Command("bench-attention", "time and measure attention mechanisms against SDPA", BenchAttentionConfig, run,
-                  __doc__, aliases=("bench",))
+COMMAND = Command("bench-attention", "time and measure attention mechanisms against SDPA",
+                  BenchAttentionConfig, run, __doc__, aliases=("bench",))
 
 if __name__ == "__main__":
     sys.exit(COMMAND.main())

@@ -106,10 +106,11 @@ def dt_config(cfg: AgentBenchConfig, attention: str, context: int, *, state_dim:
               act_dim: int = ACT_DIM, max_ep_len: int = 1000, dropout: float = 0.1) -> DTConfig:
     """The benchmark's Decision Transformer for ``attention`` at context ``context`` (options as training
     sets them)."""
+    stack = TransformerConfig(embed_dim=cfg.embed_dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
+                              dropout=dropout, attention=attention,
+                              attention_options=attention_options_for(attention, {}, context))
     return DTConfig(state_dim=state_dim, act_dim=act_dim, context=context, max_ep_len=max_ep_len,
-                    transformer=TransformerConfig(embed_dim=cfg.embed_dim, n_layers=cfg.n_layers,
-                                                  n_heads=cfg.n_heads, dropout=dropout, attention=attention,
-                                                  attention_options=attention_options_for(attention, {}, context)))
+                    transformer=stack)
 
 
 def synthetic_sampler(context: int, seed: int) -> SegmentSampler:
@@ -140,8 +141,8 @@ def training_step(model: DecisionTransformer, precision: str = "fp32") -> Callab
     return step
 
 
-def steps_per_second(step: Callable[[Batch], None], sampler: SegmentSampler, batch: int, warmup: int, timed: int,
-                     device: torch.device) -> float:
+def steps_per_second(step: Callable[[Batch], None], sampler: SegmentSampler, batch: int, warmup: int,
+                     timed: int, device: torch.device) -> float:
     """Training steps per second of ``step`` over ``timed`` batches after ``warmup`` untimed ones."""
     batches = [sampler.sample(batch).to(device) for _ in range(warmup + timed)]
     for b in batches[:warmup]:

@@ -49,7 +49,8 @@ class BenchContextConfig(AgentBenchConfig):
     steps: int = field(default=5, metadata={"help": "timed training steps per cell (after one warm-up step)"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto: where the models train"})
     out_dir: str = "bench_results/context"
-    quick: bool = field(default=False, metadata={"help": "tiny sizes for a smoke run (fields left at defaults)"})
+    quick: bool = field(default=False, metadata={
+        "help": "tiny sizes for a smoke run (fields left at defaults)"})
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -92,7 +93,8 @@ def bench_context(cfg: BenchContextConfig) -> list[dict]:
                 continue
             rows.append(row)
             print(f"  {att:<20} K={k:<5} {row['steps_per_s']:8.2f} steps/s  training peak "
-                  f"{row['peak_above_start_mb']:8.0f} MB (process peak RSS {row['peak_rss_mb']:.0f} MB)", flush=True)
+                  f"{row['peak_above_start_mb']:8.0f} MB (process peak RSS {row['peak_rss_mb']:.0f} MB)",
+                  flush=True)
     return rows
 
 
@@ -114,8 +116,8 @@ def run(cfg: BenchContextConfig) -> dict:
     return figures
 
 
-COMMAND = Command("bench-context", "training cost of each attention as the context K grows", BenchContextConfig,
-                  run, __doc__)
+COMMAND = Command("bench-context", "training cost of each attention as the context K grows",
+                  BenchContextConfig, run, __doc__)
 
 if __name__ == "__main__":
     sys.exit(COMMAND.main())

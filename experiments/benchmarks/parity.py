@@ -69,14 +69,16 @@ class ParityConfig:
                               metadata={"help": "models to compare: " + ", ".join(MODELS)})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "training seeds"})
     steps: int = field(default=3000, metadata={"help": "gradient steps per cell"})
-    episodes: int = field(default=10, metadata={"help": "evaluation episodes per target (one environment each)"})
+    episodes: int = field(default=10, metadata={
+        "help": "evaluation episodes per target (one environment each)"})
     eval_seed: int = field(default=1000, metadata={"help": "seed of the first evaluation environment"})
-    max_steps: int | None = field(default=None, metadata={"help": "cap on steps per episode (default: the env's)"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "cap on steps per episode (default: the env's)"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     bootstrap: int = field(default=10_000, metadata={"help": "bootstrap resamples per interval"})
     out_dir: str = field(default="runs/parity", metadata={"help": "folder of the cells' runs and the table"})
-    quick: bool = field(default=False, metadata={"help": "tiny models, at most 20 steps, 2 episodes of 20 steps "
-                                                        "(a smoke test, not a result)"})
+    quick: bool = field(default=False, metadata={
+        "help": "tiny models, at most 20 steps, 2 episodes of 20 steps (a smoke test, not a result)"})
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.models) - set(MODELS))
@@ -112,12 +114,14 @@ class HuggingFaceDT(nn.Module):
                             max_ep_len=data.max_ep_len, init="huggingface", init_std=cfg.init_std,
                             transformer=TransformerConfig(embed_dim=cfg.embed_dim, n_layers=cfg.n_layers,
                                                           n_heads=cfg.n_heads, dropout=cfg.dropout,
-                                                          activation=cfg.activation, attention="huggingface-gpt2"))
+                                                          activation=cfg.activation,
+                                                          attention="huggingface-gpt2"))
         self.hf = DecisionTransformerModel(DecisionTransformerConfig(
-            state_dim=data.state_dim, act_dim=data.act_dim, hidden_size=cfg.embed_dim, max_ep_len=data.max_ep_len,
-            action_tanh=True, n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=4 * cfg.embed_dim,
-            activation_function=cfg.activation, n_positions=3 * cfg.context, resid_pdrop=cfg.dropout,
-            embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, initializer_range=cfg.init_std))
+            state_dim=data.state_dim, act_dim=data.act_dim, hidden_size=cfg.embed_dim,
+            max_ep_len=data.max_ep_len, action_tanh=True, n_layer=cfg.n_layers, n_head=cfg.n_heads,
+            n_inner=4 * cfg.embed_dim, activation_function=cfg.activation, n_positions=3 * cfg.context,
+            resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+            initializer_range=cfg.init_std))
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor, rtg: torch.Tensor, timesteps: torch.Tensor,
                 pad_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
@@ -125,7 +129,8 @@ class HuggingFaceDT(nn.Module):
         mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device) if pad_mask is None \
             else (~pad_mask).long()
         out = self.hf(states=states, actions=actions, rewards=None, returns_to_go=rtg,
-                      timesteps=timesteps.clamp(0, self.cfg.max_ep_len - 1), attention_mask=mask, return_dict=True)
+                      timesteps=timesteps.clamp(0, self.cfg.max_ep_len - 1), attention_mask=mask,
+                      return_dict=True)
         return out.action_preds[:, -1:] if last_only else out.action_preds
 
 
@@ -134,7 +139,8 @@ def cell_config(pcfg: ParityConfig, dataset: str, model: str, seed: int) -> Trai
     by the trainer (the cell evaluates in process, the same way for every model)."""
     values = {**SMALL, **(QUICK if pcfg.quick else {})}
     return TrainConfig(dataset=dataset, seed=seed, steps=pcfg.steps, threads=pcfg.threads, eval_episodes=0,
-                       checkpoint_every=max(1, pcfg.steps // 3), init="torch-default" if model == "dt-attn-torch-init"
+                       checkpoint_every=max(1, pcfg.steps // 3),
+                       init="torch-default" if model == "dt-attn-torch-init"
                        else "normal", run_dir=str(cell_dir(pcfg, dataset, model, seed)), **values)
 
 
@@ -158,11 +164,13 @@ def run_cell(pcfg: ParityConfig, dataset: str, model: str, seed: int) -> dict[st
     for target in data.default_targets:
         envs = make_vector_env(data.env_id, pcfg.episodes, pcfg.eval_seed, observe=data.observe)
         try:
-            res = run_episodes(policy, envs, target=target, state_mean=data.state_mean, state_std=data.state_std,
-                               rtg_scale=cfg.rtg_scale, seed=pcfg.eval_seed, max_steps=max_steps, plan=plan)
+            res = run_episodes(policy, envs, target=target, state_mean=data.state_mean,
+                               state_std=data.state_std, rtg_scale=cfg.rtg_scale, seed=pcfg.eval_seed,
+                               max_steps=max_steps, plan=plan)
         finally:
             envs.close()
-        scores, _ = normalized_score(data.env_name, res.returns, ref=getattr(data.dataset, "ref_scores", None))
+        scores, _ = normalized_score(data.env_name, res.returns,
+                                     ref=getattr(data.dataset, "ref_scores", None))
         targets.append({"target": target, "returns": res.returns.tolist(), "normalized": scores.tolist(),
                         "normalized_mean": float(scores.mean()), "rollout": res.method})
     result = {"dataset": dataset, "dataset_label": data.dataset.label, "env_id": data.env_id, "model": model,
@@ -182,16 +190,17 @@ def summarize(results: list[dict[str, Any]], resamples: int) -> list[dict[str, A
         for t in r["targets"]:
             key = (r["dataset"], r["model"], t["target"])
             by_cell.setdefault(key, []).append(t["normalized_mean"])
-            meta[key] = {"dataset_label": r["dataset_label"], "env_id": r["env_id"], "episodes": r["episodes"],
-                         "steps": r["steps"], "parameters": r["parameters"]}
+            meta[key] = {"dataset_label": r["dataset_label"], "env_id": r["env_id"],
+                         "episodes": r["episodes"], "steps": r["steps"], "parameters": r["parameters"]}
     rows = []
-    for (dataset, model, target), scores in sorted(by_cell.items(), key=lambda kv: (kv[0][0], kv[0][2],
-                                                                                     MODELS.index(kv[0][1]))):
+    order = sorted(by_cell.items(), key=lambda kv: (kv[0][0], kv[0][2], MODELS.index(kv[0][1])))
+    for (dataset, model, target), scores in order:
         values = np.asarray(scores)
         lo, hi = bootstrap_mean_ci(values, resamples)
-        row = {"dataset": dataset, "model": model, "target": target, "seeds": len(values), **meta[(dataset, model,
-               target)], "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-               "ci_low": lo, "ci_high": hi, "diff_to_hf": None, "diff_ci_low": None, "diff_ci_high": None}
+        row = {"dataset": dataset, "model": model, "target": target, "seeds": len(values),
+               **meta[(dataset, model, target)], "mean": float(values.mean()),
+               "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "ci_low": lo, "ci_high": hi,
+               "diff_to_hf": None, "diff_ci_low": None, "diff_ci_high": None}
         ref = by_cell.get((dataset, REFERENCE_MODEL, target))
         if model != REFERENCE_MODEL and ref:
             row["diff_to_hf"] = float(values.mean() - np.mean(ref))
@@ -202,17 +211,19 @@ def summarize(results: list[dict[str, Any]], resamples: int) -> list[dict[str, A
 
 def format_table(rows: list[dict[str, Any]], pcfg: ParityConfig) -> str:
     """Markdown table of ``summarize``'s rows, headed by what produced them."""
-    lines = [f"Model parity: {pcfg.steps} training steps, {len(pcfg.seeds)} seeds ({', '.join(map(str, pcfg.seeds))}), "
-             f"{pcfg.episodes} episodes per target and seed (env seeds {pcfg.eval_seed}-"
-             f"{pcfg.eval_seed + pcfg.episodes - 1}), exact rollout, D4RL-normalized scores"
+    lines = [f"Model parity: {pcfg.steps} training steps, {len(pcfg.seeds)} seeds "
+             f"({', '.join(map(str, pcfg.seeds))}), {pcfg.episodes} episodes per target and seed (env seeds "
+             f"{pcfg.eval_seed}-{pcfg.eval_seed + pcfg.episodes - 1}), exact rollout, D4RL-normalized scores"
              + (" (quick mode: tiny models, not a result)" if pcfg.quick else ""), "",
-             "| dataset | env | model | target | seeds | normalized mean ± std | 95% CI | diff to huggingface [95% CI] |",
+             ("| dataset | env | model | target | seeds | normalized mean ± std | 95% CI "
+              "| diff to huggingface [95% CI] |"),
              "|---|---|---|---:|---:|---|---|---|"]
     for r in rows:
         diff = "" if r["diff_to_hf"] is None else \
             f"{r['diff_to_hf']:+.1f} [{r['diff_ci_low']:+.1f}, {r['diff_ci_high']:+.1f}]"
-        lines.append(f"| {r['dataset_label']} | {r['env_id']} | {r['model']} | {r['target']:g} | {r['seeds']} | "
-                     f"{r['mean']:.1f} ± {r['std']:.1f} | [{r['ci_low']:.1f}, {r['ci_high']:.1f}] | {diff} |")
+        lines.append(f"| {r['dataset_label']} | {r['env_id']} | {r['model']} | {r['target']:g} | "
+                     f"{r['seeds']} | {r['mean']:.1f} ± {r['std']:.1f} | [{r['ci_low']:.1f}, "
+                     f"{r['ci_high']:.1f}] | {diff} |")
     return "\n".join(lines)
 
 
@@ -224,7 +235,8 @@ def run_parity(pcfg: ParityConfig, progress: bool = True) -> list[dict[str, Any]
     bar = progress_bar(total=len(cells), desc="parity", unit="cell", disable=not progress)
     for dataset, model, seed in cells:
         done = cell_dir(pcfg, dataset, model, seed) / "result.json"
-        results.append(json.loads(done.read_text()) if done.exists() else run_cell(pcfg, dataset, model, seed))
+        results.append(json.loads(done.read_text()) if done.exists()
+                       else run_cell(pcfg, dataset, model, seed))
         bar.update()
     bar.close()
     rows = summarize(results, pcfg.bootstrap)
@@ -244,8 +256,8 @@ def run(pcfg: ParityConfig) -> None:
     run_parity(pcfg)
 
 
-COMMAND = Command("parity", "this DT against HuggingFace's, same trainer and exact rollout", ParityConfig, run,
-                  __doc__)
+COMMAND = Command("parity", "this DT against HuggingFace's, same trainer and exact rollout", ParityConfig,
+                  run, __doc__)
 
 if __name__ == "__main__":
     sys.exit(COMMAND.main())

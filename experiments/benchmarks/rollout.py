@@ -39,8 +39,8 @@ AIM_EXACT_VS_STREAMING = 1.5  # exact wall time at most this multiple of streami
 AIM_ONE_ENV_VS_EXACT = 5.0  # the one-environment loop at least this many times slower than exact
 # --quick: tiny sizes (of the attentions asked for); one thread, as a tiny model gains nothing from threads,
 # and loses much on a busy machine.
-QUICK = {"contexts": [3], "episodes": 2, "max_steps": 8, "one_env_episodes": 1, "embed_dim": 16, "n_layers": 2,
-         "threads": 1}
+QUICK = {"contexts": [3], "episodes": 2, "max_steps": 8, "one_env_episodes": 1, "embed_dim": 16,
+         "n_layers": 2, "threads": 1}
 
 
 @dataclass
@@ -48,9 +48,10 @@ class BenchRolloutConfig(AgentBenchConfig):
     """What to time and at which sizes."""
 
     contexts: list[int] = field(default_factory=lambda: [20, 200], metadata={"help": "context lengths K"})
-    env: str = field(default="HalfCheetah-v4", metadata={"help": "gymnasium id (one whose episodes run to the limit)"})
-    episodes: int = field(default=10, metadata={"help": "episodes, run in parallel environments by the batched "
-                                                        "rollouts"})
+    env: str = field(default="HalfCheetah-v4", metadata={
+        "help": "gymnasium id (one whose episodes run to the limit)"})
+    episodes: int = field(default=10, metadata={
+        "help": "episodes, run in parallel environments by the batched rollouts"})
     max_steps: int = field(default=1000, metadata={"help": "steps per episode"})
     one_env_episodes: int | None = field(default=None, metadata={
         "help": "episodes the one-environment loop runs (default: all); its times are scaled to --episodes"})
@@ -59,7 +60,8 @@ class BenchRolloutConfig(AgentBenchConfig):
     out_dir: str = "bench_results/rollout"
     profile: bool = field(default=False, metadata={
         "help": "also write torch.profiler's table of 20 exact steps per attention and K"})
-    quick: bool = field(default=False, metadata={"help": "tiny sizes for a smoke run (fields left at defaults)"})
+    quick: bool = field(default=False, metadata={
+        "help": "tiny sizes for a smoke run (fields left at defaults)"})
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -73,7 +75,8 @@ class BenchRolloutConfig(AgentBenchConfig):
         })
 
 
-def build_model(cfg: BenchRolloutConfig, attention: str, context: int, state_dim: int, act_dim: int) -> DecisionTransformer:
+def build_model(cfg: BenchRolloutConfig, attention: str, context: int, state_dim: int,
+                act_dim: int) -> DecisionTransformer:
     """An untrained evaluation-mode Decision Transformer of the benchmark's size."""
     torch.manual_seed(cfg.seed)
     return DecisionTransformer(dt_config(cfg, attention, context, state_dim=state_dim, act_dim=act_dim,
@@ -137,12 +140,13 @@ def time_variant(model: DecisionTransformer, cfg: BenchRolloutConfig, variant: s
     return {"variant": variant, "rollout": plan.rollout, "method": plan.method, "episodes": cfg.episodes,
             "episodes_run": runs if alone else cfg.episodes, "envs_at_once": 1 if alone else cfg.episodes,
             "steps": int(max(r.lengths.max() for r, _ in done)), "wall_s": wall, "policy_s": policy,
-            "env_s": wall - policy, "steady_policy_ms_per_step": steady, "return_mean": float(np.mean(returns)),
-            "returns": [float(r) for r in returns]}
+            "env_s": wall - policy, "steady_policy_ms_per_step": steady,
+            "return_mean": float(np.mean(returns)), "returns": [float(r) for r in returns]}
 
 
 @torch.inference_mode()
-def counted_mflop_per_step(model: DecisionTransformer, plan: RolloutPlan, envs: int, after_steps: int) -> float:
+def counted_mflop_per_step(model: DecisionTransformer, plan: RolloutPlan, envs: int,
+                           after_steps: int) -> float:
     """Matrix-multiply MFLOP (torch's FlopCounterMode; it does not see inside CPU SDPA kernels) of one step of
     ``envs`` episodes after ``after_steps`` steps, random inputs."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -195,7 +199,8 @@ def ratios(rows: list[dict]) -> list[dict]:
             if a in by and b in by:
                 entry[f"{name}_wall"] = by[a]["wall_s"] / by[b]["wall_s"]
                 entry[f"{name}_policy"] = by[a]["policy_s"] / by[b]["policy_s"]
-                entry[f"{name}_steady_policy"] = by[a]["steady_policy_ms_per_step"] / by[b]["steady_policy_ms_per_step"]
+                steady = "steady_policy_ms_per_step"
+                entry[f"{name}_steady_policy"] = by[a][steady] / by[b][steady]
         if "exact_over_streaming_wall" in entry and key[1] == 20:
             entry["aim_exact_vs_streaming"] = entry["exact_over_streaming_wall"] <= AIM_EXACT_VS_STREAMING
         if "one_env_over_exact_wall" in entry:
@@ -209,16 +214,18 @@ def format_markdown(figures: dict) -> str:
     cfg = figures["config"]
     one = cfg["one_env_episodes"] or cfg["episodes"]
     lines = ["# Rollout benchmark", "",
-             (f"{figures['cpu']}; torch {figures['torch']}, {figures['torch_threads']} thread(s). {cfg['env']}, "
-             f"{cfg['episodes']} episodes x {cfg['max_steps']} steps (the one-environment loop ran {one} episode(s), "
-             f"its times scaled to {cfg['episodes']}); model {cfg['embed_dim']} wide, {cfg['n_layers']} layers, "
-             f"{cfg['n_heads']} head(s), untrained. Wall = the whole rollout, policy = the model alone; steady = "
-             "policy ms per step (all episodes) once the window is full."), "",
+             (f"{figures['cpu']}; torch {figures['torch']}, {figures['torch_threads']} thread(s). "
+              f"{cfg['env']}, {cfg['episodes']} episodes x {cfg['max_steps']} steps (the one-environment "
+              f"loop ran {one} episode(s), its times scaled to {cfg['episodes']}); model "
+              f"{cfg['embed_dim']} wide, {cfg['n_layers']} layers, {cfg['n_heads']} head(s), untrained. "
+              "Wall = the whole rollout, policy = the model alone; steady = policy ms per step (all "
+              "episodes) once the window is full."), "",
              "| attention | K | rollout | wall s | policy s | env s | steady policy ms/step | MFLOP/step |",
              "|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in figures["rows"]:
-        lines.append(f"| {r['attention']} | {r['context']} | {r['variant']} | {r['wall_s']:.2f} | {r['policy_s']:.2f} "
-                     f"| {r['env_s']:.2f} | {r['steady_policy_ms_per_step']:.2f} | {r['counted_mflop_per_step']:.1f} |")
+        lines.append(f"| {r['attention']} | {r['context']} | {r['variant']} | {r['wall_s']:.2f} | "
+                     f"{r['policy_s']:.2f} | {r['env_s']:.2f} | {r['steady_policy_ms_per_step']:.2f} | "
+                     f"{r['counted_mflop_per_step']:.1f} |")
     lines += ["", ("| attention | K | exact / streaming wall (aim <= 1.5 at K=20) | exact / streaming policy "
               "| one env / exact wall (aim >= 5) | one env / exact policy | no reuse / exact policy |"),
               "|---|---:|---:|---:|---:|---:|---:|"]
@@ -230,9 +237,11 @@ def format_markdown(figures: dict) -> str:
         return f"{entry[name]:.2f}x{mark}"
 
     for e in figures["ratios"]:
-        lines.append(f"| {e['attention']} | {e['context']} | {cell(e, 'exact_over_streaming_wall', 'aim_exact_vs_streaming')} "
-                     f"| {cell(e, 'exact_over_streaming_policy')} | {cell(e, 'one_env_over_exact_wall', 'aim_one_env_vs_exact')} "
-                     f"| {cell(e, 'one_env_over_exact_policy')} | {cell(e, 'no_reuse_over_exact_policy')} |")
+        lines.append(f"| {e['attention']} | {e['context']} | "
+                     f"{cell(e, 'exact_over_streaming_wall', 'aim_exact_vs_streaming')} | "
+                     f"{cell(e, 'exact_over_streaming_policy')} | "
+                     f"{cell(e, 'one_env_over_exact_wall', 'aim_one_env_vs_exact')} | "
+                     f"{cell(e, 'one_env_over_exact_policy')} | {cell(e, 'no_reuse_over_exact_policy')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,8 +260,8 @@ def run(cfg: BenchRolloutConfig, say: Callable[[str], None] = print) -> dict:
     state_dim, act_dim = probe.single_observation_space.shape[0], probe.single_action_space.shape[0]
     probe.close()
     figures: dict = {"config": config_to_dict(cfg), **machine(torch.device("cpu")), "rows": []}
-    say(f"rollout benchmark ({figures['cpu']}, torch {torch.__version__}, {torch.get_num_threads()} threads)\n"
-        f"{format_config(cfg)}")
+    say(f"rollout benchmark ({figures['cpu']}, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads)\n{format_config(cfg)}")
     for attention in cfg.attentions:
         for k in cfg.contexts:
             model = build_model(cfg, attention, k, state_dim, act_dim)
@@ -270,7 +279,8 @@ def run(cfg: BenchRolloutConfig, say: Callable[[str], None] = print) -> dict:
             _save(figures, out)  # after every (attention, K): an interrupted run keeps what it measured
             e = figures["ratios"][-1]
             parts = [f"{name.replace('_', ' ')} {e[name]:.2f}x" for name in
-                     ("exact_over_streaming_wall", "one_env_over_exact_wall", "no_reuse_over_exact_policy") if name in e]
+                     ("exact_over_streaming_wall", "one_env_over_exact_wall",
+                      "no_reuse_over_exact_policy") if name in e]
             say(f"  {attention:<18} K={k:<4} " + ", ".join(parts))
     say(f"written to {out}/rollout.json and rollout.md ({rollout_label('streaming')}: the streaming rollout)")
     return figures

@@ -59,26 +59,29 @@ class BenchTrainingConfig(AgentBenchConfig):
     warmup_steps: int = 5
     device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto: where the models train"})
     out_dir: str = "bench_results/training"
-    quick: bool = field(default=False, metadata={"help": "tiny sizes for a smoke run (fields left at defaults)"})
+    quick: bool = field(default=False, metadata={
+        "help": "tiny sizes for a smoke run (fields left at defaults)"})
 
     def __post_init__(self) -> None:
         check_field_types(self)
         check_rules(self, "training benchmark config", {
-            **{name: (getattr(self, name) >= 1, ">= 1") for name in ("context", "batch", "timed_steps", "rounds")},
+            **{name: (getattr(self, name) >= 1, ">= 1") for name in ("context", "batch", "timed_steps",
+                                                                     "rounds")},
             **{name: (getattr(self, name) >= 0, ">= 0") for name in ("warmup_steps", "threads")},
         })
 
 
 def hf_training_step(cfg: BenchTrainingConfig, device: torch.device, precision: str = "fp32"):
-    """One training step of HuggingFace's DecisionTransformerModel of the same size, and its parameter count."""
+    """One training step of HuggingFace's DecisionTransformerModel of the same size, and its parameter
+    count."""
     from transformers import DecisionTransformerConfig, DecisionTransformerModel
 
     from agents.trainer import training_autocast
 
     hf = DecisionTransformerModel(DecisionTransformerConfig(
-        state_dim=STATE_DIM, act_dim=ACT_DIM, hidden_size=cfg.embed_dim, n_layer=cfg.n_layers, n_head=cfg.n_heads,
-        max_ep_len=1000, n_positions=max(1024, 3 * cfg.context), resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
-        n_inner=4 * cfg.embed_dim, activation_function="relu"))
+        state_dim=STATE_DIM, act_dim=ACT_DIM, hidden_size=cfg.embed_dim, n_layer=cfg.n_layers,
+        n_head=cfg.n_heads, max_ep_len=1000, n_positions=max(1024, 3 * cfg.context), resid_pdrop=0.1,
+        embd_pdrop=0.1, attn_pdrop=0.1, n_inner=4 * cfg.embed_dim, activation_function="relu"))
     hf.to(device).train()
     opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=1e-4)
     autocast = training_autocast(precision, device)
@@ -87,7 +90,8 @@ def hf_training_step(cfg: BenchTrainingConfig, device: torch.device, precision: 
         mask = (~batch.pad_mask).long()
         with autocast:
             _, pred, _ = hf(states=batch.states, actions=batch.actions, rewards=torch.zeros_like(batch.rtg),
-                            returns_to_go=batch.rtg, timesteps=batch.timesteps, attention_mask=mask, return_dict=False)
+                            returns_to_go=batch.rtg, timesteps=batch.timesteps, attention_mask=mask,
+                            return_dict=False)
         keep = mask.unsqueeze(-1).float()
         loss = ((pred.float() - batch.actions) ** 2 * keep).sum() / (keep.sum() * ACT_DIM)
         opt.zero_grad(set_to_none=True)
@@ -127,14 +131,14 @@ def counted_gflop(step, batch) -> float:
 
 
 def contender_name(model: str, precision: str) -> str:
-    """A throughput row's model name: the model alone in fp32 (as in every earlier run), else with its precision."""
+    """A throughput row's model name: the model alone in fp32, else with its precision."""
     return model if precision == "fp32" else f"{model} [{precision}]"
 
 
 def bench_throughput(cfg: BenchTrainingConfig) -> list[dict]:
     """Training steps/s at K=context for each attention and HF's DT in each precision, measured in
-    interleaved rounds: each round times timed_steps / rounds steps of every model in turn; a model's figure is
-    its median round."""
+    interleaved rounds: each round times timed_steps / rounds steps of every model in turn; a model's figure
+    is its median round."""
     if cfg.rounds < 1 or cfg.timed_steps < cfg.rounds:
         raise ValueError(f"need 1 <= rounds <= timed_steps, got {cfg.rounds} rounds of "
                          f"{cfg.timed_steps} steps")
@@ -155,7 +159,8 @@ def bench_throughput(cfg: BenchTrainingConfig) -> list[dict]:
                 torch.manual_seed(cfg.seed)
                 step, n_params = hf_training_step(cfg, device, precision)
             except ImportError:
-                print("  transformers not installed: skipping the HuggingFace comparison (pip install -e '.[bench]')")
+                print("  transformers not installed: skipping the HuggingFace comparison (pip "
+                      "install -e '.[bench]')")
             else:
                 contenders.append((contender_name(HF_NAME, precision), precision, step, n_params))
     per_round = cfg.timed_steps // cfg.rounds
@@ -190,8 +195,8 @@ def bench_throughput(cfg: BenchTrainingConfig) -> list[dict]:
                      "counted_gflop_per_step": gflop[name], "matmul_peak_gflops": peak[precision],
                      "steps_per_s_ceiling": peak[precision] / gflop[name] if gflop[name] else float("inf")})
         print(f"  {name:<45} {np.median(sps):8.2f} steps/s (rounds {sps[0]:.2f}-{sps[-1]:.2f}); "
-              f"{gflop[name]:.2f} counted GFLOP/step, so at most {rows[-1]['steps_per_s_ceiling']:.2f} steps/s "
-              f"at the {precision} matmul peak", flush=True)
+              f"{gflop[name]:.2f} counted GFLOP/step, so at most {rows[-1]['steps_per_s_ceiling']:.2f} "
+              f"steps/s at the {precision} matmul peak", flush=True)
     return rows
 
 
@@ -205,8 +210,8 @@ def run(cfg: BenchTrainingConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     figures: dict = {"config": config_to_dict(cfg), **machine(device)}
-    print(f"training benchmark on {figures['gpu'] or 'the CPU'} ({figures['cpu']}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads)\n{format_config(cfg)}", flush=True)
+    print(f"training benchmark on {figures['gpu'] or 'the CPU'} ({figures['cpu']}, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads)\n{format_config(cfg)}", flush=True)
     figures["throughput"] = bench_throughput(cfg)
     write_rows_csv(out / "throughput.csv", figures["throughput"])
     print_throughput_targets(figures["throughput"], cfg)
@@ -234,8 +239,8 @@ def print_throughput_targets(rows: list[dict], cfg: BenchTrainingConfig) -> None
         hf = by.get(contender_name(HF_NAME, precision))
         if hf:
             r, lo, hi = paired_ratio(ours, hf)
-            print(f"target ({precision}, both models): dt-attn softmax >= 2x HF steps/s: {r:.2f}x ({lo:.2f}-{hi:.2f}) "
-                  f"-> {'PASS' if r >= 2 else 'FAIL'}")
+            print(f"target ({precision}, both models): dt-attn softmax >= 2x HF steps/s: {r:.2f}x "
+                  f"({lo:.2f}-{hi:.2f}) -> {'PASS' if r >= 2 else 'FAIL'}")
         for att in cfg.attentions:
             other = by.get(contender_name(f"dt-attn {att}", precision))
             if att != "softmax" and other:

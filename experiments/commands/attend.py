@@ -170,15 +170,16 @@ def csv_rows(record: dict[str, Any], run: str) -> list[dict[str, Any]]:
     rows = []
     for layer, (mean, heads) in enumerate(zip(record["mass"], record["mass_per_head"])):
         for head, masses in [("mean", mean), *enumerate(heads)]:
-            rows += [{"run": run, "attention": record["attention"], "context": record["context"], "layer": layer,
-                      "head": head, "lag": lag, "mass": m} for lag, m in enumerate(masses)]
+            rows += [{"run": run, "attention": record["attention"], "context": record["context"],
+                      "layer": layer, "head": head, "lag": lag, "mass": m} for lag, m in enumerate(masses)]
     return rows
 
 
 def run_labels(records: list[dict[str, Any]]) -> list[str]:
     """'attention K=K' per record; the run directory is added where two records would share a label."""
     base = [f"{r['attention']} K={r['context']}" for r in records]
-    return [f"{b} ({Path(r['checkpoint']).parent.name})" if base.count(b) > 1 else b for b, r in zip(base, records)]
+    return [f"{b} ({Path(r['checkpoint']).parent.name})" if base.count(b) > 1 else b
+            for b, r in zip(base, records)]
 
 
 def plot_attend(records: list[dict[str, Any]], path: str | Path) -> Path:
@@ -217,7 +218,8 @@ class AttendConfig:
     """Which policies to read, over which rollouts."""
 
     checkpoint: list[str] = field(default_factory=list, metadata={
-        "metavar": "RUN", "help": "run directories (or checkpoint .pt files) written by `dt-attn train` (required)"})
+        "metavar": "RUN", "help": "run directories (or checkpoint .pt files) written by `dt-attn "
+                                  "train` (required)"})
     episodes: int = field(default=4, metadata={"help": "episodes per run"})
     envs: int = field(default=4, metadata={"help": "parallel environments"})
     max_steps: int | None = field(default=None, metadata={
@@ -260,7 +262,8 @@ def run(cfg: AttendConfig) -> int:
         records.append(record)
         print(f"{path.parent}: {record['attention']} K={record['context']}, {record['readouts']} readouts, "
               f"mean lag per layer " + ", ".join(f"{x:.2f}" for x in record["mean_lag"])
-              + f" (mean return {np.mean(record['returns']):.1f}); wrote {path.parent / ATTEND_FILE}", flush=True)
+              + f" (mean return {np.mean(record['returns']):.1f}); wrote {path.parent / ATTEND_FILE}",
+              flush=True)
     rows = [row for record, path in zip(records, runs) for row in csv_rows(record, path.parent.name)]
     write_rows_csv(out / CSV_FILE, rows, CSV_COLUMNS)
     print(f"figure written to {plot_attend(records, out / FIGURE_FILE)}, table to {out / CSV_FILE}")

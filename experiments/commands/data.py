@@ -22,8 +22,8 @@ class DataConfig:
 
     spec: str | None = field(default=None, metadata={
         "positional": "?", "metavar": "SPEC",
-        "help": "dataset to summarize: D4RL id, stand-in id, 'default', Minari id or file path; omit to list the "
-                "known datasets"})
+        "help": "dataset to summarize: D4RL id, stand-in id, 'default', Minari id or file path; omit to list "
+                "the known datasets"})
     env: str | None = field(default=None, metadata={
         "help": "environment name or gymnasium id when it cannot be inferred"})
     observe: str = field(default="full", metadata={

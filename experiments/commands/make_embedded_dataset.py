@@ -45,6 +45,7 @@ def select_episodes(returns: np.ndarray, every: int) -> np.ndarray:
 
 def write_readme(out_dir: Path, info: dict) -> None:
     """envs/data/README.md stating where the sample comes from."""
+    source = f"(source: mean {info['source_return_mean']:.1f}, max {info['source_return_max']:.1f})"
     text = f"""# Embedded default dataset (stand-in sample)
 
 `{info['file']}` is what `load_dataset("default")` (alias `hopper-medium-replay-standin-sample`)
@@ -56,7 +57,7 @@ scores on it as D4RL results.
 * Selection: {info['selection_rule']}
 * Content: {info['episodes']} of {info['source_episodes']} episodes, {info['transitions']:,} transitions;
   return mean {info['return_mean']:.1f} ± {info['return_std']:.1f}, min {info['return_min']:.1f},
-  max {info['return_max']:.1f} (source: mean {info['source_return_mean']:.1f}, max {info['source_return_max']:.1f}).
+  max {info['return_max']:.1f} {source}.
 * Layout: D4RL HDF5 keys {', '.join(KEYS)} (gzip; no next_observations), file attributes
   `env_id` = Hopper-v4, `provenance`, `source_file`, `source_sha256`, `selection_rule`.
 * Recreate with `python -m experiments.commands.make_embedded_dataset` (deterministic).
@@ -69,8 +70,10 @@ class EmbedConfig:
     """Where the sample comes from and goes, and how many episodes it keeps."""
 
     source: str | None = field(default=None, metadata={
-        "help": f"stand-in file to sample (default: {SOURCE_NAME} in the stand-in folder, $DT_ATTN_STANDIN_DIR)"})
-    out: str | None = field(default=None, metadata={"help": "file to write (default: the package's embedded file)"})
+        "help": f"stand-in file to sample (default: {SOURCE_NAME} in the stand-in folder, "
+                "$DT_ATTN_STANDIN_DIR)"})
+    out: str | None = field(default=None, metadata={
+        "help": "file to write (default: the package's embedded file)"})
     every: int = field(default=2, metadata={"help": "keep every k-th episode by return rank"})
 
     def __post_init__(self) -> None:
@@ -107,13 +110,14 @@ def run(cfg: EmbedConfig) -> int:
         f.attrs["episode_indices"] = json.dumps(keep.tolist())
     kept = returns[keep]
     info = {"file": out.name, "source_file": source.name, "source_sha256": digest, "selection_rule": rule,
-                "episodes": len(chosen), "source_episodes": len(episodes), "transitions": sum(len(e) for e in chosen),
-                "return_mean": kept.mean(), "return_std": kept.std(), "return_min": kept.min(), "return_max": kept.max(),
+                "episodes": len(chosen), "source_episodes": len(episodes),
+                "transitions": sum(len(e) for e in chosen), "return_mean": kept.mean(),
+                "return_std": kept.std(), "return_min": kept.min(), "return_max": kept.max(),
                 "source_return_mean": returns.mean(), "source_return_max": returns.max()}
     write_readme(out.parent, info)
     size = out.stat().st_size
-    print(f"wrote {out} ({size / 1e6:.2f} MB): {info['episodes']} episodes, {info['transitions']:,} transitions, "
-          f"return mean {info['return_mean']:.1f} ± {info['return_std']:.1f}")
+    print(f"wrote {out} ({size / 1e6:.2f} MB): {info['episodes']} episodes, {info['transitions']:,} "
+          f"transitions, return mean {info['return_mean']:.1f} ± {info['return_std']:.1f}")
     return 0
 
 

@@ -6,8 +6,8 @@ skipped, interrupted ones resumed from their checkpoint, so rerunning a killed s
 trained cells evaluated with other episodes or targets are evaluated again, not retrained.
 At the end the report (CSV, Markdown table, plots) is rebuilt into OUT_DIR/report.
 Cells run in a pool of --jobs processes on this machine, or with --backend ray as Ray tasks on a cluster
-(experiments.commands.sweep_ray; --out-dir must then be a path every node sees); either backend finishes a grid the
-other started.
+(experiments.commands.sweep_ray; --out-dir must then be a path every node sees); either backend finishes a
+grid the other started.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ BACKENDS = ("local", "ray")
 
 @dataclass
 class SweepConfig:
-    """Every value of a sweep: the grid lists, how the cells run, and ``train``, the training config every cell
-    starts from (its fields are the sweep's flags and config keys too: --steps, --embed-dim, ...)."""
+    """Every value of a sweep: the grid lists, how the cells run, and ``train``, the training config every
+    cell starts from (its fields are the sweep's flags and config keys too: --steps, --embed-dim, ...)."""
 
     datasets: list[str] = field(default_factory=lambda: ["default"], metadata={"help": "dataset specs"})
     observes: list[str] = field(default_factory=lambda: ["full"], metadata={"help": "observation filters"})
@@ -72,30 +72,34 @@ class SweepConfig:
         default_factory=dict,
         metadata={"help": "options per attention as JSON, e.g. '{\"cosformer\": {\"chunk_size\": 64}}'"})
     targets_per_step: int | None = field(
-        default=None, metadata={"help": "hold the action targets per step fixed: each cell trains with batch "
-                                        "round(N / m) (at least 1), m the mean number of real (unpadded) steps in a "
-                                        "K-step segment of its dataset, so every K sees about N targets per step; "
-                                        "overrides batch_size"})
+        default=None, metadata={
+            "help": "hold the action targets per step fixed: each cell trains with batch round(N / m) (at "
+                    "least 1), m the mean number of real (unpadded) steps in a K-step segment of its "
+                    "dataset, so every K sees about N targets per step; overrides batch_size"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={
         "set_elsewhere": (*GRID_FIELDS, *PER_CELL_FIELDS)})
-    out_dir: str = field(default="runs/sweep", metadata={"help": "folder of the run directories and the report"})
+    out_dir: str = field(default="runs/sweep", metadata={
+        "help": "folder of the run directories and the report"})
     jobs: int = field(default=1, metadata={"help": "cells run in parallel, each in a fresh process "
                                                    "(0 = one after another in this process, for debugging)"})
-    threads_per_job: int = field(default=0, metadata={"help": "torch CPU threads per cell (0 = cores / jobs; with "
-                                                                   "--backend ray, --cpus-per-cell)"})
-    backend: str = field(default="local", metadata={"help": "where cells run: local (--jobs processes on this "
-                                                            "machine) or ray (Ray tasks on a cluster; pip install "
-                                                            "'dt-attn[ray]'; --out-dir must be a path every node sees)"})
-    address: str | None = field(default=None, metadata={"help": "with --backend ray: the cluster to join, auto (the one "
-                                                                "started on this machine by `ray start`, or $RAY_ADDRESS) "
-                                                                "or HOST:PORT; unset: a Ray instance on this machine, "
-                                                                "started for this sweep"})
-    cpus_per_cell: float = field(default=1.0, metadata={"help": "with --backend ray: CPUs each cell's task holds"})
-    gpus_per_cell: float = field(default=0.0, metadata={"help": "with --backend ray: GPUs each cell's task holds "
-                                                                "(fractions share a GPU; needs --device cuda)"})
-    dry_run: bool = field(default=False, metadata={"help": "print the grid and a cost estimate; write nothing"})
-    probe_steps: int = field(default=5, metadata={"help": "training steps per (attention, K) timed by --dry-run "
-                                                          "(0 = no timing probe)"})
+    threads_per_job: int = field(default=0, metadata={
+        "help": "torch CPU threads per cell (0 = cores / jobs; with --backend ray, --cpus-per-cell)"})
+    backend: str = field(default="local", metadata={
+        "help": "where cells run: local (--jobs processes on this machine) or ray (Ray tasks on a cluster; "
+                "pip install 'dt-attn[ray]'; --out-dir must be a path every node sees)"})
+    address: str | None = field(default=None, metadata={
+        "help": "with --backend ray: the cluster to join, auto (the one started on this machine by "
+                "`ray start`, or $RAY_ADDRESS) or HOST:PORT; unset: a Ray instance on this machine, "
+                "started for this sweep"})
+    cpus_per_cell: float = field(default=1.0, metadata={
+        "help": "with --backend ray: CPUs each cell's task holds"})
+    gpus_per_cell: float = field(default=0.0, metadata={
+        "help": "with --backend ray: GPUs each cell's task holds (fractions share a GPU; "
+                "needs --device cuda)"})
+    dry_run: bool = field(default=False, metadata={
+        "help": "print the grid and a cost estimate; write nothing"})
+    probe_steps: int = field(default=5, metadata={
+        "help": "training steps per (attention, K) timed by --dry-run (0 = no timing probe)"})
     report: bool = field(default=True, metadata={"help": "rebuild OUT_DIR/report when the sweep ends"})
 
     def __post_init__(self) -> None:
@@ -110,13 +114,16 @@ class SweepConfig:
                 raise ValueError(f"--{name} lists {', '.join(dupes)} more than once; give each value once")
         unknown = sorted(set(self.attention_options) - set(self.attentions))
         if unknown:
-            raise ValueError(f"attention_options names {unknown}, which are not in --attentions {self.attentions}")
+            raise ValueError(f"attention_options names {unknown}, which are not in --attentions "
+                             f"{self.attentions}")
         if not all(isinstance(v, dict) for v in self.attention_options.values()):
             raise ValueError('attention_options must map attention names to option objects, e.g. '
                              '{"cosformer": {"chunk_size": 64}}')
         check_rules(self, "sweep config", {
-            "targets_per_step": (self.targets_per_step is None or self.targets_per_step >= 1, ">= 1, or unset"),
-            **{name: (getattr(self, name) >= 0, ">= 0") for name in ("jobs", "threads_per_job", "probe_steps")},
+            "targets_per_step": (self.targets_per_step is None or self.targets_per_step >= 1,
+                                 ">= 1, or unset"),
+            **{name: (getattr(self, name) >= 0, ">= 0") for name in ("jobs", "threads_per_job",
+                                                                     "probe_steps")},
             "backend": (self.backend in BACKENDS, "one of " + ", ".join(BACKENDS)),
             "cpus_per_cell": (self.cpus_per_cell > 0, "> 0"),
             "gpus_per_cell": (self.gpus_per_cell >= 0, ">= 0"),
@@ -124,16 +131,17 @@ class SweepConfig:
         if self.backend != "ray" and self.address is not None:
             raise ValueError("--address names a Ray cluster; add --backend ray")
         if self.address is not None and "://" in self.address:
-            raise ValueError(f"--address {self.address}: Ray Client addresses are not supported (this machine must "
-                             "see the output root); run the sweep on a node of the cluster with --address auto "
-                             "or HOST:PORT")
+            raise ValueError(f"--address {self.address}: Ray Client addresses are not supported (this "
+                             "machine must see the output root); run the sweep on a node of the cluster "
+                             "with --address auto or HOST:PORT")
         if self.gpus_per_cell > 0 and self.train.device == "cpu":
             raise ValueError("--gpus-per-cell holds GPUs that cells on --device cpu would not use; "
                              "add --device cuda")
 
     def batch_for(self, context: int, segment_targets: float | None = None) -> int:
         """The training batch of a cell at context ``context``: batch_size, or with targets_per_step the batch
-        that gives about that many action targets per step, ``segment_targets`` per segment (K when unknown)."""
+        that gives about that many action targets per step, ``segment_targets`` per segment (K when
+        unknown)."""
         if self.targets_per_step is None:
             return self.train.batch_size
         return max(1, round(self.targets_per_step / (segment_targets or context)))
@@ -165,13 +173,15 @@ class Cell:
         c = self.cfg
         targets = (f" (~{c.batch_size * self.segment_targets:.0f} targets/step)"
                    if self.segment_targets is not None else "")
-        return f"{c.dataset} observe={c.observe} {c.attention} K={c.context} seed={c.seed} batch={c.batch_size}{targets}"
+        return (f"{c.dataset} observe={c.observe} {c.attention} K={c.context} seed={c.seed} "
+                f"batch={c.batch_size}{targets}")
 
 
 def cell_status(run_dir: Path, steps: int, eval_episodes: int = 0, eval_targets: list[float] | None = None,
                 rollout: str = "exact") -> str:
     """'done' (trained to ``steps`` and evaluated as asked, with ``rollout``), 'evaluate' (trained, but no
-    final evaluation of those steps, episodes, targets and rollout), 'resume' (a checkpoint exists) or 'new'."""
+    final evaluation of those steps, episodes, targets and rollout), 'resume' (a checkpoint exists) or
+    'new'."""
     summary = read_json(run_dir / "train_summary.json", tolerant=True)
     if summary is not None and summary.get("steps") == steps:
         if eval_episodes <= 0:
@@ -193,7 +203,8 @@ def _rollout_as_asked(ev: dict[str, Any], rollout: str) -> bool:
     return ev["rollout"] == "exact" if rollout == "exact" else ev["eval_config"].get("rollout") == rollout
 
 
-def _evaluated_as_asked(ev: dict[str, Any] | None, steps: int, episodes: int, targets: list[float] | None) -> bool:
+def _evaluated_as_asked(ev: dict[str, Any] | None, steps: int, episodes: int,
+                        targets: list[float] | None) -> bool:
     """Whether an evaluation record is of the ``steps``-step checkpoint with these episodes and targets
     (None: the environment's default targets, whatever they were)."""
     if ev is None or ev.get("train_steps") != steps:
@@ -201,7 +212,8 @@ def _evaluated_as_asked(ev: dict[str, Any] | None, steps: int, episodes: int, ta
     results = ev.get("results") or []
     if not results or any(r.get("episodes") != episodes for r in results):
         return False
-    return targets is None or sorted(float(r.get("target", "nan")) for r in results) == sorted(map(float, targets))
+    return targets is None or (sorted(float(r.get("target", "nan")) for r in results)
+                               == sorted(map(float, targets)))
 
 
 def expand_grid(cfg: SweepConfig) -> list[Cell]:
@@ -218,17 +230,17 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
                     for seed in cfg.seeds:
                         name = run_name(dataset, observe, attention, context, seed)
                         if name in seen:
-                            raise ValueError(f"cells {seen[name]} and {dataset} would share the run directory "
-                                             f"{name}; give datasets with distinct file names")
+                            raise ValueError(f"cells {seen[name]} and {dataset} would share the run "
+                                             f"directory {name}; give datasets with distinct file names")
                         seen[name] = dataset
                         run_dir = Path(cfg.out_dir) / name
                         status = cell_status(run_dir, base.steps, base.eval_episodes, base.eval_targets,
                                              base.rollout)
                         train_cfg = dataclasses.replace(
-                            base, dataset=dataset, observe=observe, attention=attention, context=context, seed=seed,
-                            attention_options=dict(cfg.attention_options.get(attention, {})),
-                            run_dir=str(run_dir), resume=status in ("resume", "evaluate"), threads=cfg.threads(),
-                            batch_size=cfg.batch_for(context, segment_targets),
+                            base, dataset=dataset, observe=observe, attention=attention, context=context,
+                            seed=seed, attention_options=dict(cfg.attention_options.get(attention, {})),
+                            run_dir=str(run_dir), resume=status in ("resume", "evaluate"),
+                            threads=cfg.threads(), batch_size=cfg.batch_for(context, segment_targets),
                         )
                         saved = _saved_config(run_dir)
                         if saved is not None and (diffs := config_differences(saved, train_cfg)):
@@ -236,8 +248,8 @@ def expand_grid(cfg: SweepConfig) -> list[Cell]:
                         cells.append(Cell(train_cfg, status, segment_targets))
     if conflicts:
         raise ValueError(
-            f"{len(conflicts)} cell(s) would reuse run directories trained with other settings (a finished one "
-            "would be skipped as if it were this grid's):\n  " + "\n  ".join(conflicts)
+            f"{len(conflicts)} cell(s) would reuse run directories trained with other settings (a finished "
+            "one would be skipped as if it were this grid's):\n  " + "\n  ".join(conflicts)
             + "\nuse another --out-dir, or the settings those runs were trained with")
     return cells
 
@@ -264,16 +276,18 @@ def softmax_memory_warnings(cells: list[Cell]) -> list[str]:
     out = []
     largest: dict[int, TrainConfig] = {}
     for c in cells:
-        if c.cfg.attention == "softmax" and c.cfg.batch_size > getattr(largest.get(c.cfg.context), "batch_size", 0):
+        if c.cfg.attention == "softmax" and c.cfg.batch_size > getattr(largest.get(c.cfg.context),
+                                                                       "batch_size", 0):
             largest[c.cfg.context] = c.cfg
     for k, t in sorted(largest.items()):
         tokens = 3 * k
         need = t.batch_size * t.n_heads * tokens**2 * 4 * t.n_layers
         if need >= SOFTMAX_WARN_BYTES:
             out.append(
-                f"warning: softmax at K={k} ({tokens} tokens) may need ~{need / 2**30:.1f} GiB for attention weights "
-                f"(batch {t.batch_size} x {t.n_heads} head(s) x {tokens}^2 x 4 B x {t.n_layers} layer(s)); "
-                "cosFormer and Combiner do not; lower the batch or drop softmax at this K if it runs out of memory"
+                f"warning: softmax at K={k} ({tokens} tokens) may need ~{need / 2**30:.1f} GiB for attention "
+                f"weights (batch {t.batch_size} x {t.n_heads} head(s) x {tokens}^2 x 4 B x {t.n_layers} "
+                "layer(s)); cosFormer and Combiner do not; lower the batch or drop softmax at this K if it "
+                "runs out of memory"
             )
     return out
 
@@ -294,14 +308,16 @@ def run_cell(cfg: TrainConfig, train_fn: TrainFn | None = None) -> dict[str, Any
 
 
 def _run_locked_cell(cfg: TrainConfig, train_fn: TrainFn, log_path: Path, start: float) -> dict[str, Any]:
-    with open(log_path, "a", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):  # line-buffered: tail -f works
-        print(f"==== sweep cell started {time.strftime('%Y-%m-%d %H:%M:%S')} (resume={cfg.resume})", flush=True)
+    # line-buffered: tail -f works
+    with open(log_path, "a", buffering=1) as log, redirect_stdout(log), redirect_stderr(log):
+        print(f"==== sweep cell started {time.strftime('%Y-%m-%d %H:%M:%S')} (resume={cfg.resume})",
+              flush=True)
         try:
             out = train_fn(cfg, progress=False)
         except Exception as exc:  # noqa: BLE001 - one failed cell must not stop the others
             traceback.print_exc()
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start,
-                    "log": str(log_path)}
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                    "seconds": time.perf_counter() - start, "log": str(log_path)}
     ev = out.get("eval")
     return {"ok": True, "seconds": time.perf_counter() - start, "log": str(log_path), "scores": _scores(ev),
             "rollout": (ev or {}).get("rollout")}
@@ -380,8 +396,8 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
                     try:
                         res = fut.result()
                     except Exception as exc:  # noqa: BLE001 - the worker died (killed, out of memory, ...)
-                        res = {"ok": False, "error": f"worker process failed: {type(exc).__name__}: {exc}; rerun "
-                                                     "the sweep to retry (finished cells are skipped)"}
+                        res = {"ok": False, "error": f"worker process failed: {type(exc).__name__}: {exc}; "
+                                                     "rerun the sweep to retry (finished cells are skipped)"}
                     record(futures[fut], res)
             except BaseException:
                 _stop_workers(pool)
@@ -394,7 +410,8 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
 
 @contextmanager
 def _sigterm_as_interrupt():
-    """Within the block, SIGTERM raises KeyboardInterrupt, so ``kill PID`` stops a sweep the way Ctrl-C does."""
+    """Within the block, SIGTERM raises KeyboardInterrupt, so ``kill PID`` stops a sweep the way Ctrl-C
+    does."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -471,12 +488,14 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
 
 
-def format_estimate(cfg: SweepConfig, cells: list[Cell], probe: dict[tuple[str, int], dict[str, float]]) -> str:
+def format_estimate(cfg: SweepConfig, cells: list[Cell],
+                    probe: dict[tuple[str, int], dict[str, float]]) -> str:
     """Cost of the cells still to run, from the probe timings (upper bound: resumed cells count in full;
-    cells that only need evaluating count no training). Evaluations count the periodic ones (``eval_every``)."""
-    head = (f"timing probe ({cfg.probe_steps} training steps after 1 warm-up, {cells[0].cfg.threads} thread(s), "
-            f"first K + {PROBE_EVAL_STEPS} rollout steps ({PROBE_EVAL_STEPS} where K holds the episode), "
-            f"{rollout_label(cfg.train.rollout)}; dataset {cells[0].cfg.dataset}):")
+    cells that only need evaluating count no training). Evaluations count the periodic ones
+    (``eval_every``)."""
+    head = (f"timing probe ({cfg.probe_steps} training steps after 1 warm-up, {cells[0].cfg.threads} "
+            f"thread(s), first K + {PROBE_EVAL_STEPS} rollout steps ({PROBE_EVAL_STEPS} where K holds the "
+            f"episode), {rollout_label(cfg.train.rollout)}; dataset {cells[0].cfg.dataset}):")
     lines = [head]
     for (attention, k), p in sorted(probe.items()):
         ev = f", eval {p['eval_ms_per_env_step']:.2f} ms/env step" if "eval_ms_per_env_step" in p else ""
@@ -492,9 +511,10 @@ def format_estimate(cfg: SweepConfig, cells: list[Cell], probe: dict[tuple[str, 
         evals += (1 + periodic) * p["eval_s"]
     parallel = max(1, min(cfg.jobs, len(todo)))
     lines.append(
-        f"estimate for {len(todo)} cell(s) to run: training {_hours(train)} + evaluation {_hours(evals)} "
-        f"= {_hours(train + evals)} of compute, about {_hours((train + evals) / parallel)} wall with "
-        f"{parallel} job(s) (rough: full episodes assumed, later rollout steps cost more than the probed ones)"
+        f"estimate for {len(todo)} cell(s) to run: training {_hours(train)} + evaluation "
+        f"{_hours(evals)} = {_hours(train + evals)} of compute, about "
+        f"{_hours((train + evals) / parallel)} wall with {parallel} job(s) (rough: full episodes "
+        "assumed, later rollout steps cost more than the probed ones)"
     )
     return "\n".join(lines)
 
@@ -546,8 +566,10 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "sweep_config.json", json.dumps(config_to_dict(cfg), indent=2) + "\n")
     todo = [c for c in cells if c.status != "done" and c.run_dir not in owners]
-    results = _run_cells(todo, cfg.jobs, train_fn, progress, cfg if cfg.backend == "ray" else None) if todo else {}
-    results.update({d: {"ok": False, "error": f"{d} is in use by {owner}: rerun the sweep when it has finished"}
+    results = _run_cells(todo, cfg.jobs, train_fn, progress,
+                         cfg if cfg.backend == "ray" else None) if todo else {}
+    results.update({d: {"ok": False, "error": f"{d} is in use by {owner}: rerun the sweep "
+                                              "when it has finished"}
                     for d, owner in owners.items()})
     failed = [c for c in cells if not results.get(c.run_dir, {"ok": True})["ok"]]
     record = [{"run_dir": str(c.run_dir), "status_before": c.status, **results.get(c.run_dir, {"ok": True})}

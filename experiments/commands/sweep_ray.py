@@ -1,8 +1,8 @@
 """`dt-attn sweep --backend ray`: every cell a Ray task on a cluster (pip install 'dt-attn[ray]').
 
-A task runs ``experiments.commands.sweep.run_cell``, the local pool's own cell body, in a fresh worker process that
-holds the resources the cell declares (--cpus-per-cell, --gpus-per-cell). --address auto|HOST:PORT joins a
-running cluster (`ray start --head` on one node, `ray start --address HEAD:6379` on the others); without it
+A task runs ``experiments.commands.sweep.run_cell``, the local pool's own cell body, in a fresh worker process
+that holds the resources the cell declares (--cpus-per-cell, --gpus-per-cell). --address auto|HOST:PORT joins
+a running cluster (`ray start --head` on one node, `ray start --address HEAD:6379` on the others); without it
 the sweep starts a Ray instance on this machine for its own run and stops it at the end.
 
 Run folders live under the sweep's --out-dir, which every node must see at the same path (a shared
@@ -78,10 +78,10 @@ def _connect(ray: Any, address: str | None) -> bool:
         if address is None:
             raise
         raise ValueError(
-            f"could not join the Ray cluster at {address} ({str(exc).strip().splitlines()[0]}); start one with "
-            "`ray start --head`, or leave out --address for a Ray instance of this sweep's own. A cluster with "
-            "token authentication needs RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN) "
-            "here too") from None
+            f"could not join the Ray cluster at {address} ({str(exc).strip().splitlines()[0]}); start one "
+            "with `ray start --head`, or leave out --address for a Ray instance of this sweep's own. A "
+            "cluster with token authentication needs RAY_AUTH_MODE=token and its token (~/.ray/auth_token "
+            "or RAY_AUTH_TOKEN) here too") from None
     if main:  # ray.init replaces SIGTERM's handler with sys.exit; the sweep's own stops the tasks
         signal.signal(signal.SIGTERM, handler)
     return True
@@ -89,8 +89,9 @@ def _connect(ray: Any, address: str | None) -> bool:
 
 def run_ray_cells(cells: list, cfg: Any, train_fn: Callable[..., dict] | None,
                   started: Callable[[Any], None], record: Callable[[Any, dict], None]) -> None:
-    """Run ``cells`` (experiments.commands.sweep.Cell) as Ray tasks per ``cfg`` (a SweepConfig); ``started(cell)`` when a
-    task begins, ``record(cell, result)`` when it ends (a failed or lost task gives ok False)."""
+    """Run ``cells`` (experiments.commands.sweep.Cell) as Ray tasks per ``cfg`` (a SweepConfig);
+    ``started(cell)`` when a task begins, ``record(cell, result)`` when it ends (a failed or lost task gives
+    ok False)."""
     ray = require_ray()
     out_dir = Path(cfg.out_dir).resolve()
     connected = _connect(ray, cfg.address)
@@ -113,11 +114,12 @@ def run_ray_cells(cells: list, cfg: Any, train_fn: Callable[..., dict] | None,
                 try:
                     item = ray.get(next(gen))
                 except StopIteration:  # the task ended without yielding its result
-                    item = {"ok": False, "error": "the Ray task ended without a result; rerun the sweep to retry"}
+                    item = {"ok": False, "error": "the Ray task ended without a result; rerun "
+                                                  "the sweep to retry"}
                 except Exception as exc:  # noqa: BLE001 - the worker died (killed, out of memory, node lost)
-                    item = {"ok": False, "error": f"Ray task failed: {type(exc).__name__}: "
-                                                  f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}; "
-                                                  "rerun the sweep to retry (finished cells are skipped)"}
+                    last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                    item = {"ok": False, "error": f"Ray task failed: {type(exc).__name__}: {last}; rerun the "
+                                                  "sweep to retry (finished cells are skipped)"}
                 if "started" in item:
                     started(cell)
                     continue

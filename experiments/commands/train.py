@@ -41,7 +41,8 @@ def _train_and_evaluate(cfg: TrainConfig, progress: bool) -> dict:
         ddp = (f", {trainer.dist.world_size} processes (DDP), global batch {cfg.batch_size}"
                if trainer.dist.enabled else "")
         print(f"model: {count_parameters(trainer.model):,} parameters, attention "
-              f"{trainer.model.cfg.transformer.attention} {trainer.model.cfg.transformer.attention_options}, {trainer.device}{ddp}")
+              f"{trainer.model.cfg.transformer.attention} {trainer.model.cfg.transformer.attention_options}, "
+              f"{trainer.device}{ddp}")
     summary = trainer.train()
     if main:
         print(f"trained {summary['steps']} steps in {summary['train_time_s']:.1f}s "
@@ -51,7 +52,8 @@ def _train_and_evaluate(cfg: TrainConfig, progress: bool) -> dict:
         from agents.evaluation import evaluate
 
         output = evaluation_path(trainer.run_dir / EVAL_FILE, cfg.rollout)
-        out["eval"] = evaluate(run_evaluation(cfg, trainer.run_dir / CHECKPOINT_NAME, output), progress=progress)
+        out["eval"] = evaluate(run_evaluation(cfg, trainer.run_dir / CHECKPOINT_NAME, output),
+                               progress=progress)
         log_eval_to_tensorboard(trainer.run_dir, summary["steps"], out["eval"])
     return out
 

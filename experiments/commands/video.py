@@ -21,8 +21,10 @@ class VideoConfig:
     """Which policy to film, and how."""
 
     checkpoint: str = field(default="", metadata={
-        "metavar": "RUN", "help": "run directory (or checkpoint .pt file) written by `dt-attn train` (required)"})
-    out: str = field(default="", metadata={"metavar": "PATH", "help": "video file to write: .mp4 or .gif (required)"})
+        "metavar": "RUN", "help": "run directory (or checkpoint .pt file) written by `dt-attn "
+                                  "train` (required)"})
+    out: str = field(default="", metadata={"metavar": "PATH", "help": "video file to write: .mp4 "
+                                                                      "or .gif (required)"})
     target: float | None = field(default=None, metadata={
         "help": "target return (default: the run's first evaluation target)"})
     max_steps: int | None = field(default=None, metadata={

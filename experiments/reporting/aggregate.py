@@ -27,26 +27,26 @@ RUN_MARKERS = ("config.json", "checkpoint.pt", "train_summary.json")
 ROW_COLUMNS = [
     "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "init",
     "precision", "K", "seed",
-    "steps", "batch_size", "target", "episodes", "return_mean", "return_std", "normalized_mean", "normalized_std",
-    "length_mean", "score_reference", "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step",
-    "peak_memory_mb", "parameters", "device", "eval_env_steps_per_s", "eval_wall_time_s", "eval_seed", "rollout",
-    "method", "run_dir",
+    "steps", "batch_size", "target", "episodes", "return_mean", "return_std", "normalized_mean",
+    "normalized_std", "length_mean", "score_reference", "train_time_s", "steps_per_s", "tokens_per_step",
+    "targets_per_step", "peak_memory_mb", "parameters", "device", "eval_env_steps_per_s", "eval_wall_time_s",
+    "eval_seed", "rollout", "method", "run_dir",
 ]
 # How a runs.csv column is read back (the rest stay strings).
 _INT_COLUMNS = ("K", "seed", "steps", "batch_size", "episodes")
 _FLOAT_COLUMNS = ("target", "return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean",
-                  "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step", "peak_memory_mb", "parameters",
-                  "eval_env_steps_per_s", "eval_wall_time_s")
-CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "activation", "init", "precision", "K",
-            "steps", "batch_size", "target")
+                  "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step", "peak_memory_mb",
+                  "parameters", "eval_env_steps_per_s", "eval_wall_time_s")
+CELL_KEY = ("dataset", "env_id", "observe", "attention", "attention_options", "activation", "init",
+            "precision", "K", "steps", "batch_size", "target")
 CELL_COLUMNS = [
     "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "init",
     "precision", "K", "steps",
     "batch_size",
     "target", "seeds", "seed_list", "normalized_mean", "normalized_std", "return_mean", "return_std",
     "train_time_s", "train_s_per_step", "train_s_per_step_std", "steps_per_s", "peak_memory_mb",
-    "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "targets_per_step", "rollout",
-    "label",
+    "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "targets_per_step",
+    "rollout", "label",
 ]
 
 
@@ -78,7 +78,8 @@ def find_runs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     for raw in paths:
         root = Path(raw)
         if not root.is_dir():
-            raise FileNotFoundError(f"{root} is not a directory; pass run directories or folders that contain them")
+            raise FileNotFoundError(f"{root} is not a directory; pass run directories or folders "
+                                    "that contain them")
         candidates = {root} | {p.parent for marker in (*FINAL_EVALUATION_NAMES, *RUN_MARKERS)
                                for p in root.rglob(marker)}
         for d in candidates:
@@ -126,7 +127,8 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
     run_dir = Path(run_dir)
     ev = main_evaluation(run_dir)
     if ev is None:
-        raise FileNotFoundError(f"{run_dir} has no {EVAL_FILE}: the run is unfinished (rerun it with --resume)")
+        raise FileNotFoundError(f"{run_dir} has no {EVAL_FILE}: the run is unfinished (rerun "
+                                "it with --resume)")
     train = read_json(run_dir / "train_summary.json") or {}
     config = read_run_config(run_dir / "config.json") or {}
     rows = []
@@ -183,7 +185,8 @@ def load_runs(run_dirs: Iterable[Path]) -> tuple[list[dict[str, Any]], list[tupl
         except (OSError, ValueError, KeyError, TypeError) as exc:
             broken.append((d, f"unreadable results: {type(exc).__name__}: {exc}"))
             continue
-        bad = [r for r in run_rows if not (math.isfinite(r["normalized_mean"]) and math.isfinite(r["return_mean"]))]
+        bad = [r for r in run_rows
+               if not (math.isfinite(r["normalized_mean"]) and math.isfinite(r["return_mean"]))]
         if bad:
             targets = ", ".join(f"{r['target']:g}" for r in bad)
             broken.append((d, (f"failed: non-finite score at target(s) {targets} (the policy diverged); "
@@ -225,7 +228,8 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
         missing = [c for c in ("dataset", "attention", "K", "seed", "target", "normalized_mean")
                    if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path} is not a runs.csv from `dt-attn report` (no column(s) {', '.join(missing)})")
+            raise ValueError(f"{path} is not a runs.csv from `dt-attn report` (no column(s) "
+                             f"{', '.join(missing)})")
         rows = []
         for raw in reader:
             row = {c: _csv_field(c, raw.get(c) or "") for c in ROW_COLUMNS}
@@ -237,7 +241,8 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
             row["precision"] = row["precision"] or "fp32"
             row["init"] = row["init"] or "unknown"  # the column came after the field: not known from the CSV
             if row["rollout"] not in _ROLLOUT_LABELS:  # a CSV whose rollout column described the method
-                row["method"], row["rollout"] = row["rollout"], rollout_label(_csv_rollout(row["rollout"], raw))
+                rollout = rollout_label(_csv_rollout(row["rollout"], raw))
+                row["method"], row["rollout"] = row["rollout"], rollout
             row["run_dir"] = row["run_dir"] or f"{path}:{reader.line_num}"
             row["env"] = None
             rows.append(row)
@@ -258,8 +263,8 @@ def cell_sort_key(cell: dict[str, Any]) -> tuple:
     batch, target, env."""
     # K before the options: some options (Combiner's default span) change with K
     return (cell["dataset"], cell["observe"], cell["attention"], cell["K"], cell["attention_options"],
-            cell["activation"], cell["init"], cell["precision"], cell["steps"], cell["batch_size"], cell["target"],
-            cell["env_id"])
+            cell["activation"], cell["init"], cell["precision"], cell["steps"], cell["batch_size"],
+            cell["target"], cell["env_id"])
 
 
 # Run settings that, when runs of one attention differ in them, join its display label (column, text).
@@ -273,15 +278,16 @@ LINES_BY = ("batch", "targets")
 def assign_labels(cells: list[dict[str, Any]], lines_by: str = "batch") -> None:
     """Display label per cell (one plotted line per label): the attention name, plus what tells apart
     runs of one name: options at one K (some options, like Combiner's span, vary with K), steps, batch,
-    env id, activation, init, precision. With ``lines_by="targets"`` the batch does not split lines; the label names the
-    line's median targets per step instead (cells must carry ``targets_per_step``)."""
+    env id, activation, init, precision. With ``lines_by="targets"`` the batch does not split lines; the label
+    names the line's median targets per step instead (cells must carry ``targets_per_step``)."""
     if lines_by not in LINES_BY:
         raise ValueError(f"lines_by must be one of {LINES_BY}, got {lines_by!r}")
     label_settings = [s for s in _LABEL_SETTINGS if lines_by == "batch" or s[0] != "batch_size"]
     options: dict[tuple, set[str]] = {}
     settings: dict[tuple, dict[str, set]] = {}  # across observe variants: one name per setting
     for c in cells:
-        options.setdefault((c["dataset"], c["observe"], c["attention"], c["K"]), set()).add(c["attention_options"])
+        key = (c["dataset"], c["observe"], c["attention"], c["K"])
+        options.setdefault(key, set()).add(c["attention_options"])
         seen = settings.setdefault((c["dataset"], c["attention"]), {col: set() for col, _ in label_settings})
         for col, _ in label_settings:
             seen[col].add(c[col])
@@ -310,9 +316,9 @@ def _label_targets(cells: list[dict[str, Any]]) -> None:
         clash = sorted({p for p in points if points.count(p) > 1}, key=str)
         if clash:
             observe, k = clash[0][:2]
-            raise ValueError(f"{members[0]['label']} has several batch sizes at observe={observe} K={k}; with "
-                             f"--lines-by targets each line takes one run setting per K: report those sweeps "
-                             f"separately or use --lines-by batch")
+            raise ValueError(f"{members[0]['label']} has several batch sizes at observe={observe} K={k}; "
+                             "with --lines-by targets each line takes one run setting per K: report those "
+                             "sweeps separately or use --lines-by batch")
         for c in members:
             c["label"] = f"{c['label']} ~{n} targets/step"
 
@@ -351,7 +357,8 @@ def summarize(rows: list[dict[str, Any]], lines_by: str = "batch") -> list[dict[
         cell["train_s_per_step"], cell["train_s_per_step_std"] = mean_std(spt)
         cell["steps_per_s"], _ = mean_std([m["steps_per_s"] for m in members])
         cell["peak_memory_mb"], cell["peak_memory_mb_std"] = mean_std([m["peak_memory_mb"] for m in members])
-        eps = [1.0 / m["eval_env_steps_per_s"] if m["eval_env_steps_per_s"] > 0 else math.nan for m in members]
+        eps = [1.0 / m["eval_env_steps_per_s"] if m["eval_env_steps_per_s"] > 0 else math.nan
+               for m in members]
         cell["eval_s_per_step"], cell["eval_s_per_step_std"] = mean_std(eps)
         cell["parameters"], _ = mean_std([m["parameters"] for m in members])
         cell["targets_per_step"], _ = mean_std([m["targets_per_step"] for m in members])
@@ -387,7 +394,8 @@ def collect_references(
         try:
             refs[dataset] = reference_fn(dataset, env)
         except Exception as exc:  # noqa: BLE001 - any loader failure only costs the reference line, never the report
-            notes.append(f"no reference for {dataset}: the dataset could not be loaded ({type(exc).__name__}: {exc})")
+            notes.append(f"no reference for {dataset}: the dataset could not be loaded "
+                         f"({type(exc).__name__}: {exc})")
     return refs, notes
 
 
@@ -425,12 +433,14 @@ def _score_by_context(cells: list[dict[str, Any]]) -> list[str]:
     for (label, target, steps), members in groups.items():
         ks = sorted({c["K"] for c in members})
         rows = list(dict.fromkeys((c["observe"], c["label"]) for c in members))
-        lines += ["", f"### {label}, target {target:g}, {steps} steps: normalized score by context length K", "",
+        title = f"### {label}, target {target:g}, {steps} steps: normalized score by context length K"
+        lines += ["", title, "",
                   "| observe | attention | " + " | ".join(f"K={k}" for k in ks) + " |",
                   "|---|---|" + "---:|" * len(ks)]
         for observe, label_ in rows:
             by_k = {c["K"]: c for c in members if (c["observe"], c["label"]) == (observe, label_)}
-            vals = [format_pm(by_k[k]["normalized_mean"], by_k[k]["normalized_std"]) if k in by_k else "" for k in ks]
+            vals = [format_pm(by_k[k]["normalized_mean"], by_k[k]["normalized_std"]) if k in by_k else ""
+                    for k in ks]
             lines.append(f"| {observe} | {label_} | " + " | ".join(vals) + " |")
     return lines
 
@@ -444,8 +454,10 @@ def _cost_by_context(cells: list[dict[str, Any]]) -> list[str]:
         groups.setdefault(c["dataset_label"] or c["dataset"], []).append(c)
     for label, members in groups.items():
         ks = sorted({c["K"] for c in members})
-        title = f"### {label}: training cost by context length K (ms per step, peak MB; mean over observe variants)"
-        lines += ["", title, "", "| attention | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
+        title = (f"### {label}: training cost by context length K (ms per step, peak MB; mean over observe "
+                 "variants)")
+        lines += ["", title, "", "| attention | " + " | ".join(f"K={k}" for k in ks) + " |",
+                  "|---|" + "---:|" * len(ks)]
         for att in sorted({c["label"] for c in members}):
             entries = []
             for k in ks:
@@ -468,32 +480,33 @@ def format_markdown(
     lines = [
         "# dt-attn results",
         "",
-        f"{n_runs} finished run(s) in {len(cells)} table row(s); {len(unfinished)} unfinished or failed run(s).",
+        (f"{n_runs} finished run(s) in {len(cells)} table row(s); {len(unfinished)} unfinished or failed "
+         "run(s)."),
         "",
         "## Normalized score by cell (mean ± std over seeds)",
         "",
-        ("| dataset | observe | attention | K | target | steps | batch | seeds | rollout | normalized | return "
-         "| train ms/step | peak MB | eval ms/step |"),
+        ("| dataset | observe | attention | K | target | steps | batch | seeds | rollout | normalized | "
+         "return | train ms/step | peak MB | eval ms/step |"),
         "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         lines.append(
-            f"| {c['dataset_label'] or c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | {c['target']:g} "
-            f"| {c['steps']} | {c['batch_size']} | {c['seeds']} | {c['rollout']} "
-            f"| {format_pm(c['normalized_mean'], c['normalized_std'])} "
-            f"| {format_pm(c['return_mean'], c['return_std'])} | {_fmt(c['train_s_per_step'], 1, 1e3)} "
-            f"| {_fmt(c['peak_memory_mb'], 0)} | {_fmt(c['eval_s_per_step'], 2, 1e3)} |"
+            f"| {c['dataset_label'] or c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | "
+            f"{c['target']:g} | {c['steps']} | {c['batch_size']} | {c['seeds']} | {c['rollout']} | "
+            f"{format_pm(c['normalized_mean'], c['normalized_std'])} | "
+            f"{format_pm(c['return_mean'], c['return_std'])} | {_fmt(c['train_s_per_step'], 1, 1e3)} | "
+            f"{_fmt(c['peak_memory_mb'], 0)} | {_fmt(c['eval_s_per_step'], 2, 1e3)} |"
         )
     lines += _score_by_context(cells)
     lines += _cost_by_context(cells)
     lines += [
         "",
-        ("std is the population std (ddof=0) of the per-seed episode means; seeds = number of training seeds; "
-         "rollout: *exact* (the function that was trained: the last K steps) or *streaming (approximate)* "
-         "(`--rollout streaming`: a sliding window of 3K - 1 tokens per layer, so upper layers see past K steps); "
-         "a run holding both is reported by its exact evaluation. "
-         "Costs are means over seeds: train ms/step = 1000 / training steps per second, peak MB = peak memory "
-         "of the training process, eval ms/step = evaluation wall time per environment step (all parallel envs)."),
+        ("std is the population std (ddof=0) of the per-seed episode means; seeds = number of training "
+         "seeds; rollout: *exact* (the function that was trained: the last K steps) or *streaming "
+         "(approximate)* (`--rollout streaming`: a sliding window of 3K - 1 tokens per layer, so upper "
+         "layers see past K steps); a run holding both is reported by its exact evaluation. Costs are means "
+         "over seeds: train ms/step = 1000 / training steps per second, peak MB = peak memory of the "
+         "training process, eval ms/step = evaluation wall time per environment step (all parallel envs)."),
         "",
         "## Dataset references (normalized episode returns of the training data)",
         "",

@@ -52,7 +52,8 @@ def load_curve_points(
             continue
         final = {r["target"]: r for r in rows}
         for row in rows:
-            points.append(_point(row, row["steps"], row["episodes"], row["normalized_mean"], row["return_mean"]))
+            points.append(_point(row, row["steps"], row["episodes"], row["normalized_mean"],
+                                 row["return_mean"]))
         for step, (path, ev) in sorted(periodic.items()):
             if ev.get("eval_seed") != rows[0]["eval_seed"]:
                 skipped.append((path, (f"environment seed {ev.get('eval_seed')} vs {rows[0]['eval_seed']} "
@@ -131,9 +132,9 @@ def format_curves(curves: list[dict[str, Any]], rollout: str = "exact") -> list[
         title += f", {rollout_label(rollout)} rollout"
     lines = ["", f"## {title}", "",
              ("Normalized score at each evaluated checkpoint, mean ± std over seeds (the number of seeds in "
-              "brackets where it is not the same at every checkpoint; one seed: its score); the last column of a "
-              f"run is its final {rollout_label(rollout)} evaluation. Same environment seeds and episodes at every "
-              "checkpoint."), "",
+              "brackets where it is not the same at every checkpoint; one seed: its score); the last column "
+              f"of a run is its final {rollout_label(rollout)} evaluation. Same environment seeds and "
+              "episodes at every checkpoint."), "",
              ("| dataset | observe | attention | K | batch | steps | target | "
               + " | ".join(f"{s:,}" for s in steps) + " |"),
              "|---|---|---|---:|---:|---:|---:|" + "---:|" * len(steps)]

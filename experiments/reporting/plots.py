@@ -29,7 +29,8 @@ def _looks(cells: list[dict[str, Any]]) -> dict[str, tuple[Any, str]]:
     looks = {}
     for label in sorted(attention_of):
         variants = sorted(lbl for lbl, a in attention_of.items() if a == attention_of[label])
-        looks[label] = (cmap(names.index(attention_of[label]) % 10), MARKERS[variants.index(label) % len(MARKERS)])
+        looks[label] = (cmap(names.index(attention_of[label]) % 10),
+                        MARKERS[variants.index(label) % len(MARKERS)])
     return looks
 
 
@@ -103,11 +104,14 @@ def _score_panels(cells: list[dict[str, Any]], x: str, x_axis, refs: dict[str, D
             ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
         ref = refs.get(dataset)
         if ref is not None:
-            ax.axhline(ref.average, color="0.4", linestyle="--", linewidth=1, label=f"dataset average {ref.average:.1f}")
-            ax.axhline(ref.best, color="0.4", linestyle=":", linewidth=1, label=f"dataset best {ref.best:.1f}")
+            ax.axhline(ref.average, color="0.4", linestyle="--", linewidth=1,
+                       label=f"dataset average {ref.average:.1f}")
+            ax.axhline(ref.best, color="0.4", linestyle=":", linewidth=1,
+                       label=f"dataset best {ref.best:.1f}")
         x_axis(ax, mine)
         ax.set_ylabel("normalized score")
-        ax.set_title(f"{mine[0].get('dataset_label') or dataset}\nobserve {observe}, target {target:g}", fontsize=9)
+        ax.set_title(f"{mine[0].get('dataset_label') or dataset}\nobserve {observe}, target {target:g}",
+                     fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     for ax in axes[len(panels):]:
@@ -151,7 +155,8 @@ def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
     ks = [c["K"] for c in cells]
     for ax, (metric, scale, ylabel) in zip(axes, metrics):
         for (dataset, observe, label), pts in sorted(lines.items()):
-            k, mean, std = _finite([p["K"] for p in pts], [p[metric] for p in pts], [p[metric + "_std"] for p in pts])
+            k, mean, std = _finite([p["K"] for p in pts], [p[metric] for p in pts],
+                                   [p[metric + "_std"] for p in pts])
             if k.size == 0:
                 continue
             if len(groups) == 1:

@@ -78,8 +78,8 @@ def build_report(
 ) -> Report:
     """Aggregate every finished run under ``paths`` (and the rows of any runs.csv among them) into
     out_dir: runs.csv, cells.csv, report.md, PNGs; rollout_pairs.csv and rollouts.csv when runs hold both an
-    exact and a streaming evaluation (see experiments.reporting.rollouts); curve_points.csv, curves.csv and curves.png
-    (curves_streaming.* for the streaming rollout) when runs evaluated during training (see
+    exact and a streaming evaluation (see experiments.reporting.rollouts); curve_points.csv, curves.csv and
+    curves.png (curves_streaming.* for the streaming rollout) when runs evaluated during training (see
     experiments.reporting.curves). ``lines_by`` (see ``assign_labels``): "batch"
     draws one line per attention and batch size, "targets" one per attention across batch sizes."""
     if not paths:
@@ -129,7 +129,8 @@ def build_report(
             curves = summarize_curves(points, lines_by)
             report.files[f"curve_points{suffix}_csv"] = write_csv(points, POINT_COLUMNS,
                                                                   out / f"curve_points{suffix}.csv")
-            report.files[f"curves{suffix}_csv"] = write_csv(curves, CURVE_COLUMNS, out / f"curves{suffix}.csv")
+            report.files[f"curves{suffix}_csv"] = write_csv(curves, CURVE_COLUMNS,
+                                                            out / f"curves{suffix}.csv")
             if plots:
                 from experiments.reporting.plots import plot_curves
 
@@ -164,12 +165,14 @@ class ReportConfig:
         "help": "skip loading the datasets for their average/best reference scores"})
     no_plots: bool = field(default=False, metadata={"help": "write only the CSV files and the table"})
     lines_by: str = field(default="batch", metadata={
-        "help": "one table row and plotted line per attention and batch size (batch), or per attention across "
-                "batch sizes (targets: for sweeps run with --targets-per-step, whose batch changes with K)"})
+        "help": "one table row and plotted line per attention and batch size (batch), or per "
+                "attention across batch sizes (targets: for sweeps run with --targets-per-step, "
+                "whose batch changes with K)"})
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        check_rules(self, "report config", {"lines_by": (self.lines_by in LINES_BY, "one of " + ", ".join(LINES_BY))})
+        check_rules(self, "report config",
+                    {"lines_by": (self.lines_by in LINES_BY, "one of " + ", ".join(LINES_BY))})
 
 
 def run(cfg: ReportConfig) -> int:
@@ -180,7 +183,8 @@ def run(cfg: ReportConfig) -> int:
     return 0
 
 
-COMMAND = Command("report", "aggregate finished runs into a CSV, a table and plots", ReportConfig, run, __doc__)
+COMMAND = Command("report", "aggregate finished runs into a CSV, a table and plots", ReportConfig, run,
+                  __doc__)
 
 if __name__ == "__main__":
     sys.exit(COMMAND.main())

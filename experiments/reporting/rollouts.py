@@ -45,7 +45,8 @@ def load_rollout_pairs(
         (exact_file, exact), (streaming_file, streaming) = found["exact"], found["streaming"]
         differ = [k for k in _SAME_EVALUATION if exact.get(k) != streaming.get(k)]
         if differ:
-            skipped.append((run_dir, f"{exact_file.name} and {streaming_file.name} differ in {', '.join(differ)}"))
+            differ_in = ", ".join(differ)
+            skipped.append((run_dir, f"{exact_file.name} and {streaming_file.name} differ in {differ_in}"))
             continue
         scores = [{float(r["target"]): r for r in ev.get("results", [])} for ev in (exact, streaming)]
         for row in rows:
@@ -54,8 +55,8 @@ def load_rollout_pairs(
                 continue
             e, s = scores[0][target], scores[1][target]
             if int(e.get("episodes", 0)) != int(s.get("episodes", 0)):
-                skipped.append((run_dir, (f"target {target:g}: {e.get('episodes')} exact vs {s.get('episodes')} "
-                                          "streaming episodes")))
+                skipped.append((run_dir, (f"target {target:g}: {e.get('episodes')} exact vs "
+                                          f"{s.get('episodes')} streaming episodes")))
                 continue
             exact_score, streaming_score = _num(e["normalized_mean"]), _num(s["normalized_mean"])
             pairs.append({**{k: row[k] for k in CELL_KEY}, "seed": row["seed"], "streaming": streaming_score,
@@ -88,16 +89,16 @@ def format_rollouts(cells: list[dict[str, Any]]) -> list[str]:
     if not cells:
         return []
     lines = ["", "## Exact vs streaming (approximate) rollout of the same checkpoints", "",
-             ("Normalized score, mean ± std over seeds. *exact*: the function that was trained, the model on the "
-              "last K steps (`dt-attn eval`, the default); *streaming (approximate)*: `dt-attn eval --rollout "
-              "streaming`, a sliding window of 3K - 1 tokens per layer, so upper layers see more than K steps. "
-              "Same checkpoints, environment seeds and episodes."), "",
-             ("| dataset | observe | attention | K | batch | target | seeds | streaming (approximate) | exact "
-              "| exact - streaming | max abs diff |"),
+             ("Normalized score, mean ± std over seeds. *exact*: the function that was trained, the model on "
+              "the last K steps (`dt-attn eval`, the default); *streaming (approximate)*: `dt-attn eval "
+              "--rollout streaming`, a sliding window of 3K - 1 tokens per layer, so upper layers see more "
+              "than K steps. Same checkpoints, environment seeds and episodes."), "",
+             ("| dataset | observe | attention | K | batch | target | seeds | streaming (approximate) | "
+              "exact | exact - streaming | max abs diff |"),
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cells:
-        lines.append(f"| {c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | {c['batch_size']} "
-                     f"| {c['target']:g} | {c['seeds']} | {format_pm(c['streaming_mean'], c['streaming_std'])} "
-                     f"| {format_pm(c['exact_mean'], c['exact_std'])} | {format_pm(c['diff_mean'], c['diff_std'])} "
-                     f"| {c['abs_diff_max']:.1f} |")
+        lines.append(f"| {c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | {c['batch_size']} | "
+                     f"{c['target']:g} | {c['seeds']} | {format_pm(c['streaming_mean'], c['streaming_std'])} "
+                     f"| {format_pm(c['exact_mean'], c['exact_std'])} | "
+                     f"{format_pm(c['diff_mean'], c['diff_std'])} | {c['abs_diff_max']:.1f} |")
     return lines

@@ -57,7 +57,8 @@ def _interval_estimates(library: Any, score_dict: dict, func: Any, resamples: in
     rliable passes nothing else)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return library.get_interval_estimates(score_dict, func, reps=resamples, confidence_interval_size=level,
+        return library.get_interval_estimates(score_dict, func, reps=resamples,
+                                              confidence_interval_size=level,
                                               random_state=np.random.RandomState(seed))
 
 
@@ -78,8 +79,9 @@ def iqm_ci(scores: np.ndarray, resamples: int = 10_000, level: float = 0.95,
     bootstrap percentile interval: (iqm, low, high)."""
     library, metrics = _rliable()
     matrix = _matrix(scores)
-    point, interval = _interval_estimates(library, {"x": matrix}, lambda m: np.array([metrics.aggregate_iqm(m)]),
-                                          resamples, level, seed)
+    point, interval = _interval_estimates(library, {"x": matrix},
+                                          lambda m: np.array([metrics.aggregate_iqm(m)]), resamples, level,
+                                          seed)
     return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
 
 
@@ -91,8 +93,8 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, resamples: int = 10
     pair = (_matrix(x), _matrix(y))
     if pair[0].shape[1] != pair[1].shape[1]:
         raise ValueError(f"x and y must score the same tasks (got {pair[0].shape[1]} and {pair[1].shape[1]})")
-    point, interval = _interval_estimates(library, {"x,y": pair}, metrics.probability_of_improvement, resamples,
-                                          level, seed)
+    point, interval = _interval_estimates(library, {"x,y": pair}, metrics.probability_of_improvement,
+                                          resamples, level, seed)
     low, high = np.ravel(interval["x,y"])
     return float(np.ravel(point["x,y"])[0]), float(low), float(high)
 
@@ -104,6 +106,6 @@ def performance_profile(scores: dict[str, np.ndarray], taus: np.ndarray, resampl
     library, _ = _rliable()
     matrices = {name: _matrix(m) for name, m in scores.items()}
     np.random.seed(seed)  # create_performance_profile draws its bootstrap from numpy's global generator
-    profiles, bands = library.create_performance_profile(matrices, np.asarray(taus, dtype=float), reps=resamples,
-                                                        confidence_interval_size=level)
+    profiles, bands = library.create_performance_profile(matrices, np.asarray(taus, dtype=float),
+                                                        reps=resamples, confidence_interval_size=level)
     return {name: (np.asarray(profiles[name]), np.asarray(bands[name])) for name in matrices}
