@@ -41,3 +41,16 @@ def test_performance_profile_counts_runs_above_each_threshold():
 def test_non_finite_scores_are_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="NaN"):
         iqm_ci(np.array([1.0, np.nan]))
+
+
+def test_iqm_interval_agrees_with_rliables_own_stratified_bootstrap():
+    """The vectorized bootstrap draws what rliable's does (runs within each task): same interval up to
+    Monte Carlo error."""
+    from rliable import library, metrics
+
+    scores = np.random.default_rng(3).normal(30, 8, size=(6, 2))
+    _, lo, hi = iqm_ci(scores, resamples=4000)
+    _, interval = library.get_interval_estimates({"x": scores},
+                                                 lambda m: np.array([metrics.aggregate_iqm(m)]),
+                                                 reps=1000, random_state=np.random.RandomState(0))
+    assert abs(lo - interval["x"][0, 0]) < 1.5 and abs(hi - interval["x"][1, 0]) < 1.5

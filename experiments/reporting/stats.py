@@ -7,6 +7,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+from scipy.stats import trim_mean
 
 
 def bootstrap_mean_ci(values: np.ndarray, resamples: int = 10_000, level: float = 0.95,
@@ -76,13 +77,18 @@ def iqm_ci(scores: np.ndarray, resamples: int = 10_000, level: float = 0.95,
            seed: int = 0) -> tuple[float, float, float]:
     """Interquartile mean of a (runs x tasks) score matrix (the mean of the middle 50% of all scores: less
     sensitive to one outlying seed than the mean, less wasteful than the median) and its stratified-
-    bootstrap percentile interval: (iqm, low, high)."""
-    library, metrics = _rliable()
+    bootstrap percentile interval: (iqm, low, high). rliable's definitions (``metrics.aggregate_iqm``,
+    runs resampled within each task), computed in one vectorized pass: rliable's own bootstrap loops in
+    Python and takes seconds per cell."""
+    _, metrics = _rliable()
     matrix = _matrix(scores)
-    point, interval = _interval_estimates(library, {"x": matrix},
-                                          lambda m: np.array([metrics.aggregate_iqm(m)]), resamples, level,
-                                          seed)
-    return float(point["x"][0]), float(interval["x"][0, 0]), float(interval["x"][1, 0])
+    runs, tasks = matrix.shape
+    rng = np.random.default_rng(seed)
+    drawn = matrix[rng.integers(0, runs, size=(resamples, runs, tasks)), np.arange(tasks)]
+    iqms = trim_mean(drawn.reshape(resamples, -1), 0.25, axis=1)
+    tail = 100 * (1 - level) / 2
+    return (float(metrics.aggregate_iqm(matrix)), float(np.percentile(iqms, tail)),
+            float(np.percentile(iqms, 100 - tail)))
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, resamples: int = 10_000, level: float = 0.95,
