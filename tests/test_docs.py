@@ -39,3 +39,22 @@ def test_the_attention_guide_example_registers_a_mechanism_whose_step_equals_its
                          check=False, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_every_entry_module_answers_help(capsys):
+    """Every `dt-attn` subcommand (and the maintainer tool beside them) runs from the repository root and
+    prints its options; the GPU check script parses."""
+    import importlib
+
+    import pytest
+
+    from experiments.cli import COMMAND_MODULES
+
+    for module in (*COMMAND_MODULES, "experiments.commands.make_embedded_dataset"):
+        with pytest.raises(SystemExit) as exit_info:
+            importlib.import_module(module).COMMAND.main(["--help"])
+        assert exit_info.value.code == 0, module
+        assert "usage:" in capsys.readouterr().out, module
+    check = subprocess.run(["bash", "-n", str(ROOT / "experiments" / "gpu_check.sh")], capture_output=True,
+                           text=True, check=False)
+    assert check.returncode == 0, check.stderr
