@@ -30,7 +30,7 @@ def run_cli(fn: Callable[[], Any]) -> int:
     Turn user errors into a one-line message and exit code 2, Ctrl-C and SIGTERM into a note that the last
     checkpoint is kept (exit codes 130 and 143), warnings into 'warning: ...' lines."""
     try:
-        with _sigterm_raises(), warnings.catch_warnings():
+        with sigterm_raises(), warnings.catch_warnings():
             warnings.showwarning = _show_warning
             code = fn()
             return code if isinstance(code, int) else 0
@@ -48,8 +48,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 @contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises Terminated (``kill PID`` stops a run as Ctrl-C does)."""
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises Terminated, a KeyboardInterrupt (``kill PID`` stops a run or a sweep
+    as Ctrl-C does); a no-op outside the main thread, where no signal handler can be set."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -16,15 +16,13 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from agents.results import rollout_label
 from agents.runlock import RunLockedError, lock_owner, run_lock
 from agents.upgrade import final_evaluation_files, read_run_config
 from experiments.commands.parent_watch import die_with_parent
-from experiments.common import Command
+from experiments.common import Command, sigterm_raises
 from experiments.config import config_to_dict, format_config
 from experiments.reporting.aggregate import ReferenceFn, load_reference, read_json
 
@@ -373,7 +371,7 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
         show()
 
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_raises():
             show()
             if ray is not None:
                 from experiments.commands.sweep_ray import run_ray_cells
@@ -406,24 +404,6 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
     finally:
         bar.close()
     return results
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """Within the block, SIGTERM raises KeyboardInterrupt, so ``kill PID`` stops a sweep the way Ctrl-C
-    does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
