@@ -1,10 +1,14 @@
 """Shared test helpers: random inputs, a token-by-token driver, and the shape grid the attention
-property tests run every mechanism over. The O(T^2) reference forms live in dt_attn.ops.reference."""
+property tests run every mechanism over; an untrained Hopper rollout's settings and a one-thread fixture.
+The O(T^2) reference forms live in dt_attn.ops.reference."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
+from agents.evaluation import RolloutSettings
 from dt_attn import attention_options
 
 # Block sizes: Combiner's span, cosFormer's chunk size (softmax has neither; its windows still vary).
@@ -64,3 +68,18 @@ def window_grid(size: int) -> list[tuple[int | None, int]]:
             grid.append((window, window + 2 * size + 1 + ratio % 3))
     grid.append((3 * size + 4, 2 * size + 1))
     return grid
+
+
+#: A rollout of an untrained Hopper policy: identity normalization, the environment's own limits.
+HOPPER = RolloutSettings(env_id="Hopper-v4", env_name="hopper", observe="full",
+                         state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32),
+                         rtg_scale=1000.0, targets=[1800.0], max_episode_steps=1000)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: on tiny tensors more threads only contend on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

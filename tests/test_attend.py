@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import HOPPER
 
 from agents.config import TrainConfig
-from agents.evaluation import RolloutSettings
 from agents.model import DecisionTransformer, DTConfig
 from agents.rollout import SteppedRollout
 from agents.trainer import Trainer
@@ -23,18 +23,7 @@ from experiments.cli import main as cli_main
 from experiments.commands.attend import attention_by_lag, lag_mass
 
 ROOT = Path(__file__).resolve().parents[1]
-HOPPER = RolloutSettings(env_id="Hopper-v4", env_name="hopper", observe="full",
-                         state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32),
-                         rtg_scale=1000.0, targets=[1800.0], max_episode_steps=1000)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: several threads only contend on a shared machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def policy(attention: str, context: int = 4, **options) -> DecisionTransformer:

@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import HOPPER
 
 from agents import video as video_mod
 from agents.config import TrainConfig
-from agents.evaluation import RolloutSettings
 from agents.model import DecisionTransformer, DTConfig
 from agents.rollout import SteppedRollout, run_episodes
 from agents.trainer import Trainer
@@ -17,17 +17,7 @@ from dt_attn import TransformerConfig
 from envs import make_vector_env
 from experiments.cli import main as cli_main
 
-HOPPER = RolloutSettings(env_id="Hopper-v4", env_name="hopper", observe="full",
-                         state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32),
-                         rtg_scale=1000.0, targets=[1800.0], max_episode_steps=1000)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
