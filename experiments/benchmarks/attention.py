@@ -35,7 +35,7 @@ from agents.distributed import resolve_device
 from agents.fieldtypes import check_rules
 from agents.results import cpu_description
 from dt_attn import attention_options, available_attentions, build_attention, reference_attention
-from experiments.benchmarks.common import peak_memory, run_isolated, with_quick
+from experiments.benchmarks.common import peak_memory, prepare, run_isolated
 from experiments.common import Command
 from experiments.config import config_to_dict, format_config
 
@@ -437,13 +437,8 @@ def plot(path: Path, fwd: list[dict[str, Any]], step: list[dict[str, Any]]) -> N
 
 def run(cfg: BenchAttentionConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the benchmark, write its files, print tables and targets; returns rows and targets."""
-    if cfg.quick:
-        cfg = with_quick(cfg, QUICK)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    cfg, out_dir = prepare(cfg, QUICK)
     device = resolve_device(cfg.device)
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cpu = cpu_description()
     say(f"attention benchmark on {device} ({cpu}; {torch.get_num_threads()} threads), config:")
     say(format_config(cfg))

@@ -34,6 +34,18 @@ def with_quick(cfg: C, quick: dict[str, Any]) -> C:
     return replace(cfg, **{k: v for k, v in quick.items() if getattr(cfg, k) == getattr(defaults, k)})
 
 
+def prepare(cfg: C, quick: dict[str, Any]) -> tuple[C, Path]:
+    """What every benchmark does first: ``cfg`` with its ``--quick`` sizes applied when asked, torch's
+    threads set from ``cfg.threads`` (0 keeps torch's default), and ``cfg.out_dir`` created."""
+    if cfg.quick:
+        cfg = with_quick(cfg, quick)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return cfg, out
+
+
 def machine(device: torch.device) -> dict[str, Any]:
     """What the timings were taken on: CPU, torch threads, device and GPU name."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None

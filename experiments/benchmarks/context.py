@@ -14,7 +14,6 @@ from __future__ import annotations
 import resource
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -27,11 +26,11 @@ from experiments.benchmarks.common import (
     dt_config,
     machine,
     peak_memory,
+    prepare,
     run_isolated,
     steps_per_second,
     synthetic_sampler,
     training_step,
-    with_quick,
 )
 from experiments.common import Command
 from experiments.config import config_to_dict, format_config
@@ -100,12 +99,7 @@ def bench_context(cfg: BenchContextConfig) -> list[dict]:
 
 def run(cfg: BenchContextConfig) -> dict:
     """Run every cell; write context.csv and summary.json; return the figures."""
-    if cfg.quick:
-        cfg = with_quick(cfg, QUICK)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, out = prepare(cfg, QUICK)
     figures: dict = {"config": config_to_dict(cfg), **machine(resolve_device(cfg.device))}
     print(f"context benchmark on {figures['gpu'] or 'the CPU'} ({figures['cpu']}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads)\n{format_config(cfg)}", flush=True)

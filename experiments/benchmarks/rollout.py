@@ -29,7 +29,7 @@ from agents.fieldtypes import check_field_types, check_rules
 from agents.model import DecisionTransformer
 from agents.results import rollout_label
 from agents.rollout import RolloutPlan, RolloutResult, StepFn, plan_rollout, rerun_plan, run_episodes
-from experiments.benchmarks.common import AgentBenchConfig, dt_config, machine, with_quick
+from experiments.benchmarks.common import AgentBenchConfig, dt_config, machine, prepare
 from experiments.common import Command
 from experiments.config import config_to_dict, format_config
 
@@ -250,12 +250,7 @@ def run(cfg: BenchRolloutConfig, say: Callable[[str], None] = print) -> dict:
     ``cfg.profile``); return the figures."""
     from envs import make_vector_env
 
-    if cfg.quick:
-        cfg = with_quick(cfg, QUICK)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, out = prepare(cfg, QUICK)
     probe = make_vector_env(cfg.env, 1, cfg.seed)
     state_dim, act_dim = probe.single_observation_space.shape[0], probe.single_action_space.shape[0]
     probe.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,10 +29,10 @@ from experiments.benchmarks.common import (
     AgentBenchConfig,
     dt_config,
     machine,
+    prepare,
     sync,
     synthetic_sampler,
     training_step,
-    with_quick,
 )
 from experiments.common import Command
 from experiments.config import config_to_dict, format_config
@@ -202,12 +201,7 @@ def bench_throughput(cfg: BenchTrainingConfig) -> list[dict]:
 
 def run(cfg: BenchTrainingConfig) -> dict:
     """Time every model; write throughput.csv and summary.json; print the targets; return the figures."""
-    if cfg.quick:
-        cfg = with_quick(cfg, QUICK)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, out = prepare(cfg, QUICK)
     device = resolve_device(cfg.device)
     figures: dict = {"config": config_to_dict(cfg), **machine(device)}
     print(f"training benchmark on {figures['gpu'] or 'the CPU'} ({figures['cpu']}, torch "
