@@ -169,6 +169,9 @@ class EvalConfig:
     output: str | None = field(default=None, metadata={
         "help": "result JSON path (default: eval.json beside the checkpoint, eval-streaming.json for the "
                 "streaming rollout)"})
+    video: str | None = field(default=None, metadata={
+        "metavar": "PATH", "help": "also film the first episode at the first target (.mp4 or .gif, 480x480; "
+                                   "`dt-attn video` has more options)"})
 
     def __post_init__(self) -> None:
         check_field_types(self)

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from agents.rollout import plan_rollout, run_episodes
 from agents.runlock import run_lock
 from agents.upgrade import FORMAT, read_evaluation
 from envs import ObservationFilter, get_env_spec, make_vector_env, normalized_score
+
+VIDEO_SIZE = 480  # frame width and height of `dt-attn eval --video`
 
 
 def load_policy(payload: dict[str, Any], device: str | torch.device = "cpu") -> DecisionTransformer:
@@ -149,6 +151,10 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.output) if cfg.output else default_output(ckpt_path.parent, cfg.rollout)
     check_output_file(out)
+    if cfg.video:
+        from agents.video import check_video_path  # agents.video builds on this module
+
+        check_video_path(cfg.video, VIDEO_SIZE, VIDEO_SIZE)  # refused before any episode runs
     payload = load_checkpoint(ckpt_path)
     bad = non_finite_tensors(payload["model"])
     if bad:
@@ -221,4 +227,13 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
     if print_table:
         print(format_eval_table(result))
         print(f"results written to {out}")
+    if cfg.video:
+        from agents.video import record_video
+
+        # filmed from the first evaluated episode's initial state (same seed, target and environment)
+        film = record_video(model, replace(settings, env_id=env_id, observe=observe), cfg.video,
+                            target=float(targets[0]), seed=cfg.seed, max_steps=max_steps, device=device,
+                            width=VIDEO_SIZE, height=VIDEO_SIZE)
+        print(f"video of episode 1 at target {float(targets[0]):g} ({film.frames} frames, return "
+              f"{film.episode_return:.1f}) written to {film.path}")
     return result

@@ -136,11 +136,47 @@ def test_report_rebuilds_csv_table_and_plots(tmp_path):
     s = expected[("softmax", 5)]
     m = sum(s) / 3
     sd = math.sqrt(sum((x - m) ** 2 for x in s) / 3)
-    assert f"| 5 | 1800 | 100 | 64 | 3 | exact | {m:.1f} ± {sd:.1f} |" in md
+    # 3 seeds: the interquartile mean trims nothing, so it is the mean; 3 seeds x 2 episodes per figure
+    cell = next(c for c in csv.DictReader(open(rep.files["cells_csv"]))
+                if (c["attention"], c["K"], c["target"]) == ("softmax", "5", "1800"))
+    assert float(cell["iqm"]) == pytest.approx(m, rel=1e-5) and cell["episodes"] == "2"
+    assert float(cell["iqm_low"]) <= m <= float(cell["iqm_high"])
+    ci = f"{m:.1f} [{float(cell['iqm_low']):.1f}, {float(cell['iqm_high']):.1f}]"
+    assert f"| 5 | 1800 | 100 | 64 | 3 × 2 | exact | {m:.1f} ± {sd:.1f} | {ci} |" in md
+    assert f"{ci} (3 × 2)" in md  # the K pivot
     assert "| hopper-medium-standin | hopper stand-in | 54.1 | 95.9 | D4RL |" in md
-    for kind in ("scores_png", "costs_png"):
+    for kind in ("scores_png", "costs_png", "profiles_png"):
         data = rep.files[kind].read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 10_000
+
+
+def test_probability_of_improvement_between_cells_has_the_known_answers(tmp_path):
+    pytest.importorskip("rliable", reason="probabilities of improvement need the [stats] extra (rliable)")
+    make_sweep(tmp_path / "sweep")
+    rep = build_report([tmp_path / "sweep"], reference_fn=None, plots=False, baseline_k=20)
+    poi = {(r["compare"], r["row"], r["K"], r["target"]): r for r in csv.DictReader(open(rep.files["poi_csv"]))}
+    # cosformer seeds {35, 42, 63} against softmax {15, 22, 43} at K=5: 7 of the 9 pairs are wins
+    assert float(poi[("attention", "cosformer", "5", "1800")]["poi"]) == pytest.approx(7 / 9)
+    # softmax K=5 {15, 22, 43} against K=20 {30, 37, 58}: only 43 beats two of them
+    context = poi[("context", "softmax", "5", "1800")]
+    assert float(context["poi"]) == pytest.approx(2 / 9) and (context["x"], context["y"]) == ("K=5", "K=20")
+    assert float(context["poi_low"]) <= 2 / 9 <= float(context["poi_high"])
+    assert context["seeds_x"] == "3" and context["episodes_y"] == "2"
+    assert ("context", "softmax", "20", "1800") not in poi  # the baseline is not compared with itself
+    md = rep.markdown
+    assert "| hopper-medium-standin (stand-in) | full | 1800 | softmax | K=20 | 0.22 [" in md
+    assert "| hopper-medium-standin (stand-in) | full | 1800 | cosformer | softmax | 0.78 [" in md
+
+
+def test_iqm_of_a_cell_resists_one_wild_seed(tmp_path):
+    for seed, score in enumerate([10.0, 11.0, 12.0, 13.0, 90.0]):
+        write_run(tmp_path, "softmax", 20, seed, {1800.0: score})
+    (cell,) = summarize([r for d in find_runs([tmp_path])[0] for r in load_run(d)], resamples=2000)
+    assert cell["iqm"] == pytest.approx(12.0)  # 25% trimmed: the mean of 11, 12, 13
+    assert cell["normalized_mean"] == pytest.approx(27.2)
+    # a resample holding the wild seed twice puts it in the middle half: the interval shows that risk
+    assert cell["iqm_low"] <= 12.0 <= cell["iqm_high"]
+    assert cell["seeds"] == 5 and cell["episodes"] == "2"
 
 
 def test_unfinished_runs_are_listed_not_fatal(tmp_path):
@@ -188,10 +224,10 @@ def test_cli_main_and_default_out(tmp_path, capsys):
     assert default_out_dir([tmp_path / "runs"]) == (tmp_path / "runs" / "report").resolve()
     assert report_mod.COMMAND.main([str(a), str(b), "--no-references"]) == 0
     out = tmp_path / "runs" / "report"
-    assert {p.name for p in out.iterdir()} == {"runs.csv", "cells.csv", "report.md", "scores.png",
+    assert {p.name for p in out.iterdir()} >= {"runs.csv", "cells.csv", "report.md", "scores.png",
                                                "costs.png"}
     printed = capsys.readouterr().out
-    assert "| positions | cosformer | 5 | 1800 | 100 | 64 | 1 | exact | 14.0 ± 0.0 |" in printed
+    assert "| positions | cosformer | 5 | 1800 | 100 | 64 | 1 × 2 | exact | 14.0 ± 0.0 |" in printed
 
 
 def test_attention_variants_are_labelled_and_duplicate_seeds_rejected(tmp_path):
@@ -249,7 +285,8 @@ def test_equal_targets_sweeps_draw_one_line_per_attention(tmp_path, capsys):
                                     "targets"]) == 0
     printed = capsys.readouterr().out
     # one pivot row per attention holds every K (scores K/10 + seed: means 1.0, 2.5, 20.5)
-    assert "| full | softmax ~640 targets/step | 1.0 ± 0.5 | 2.5 ± 0.5 | 20.5 ± 0.5 |" in printed
+    assert "| full | softmax ~640 targets/step | 1.0 [0.5, 1.5] (2 × 2) | 2.5 [2.0, 3.0] (2 × 2) | " \
+           "20.5 [20.0, 21.0] (2 × 2) |" in printed
     with open(tmp_path / "runs" / "report" / "cells.csv") as f:
         assert {float(r["targets_per_step"]) for r in csv.DictReader(f)} == {640.0, 634.0, 720.0}
 
@@ -292,7 +329,7 @@ def test_report_merges_rows_of_an_earlier_runs_csv(tmp_path):
     assert cells[("cosformer", 60, 1800.0)]["normalized_mean"] == 70.0
     assert cells[("cosformer", 60, 1800.0)]["batch_size"] == 8
     # the K=5 runs are both live and in the CSV: the live directory wins, no duplicate-seed error
-    assert "| cosformer batch 64 | 5 | 1800 | 100 | 64 | 3 |" in rep.markdown
+    assert "| cosformer batch 64 | 5 | 1800 | 100 | 64 | 3 × 2 |" in rep.markdown
 
 
 def _read_rows(path):
@@ -336,16 +373,17 @@ def test_markdown_has_score_by_context_pivot():
 
     def cell(observe, k, mean):
         return {"dataset": "d", "dataset_label": "d stand-in", "observe": observe, "label": "cosformer",
-                "K": k, "target": 3600.0, "steps": 10, "batch_size": 4, "seeds": 3, "normalized_mean": mean,
-                "normalized_std": 1.0, "return_mean": 1.0, "return_std": 0.0, "train_s_per_step": 0.01,
+                "K": k, "target": 3600.0, "steps": 10, "batch_size": 4, "seeds": 3, "episodes": "10",
+                "normalized_mean": mean, "normalized_std": 1.0, "iqm": mean, "iqm_low": mean - 2,
+                "iqm_high": mean + 1, "return_mean": 1.0, "return_std": 0.0, "train_s_per_step": 0.01,
                 "peak_memory_mb": 1.0, "eval_s_per_step": 0.001, "rollout": "exact"}
 
     cells = [cell("full", 1, 10.0), cell("full", 20, 30.0), cell("positions", 20, 5.0)]
     cells[2].update(train_s_per_step=0.03, peak_memory_mb=3.0)
     md = format_markdown(cells, {}, [], [], 9)
     assert "| observe | attention | K=1 | K=20 |" in md
-    assert "| full | cosformer | 10.0 ± 1.0 | 30.0 ± 1.0 |" in md
-    assert "| positions | cosformer |  | 5.0 ± 1.0 |" in md
+    assert "| full | cosformer | 10.0 [8.0, 11.0] (3 × 10) | 30.0 [28.0, 31.0] (3 × 10) |" in md
+    assert "| positions | cosformer |  | 5.0 [3.0, 6.0] (3 × 10) |" in md
     # cost pivot: K=20 averages the full (0.01 s) and positions (0.03 s) cells
     assert "| attention | K=1 | K=20 |" in md and "| cosformer | 10 ms, 1 MB | 20 ms, 2 MB |" in md
 
@@ -421,7 +459,7 @@ def test_every_cell_says_which_rollout_produced_it(tmp_path):
     with open(rep.files["cells_csv"]) as f:
         assert {r["attention"]: r["rollout"] for r in csv.DictReader(f)} == {"softmax": "mixed",
                                                                              "cosformer": "exact"}
-    assert "| 3 | mixed | 10.0 ± 0.0 |" in rep.markdown
+    assert "| 3 × 2 | mixed | 10.0 ± 0.0 |" in rep.markdown
     # a runs.csv of format 1's report: rollout described the method, readout said exact or streaming
     old = tmp_path / "old_runs.csv"
     with open(rep.files["runs_csv"]) as f:

@@ -1,5 +1,6 @@
 """Video of an episode: the exact rollout evaluation plays, rendered offscreen, written as MP4 or GIF."""
 
+import json
 import os
 
 import numpy as np
@@ -132,3 +133,28 @@ def test_missing_offscreen_gl_is_one_line_naming_what_to_install(monkeypatch):
     monkeypatch.setenv("MUJOCO_GL", "glfw")
     with pytest.raises(VideoError, match="cannot render offscreen with MUJOCO_GL=glfw .*unset MUJOCO_GL"):
         offscreen_gl()
+
+
+def test_eval_video_films_the_first_evaluated_episode(tmp_path, gl, capsys):
+    import imageio.v2 as imageio
+
+    run = tmp_path / "run"
+    Trainer(TrainConfig(dataset="default", attention="cosformer", context=3, embed_dim=16, n_layers=1,
+                        batch_size=4, steps=2, warmup_steps=1, checkpoint_every=2, log_every=1,
+                        eval_episodes=0, run_dir=str(run), threads=1), progress=False).train()
+    clip = tmp_path / "clips" / "ep.mp4"
+    assert cli_main(["eval", "--checkpoint", str(run), "--episodes", "2", "--envs", "2", "--targets", "1800",
+                     "--max-steps", "7", "--threads", "1", "--video", str(clip)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((run / "eval.json").read_text())
+    first_length = result["results"][0]["lengths"][0]
+    assert f"video of episode 1 at target 1800 ({first_length + 1} frames" in printed
+    reader = imageio.get_reader(clip)
+    assert reader.count_frames() == first_length + 1  # the initial state and one frame per step
+    assert reader.get_data(0).shape == (480, 480, 3)
+    reader.close()
+    # a bad path is refused before any episode runs: the earlier result stays as it was
+    before = (run / "eval.json").read_bytes()
+    assert cli_main(["eval", "--checkpoint", str(run), "--video", str(tmp_path / "ep.webm")]) == 2
+    assert "must end in .mp4 or .gif" in capsys.readouterr().err
+    assert (run / "eval.json").read_bytes() == before

@@ -2,7 +2,8 @@
 
 A *row* is one (run, target) pair: a run evaluated at two return-to-go targets gives two rows.
 A *cell* is a (dataset, env id, observe, attention, options, K, steps, target) group of rows
-that differ only in their training seed; cells carry the mean and std over seeds.
+that differ only in their training seed; cells carry the mean and std over seeds and rliable's
+interquartile mean with its stratified-bootstrap 95% interval (experiments.reporting.stats).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from agents.atomic import write_rows_csv
 from agents.results import EVAL_FILE, ROLLOUTS, rollout_label
 from agents.upgrade import FINAL_EVALUATION_NAMES, final_evaluations, read_run_config
+from experiments.reporting.stats import iqm_ci
 
 # Files whose presence marks a directory as a run directory (written by `dt-attn train`).
 RUN_MARKERS = ("config.json", "checkpoint.pt", "train_summary.json")
@@ -43,7 +45,8 @@ CELL_COLUMNS = [
     "dataset", "dataset_label", "env_id", "observe", "attention", "attention_options", "activation", "init",
     "precision", "K", "steps",
     "batch_size",
-    "target", "seeds", "seed_list", "normalized_mean", "normalized_std", "return_mean", "return_std",
+    "target", "seeds", "seed_list", "episodes", "normalized_mean", "normalized_std", "iqm", "iqm_low",
+    "iqm_high", "return_mean", "return_std",
     "train_time_s", "train_s_per_step", "train_s_per_step_std", "steps_per_s", "peak_memory_mb",
     "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "targets_per_step",
     "rollout", "label",
@@ -340,9 +343,18 @@ def distinct_seeds(members: list[dict[str, Any]]) -> list[int]:
     return seeds
 
 
-def summarize(rows: list[dict[str, Any]], lines_by: str = "batch") -> list[dict[str, Any]]:
+def episodes_label(counts: Iterable[int]) -> str:
+    """The episodes per seed of a cell: "10", or "5-10" when its runs evaluated different numbers."""
+    counts = sorted(set(counts))
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
+def summarize(rows: list[dict[str, Any]], lines_by: str = "batch",
+              resamples: int = 10_000) -> list[dict[str, Any]]:
     """One cell per (dataset, env id, observe, attention, options, activation, init, precision, K, steps,
-    batch, target): mean ± std over seeds; labelled for display with ``assign_labels(cells, lines_by)``."""
+    batch, target): mean ± std and IQM [95% interval, ``resamples`` bootstrap draws] over seeds; labelled
+    for display with ``assign_labels(cells, lines_by)``. ``scores_by_seed`` keeps each seed's score for the
+    comparisons between cells."""
     cells = []
     for key, members in group_by(rows, CELL_KEY).items():
         cell: dict[str, Any] = dict(zip(CELL_KEY, key))
@@ -350,7 +362,12 @@ def summarize(rows: list[dict[str, Any]], lines_by: str = "batch") -> list[dict[
         seeds = distinct_seeds(members)
         cell["seeds"] = len(seeds)
         cell["seed_list"] = " ".join(str(s) for s in seeds)
+        cell["episodes"] = episodes_label(m["episodes"] for m in members)
+        by_seed = sorted(members, key=lambda m: m["seed"])
+        cell["scores_by_seed"] = {m["seed"]: m["normalized_mean"] for m in by_seed}
         cell["normalized_mean"], cell["normalized_std"] = mean_std([m["normalized_mean"] for m in members])
+        scores = np.array([m["normalized_mean"] for m in by_seed])
+        cell["iqm"], cell["iqm_low"], cell["iqm_high"] = iqm_ci(scores, resamples)
         cell["return_mean"], cell["return_std"] = mean_std([m["return_mean"] for m in members])
         cell["train_time_s"], _ = mean_std([m["train_time_s"] for m in members])
         spt = [1.0 / m["steps_per_s"] if m["steps_per_s"] > 0 else math.nan for m in members]
@@ -420,12 +437,25 @@ def format_pm(mean: float, std: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def format_ci(center: float, low: float, high: float, digits: int = 1) -> str:
+    """'center [low, high]', or a dash when there is no value."""
+    if math.isnan(center):
+        return "–"
+    return f"{center:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def seeds_by_episodes(cell: dict[str, Any]) -> str:
+    """How many runs a figure rests on: "5 × 10" is 5 seeds of 10 episodes each."""
+    return f"{cell['seeds']} × {cell['episodes']}"
+
+
 def _fmt(value: float, digits: int = 1, scale: float = 1.0) -> str:
     return "–" if math.isnan(value) else f"{value * scale:.{digits}f}"
 
 
 def _score_by_context(cells: list[dict[str, Any]]) -> list[str]:
-    """One compact table per (dataset, target, steps): rows observe x attention, columns K."""
+    """One compact table per (dataset, target, steps): rows observe x attention, columns K; IQM [95% interval]
+    (seeds × episodes)."""
     lines: list[str] = []
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for c in cells:
@@ -433,14 +463,15 @@ def _score_by_context(cells: list[dict[str, Any]]) -> list[str]:
     for (label, target, steps), members in groups.items():
         ks = sorted({c["K"] for c in members})
         rows = list(dict.fromkeys((c["observe"], c["label"]) for c in members))
-        title = f"### {label}, target {target:g}, {steps} steps: normalized score by context length K"
+        title = (f"### {label}, target {target:g}, {steps} steps: normalized score by context length K "
+                 "(IQM [95% CI], seeds × episodes)")
         lines += ["", title, "",
                   "| observe | attention | " + " | ".join(f"K={k}" for k in ks) + " |",
                   "|---|---|" + "---:|" * len(ks)]
         for observe, label_ in rows:
             by_k = {c["K"]: c for c in members if (c["observe"], c["label"]) == (observe, label_)}
-            vals = [format_pm(by_k[k]["normalized_mean"], by_k[k]["normalized_std"]) if k in by_k else ""
-                    for k in ks]
+            vals = [f"{format_ci(by_k[k]['iqm'], by_k[k]['iqm_low'], by_k[k]['iqm_high'])} "
+                    f"({seeds_by_episodes(by_k[k])})" if k in by_k else "" for k in ks]
             lines.append(f"| {observe} | {label_} | " + " | ".join(vals) + " |")
     return lines
 
@@ -483,17 +514,18 @@ def format_markdown(
         (f"{n_runs} finished run(s) in {len(cells)} table row(s); {len(unfinished)} unfinished or failed "
          "run(s)."),
         "",
-        "## Normalized score by cell (mean ± std over seeds)",
+        "## Normalized score by cell (over seeds: mean ± std, and IQM with its 95% interval)",
         "",
-        ("| dataset | observe | attention | K | target | steps | batch | seeds | rollout | normalized | "
-         "return | train ms/step | peak MB | eval ms/step |"),
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        ("| dataset | observe | attention | K | target | steps | batch | seeds × episodes | rollout | "
+         "normalized | IQM [95% CI] | return | train ms/step | peak MB | eval ms/step |"),
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         lines.append(
             f"| {c['dataset_label'] or c['dataset']} | {c['observe']} | {c['label']} | {c['K']} | "
-            f"{c['target']:g} | {c['steps']} | {c['batch_size']} | {c['seeds']} | {c['rollout']} | "
+            f"{c['target']:g} | {c['steps']} | {c['batch_size']} | {seeds_by_episodes(c)} | {c['rollout']} | "
             f"{format_pm(c['normalized_mean'], c['normalized_std'])} | "
+            f"{format_ci(c['iqm'], c['iqm_low'], c['iqm_high'])} | "
             f"{format_pm(c['return_mean'], c['return_std'])} | {_fmt(c['train_s_per_step'], 1, 1e3)} | "
             f"{_fmt(c['peak_memory_mb'], 0)} | {_fmt(c['eval_s_per_step'], 2, 1e3)} |"
         )
@@ -501,8 +533,11 @@ def format_markdown(
     lines += _cost_by_context(cells)
     lines += [
         "",
-        ("std is the population std (ddof=0) of the per-seed episode means; seeds = number of training "
-         "seeds; rollout: *exact* (the function that was trained: the last K steps) or *streaming "
+        ("Every figure is over training seeds, each seed scored by the mean of its episodes (seeds × "
+         "episodes says how many of each). std is the population std (ddof=0) of the per-seed means; IQM is "
+         "rliable's interquartile mean (the mean of the middle half of the seeds' scores) with a 95% "
+         "stratified-bootstrap percentile interval over seeds; rollout: *exact* (the function that was "
+         "trained: the last K steps) or *streaming "
          "(approximate)* (`--rollout streaming`: a sliding window of 3K - 1 tokens per layer, so upper "
          "layers see past K steps); a run holding both is reported by its exact evaluation. Costs are means "
          "over seeds: train ms/step = 1000 / training steps per second, peak MB = peak memory of the "

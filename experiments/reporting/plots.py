@@ -12,7 +12,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
 from agents.atomic import atomic_write
 from agents.results import rollout_label
-from experiments.reporting.aggregate import DatasetReference
+from experiments.reporting.aggregate import DatasetReference, group_by
 
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v")
@@ -64,12 +64,23 @@ def _finite(xs: list[float], *ys: list[float]) -> tuple[np.ndarray, ...]:
     return tuple(a[keep] for a in arrs)
 
 
+def _iqm_band(c: dict[str, Any]) -> tuple[float, float, float]:
+    return c["iqm"], c["iqm_low"], c["iqm_high"]
+
+
+def _std_band(c: dict[str, Any]) -> tuple[float, float, float]:
+    mean, std = c["normalized_mean"], c["normalized_std"]
+    return mean, mean - std, mean + std
+
+
 def plot_scores(cells: list[dict[str, Any]], refs: dict[str, DatasetReference], path: str | Path) -> Path:
-    """Normalized score vs K: a panel per (dataset, observe, target), a line per attention, ± std band."""
+    """Normalized score vs K: a panel per (dataset, observe, target), a line per attention: the IQM over
+    seeds with its 95% stratified-bootstrap band."""
     if not cells:
         raise ValueError("no finished runs to plot")
     return _score_panels(cells, "K", lambda ax, mine: _k_axis(ax, [c["K"] for c in mine]), refs,
-                         "normalized score vs context length (mean ± std over seeds)", path)
+                         "normalized score vs context length (IQM over seeds, 95% bootstrap CI)", path,
+                         _iqm_band)
 
 
 def plot_curves(curves: list[dict[str, Any]], refs: dict[str, DatasetReference], path: str | Path,
@@ -80,13 +91,14 @@ def plot_curves(curves: list[dict[str, Any]], refs: dict[str, DatasetReference],
         raise ValueError("no evaluations during training to plot")
     note = "" if rollout == "exact" else f", {rollout_label(rollout)} rollout"
     return _score_panels(curves, "step", lambda ax, _: ax.set_xlabel("training step"), refs,
-                         f"normalized score during training{note} (mean ± std over seeds)", path)
+                         f"normalized score during training{note} (mean ± std over seeds)", path, _std_band)
 
 
 def _score_panels(cells: list[dict[str, Any]], x: str, x_axis, refs: dict[str, DatasetReference], title: str,
-                  path: str | Path) -> Path:
-    """A panel per (dataset, observe, target) of normalized score against ``x``, a line per label with a
-    ± std band and the dataset's average and best episode; ``x_axis(ax, panel_cells)`` labels the x axis."""
+                  path: str | Path, band) -> Path:
+    """A panel per (dataset, observe, target) of normalized score against ``x``, a line per label with the
+    band ``band(cell) -> (center, low, high)`` and the dataset's average and best episode; ``x_axis(ax,
+    panel_cells)`` labels the x axis. The legend gives each line's seeds (× episodes where known)."""
     panels = sorted({(c["dataset"], c["observe"], c["target"]) for c in cells})
     looks = _looks(cells)
     rows, cols = _grid(len(panels))
@@ -96,12 +108,13 @@ def _score_panels(cells: list[dict[str, Any]], x: str, x_axis, refs: dict[str, D
         mine = [c for c in cells if (c["dataset"], c["observe"], c["target"]) == (dataset, observe, target)]
         for label in sorted({c["label"] for c in mine}):
             line = sorted((c for c in mine if c["label"] == label), key=lambda c: c[x])
-            xs, mean, std = _finite([c[x] for c in line], [c["normalized_mean"] for c in line],
-                                    [c["normalized_std"] for c in line])
+            xs, center, low, high = _finite([c[x] for c in line], *zip(*(band(c) for c in line)))
             seeds = "/".join(str(n) for n in sorted({c["seeds"] for c in line}))
+            episodes = "/".join(sorted({str(c["episodes"]) for c in line if "episodes" in c}))
             color, marker = looks[label]
-            ax.plot(xs, mean, marker=marker, color=color, label=f"{label} (n={seeds})")
-            ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+            count = f"{seeds} seeds × {episodes} eps" if episodes else f"n={seeds}"
+            ax.plot(xs, center, marker=marker, color=color, label=f"{label} ({count})")
+            ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
         ref = refs.get(dataset)
         if ref is not None:
             ax.axhline(ref.average, color="0.4", linestyle="--", linewidth=1,
@@ -179,6 +192,70 @@ def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle("cost vs context length (mean ± std over seeds; log-log)", fontsize=10)
     return _save(fig, path)
+
+
+def profile_panels(cells: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, tuple[np.ndarray, str]]]:
+    """(observe, label) -> {K: ((seeds x tasks) score matrix, episodes label)} for performance profiles. The
+    tasks are the (dataset, target) pairs that every K of the panel has, and the seeds those that every
+    cell of the panel has, so each K's profile rests on the same tasks and seeds."""
+    panels: dict[tuple[str, str], dict[int, tuple[np.ndarray, str]]] = {}
+    for (observe, label), members in sorted(group_by(cells, ("observe", "label")).items()):
+        by_k = group_by(members, ("K",))
+        tasks = set.intersection(*({(c["dataset"], c["target"]) for c in group} for group in by_k.values()))
+        chosen = [c for c in members if (c["dataset"], c["target"]) in tasks]
+        seeds = sorted(set.intersection(*(set(c["scores_by_seed"]) for c in chosen))) if chosen else []
+        if not seeds:
+            continue
+        tasks_sorted = sorted(tasks)
+        panels[(observe, label)] = {
+            k: (np.array([[next(c for c in chosen if c["K"] == k and (c["dataset"], c["target"]) == t)
+                           ["scores_by_seed"][s] for t in tasks_sorted] for s in seeds]),
+                "/".join(sorted({str(c["episodes"]) for c in chosen if c["K"] == k})))
+            for (k,) in sorted(by_k)}
+    return panels
+
+
+def plot_profiles(cells: list[dict[str, Any]], path: str | Path, resamples: int = 2_000) -> Path:
+    """rliable performance profiles: a panel per (observe, attention), a line per K, the fraction of runs
+    (seeds x tasks) whose normalized score exceeds each threshold tau, with a 95% stratified-bootstrap band.
+    Needs rliable (the ``[stats]`` extra)."""
+    from experiments.reporting.stats import performance_profile
+
+    panels = profile_panels(cells)
+    if not panels:
+        raise ValueError("no cells with seeds in common to draw performance profiles from")
+    rows, cols = _grid(len(panels))
+    fig = Figure(figsize=(5.0 * cols, 3.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    cmap = _k_colours(sorted({k for by_k in panels.values() for k in by_k}))
+    for ax, ((observe, label), by_k) in zip(axes, panels.items()):
+        everything = np.concatenate([m.ravel() for m, _ in by_k.values()])
+        taus = np.linspace(everything.min(), everything.max(), 101)
+        profiles = performance_profile({str(k): m for k, (m, _) in by_k.items()}, taus, resamples)
+        for k, (matrix, episodes) in by_k.items():
+            fractions, band = profiles[str(k)]
+            seeds, tasks = matrix.shape
+            ax.plot(taus, fractions, color=cmap[k],
+                    label=f"K={k} ({seeds} seeds × {tasks} task(s) × {episodes} eps)")
+            ax.fill_between(taus, band[0], band[1], color=cmap[k], alpha=0.15, linewidth=0)
+        ax.set_xlabel("normalized score τ")
+        ax.set_ylabel("fraction of runs with score > τ")
+        ax.set_title(f"{label}, observe {observe}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("performance profiles by context length (tasks: datasets × targets; 95% bootstrap bands)",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+def _k_colours(ks: list[int]) -> dict[int, Any]:
+    """One colour per context length, light to dark as K grows."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    return {k: cmap(0.9 * i / max(1, len(ks) - 1)) for i, k in enumerate(ks)}
 
 
 def _save(fig: Figure, path: str | Path) -> Path:

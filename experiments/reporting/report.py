@@ -32,6 +32,7 @@ from experiments.reporting.aggregate import (
     summarize,
     write_csv,
 )
+from experiments.reporting.comparisons import POI_COLUMNS, compare_cells, format_comparisons
 from experiments.reporting.curves import (
     CURVE_COLUMNS,
     POINT_COLUMNS,
@@ -75,13 +76,17 @@ def build_report(
     reference_fn: ReferenceFn | None = load_reference,
     plots: bool = True,
     lines_by: str = "batch",
+    baseline_k: int = 20,
+    baseline_attention: str = "softmax",
 ) -> Report:
     """Aggregate every finished run under ``paths`` (and the rows of any runs.csv among them) into
     out_dir: runs.csv, cells.csv, report.md, PNGs; rollout_pairs.csv and rollouts.csv when runs hold both an
     exact and a streaming evaluation (see experiments.reporting.rollouts); curve_points.csv, curves.csv and
     curves.png (curves_streaming.* for the streaming rollout) when runs evaluated during training (see
-    experiments.reporting.curves). ``lines_by`` (see ``assign_labels``): "batch"
-    draws one line per attention and batch size, "targets" one per attention across batch sizes."""
+    experiments.reporting.curves); with rliable installed, poi.csv (probabilities of improvement against
+    ``baseline_k`` and ``baseline_attention``, see experiments.reporting.comparisons) and profiles.png.
+    ``lines_by`` (see ``assign_labels``): "batch" draws one line per attention and batch size, "targets" one
+    per attention across batch sizes."""
     if not paths:
         raise ValueError("no run directories given; pass run directories or folders that contain them")
     out = Path(out_dir) if out_dir is not None else default_out_dir(paths)
@@ -115,6 +120,17 @@ def build_report(
         report.files["scores_png"] = plot_scores(cells, refs, out / "scores.png")
         report.files["costs_png"] = plot_costs(cells, out / "costs.png")
     report.markdown = format_markdown(cells, refs, notes, unfinished, len(runs))
+    try:
+        comparisons = compare_cells(cells, baseline_k, baseline_attention)
+        if plots:
+            from experiments.reporting.plots import plot_profiles
+
+            report.files["profiles_png"] = plot_profiles(cells, out / "profiles.png")
+    except ValueError as exc:  # rliable missing: the table stands without the rliable-only figures
+        report.markdown += f"\n* no probabilities of improvement or performance profiles: {exc}\n"
+    else:
+        report.files["poi_csv"] = write_csv(comparisons, POI_COLUMNS, out / "poi.csv")
+        report.markdown += "\n".join(format_comparisons(comparisons)) + "\n"
     pairs, mismatched = load_rollout_pairs(rows_by_run)
     if pairs or mismatched:
         compared = summarize_rollouts(pairs, lines_by)
@@ -164,6 +180,10 @@ class ReportConfig:
     no_references: bool = field(default=False, metadata={
         "help": "skip loading the datasets for their average/best reference scores"})
     no_plots: bool = field(default=False, metadata={"help": "write only the CSV files and the table"})
+    baseline_k: int = field(default=20, metadata={
+        "help": "context length every other K of a line is compared with (probability of improvement)"})
+    baseline_attention: str = field(default="softmax", metadata={
+        "help": "attention every other attention is compared with at equal K (probability of improvement)"})
     lines_by: str = field(default="batch", metadata={
         "help": "one table row and plotted line per attention and batch size (batch), or per "
                 "attention across batch sizes (targets: for sweeps run with --targets-per-step, "
@@ -178,7 +198,8 @@ class ReportConfig:
 def run(cfg: ReportConfig) -> int:
     """Build the report of ``cfg.run_dirs`` and print it."""
     report = build_report(cfg.run_dirs, cfg.out, None if cfg.no_references else load_reference,
-                          plots=not cfg.no_plots, lines_by=cfg.lines_by)
+                          plots=not cfg.no_plots, lines_by=cfg.lines_by, baseline_k=cfg.baseline_k,
+                          baseline_attention=cfg.baseline_attention)
     print_report(report)
     return 0
 

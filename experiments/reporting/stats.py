@@ -79,15 +79,15 @@ def iqm_ci(scores: np.ndarray, resamples: int = 10_000, level: float = 0.95,
     sensitive to one outlying seed than the mean, less wasteful than the median) and its stratified-
     bootstrap percentile interval: (iqm, low, high). rliable's definitions (``metrics.aggregate_iqm``,
     runs resampled within each task), computed in one vectorized pass: rliable's own bootstrap loops in
-    Python and takes seconds per cell."""
-    _, metrics = _rliable()
+    Python and takes seconds per cell. The point estimate is ``metrics.aggregate_iqm``'s formula (a 25%
+    trimmed mean of every score), so it needs no rliable."""
     matrix = _matrix(scores)
     runs, tasks = matrix.shape
     rng = np.random.default_rng(seed)
     drawn = matrix[rng.integers(0, runs, size=(resamples, runs, tasks)), np.arange(tasks)]
     iqms = trim_mean(drawn.reshape(resamples, -1), 0.25, axis=1)
     tail = 100 * (1 - level) / 2
-    return (float(metrics.aggregate_iqm(matrix)), float(np.percentile(iqms, tail)),
+    return (float(trim_mean(matrix, 0.25, axis=None)), float(np.percentile(iqms, tail)),
             float(np.percentile(iqms, 100 - tail)))
 
 
