@@ -91,6 +91,11 @@ def make_sweep(root: Path) -> dict[tuple[str, int], list[float]]:
     return expected
 
 
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def fake_reference(dataset: str, env: str | None) -> DatasetReference:
     return DatasetReference(dataset=dataset, label="hopper stand-in", average=54.1, best=95.9, source="D4RL")
 
@@ -130,6 +135,8 @@ def test_report_rebuilds_csv_table_and_plots(tmp_path):
     assert float(row["steps_per_s"]) == pytest.approx(50.0) and float(row["eval_env_steps_per_s"]) == 102.0
     assert row["rollout"] == "exact" and row["method"] == "exact: the last K steps re-run every step"
     assert row["init"] == "normal" and row["activation"] == "relu"
+    # run folders are named relative to the report folder: the CSV reads alike on any machine
+    assert row["run_dir"] == "../hopper-medium-standin-cosformer-K20-s2"
     with open(rep.files["cells_csv"]) as f:
         assert len(list(csv.DictReader(f))) == 8
     md = rep.files["markdown"].read_text()
@@ -137,7 +144,7 @@ def test_report_rebuilds_csv_table_and_plots(tmp_path):
     m = sum(s) / 3
     sd = math.sqrt(sum((x - m) ** 2 for x in s) / 3)
     # 3 seeds: the interquartile mean trims nothing, so it is the mean; 3 seeds x 2 episodes per figure
-    cell = next(c for c in csv.DictReader(open(rep.files["cells_csv"]))
+    cell = next(c for c in _read_csv(rep.files["cells_csv"])
                 if (c["attention"], c["K"], c["target"]) == ("softmax", "5", "1800"))
     assert float(cell["iqm"]) == pytest.approx(m, rel=1e-5) and cell["episodes"] == "2"
     assert float(cell["iqm_low"]) <= m <= float(cell["iqm_high"])
@@ -154,7 +161,7 @@ def test_probability_of_improvement_between_cells_has_the_known_answers(tmp_path
     pytest.importorskip("rliable", reason="probabilities of improvement need the [stats] extra (rliable)")
     make_sweep(tmp_path / "sweep")
     rep = build_report([tmp_path / "sweep"], reference_fn=None, plots=False, baseline_k=20)
-    poi = {(r["compare"], r["row"], r["K"], r["target"]): r for r in csv.DictReader(open(rep.files["poi_csv"]))}
+    poi = {(r["compare"], r["row"], r["K"], r["target"]): r for r in _read_csv(rep.files["poi_csv"])}
     # cosformer seeds {35, 42, 63} against softmax {15, 22, 43} at K=5: 7 of the 9 pairs are wins
     assert float(poi[("attention", "cosformer", "5", "1800")]["poi"]) == pytest.approx(7 / 9)
     # softmax K=5 {15, 22, 43} against K=20 {30, 37, 58}: only 43 beats two of them

@@ -163,7 +163,8 @@ def test_targets_per_step_holds_real_action_targets_fixed(tmp_path, capsys):
     assert run_sweep(dataclasses.replace(cfg, contexts=[1, 5]), train_fn=fake_train, reference_fn=None,
                      progress=False) == 0
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "| full | softmax ~640 targets/step | 10.0 ± 0.0 | 50.0 ± 0.0 |" in report
+    assert ("| full | softmax ~640 targets/step | 10.0 [10.0, 10.0] (1 × 10) | 50.0 [50.0, 50.0] (1 × 10) |"
+            in report)
 
 
 def test_softmax_memory_warning_uses_each_cells_batch(tmp_path):

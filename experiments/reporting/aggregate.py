@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,7 +247,9 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
             if row["rollout"] not in _ROLLOUT_LABELS:  # a CSV whose rollout column described the method
                 rollout = rollout_label(_csv_rollout(row["rollout"], raw))
                 row["method"], row["rollout"] = row["rollout"], rollout
-            row["run_dir"] = row["run_dir"] or f"{path}:{reader.line_num}"
+            # run_dir is written relative to the CSV's folder (see write_csv)
+            row["run_dir"] = (str((path.parent / row["run_dir"]).resolve()) if row["run_dir"]
+                              else f"{path}:{reader.line_num}")
             row["env"] = None
             rows.append(row)
     return rows
@@ -424,9 +427,16 @@ def _csv_value(value: Any) -> Any:
 
 
 def write_csv(records: list[dict[str, Any]], columns: list[str], path: str | Path) -> Path:
-    """Write ``records`` (only ``columns``, in order) as CSV; NaN becomes an empty field."""
+    """Write ``records`` (only ``columns``, in order) as CSV; NaN becomes an empty field. A run_dir is
+    written relative to the CSV's folder, so a report folder names its runs alike on every machine."""
     path = Path(path)
-    write_rows_csv(path, [{c: _csv_value(rec.get(c, "")) for c in columns} for rec in records], columns)
+
+    def value(rec: dict[str, Any], c: str) -> Any:
+        if c == "run_dir" and os.path.isabs(rec.get(c, "")):
+            return os.path.relpath(rec[c], path.parent.resolve())
+        return _csv_value(rec.get(c, ""))
+
+    write_rows_csv(path, [{c: value(rec, c) for c in columns} for rec in records], columns)
     return path
 
 

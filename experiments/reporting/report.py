@@ -3,7 +3,8 @@
 python -m experiments.reporting.report RUN_DIRS... [--out DIR]: each argument is a run directory, a
 folder searched recursively for run directories (those holding a final evaluation: eval.json or
 eval-streaming.json), or a runs.csv written by an earlier report (its rows join the table; a live run
-directory wins over its CSV row). Run directories of every format are read (see agents.upgrade).
+directory wins over a CSV row of the same cell and seed). Run directories of every format are read (see
+agents.upgrade).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from agents.fieldtypes import check_field_types, check_rules
 from experiments.common import Command
 from experiments.reporting.aggregate import (
     CELL_COLUMNS,
+    CELL_KEY,
     EVAL_FILE,
     LINES_BY,
     ROW_COLUMNS,
@@ -100,9 +102,12 @@ def build_report(
     rows_by_run: dict[Path, list[dict]] = {}  # the finished run directories' rows, for rollouts and curves
     for r in rows:
         rows_by_run.setdefault(Path(r["run_dir"]), []).append(r)
-    live = {(r["run_dir"], r["target"]) for r in rows}
+    def identity(row: dict) -> tuple:  # one seed of one cell: the same run wherever its folder now is
+        return (*(row[k] for k in CELL_KEY), row["seed"])
+
+    live = {identity(r) for r in rows}
     for csv_file in csv_files:
-        rows += [r for r in load_rows_csv(csv_file) if (r["run_dir"], r["target"]) not in live]
+        rows += [r for r in load_rows_csv(csv_file) if identity(r) not in live]
     unfinished = [(d, f"no final evaluation ({EVAL_FILE}; training or evaluation did not finish)")
                   for d in unfinished_dirs] + broken
     runs = sorted({Path(r["run_dir"]) for r in rows})  # a CSV row's run_dir may no longer exist
