@@ -22,13 +22,14 @@ from experiments.reporting.aggregate import (
     assign_labels,
     cell_sort_key,
     distinct_seeds,
+    episodes_label,
     format_pm,
     group_by,
     mean_std,
 )
 
 POINT_COLUMNS = [*CELL_KEY, "seed", "step", "episodes", "normalized_mean", "return_mean", "run_dir"]
-CURVE_COLUMNS = [*CELL_KEY, "step", "seeds", "seed_list", "normalized_mean", "normalized_std"]
+CURVE_COLUMNS = [*CELL_KEY, "step", "seeds", "seed_list", "episodes", "normalized_mean", "normalized_std"]
 
 
 def curve_rollouts(rows_by_run: dict[Path, list[dict[str, Any]]]) -> list[str]:
@@ -104,6 +105,7 @@ def summarize_curves(points: list[dict[str, Any]], lines_by: str = "batch") -> l
         seeds = distinct_seeds(members)
         cell["seeds"] = len(seeds)
         cell["seed_list"] = " ".join(map(str, seeds))
+        cell["episodes"] = episodes_label(m["episodes"] for m in members)
         cell["normalized_mean"], cell["normalized_std"] = mean_std([m["normalized_mean"] for m in members])
         cell["targets_per_step"], _ = mean_std([m["targets_per_step"] for m in members])
         curves.append(cell)
