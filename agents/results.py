@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
 import os
 import platform
 from pathlib import Path
@@ -53,14 +54,16 @@ def software_versions() -> dict[str, str]:
     import gymnasium
     import torch
 
-    import dt_attn
-
+    try:
+        ours = importlib.metadata.version("dt-attn")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        ours = "not installed"
     return {
         "python": platform.python_version(),
         "cpu": cpu_description(),
         "torch": torch.__version__,
         "gymnasium": gymnasium.__version__,
-        "dt_attn": getattr(dt_attn, "__version__", "0.1.0"),
+        "dt_attn": ours,
     }
 
 
