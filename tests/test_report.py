@@ -175,6 +175,21 @@ def test_probability_of_improvement_between_cells_has_the_known_answers(tmp_path
     assert "| hopper-medium-standin (stand-in) | full | 1800 | cosformer | softmax | 0.78 [" in md
 
 
+def test_performance_profiles_pool_the_tasks_every_k_has_on_common_seeds(tmp_path):
+    from experiments.reporting.plots import profile_panels
+
+    expected = make_sweep(tmp_path)
+    write_run(tmp_path, "softmax", 5, 3, {1800.0: 99.0, 3600.0: 99.0})  # a seed only K=5 has: left out
+    cells = summarize([r for d in find_runs([tmp_path])[0] for r in load_run(d)])
+    panels = profile_panels(cells)
+    assert sorted(panels) == ["cosformer 100 steps, relu normal fp32 observe full",
+                              "softmax 100 steps, relu normal fp32 observe full"]
+    matrix, episodes = panels["softmax 100 steps, relu normal fp32 observe full"][5]
+    scores = expected[("softmax", 5)]  # tasks (dataset, target) sorted: 1800, then 3600 (half the score)
+    np.testing.assert_allclose(matrix, [[s, s / 2] for s in scores])
+    assert episodes == "2"
+
+
 def test_iqm_of_a_cell_resists_one_wild_seed(tmp_path):
     for seed, score in enumerate([10.0, 11.0, 12.0, 13.0, 90.0]):
         write_run(tmp_path, "softmax", 20, seed, {1800.0: score})

@@ -194,12 +194,23 @@ def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def profile_panels(cells: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, tuple[np.ndarray, str]]]:
-    """(observe, label) -> {K: ((seeds x tasks) score matrix, episodes label)} for performance profiles. The
-    tasks are the (dataset, target) pairs that every K of the panel has, and the seeds those that every
-    cell of the panel has, so each K's profile rests on the same tasks and seeds."""
-    panels: dict[tuple[str, str], dict[int, tuple[np.ndarray, str]]] = {}
-    for (observe, label), members in sorted(group_by(cells, ("observe", "label")).items()):
+# A performance-profile panel: one trained model kind on one observation, across datasets, targets and K
+# (batch sizes differ with K and dataset when a sweep holds the targets per step fixed).
+PROFILE_KEY = ("observe", "attention", "attention_options", "activation", "init", "precision", "steps")
+
+
+def _panel_title(key: tuple) -> str:
+    observe, attention, options, activation, init, precision, steps = key
+    extra = [options] if options != "{}" else []
+    return " ".join([attention, *extra, f"{steps} steps,", activation, init, precision, f"observe {observe}"])
+
+
+def profile_panels(cells: list[dict[str, Any]]) -> dict[str, dict[int, tuple[np.ndarray, str]]]:
+    """Panel title -> {K: ((seeds x tasks) score matrix, episodes label)} for performance profiles, a panel
+    per ``PROFILE_KEY``. The tasks are the (dataset, target) pairs that every K of the panel has, and the
+    seeds those that every cell of the panel has, so each K's profile rests on the same tasks and seeds."""
+    panels: dict[str, dict[int, tuple[np.ndarray, str]]] = {}
+    for key, members in sorted(group_by(cells, PROFILE_KEY).items()):
         by_k = group_by(members, ("K",))
         tasks = set.intersection(*({(c["dataset"], c["target"]) for c in group} for group in by_k.values()))
         chosen = [c for c in members if (c["dataset"], c["target"]) in tasks]
@@ -207,7 +218,7 @@ def profile_panels(cells: list[dict[str, Any]]) -> dict[tuple[str, str], dict[in
         if not seeds:
             continue
         tasks_sorted = sorted(tasks)
-        panels[(observe, label)] = {
+        panels[_panel_title(key)] = {
             k: (np.array([[next(c for c in chosen if c["K"] == k and (c["dataset"], c["target"]) == t)
                            ["scores_by_seed"][s] for t in tasks_sorted] for s in seeds]),
                 "/".join(sorted({str(c["episodes"]) for c in chosen if c["K"] == k})))
@@ -228,7 +239,7 @@ def plot_profiles(cells: list[dict[str, Any]], path: str | Path, resamples: int 
     fig = Figure(figsize=(5.0 * cols, 3.8 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     cmap = _k_colours(sorted({k for by_k in panels.values() for k in by_k}))
-    for ax, ((observe, label), by_k) in zip(axes, panels.items()):
+    for ax, (title, by_k) in zip(axes, panels.items()):
         everything = np.concatenate([m.ravel() for m, _ in by_k.values()])
         taus = np.linspace(everything.min(), everything.max(), 101)
         profiles = performance_profile({str(k): m for k, (m, _) in by_k.items()}, taus, resamples)
@@ -240,7 +251,7 @@ def plot_profiles(cells: list[dict[str, Any]], path: str | Path, resamples: int 
             ax.fill_between(taus, band[0], band[1], color=cmap[k], alpha=0.15, linewidth=0)
         ax.set_xlabel("normalized score τ")
         ax.set_ylabel("fraction of runs with score > τ")
-        ax.set_title(f"{label}, observe {observe}", fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     for ax in axes[len(panels):]:
