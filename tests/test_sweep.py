@@ -272,6 +272,16 @@ def test_parallel_cells_run_in_fresh_processes(tmp_path):
     assert all((out / f"hopper-medium-standin-softmax-K5-s{s}" / "eval.json").exists() for s in (0, 1))
 
 
+def test_the_timing_probe_of_a_sweep_that_evaluates_during_training(tmp_path, capsys):
+    cfg = small(tmp_path / "sweep", attentions=["softmax"], contexts=[3], seeds=[0], eval_every=2,
+                eval_episodes=1, eval_envs=1, embed_dim=16, n_layers=1, batch_size=4, dry_run=True,
+                probe_steps=1)
+    assert run_sweep(cfg, reference_fn=None) == 0
+    printed = capsys.readouterr().out
+    assert "timing probe failed" not in printed and "estimate for 1 cell(s) to run" in printed
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_dry_run_prints_the_grid_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "sweep"
     done = small(out, attentions=["softmax"], contexts=[5], seeds=[0], report=False)

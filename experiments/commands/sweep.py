@@ -437,7 +437,7 @@ def probe_costs(cfg: SweepConfig, cells: list[Cell]) -> dict[tuple[str, int], di
             continue
         with tempfile.TemporaryDirectory(prefix="dt-attn-probe-") as tmp:
             probe = dataclasses.replace(cell.cfg, run_dir=tmp, resume=False, steps=1, checkpoint_every=10**9,
-                                        eval_episodes=0)
+                                        eval_episodes=0, eval_every=0)
             trainer = Trainer(probe, progress=False)
             trainer.train()  # warm-up step: allocations, kernel selection
             warm = trainer.train_time
