@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +40,14 @@ def policy(context: int = 3) -> DecisionTransformer:
     return DecisionTransformer(DTConfig(state_dim=11, act_dim=3, context=context,
                                         transformer=TransformerConfig(embed_dim=16, n_layers=2, dropout=0.0,
                                                                       attention="cosformer")))
+
+
+def trained_run(run: Path, attention: str) -> Path:
+    """A run folder of a two-step training (K=3, 16 wide) on the embedded dataset, not evaluated."""
+    Trainer(TrainConfig(dataset="default", attention=attention, context=3, embed_dim=16, n_layers=1,
+                        batch_size=4, steps=2, warmup_steps=1, checkpoint_every=2, log_every=1,
+                        eval_episodes=0, run_dir=str(run), threads=1), progress=False).train()
+    return run
 
 
 def test_exact_rollout_plays_evaluations_exact_episodes():
@@ -85,10 +94,7 @@ def test_mp4_holds_one_frame_per_state_and_replays_evaluations_episode(tmp_path,
 def test_gif_and_the_video_command(tmp_path, gl, capsys):
     import imageio.v3 as iio
 
-    run = tmp_path / "run"
-    Trainer(TrainConfig(dataset="default", attention="softmax", context=3, embed_dim=16, n_layers=1,
-                        batch_size=4, steps=2, warmup_steps=1, checkpoint_every=2, log_every=1,
-                        eval_episodes=0, run_dir=str(run), threads=1), progress=False).train()
+    run = trained_run(tmp_path / "run", "softmax")
     gif = tmp_path / "out" / "ep.gif"
     assert cli_main(["video", "--checkpoint", str(run), "--out", str(gif), "--max-steps", "6", "--fps", "20",
                      "--width", "32", "--height", "32", "--threads", "1"]) == 0
@@ -138,10 +144,7 @@ def test_missing_offscreen_gl_is_one_line_naming_what_to_install(monkeypatch):
 def test_eval_video_films_the_first_evaluated_episode(tmp_path, gl, capsys):
     import imageio.v2 as imageio
 
-    run = tmp_path / "run"
-    Trainer(TrainConfig(dataset="default", attention="cosformer", context=3, embed_dim=16, n_layers=1,
-                        batch_size=4, steps=2, warmup_steps=1, checkpoint_every=2, log_every=1,
-                        eval_episodes=0, run_dir=str(run), threads=1), progress=False).train()
+    run = trained_run(tmp_path / "run", "cosformer")
     clip = tmp_path / "clips" / "ep.mp4"
     assert cli_main(["eval", "--checkpoint", str(run), "--episodes", "2", "--envs", "2", "--targets", "1800",
                      "--max-steps", "7", "--threads", "1", "--video", str(clip)]) == 0
