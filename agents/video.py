@@ -132,6 +132,14 @@ def _atomic_video(path: Path, fps: float) -> Iterator:
             writer.close()
 
 
+def filming_env(settings: RolloutSettings, seed: int, width: int, height: int):
+    """A one-env VectorEnv of the run's environment that renders RGB frames through the model's "track"
+    camera, which follows the body (gymnasium's v4 HalfCheetah otherwise films from a fixed point that the
+    cheetah runs out of within seconds)."""
+    return make_vector_env(settings.env_id, 1, seed, observe=settings.observe, render_mode="rgb_array",
+                           width=width, height=height, camera_name="track")
+
+
 def record_video(
     model: DecisionTransformer,
     settings: RolloutSettings,
@@ -152,8 +160,7 @@ def record_video(
     if fps is not None and not fps > 0:
         raise VideoError(f"fps must be positive, got {fps!r}")
     offscreen_gl()
-    venv = make_vector_env(settings.env_id, 1, seed, observe=settings.observe, render_mode="rgb_array",
-                           width=width, height=height)
+    venv = filming_env(settings, seed, width, height)
     try:
         check_observation_dim(model, venv, settings.env_id, settings.observe)
         env = venv.envs[0]

@@ -1,5 +1,6 @@
 """Video of an episode: the exact rollout evaluation plays, rendered offscreen, written as MP4 or GIF."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ from agents.config import TrainConfig
 from agents.model import DecisionTransformer, DTConfig
 from agents.rollout import SteppedRollout, run_episodes
 from agents.trainer import Trainer
-from agents.video import VideoError, offscreen_gl, record_video
+from agents.video import VideoError, filming_env, offscreen_gl, record_video
 from dt_attn import TransformerConfig
 from envs import make_vector_env
 from experiments.cli import main as cli_main
@@ -161,3 +162,19 @@ def test_eval_video_films_the_first_evaluated_episode(tmp_path, gl, capsys):
     assert cli_main(["eval", "--checkpoint", str(run), "--video", str(tmp_path / "ep.webm")]) == 2
     assert "must end in .mp4 or .gif" in capsys.readouterr().err
     assert (run / "eval.json").read_bytes() == before
+
+
+def test_the_camera_follows_a_cheetah_that_ran_far(gl):
+    cheetah = dataclasses.replace(HOPPER, env_id="HalfCheetah-v4", env_name="halfcheetah")
+    venv = filming_env(cheetah, seed=0, width=64, height=64)
+    try:
+        env = venv.envs[0].unwrapped
+        env.render()  # the first frame places the camera
+        qpos = env.data.qpos.copy()
+        qpos[0] = 30.0  # 30 m down the track, far outside a fixed camera's view
+        env.set_state(qpos, env.data.qvel.copy())
+        frame = env.render().astype(int)
+    finally:
+        venv.close()
+    body = (frame[..., 0] - frame[..., 2] > 60).sum()  # the cheetah is tan; floor and sky are not
+    assert body > 40
