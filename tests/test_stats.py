@@ -54,3 +54,18 @@ def test_iqm_interval_agrees_with_rliables_own_stratified_bootstrap():
                                                  lambda m: np.array([metrics.aggregate_iqm(m)]),
                                                  reps=1000, random_state=np.random.RandomState(0))
     assert abs(lo - interval["x"][0, 0]) < 1.5 and abs(hi - interval["x"][1, 0]) < 1.5
+
+
+def test_probability_of_improvement_agrees_with_rliables_own():
+    """The vectorized bootstrap draws what rliable's does (each model's runs within each task): the same point
+    estimate, the same interval up to Monte Carlo error."""
+    from rliable import library, metrics
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(32, 6, size=(5, 2)), rng.normal(28, 6, size=(5, 2))
+    p, lo, hi = probability_of_improvement(x, y, resamples=4000)
+    assert p == pytest.approx(metrics.probability_of_improvement(x, y))
+    point, interval = library.get_interval_estimates({"x,y": (x, y)}, metrics.probability_of_improvement,
+                                                     reps=1000, random_state=np.random.RandomState(0))
+    assert p == pytest.approx(float(np.ravel(point["x,y"])[0]))
+    assert abs(lo - interval["x,y"][0, 0]) < 0.06 and abs(hi - interval["x,y"][1, 0]) < 0.06

@@ -37,7 +37,7 @@ def compare_cells(cells: list[dict[str, Any]], baseline_k: int = 20, baseline_at
                   resamples: int = 2_000) -> list[dict[str, Any]]:
     """P(X > Y) with its interval for every cell against its line's ``baseline_k`` cell ("context") and
     against the ``baseline_attention`` cell of its (dataset, observe, K, target) ("attention"). A group
-    without exactly one baseline cell is skipped. Needs rliable (the ``[stats]`` extra)."""
+    without exactly one baseline cell is skipped."""
     out = []
     for (_, _, label, _), line in group_by(cells, ("dataset", "observe", "label", "target")).items():
         base = [c for c in line if c["K"] == baseline_k]

@@ -85,8 +85,9 @@ def build_report(
     out_dir: runs.csv, cells.csv, report.md, PNGs; rollout_pairs.csv and rollouts.csv when runs hold both an
     exact and a streaming evaluation (see experiments.reporting.rollouts); curve_points.csv, curves.csv and
     curves.png (curves_streaming.* for the streaming rollout) when runs evaluated during training (see
-    experiments.reporting.curves); with rliable installed, poi.csv (probabilities of improvement against
-    ``baseline_k`` and ``baseline_attention``, see experiments.reporting.comparisons) and profiles.png.
+    experiments.reporting.curves); poi.csv (probabilities of improvement against
+    ``baseline_k`` and ``baseline_attention``, see experiments.reporting.comparisons), and profiles.png
+    (performance profiles, with rliable installed).
     ``lines_by`` (see ``assign_labels``): "batch" draws one line per attention and batch size, "targets" one
     per attention across batch sizes."""
     if not paths:
@@ -125,17 +126,16 @@ def build_report(
         report.files["scores_png"] = plot_scores(cells, refs, out / "scores.png")
         report.files["costs_png"] = plot_costs(cells, out / "costs.png")
     report.markdown = format_markdown(cells, refs, notes, unfinished, len(runs))
-    try:
-        comparisons = compare_cells(cells, baseline_k, baseline_attention)
-        if plots:
-            from experiments.reporting.plots import plot_profiles
+    comparisons = compare_cells(cells, baseline_k, baseline_attention)
+    report.files["poi_csv"] = write_csv(comparisons, POI_COLUMNS, out / "poi.csv")
+    report.markdown += "\n".join(format_comparisons(comparisons)) + "\n"
+    if plots:
+        from experiments.reporting.plots import plot_profiles
 
+        try:
             report.files["profiles_png"] = plot_profiles(cells, out / "profiles.png")
-    except ValueError as exc:  # rliable missing: the table stands without the rliable-only figures
-        report.markdown += f"\n* no probabilities of improvement or performance profiles: {exc}\n"
-    else:
-        report.files["poi_csv"] = write_csv(comparisons, POI_COLUMNS, out / "poi.csv")
-        report.markdown += "\n".join(format_comparisons(comparisons)) + "\n"
+        except ValueError as exc:  # rliable missing: the report stands without the profiles
+            report.markdown += f"\n* no performance profiles: {exc}\n"
     pairs, mismatched = load_rollout_pairs(rows_by_run)
     if pairs or mismatched:
         compared = summarize_rollouts(pairs, lines_by)
