@@ -369,8 +369,8 @@ def summarize(rows: list[dict[str, Any]], lines_by: str = "batch",
         by_seed = sorted(members, key=lambda m: m["seed"])
         cell["scores_by_seed"] = {m["seed"]: m["normalized_mean"] for m in by_seed}
         cell["normalized_mean"], cell["normalized_std"] = mean_std([m["normalized_mean"] for m in members])
-        scores = np.array([m["normalized_mean"] for m in by_seed])
-        cell["iqm"], cell["iqm_low"], cell["iqm_high"] = iqm_ci(scores, resamples)
+        seed_scores = np.array(list(cell["scores_by_seed"].values()))
+        cell["iqm"], cell["iqm_low"], cell["iqm_high"] = iqm_ci(seed_scores, resamples)
         cell["return_mean"], cell["return_std"] = mean_std([m["return_mean"] for m in members])
         cell["train_time_s"], _ = mean_std([m["train_time_s"] for m in members])
         spt = [1.0 / m["steps_per_s"] if m["steps_per_s"] > 0 else math.nan for m in members]

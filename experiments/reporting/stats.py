@@ -9,6 +9,19 @@ import numpy as np
 from scipy.stats import trim_mean
 
 
+def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap draws."""
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
+
+
+def _stratified_draws(matrix: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """(resamples, runs, tasks) resamples of a (runs x tasks) matrix, runs drawn with replacement within each
+    task (rliable's stratified bootstrap)."""
+    runs, tasks = matrix.shape
+    return matrix[rng.integers(0, runs, size=(resamples, runs, tasks)), np.arange(tasks)]
+
+
 def bootstrap_mean_ci(values: np.ndarray, resamples: int = 10_000, level: float = 0.95,
                       seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (one number per seed), resampling seeds
@@ -18,8 +31,7 @@ def bootstrap_mean_ci(values: np.ndarray, resamples: int = 10_000, level: float 
         raise ValueError("bootstrap_mean_ci needs at least one value")
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(axis=1)
-    tail = 100 * (1 - level) / 2
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+    return _percentile_interval(means, level)
 
 
 def bootstrap_diff_ci(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, level: float = 0.95,
@@ -32,8 +44,7 @@ def bootstrap_diff_ci(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, lev
     rng = np.random.default_rng(seed)
     diffs = (a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
              - b[rng.integers(0, b.size, size=(resamples, b.size))].mean(axis=1))
-    tail = 100 * (1 - level) / 2
-    return float(np.percentile(diffs, tail)), float(np.percentile(diffs, 100 - tail))
+    return _percentile_interval(diffs, level)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -70,13 +81,9 @@ def iqm_ci(scores: np.ndarray, resamples: int = 10_000, level: float = 0.95,
     Python and takes seconds per cell. The point estimate is ``metrics.aggregate_iqm``'s formula (a 25%
     trimmed mean of every score), so it needs no rliable."""
     matrix = _matrix(scores)
-    runs, tasks = matrix.shape
-    rng = np.random.default_rng(seed)
-    drawn = matrix[rng.integers(0, runs, size=(resamples, runs, tasks)), np.arange(tasks)]
+    drawn = _stratified_draws(matrix, np.random.default_rng(seed), resamples)
     iqms = trim_mean(drawn.reshape(resamples, -1), 0.25, axis=1)
-    tail = 100 * (1 - level) / 2
-    return (float(trim_mean(matrix, 0.25, axis=None)), float(np.percentile(iqms, tail)),
-            float(np.percentile(iqms, 100 - tail)))
+    return (float(trim_mean(matrix, 0.25, axis=None)), *_percentile_interval(iqms, level))
 
 
 def _poi(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -96,12 +103,8 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, resamples: int = 10
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must score the same tasks (got {x.shape[1]} and {y.shape[1]})")
     rng = np.random.default_rng(seed)
-    tasks = np.arange(x.shape[1])
-    drawn_x = x[rng.integers(0, x.shape[0], size=(resamples, x.shape[0], tasks.size)), tasks]
-    drawn_y = y[rng.integers(0, y.shape[0], size=(resamples, y.shape[0], tasks.size)), tasks]
-    draws = _poi(drawn_x, drawn_y)
-    tail = 100 * (1 - level) / 2
-    return float(_poi(x, y)), float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
+    draws = _poi(_stratified_draws(x, rng, resamples), _stratified_draws(y, rng, resamples))
+    return (float(_poi(x, y)), *_percentile_interval(draws, level))
 
 
 def performance_profile(scores: dict[str, np.ndarray], taus: np.ndarray, resamples: int = 2000,
