@@ -190,6 +190,17 @@ def test_performance_profiles_pool_the_tasks_every_k_has_on_common_seeds(tmp_pat
     assert episodes == "2"
 
 
+def test_a_baseline_the_runs_lack_is_named_and_a_bad_baseline_k_refused(tmp_path, capsys):
+    make_sweep(tmp_path / "sweep")  # K = 5 and 20, softmax and cosformer
+    rep = build_report([tmp_path / "sweep"], reference_fn=None, plots=False, baseline_k=60,
+                       baseline_attention="combiner-fixed")
+    assert "* no context comparisons: no cell has K=60; pick one of 5, 20 with --baseline-k" in rep.markdown
+    assert ("* no attention comparisons: no cell has attention 'combiner-fixed'; pick one of cosformer, "
+            "softmax with --baseline-attention") in rep.markdown
+    assert report_mod.COMMAND.main([str(tmp_path / "sweep"), "--baseline-k", "0"]) == 2
+    assert "baseline_k=0 (must be >= 1)" in capsys.readouterr().err
+
+
 def test_iqm_of_a_cell_resists_one_wild_seed(tmp_path):
     for seed, score in enumerate([10.0, 11.0, 12.0, 13.0, 90.0]):
         write_run(tmp_path, "softmax", 20, seed, {1800.0: score})

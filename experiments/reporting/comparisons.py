@@ -52,6 +52,21 @@ def compare_cells(cells: list[dict[str, Any]], baseline_k: int = 20, baseline_at
     return out
 
 
+def missing_baselines(cells: list[dict[str, Any]], baseline_k: int, baseline_attention: str) -> list[str]:
+    """A note for each comparison kind that has several K (or attentions) to compare but no cell of its
+    baseline, naming the flag that picks another."""
+    notes = []
+    ks = sorted({c["K"] for c in cells})
+    if len(ks) > 1 and baseline_k not in ks:
+        notes.append(f"no context comparisons: no cell has K={baseline_k}; pick one of "
+                     f"{', '.join(map(str, ks))} with --baseline-k")
+    attentions = sorted({c["attention"] for c in cells})
+    if len(attentions) > 1 and baseline_attention not in attentions:
+        notes.append(f"no attention comparisons: no cell has attention {baseline_attention!r}; pick one of "
+                     f"{', '.join(attentions)} with --baseline-attention")
+    return notes
+
+
 def format_comparisons(comparisons: list[dict[str, Any]]) -> list[str]:
     """Markdown: a pivot per comparison kind, rows (dataset, observe, target, attention, against), columns
     K; an entry is P(X > Y) [95% CI] with the seeds × episodes of X / Y."""

@@ -34,7 +34,12 @@ from experiments.reporting.aggregate import (
     summarize,
     write_csv,
 )
-from experiments.reporting.comparisons import POI_COLUMNS, compare_cells, format_comparisons
+from experiments.reporting.comparisons import (
+    POI_COLUMNS,
+    compare_cells,
+    format_comparisons,
+    missing_baselines,
+)
 from experiments.reporting.curves import (
     CURVE_COLUMNS,
     POINT_COLUMNS,
@@ -129,6 +134,7 @@ def build_report(
     comparisons = compare_cells(cells, baseline_k, baseline_attention)
     report.files["poi_csv"] = write_csv(comparisons, POI_COLUMNS, out / "poi.csv")
     report.markdown += "\n".join(format_comparisons(comparisons)) + "\n"
+    report.markdown += "".join(f"* {n}\n" for n in missing_baselines(cells, baseline_k, baseline_attention))
     if plots:
         from experiments.reporting.plots import plot_profiles
 
@@ -197,7 +203,8 @@ class ReportConfig:
     def __post_init__(self) -> None:
         check_field_types(self)
         check_rules(self, "report config",
-                    {"lines_by": (self.lines_by in LINES_BY, "one of " + ", ".join(LINES_BY))})
+                    {"lines_by": (self.lines_by in LINES_BY, "one of " + ", ".join(LINES_BY)),
+                     "baseline_k": (self.baseline_k >= 1, ">= 1")})
 
 
 def run(cfg: ReportConfig) -> int:
