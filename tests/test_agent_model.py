@@ -40,6 +40,26 @@ def test_left_padding_matches_unpadded_segment(attention):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_mixed_padding_matches_each_rows_unpadded_segment_and_skips_shared_padding(attention):
+    """Rows padded by 5 and 2 of 9 steps: each row's real steps equal that row run alone unpadded,
+    while the stack sees only the 7 steps real in some row (the 2 padded in every row are skipped)."""
+    m = _model(attention, context=9)
+    s, a, r, t = _inputs(2, 9)
+    pads = torch.tensor([5, 2])
+    mask = torch.arange(9)[None, :] < pads[:, None]
+    t = (torch.arange(9)[None, :] - pads[:, None]).clamp_min(0)
+    seen = []
+    hook = m.transformer.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[1]))
+    out = m(s, a, r, t, mask)
+    hook.remove()
+    assert seen == [3 * 7]
+    for row, p in enumerate(pads.tolist()):
+        alone = m(*(x[row : row + 1, p:] for x in (s, a, r, t)))
+        torch.testing.assert_close(out[row : row + 1, p:], alone, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize("pads", [None, (2, 2, 2), (0, 3, 1)],
                          ids=["no-padding", "equal-padding", "mixed-padding"])
 @pytest.mark.parametrize("attention", ATTENTIONS)
