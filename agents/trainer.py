@@ -25,7 +25,7 @@ from agents.config import RESUMABLE_CHANGES, TrainConfig, config_differences, ru
 from agents.data import PreparedData, check_context, prepare_data
 from agents.model import DecisionTransformer, DTConfig, attention_options_for, count_parameters
 from agents.progress import progress_bar
-from agents.results import evaluation_path, rollout_label
+from agents.results import evaluation_path, rollout_label, software_versions
 from agents.sampler import Batch, SegmentSampler
 from agents.upgrade import FORMAT, read_evaluation
 from dt_attn import TransformerConfig
@@ -462,6 +462,7 @@ class Trainer:
             "dataset_label": self.data.dataset.label,
             "env_id": self.data.env_id,
             "observe": self.data.observe,
+            "versions": software_versions(),  # of the process that finished training: its code and CPU
         }
         if main:
             write_json(self.run_dir / "train_summary.json", summary)

@@ -33,6 +33,7 @@ def test_train_then_evaluate_every_attention(tmp_path, attention):
     cfg = tiny(tmp_path, attention=attention)
     summary = Trainer(cfg, progress=False).train()
     assert summary["steps"] == 6 and summary["parameters"] > 0 and summary["steps_per_s"] > 0
+    assert summary["versions"]["torch"] == torch.__version__ and summary["versions"]["cpu"]
     if attention == "softmax":  # segments reaching back past an episode start hold fewer than K targets
         lengths = [len(e) for e in load_dataset("default").episodes]
         per_segment = sum(min(4, t + 1) for n in lengths for t in range(n)) / sum(lengths)

@@ -21,9 +21,11 @@ def write_run(root: Path, attention: str, K: int, seed: int, scores: dict[float,
               dataset: str = "hopper-medium-standin", steps: int = 100, steps_per_s: float = 10.0,
               peak_mb: float = 500.0, eval_sps: float = 200.0, options: dict | None = None,
               observe: str = "full", batch_size: int = 64, targets_per_step: float | None = None,
-              rollout: str = "exact") -> Path:
+              rollout: str = "exact", train_versions: dict | None = None,
+              eval_versions: dict | None = None) -> Path:
     """A finished run directory in the layout `dt-attn train` writes (format 2), evaluated with ``rollout``
-    (eval.json, or eval-streaming.json); ``scores`` maps target -> normalized."""
+    (eval.json, or eval-streaming.json); ``scores`` maps target -> normalized; ``train_versions`` as
+    train_summary.json records them (absent when None, as before versions were recorded there)."""
     run = root / f"{dataset}-{attention}-K{K}-s{seed}"
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"format": 2, "dataset": dataset, "env": None,
@@ -34,7 +36,8 @@ def write_run(root: Path, attention: str, K: int, seed: int, scores: dict[float,
         "tokens_per_step": batch_size * 3 * K,
         "targets_per_step": batch_size * K if targets_per_step is None else targets_per_step,
         "peak_memory_mb": peak_mb, "parameters": 1234, "device": "cpu",
-        "dataset_label": f"{dataset} (stand-in)", "env_id": "Hopper-v4", "observe": observe}))
+        "dataset_label": f"{dataset} (stand-in)", "env_id": "Hopper-v4", "observe": observe,
+        **({} if train_versions is None else {"versions": train_versions})}))
     results = [{
         "target": t, "episodes": 2, "return_mean": 32.5 * s, "return_std": 1.0, "return_min": 0.0,
         "return_max": 1.0, "normalized_mean": s, "normalized_std": 0.5, "length_mean": 100.0,
@@ -50,7 +53,7 @@ def write_run(root: Path, attention: str, K: int, seed: int, scores: dict[float,
         "init_std": 0.02, "context": K, "train_seed": seed, "train_precision": "fp32", "train_steps": steps,
         "eval_seed": 1000, "score_reference": "D4RL reference returns", "rollout": rollout, "method": method,
         "eval_config": {"rollout": rollout}, "results": results, "created": "2025-01-01T00:00:00+00:00",
-        "versions": {}}))
+        "versions": eval_versions or {}}))
     return run
 
 
@@ -336,6 +339,25 @@ def test_lines_by_targets_refuses_two_batches_at_one_k_and_runs_without_targets(
         summarize(rows, lines_by="targets")
     with pytest.raises(ValueError, match="lines_by must be one of"):
         summarize(rows, lines_by="seeds")
+
+
+def test_runs_and_cells_name_the_code_and_cpu_that_trained_them(tmp_path):
+    """runs.csv takes dt-attn's version and the CPU from train_summary.json, else from the evaluation (runs
+    written before training recorded them); a cell of runs from two versions names both, also when read
+    back from runs.csv."""
+    write_run(tmp_path / "runs", "softmax", 20, 0, {1800.0: 10.0},
+              train_versions={"dt_attn": "0.4.0", "cpu": "CPU A"}, eval_versions={"dt_attn": "9", "cpu": "B"})
+    write_run(tmp_path / "runs", "softmax", 20, 1, {1800.0: 12.0}, eval_versions={"dt_attn": "0.3.0",
+                                                                                  "cpu": "CPU B"})
+    rep = build_report([tmp_path / "runs"], tmp_path / "out", reference_fn=None, plots=False)
+    rows = {int(r["seed"]): r for r in _read_csv(rep.files["runs_csv"])}
+    assert (rows[0]["dt_attn"], rows[0]["cpu"]) == ("0.4.0", "CPU A")
+    assert (rows[1]["dt_attn"], rows[1]["cpu"]) == ("0.3.0", "CPU B")
+    (cell,) = _read_csv(rep.files["cells_csv"])
+    assert cell["dt_attn"] == "0.3.0+0.4.0"
+    assert "trained on 2 CPUs (CPU A; CPU B)" in rep.markdown and "dt-attn 0.3.0, 0.4.0" in rep.markdown
+    (again,) = summarize(_read_rows(rep.files["runs_csv"]))
+    assert again["dt_attn"] == "0.3.0+0.4.0"
 
 
 def test_report_merges_rows_of_an_earlier_runs_csv(tmp_path):

@@ -32,8 +32,8 @@ ROW_COLUMNS = [
     "precision", "K", "seed",
     "steps", "batch_size", "target", "episodes", "return_mean", "return_std", "normalized_mean",
     "normalized_std", "length_mean", "score_reference", "train_time_s", "steps_per_s", "tokens_per_step",
-    "targets_per_step", "peak_memory_mb", "parameters", "device", "eval_env_steps_per_s", "eval_wall_time_s",
-    "eval_seed", "rollout", "method", "run_dir",
+    "targets_per_step", "peak_memory_mb", "parameters", "device", "cpu", "dt_attn", "eval_env_steps_per_s",
+    "eval_wall_time_s", "eval_seed", "rollout", "method", "run_dir",
 ]
 # How a runs.csv column is read back (the rest stay strings).
 _INT_COLUMNS = ("K", "seed", "steps", "batch_size", "episodes")
@@ -50,7 +50,7 @@ CELL_COLUMNS = [
     "iqm_high", "return_mean", "return_std",
     "train_time_s", "train_s_per_step", "train_s_per_step_std", "steps_per_s", "peak_memory_mb",
     "peak_memory_mb_std", "eval_s_per_step", "eval_s_per_step_std", "parameters", "targets_per_step",
-    "rollout", "label",
+    "rollout", "dt_attn", "label",
 ]
 
 
@@ -135,6 +135,8 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
                                 "it with --resume)")
     train = read_json(run_dir / "train_summary.json") or {}
     config = read_run_config(run_dir / "config.json") or {}
+    # the code and CPU that trained it; runs written before training recorded them give their evaluation's
+    versions = train.get("versions") or ev.get("versions", {})
     rows = []
     for res in ev.get("results", []):
         sps = _num(res.get("env_steps_per_s"))
@@ -167,6 +169,8 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
             "peak_memory_mb": _num(train.get("peak_memory_mb")),
             "parameters": _num(train.get("parameters")),
             "device": train.get("device", ""),
+            "cpu": versions.get("cpu", ""),
+            "dt_attn": versions.get("dt_attn", ""),
             "eval_env_steps_per_s": sps,
             "eval_wall_time_s": _num(res.get("wall_time_s")),
             "eval_seed": ev.get("eval_seed", ""),
@@ -384,10 +388,25 @@ def summarize(rows: list[dict[str, Any]], lines_by: str = "batch",
         cell["targets_per_step"], _ = mean_std([m["targets_per_step"] for m in members])
         rollouts = {m["rollout"] for m in members}
         cell["rollout"] = rollouts.pop() if len(rollouts) == 1 else "mixed"
+        # the dt-attn versions its runs were made with ("0.3.0+0.4.0" when they differ); empty when unknown
+        cell["dt_attn"] = "+".join(sorted({m.get("dt_attn") or "" for m in members} - {""}))
         cells.append(cell)
     cells.sort(key=cell_sort_key)
     assign_labels(cells, lines_by)
     return cells
+
+
+def provenance_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Notes for runs made on several CPUs (their times do not compare) or with several dt-attn versions."""
+    notes = []
+    cpus = sorted({r.get("cpu") or "" for r in rows} - {""})
+    if len(cpus) > 1:
+        notes.append(f"the runs were trained on {len(cpus)} CPUs ({'; '.join(cpus)}): compare training and "
+                     "evaluation times only between runs of one CPU (runs.csv, column cpu)")
+    versions = sorted({r.get("dt_attn") or "" for r in rows} - {""})
+    if len(versions) > 1:
+        notes.append(f"the runs were made with dt-attn {', '.join(versions)} (cells.csv, column dt_attn)")
+    return notes
 
 
 # ----------------------------------------------------------------------------- references

@@ -31,6 +31,7 @@ from experiments.reporting.aggregate import (
     load_reference,
     load_rows_csv,
     load_runs,
+    provenance_notes,
     summarize,
     write_csv,
 )
@@ -135,6 +136,7 @@ def build_report(
     report.files["poi_csv"] = write_csv(comparisons, POI_COLUMNS, out / "poi.csv")
     report.markdown += "\n".join(format_comparisons(comparisons)) + "\n"
     report.markdown += "".join(f"* {n}\n" for n in missing_baselines(cells, baseline_k, baseline_attention))
+    report.markdown += "".join(f"* {n}\n" for n in provenance_notes(rows))
     if plots:
         from experiments.reporting.plots import plot_profiles
 
