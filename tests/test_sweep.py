@@ -397,15 +397,29 @@ def test_estimate_counts_training_only_for_cells_that_train(tmp_path):
     cfg = small(tmp_path, attentions=["softmax"], contexts=[5], seeds=[0, 1, 2, 3], steps=60, jobs=1)
     cells = [dataclasses.replace(c, status=s) for c, s in zip(expand_grid(cfg),
                                                               ("new", "resume", "evaluate", "done"))]
-    probe = {("softmax", 5): {"train_s_per_step": 1.0, "eval_s": 30.0}}
+    probe = {sweep.probe_key(cells[0]): {"train_s_per_step": 1.0, "eval_s": 30.0}}
     # new + resume train 60 s each; new, resume and evaluate each evaluate for 30 s; done costs nothing
     text = sweep.format_estimate(cfg, cells, probe)
     assert "3 cell(s) to run: training 2.0 min + evaluation 1.5 min = 3.5 min" in text
     # an evaluation at step 30 of 60 besides the final one
-    probe[("softmax", 5)].update(eval_ms_per_env_step=0.5)
+    probe[sweep.probe_key(cells[0])].update(eval_ms_per_env_step=0.5)
     text = sweep.format_estimate(replace_config(cfg, eval_every=30), cells, probe)
     # new and resume: 2 evaluations x 30 s each; evaluate: 1 x 30 s
     assert "training 2.0 min + evaluation 2.5 min = 4.5 min" in text and "eval 0.50 ms/env step" in text
+
+
+def test_estimate_prices_each_dataset_by_its_own_probe(tmp_path):
+    """At equal targets per step, K=1000 is batch 6 on hopper and 1 on halfcheetah: one dataset's probe
+    must not price another's cells."""
+    cfg = small(tmp_path, datasets=["hopper-medium-standin", "default"], attentions=["softmax"], contexts=[5],
+                seeds=[0], steps=60, jobs=1)
+    cells = expand_grid(cfg)
+    probe = {sweep.probe_key(c): {"train_s_per_step": cost, "eval_s": 0.0}
+             for c, cost in zip(cells, (1.0, 3.0))}
+    assert len(probe) == 2
+    text = sweep.format_estimate(cfg, cells, probe)
+    assert "2 cell(s) to run: training 4.0 min" in text  # 60 steps x 1 s + 60 steps x 3 s
+    assert "hopper-medium-standin" in text and "default" in text
 
 
 def test_cell_output_reaches_its_log_as_it_is_printed(tmp_path):

@@ -423,16 +423,25 @@ def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
 
 
 # ----------------------------------------------------------------------------- dry run
-def probe_costs(cfg: SweepConfig, cells: list[Cell]) -> dict[tuple[str, int], dict[str, float]]:
-    """Time ``probe_steps`` training steps (after one warm-up) and a short rollout per (attention, K)."""
+ProbeKey = tuple[str, str, int]
+
+
+def probe_key(cell: Cell) -> ProbeKey:
+    """What a cell's cost is probed by: its dataset (the batch and episode lengths at equal targets per
+    step), attention and K; the observation filter changes only the state width and shares a probe."""
+    return cell.cfg.dataset, cell.cfg.attention, cell.cfg.context
+
+
+def probe_costs(cfg: SweepConfig, cells: list[Cell]) -> dict[ProbeKey, dict[str, float]]:
+    """Time ``probe_steps`` training steps (after one warm-up) and a short rollout per ``probe_key``."""
     from agents.config import EvalConfig
     from agents.evaluation import evaluate
     from agents.trainer import Trainer
     from envs import get_env_spec
 
-    out: dict[tuple[str, int], dict[str, float]] = {}
+    out: dict[ProbeKey, dict[str, float]] = {}
     for cell in cells:
-        key = (cell.cfg.attention, cell.cfg.context)
+        key = probe_key(cell)
         if key in out:
             continue
         with tempfile.TemporaryDirectory(prefix="dt-attn-probe-") as tmp:
@@ -469,23 +478,23 @@ def _hours(seconds: float) -> str:
 
 
 def format_estimate(cfg: SweepConfig, cells: list[Cell],
-                    probe: dict[tuple[str, int], dict[str, float]]) -> str:
+                    probe: dict[ProbeKey, dict[str, float]]) -> str:
     """Cost of the cells still to run, from the probe timings (upper bound: resumed cells count in full;
     cells that only need evaluating count no training). Evaluations count the periodic ones
     (``eval_every``)."""
     head = (f"timing probe ({cfg.probe_steps} training steps after 1 warm-up, {cells[0].cfg.threads} "
             f"thread(s), first K + {PROBE_EVAL_STEPS} rollout steps ({PROBE_EVAL_STEPS} where K holds the "
-            f"episode), {rollout_label(cfg.train.rollout)}; dataset {cells[0].cfg.dataset}):")
+            f"episode), {rollout_label(cfg.train.rollout)}):")
     lines = [head]
-    for (attention, k), p in sorted(probe.items()):
+    for (dataset, attention, k), p in sorted(probe.items()):
         ev = f", eval {p['eval_ms_per_env_step']:.2f} ms/env step" if "eval_ms_per_env_step" in p else ""
-        lines.append(f"  {attention:<20} K={k:<5} train {p['train_s_per_step'] * 1e3:8.1f} ms/step{ev}")
+        lines.append(f"  {dataset:<34} {attention:<16} K={k:<5} train {p['train_s_per_step'] * 1e3:8.1f} "
+                     f"ms/step{ev}")
     todo = [c for c in cells if c.status != "done"]
-    train = sum(probe[(c.cfg.attention, c.cfg.context)]["train_s_per_step"] * c.cfg.steps for c in todo
-                if c.status != "evaluate")
+    train = sum(probe[probe_key(c)]["train_s_per_step"] * c.cfg.steps for c in todo if c.status != "evaluate")
     evals = 0.0
     for c in todo:
-        p = probe[(c.cfg.attention, c.cfg.context)]
+        p = probe[probe_key(c)]
         every = cfg.train.eval_every
         periodic = (c.cfg.steps - 1) // every if every and c.status != "evaluate" else 0
         evals += (1 + periodic) * p["eval_s"]
