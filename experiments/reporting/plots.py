@@ -218,9 +218,9 @@ def profile_panels(cells: list[dict[str, Any]]) -> dict[str, dict[int, tuple[np.
         if not seeds:
             continue
         tasks_sorted = sorted(tasks)
+        cell_at = {(c["K"], c["dataset"], c["target"]): c for c in chosen}
         panels[_panel_title(key)] = {
-            k: (np.array([[next(c for c in chosen if c["K"] == k and (c["dataset"], c["target"]) == t)
-                           ["scores_by_seed"][s] for t in tasks_sorted] for s in seeds]),
+            k: (np.array([[cell_at[(k, *t)]["scores_by_seed"][s] for t in tasks_sorted] for s in seeds]),
                 "/".join(sorted({str(c["episodes"]) for c in chosen if c["K"] == k})))
             for (k,) in sorted(by_k)}
     return panels
