@@ -389,21 +389,26 @@ def summarize(rows: list[dict[str, Any]], lines_by: str = "batch",
         rollouts = {m["rollout"] for m in members}
         cell["rollout"] = rollouts.pop() if len(rollouts) == 1 else "mixed"
         # the dt-attn versions its runs were made with ("0.3.0+0.4.0" when they differ); empty when unknown
-        cell["dt_attn"] = "+".join(sorted({m.get("dt_attn") or "" for m in members} - {""}))
+        cell["dt_attn"] = "+".join(known_values(members, "dt_attn"))
         cells.append(cell)
     cells.sort(key=cell_sort_key)
     assign_labels(cells, lines_by)
     return cells
 
 
+def known_values(rows: list[dict[str, Any]], column: str) -> list[str]:
+    """The distinct values of a provenance column, sorted; runs that did not record it (empty) left out."""
+    return sorted({r.get(column) or "" for r in rows} - {""})
+
+
 def provenance_notes(rows: list[dict[str, Any]]) -> list[str]:
     """Notes for runs made on several CPUs (their times do not compare) or with several dt-attn versions."""
     notes = []
-    cpus = sorted({r.get("cpu") or "" for r in rows} - {""})
+    cpus = known_values(rows, "cpu")
     if len(cpus) > 1:
         notes.append(f"the runs were trained on {len(cpus)} CPUs ({'; '.join(cpus)}): compare training and "
                      "evaluation times only between runs of one CPU (runs.csv, column cpu)")
-    versions = sorted({r.get("dt_attn") or "" for r in rows} - {""})
+    versions = known_values(rows, "dt_attn")
     if len(versions) > 1:
         notes.append(f"the runs were made with dt-attn {', '.join(versions)} (cells.csv, column dt_attn)")
     return notes
