@@ -26,8 +26,12 @@ class WriteError(OSError):
     """A file could not be written (disk full, no permission, ...); the previous file is intact."""
 
     def __init__(self, path: str | Path, reason: str, note: str = "") -> None:
-        self.path, self.reason = Path(path), reason
+        self.path, self.reason, self.note = Path(path), reason, note
         super().__init__(f"could not write {path}: {reason}" + (f"; {note}" if note else ""))
+
+    def __reduce__(self) -> tuple[type, tuple[Path, str, str]]:
+        # OSError pickles its message alone; DDP's ranks receive rank 0's failed write as a pickle
+        return type(self), (self.path, self.reason, self.note)
 
 
 def _file_mode() -> int:

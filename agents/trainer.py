@@ -319,7 +319,7 @@ class Trainer:
     def save(self) -> None:
         """Write the checkpoint atomically (rank 0; under DDP every rank must call it). Non-finite weights are
         never written (NonFiniteLossError: every rank holds the same weights, so all raise together), and a
-        failed write (disk full) raises WriteError with the previous checkpoint intact."""
+        failed write (disk full) raises WriteError with the previous checkpoint intact, on every rank."""
         bad = non_finite_tensors(self.model.state_dict())
         if bad:
             raise NonFiniteLossError(
@@ -327,10 +327,8 @@ class Trainer:
                 f"{', ...' if len(bad) > 3 else ''}); not saved: {self._kept()}. Try a lower --lr."
             )
         payload = self._payload()  # a collective under DDP: it gathers every rank's random state
-        if not self.dist.is_main:
-            return
-        try:
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, payload)
+        try:  # rank 0 writes; the other ranks raise its failure too, rather than wait at the next collective
+            distributed.on_main(lambda: save_checkpoint(self.run_dir / CHECKPOINT_NAME, payload), self.dist)
         except WriteError as exc:
             raise WriteError(exc.path, exc.reason, f"{self._kept()}; free disk space, then "
                                                    "rerun with --resume") from exc

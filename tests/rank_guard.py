@@ -1,5 +1,6 @@
 """`dt-attn` as one torchrun rank, for the DDP tests: on ranks other than 0, any write under the folder
 $DT_ATTN_RANK_GUARD ends the process at once (exit code 17), so a test proves that rank 0 alone writes there.
+Every rank prints its exit code ("rank R exit N") when the command returns.
 
 python -m torch.distributed.run --standalone --nproc-per-node 2 tests/rank_guard.py train ...
 """
@@ -38,4 +39,6 @@ if __name__ == "__main__":
         _guard(os.path.realpath(guarded), os.environ["RANK"])
     from experiments.cli import main
 
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stderr.write(f"rank {os.environ.get('RANK', '0')} exit {code}\n")
+    sys.exit(code)

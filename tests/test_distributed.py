@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -55,26 +56,27 @@ def cli_args(cfg: TrainConfig) -> list[str]:
     return args + (["--resume"] if cfg.resume else [])
 
 
-def launch(cfg: TrainConfig, guard: Path, nproc: int = 2) -> subprocess.Popen:
+def launch(cfg: TrainConfig, guard: Path, nproc: int = 2, **popen) -> subprocess.Popen:
     """``torchrun --standalone --nproc-per-node N dt-attn train`` (this tree's code) with writes of ranks > 0
-    under ``guard`` fatal."""
+    under ``guard`` fatal; ``popen``: more arguments for ``subprocess.Popen``."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            str(GUARD), "train", *cli_args(cfg)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DT_ATTN_RANK_GUARD": str(guard), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, cwd=guard, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, **popen)
 
 
-def torchrun(cfg: TrainConfig, guard: Path, nproc: int = 2) -> str:
-    """Run ``launch`` to the end; its output. Leaves no process behind, also when it fails or hangs."""
-    proc = launch(cfg, guard, nproc)
+def torchrun(cfg: TrainConfig, guard: Path, nproc: int = 2, expect_ok: bool = True, **popen) -> str:
+    """Run ``launch`` to the end; its output (and, with ``expect_ok``, the check that it succeeded). Leaves
+    no process behind, also when it fails or hangs."""
+    proc = launch(cfg, guard, nproc, **popen)
     try:
         out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             kill_pids(process_tree(proc.pid))
             proc.communicate()
-    assert proc.returncode == 0, out[-3000:]
+    assert proc.returncode == 0 or not expect_ok, out[-3000:]
     return out
 
 
@@ -202,3 +204,23 @@ def test_two_rank_run_resumes_after_kill_9_to_the_uninterrupted_weights(tmp_path
     final, resumed = weights(tmp_path / "full"), weights(tmp_path / "killed")
     for name, w in final.items():
         assert torch.equal(w, resumed[name]), name
+
+
+@needs_gloo
+@needs_proc
+def test_a_failed_checkpoint_write_stops_every_rank_with_one_error(tmp_path):
+    """Rank 0's checkpoint write fails (a full disk): every rank stops with exit code 2 rather than wait at
+    the next collective, the error is printed once, and the previous checkpoint is kept."""
+    run = config(tmp_path / "run", steps=2, checkpoint_every=1)
+    torchrun(run, tmp_path)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    before = ckpt.read_bytes()
+
+    def small_files():  # writes past half a checkpoint fail, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, len(before) // 2))
+
+    out = torchrun(dataclasses.replace(run, steps=4, resume=True), tmp_path, expect_ok=False,
+                   preexec_fn=small_files)
+    assert "rank 0 exit 2" in out and "rank 1 exit 2" in out, out[-3000:]
+    assert out.count(f"error: could not write {ckpt}: File too large; the last good checkpoint") == 1, out
+    assert ckpt.read_bytes() == before and not list(ckpt.parent.glob(".*.tmp"))

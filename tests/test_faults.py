@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import resource
 import signal
 import subprocess
@@ -351,6 +352,15 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path):
             f"({folder / CHECKPOINT_NAME}, step 2) is kept; free disk space, then rerun with "
             "--resume") in res.stderr
     assert (folder / CHECKPOINT_NAME).read_bytes() == before and not list(folder.glob(".*.tmp"))
+
+
+def test_a_write_error_survives_pickling_with_its_message():
+    """DDP's ranks receive rank 0's failed write pickled (agents.distributed.on_main)."""
+    err = atomic.WriteError("runs/a/checkpoint.pt", "No space left on device", "the previous one is intact")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is atomic.WriteError and str(back) == str(err) == (
+        "could not write runs/a/checkpoint.pt: No space left on device; the previous one is intact")
+    assert (back.path, back.reason, back.note) == (Path("runs/a/checkpoint.pt"), err.reason, err.note)
 
 
 @needs_proc
