@@ -1,5 +1,5 @@
 """Multi-process training with DistributedDataParallel (gloo on CPU), launched by torchrun: the ranks train
-the one-process model, resume after kill -9, and only rank 0 writes files."""
+the one-process model, resume after kill -9, only rank 0 writes files, and a write it fails stops them all."""
 
 from __future__ import annotations
 
