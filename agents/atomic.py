@@ -69,6 +69,45 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
         raise
 
 
+def make_folder(path: str | Path, flag: str) -> Path:
+    """Create the folder ``path`` (and its parents) for the option ``flag`` names; what stops it (a file in
+    the way, no permission, a read-only filesystem) raises WriteError saying so and to choose another."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(path, _folder_problem(path, exc), f"choose another {flag}") from None
+    return path
+
+
+def _folder_problem(path: Path, exc: OSError) -> str:
+    """Why ``path`` could not be made a folder: a file where a folder should be, or the system's reason."""
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            return f"{part} is a file, not a folder"
+    return exc.strerror or str(exc)
+
+
+def check_writable(path: str | Path, flag: str, folder: bool = False, example_name: str = "") -> None:
+    """Refuse, before any work, an output path (a file, or a ``folder``) that the option ``flag`` names and
+    that could not be written: a folder where a file goes (or the reverse), a file among its parents, or a
+    nearest existing parent that is not writable (the folders below it are made when the output is
+    written). A ValueError: the user can choose another path (a folder given for a file is answered with
+    ``example_name`` inside it)."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        example = f" such as {path / example_name}" if example_name and path.is_dir() else ""
+        wanted = "a folder" if folder else f"a file path{example}"
+        raise ValueError(f"{flag} {path} is {'a folder' if path.is_dir() else 'a file'}; give {wanted}")
+    parent = path if folder and path.is_dir() else path.parent  # a file is written through a temp beside it
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{flag} {path}: the folder {parent} is not writable")
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     """Call ``write(binary file)`` on a temp file beside ``path``, then rename it over ``path``
     (``atomic_path``), the data on disk before the rename."""

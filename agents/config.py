@@ -193,8 +193,10 @@ def run_evaluation(cfg: TrainConfig, checkpoint: str | Path, output: str | Path)
                       threads=cfg.threads, output=str(output))
 
 def run_name(dataset: str, observe: str, attention: str, context: int, seed: int) -> str:
-    """Default run directory name: <dataset>[-<observe>]-<attention>-K<context>-s<seed>."""
-    name = Path(dataset.replace("/", "_").replace(".hdf5", "").replace(".pkl", "")).name
+    """Default run directory name: <dataset>[-<observe>]-<attention>-K<context>-s<seed>, where a dataset
+    file (.hdf5, .pkl) is named by its file's stem and a dataset id's slashes (Minari's) become "_"."""
+    path = Path(dataset)
+    name = path.stem if path.suffix in (".hdf5", ".pkl") else dataset.replace("/", "_")
     obs = "" if observe == "full" else f"-{observe.replace(':', '').replace('+', '-')}"
     return f"{name}{obs}-{attention}-K{context}-s{seed}"
 

@@ -62,6 +62,16 @@ def current() -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that failed because another rank is gone: torch's DistError, or the
+    plain RuntimeError that gloo's and nccl's transports raise ("Connection reset by peer", ...)."""
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(m in text for m in ("gloo", "NCCL", "Connection reset",
+                                                                      "Connection closed"))
+
+
 def launched_world_size() -> int:
     """The number of processes torchrun started for this run (1 when not started by torchrun)."""
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.atomic import write_json
+from agents.atomic import check_writable, write_json
 from agents.checkpoint import load_checkpoint, non_finite_tensors, resolve_checkpoint
 from agents.config import EvalConfig
 from agents.distributed import resolve_device
@@ -107,19 +106,6 @@ def default_output(run_dir: Path, rollout: str) -> Path:
     return out
 
 
-def check_output_file(out: Path) -> None:
-    """Refuse, before any rollout, a result path that cannot take a file."""
-    if out.is_dir():
-        raise ValueError(f"--output {out} is a folder; give a file path such as {out / EVAL_FILE}")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent  # the folders below it are created when the result is written
-    if not parent.is_dir():
-        raise ValueError(f"--output {out}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"--output {out}: the folder {parent} is not writable")
-
-
 def keep_other_rollout(out: Path, rollout: str) -> None:
     """Before ``out`` is overwritten with a ``rollout`` evaluation: an evaluation of the other rollout held
     there (a format-1 eval.json held the streaming one) moves to its own rollout's name, so none is lost."""
@@ -142,7 +128,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
     ckpt_path = resolve_checkpoint(cfg.checkpoint)
     folder = ckpt_path.parent.resolve()
     into_run = cfg.output is None or Path(cfg.output).resolve().is_relative_to(folder)
-    with run_lock(folder) if into_run else contextlib.nullcontext():
+    with run_lock(folder, "--output") if into_run else contextlib.nullcontext():
         return _evaluate(cfg, ckpt_path, progress, print_table)
 
 
@@ -150,11 +136,11 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.output) if cfg.output else default_output(ckpt_path.parent, cfg.rollout)
-    check_output_file(out)
+    check_writable(out, "--output", example_name=EVAL_FILE)
     if cfg.video:
         from agents.video import check_video_path  # agents.video builds on this module
 
-        check_video_path(cfg.video, VIDEO_SIZE, VIDEO_SIZE)  # refused before any episode runs
+        check_video_path(cfg.video, VIDEO_SIZE, VIDEO_SIZE, "--video")  # refused before any episode runs
     payload = load_checkpoint(ckpt_path)
     bad = non_finite_tensors(payload["model"])
     if bad:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agents.atomic import WriteError, make_folder
+
 LOCK_NAME = "run.lock"
 
 try:
@@ -84,8 +86,10 @@ def _try_flock(fd: int, kind: int, tries: int = 5) -> bool:
     return False
 
 
-def acquire(run_dir: str | Path) -> None:
-    """Take ``run_dir``'s lock (creating the folder) or raise RunLockedError naming the holder."""
+def acquire(run_dir: str | Path, flag: str = "--run-dir") -> None:
+    """Take ``run_dir``'s lock (creating the folder) or raise RunLockedError naming the holder; a folder or
+    lock file that cannot be created raises WriteError. Both tell the user to choose another ``flag`` (the
+    option through which the command writes elsewhere)."""
     key = Path(run_dir).resolve()
     with _guard:
         if key in _held:
@@ -95,15 +99,19 @@ def acquire(run_dir: str | Path) -> None:
         if fcntl is None:
             _held[key] = [-1, 1, created]
             return
-        key.mkdir(parents=True, exist_ok=True)
+        make_folder(key, flag)
         while True:
-            fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+            try:
+                fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+            except OSError as exc:  # a read-only filesystem, no permission
+                reason = exc.strerror or str(exc)
+                raise WriteError(key / LOCK_NAME, reason, f"choose another {flag}") from None
             if not _try_flock(fd, fcntl.LOCK_EX):
                 holder = _holder_text(fd)
                 os.close(fd)
                 raise RunLockedError(
                     f"{run_dir} is in use by {holder} (it holds {Path(run_dir) / LOCK_NAME}); wait for it to "
-                    "finish or stop it, or choose another --run-dir"
+                    f"finish or stop it, or choose another {flag}"
                 ) from None
             if _same_file(fd, key / LOCK_NAME):
                 break
@@ -136,9 +144,9 @@ def release(run_dir: str | Path) -> None:
 
 
 @contextmanager
-def run_lock(run_dir: str | Path) -> Iterator[None]:
+def run_lock(run_dir: str | Path, flag: str = "--run-dir") -> Iterator[None]:
     """Hold ``run_dir``'s lock inside the block (see ``acquire``)."""
-    acquire(run_dir)
+    acquire(run_dir, flag)
     try:
         yield
     finally:

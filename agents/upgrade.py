@@ -36,6 +36,7 @@ FORMAT = 3
 # Values that format-1 files without the field had used.
 _FORMAT1_MODEL_DEFAULTS = {"activation": "gelu", "init": "torch-default", "init_std": 0.02}
 _FORMAT1_RUN_DEFAULTS = {**_FORMAT1_MODEL_DEFAULTS, "precision": "fp32", "split_long_episodes": False}
+_FORMAT1_ONLY_RUN_KEYS = ("eval_exact",)  # training config keys that format 1 alone wrote
 _FORMAT1_EXACT_SUFFIX = "-naive"  # format 1's file names of exact evaluations
 _CHECKPOINT_FORMAT1_TAG = "dt-attn/checkpoint/1"
 # The model config fields that moved under "transformer" in format 3.
@@ -64,6 +65,12 @@ def upgrade_model_config(config: dict[str, Any], version: int) -> dict[str, Any]
         config = {**{k: v for k, v in config.items() if k not in _FORMAT2_TRANSFORMER_FIELDS},
                   "transformer": {k: config[k] for k in _FORMAT2_TRANSFORMER_FIELDS if k in config}}
     return config
+
+
+def is_saved_run_config(config: dict[str, Any]) -> bool:
+    """Whether a training config dict is one dt-attn saved (it states its format, or it holds a key that
+    only format 1, which stated none, wrote) rather than one a user wrote in the current keys."""
+    return "format" in config or any(key in config for key in _FORMAT1_ONLY_RUN_KEYS)
 
 
 def upgrade_run_config(config: dict[str, Any], version: int | None = None) -> dict[str, Any]:

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
-from agents.atomic import atomic_path
+from agents.atomic import atomic_path, check_writable
 from agents.evaluation import RolloutSettings, check_observation_dim
 from agents.model import DecisionTransformer
 from agents.rollout import SteppedRollout
 from envs import make_vector_env
+from envs.errors import optional_import
 
 FORMATS = (".mp4", ".gif")
 GIF_MAX_FPS = 50  # GIF players stretch frame delays under 20 ms to 100 ms
@@ -93,8 +94,9 @@ def offscreen_gl() -> str:
     raise VideoError(f"no offscreen OpenGL for MuJoCo rendering ({'; '.join(failures)}): {INSTALL_HINT}")
 
 
-def check_video_path(path: str | Path, width: int, height: int) -> Path:
-    """The output path, refused unless it ends in .mp4 or .gif; the frame size, refused unless encodable."""
+def check_video_path(path: str | Path, width: int, height: int, flag: str = "--out") -> Path:
+    """The output path (given as ``flag``), refused before any frame is rendered unless it ends in .mp4 or
+    .gif, can be written and has its encoder installed; the frame size, refused unless encodable."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise VideoError(f"video path {path} must end in {' or '.join(FORMATS)}")
@@ -103,20 +105,18 @@ def check_video_path(path: str | Path, width: int, height: int) -> Path:
         if isinstance(value, bool) or not isinstance(value, int) or value < 16 or (even and value % 2):
             mp4 = ", even for MP4," if even else ""
             raise VideoError(f"video {name} must be an int >= 16{mp4} got {value!r}")
+    check_writable(path, flag)
+    if even:
+        optional_import("imageio_ffmpeg", "video", "writing MP4 (a .gif needs only imageio)")
     return path
 
 
 def _open_writer(path: str, fps: float):
     """An imageio writer for ``path`` (format from its suffix) at ``fps`` frames per second."""
-    import imageio.v2 as imageio  # gymnasium[mujoco] depends on imageio
-
+    imageio = optional_import("imageio.v2", "video", "writing a video")
     if path.lower().endswith(".gif"):
         return imageio.get_writer(path, mode="I", duration=1000.0 / fps, loop=0)
-    try:
-        import imageio_ffmpeg  # noqa: F401
-    except ImportError:
-        raise VideoError("writing MP4 needs imageio-ffmpeg: pip install 'dt-attn[video]' "
-                         "(or write a .gif)") from None
+    optional_import("imageio_ffmpeg", "video", "writing MP4 (a .gif needs only imageio)")
     # macro_block_size 2: keep the frame size as rendered (H.264 needs it even) instead of padding it to 16
     return imageio.get_writer(path, fps=fps, macro_block_size=2)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,9 @@ class Episode:
 
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+#: A value past this in a dataset is warned about: MuJoCo states, actions and rewards stay far below it, and
+#: squares of values near 1e19 overflow the float32 statistics.
+ABSURD_MAGNITUDE = 1e6
 
 
 def _as_vector(x: np.ndarray, key: str, where: str) -> np.ndarray:
@@ -66,6 +70,11 @@ def _check_finite(arr: np.ndarray, key: str, where: str) -> None:
                 f"{where}: key '{key}' contains {int(bad.sum())} non-finite value(s) "
                 f"(first: {kind} at index {tuple(int(i) for i in idx)})"
             )
+        largest = float(np.abs(arr).max(initial=0.0))
+        if largest > ABSURD_MAGNITUDE:
+            warnings.warn(f"{where}: key '{key}' holds values up to {largest:.3g} in magnitude, far beyond "
+                          f"any MuJoCo quantity (|x| > {ABSURD_MAGNITUDE:g}); its statistics may overflow "
+                          "float32: check how the file was scaled", stacklevel=2)
 
 
 def validate_arrays(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:

@@ -8,20 +8,13 @@ from typing import Any
 import numpy as np
 
 from envs.episodes import Episode, episode_from_arrays
-from envs.errors import DatasetError, DatasetNotFoundError, OptionalDependencyError
+from envs.errors import DatasetError, DatasetNotFoundError, optional_import
 
 MINARI_REF_SOURCE = "Minari dataset reference returns (ref_min_score / ref_max_score)"
 
 
 def _import_minari():
-    try:
-        import minari
-    except ImportError as exc:
-        raise OptionalDependencyError(
-            f"loading Minari datasets needs the minari package ({exc}); "
-            f"install it with `pip install 'dt-attn[minari]'` (or `pip install minari`)"
-        ) from None
-    return minari
+    return optional_import("minari", "minari", "loading Minari datasets")
 
 
 def _minari_download(minari, dataset_id: str) -> None:

@@ -40,7 +40,12 @@ def run_cli(fn: Callable[[], Any]) -> int:
         return 2
     except KeyboardInterrupt as exc:
         print("interrupted: the last checkpoint is kept; rerun with --resume to continue", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return interrupted_exit_code(exc)
+
+
+def interrupted_exit_code(exc: KeyboardInterrupt) -> int:
+    """The shell's exit code of a process stopped by a signal: 143 (128 + 15) for SIGTERM, 130 for Ctrl-C."""
+    return 143 if isinstance(exc, Terminated) else 130
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

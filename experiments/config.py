@@ -165,14 +165,15 @@ def with_preset(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
     """Build the config from a dict of its keys (``config_keys``), rejecting unknown keys by name. A dict
-    with a ``format`` key is a file dt-attn saved (a run's config.json): a training config of any format is
-    read as the current one."""
-    if "format" in values:
-        from agents.config import TrainConfig
-        from agents.upgrade import upgrade_run_config
+    with a ``format`` key is a file dt-attn saved (a run's config.json): a training config of any format
+    (``agents.upgrade.is_saved_run_config``) is read as the current one."""
+    from agents.config import TrainConfig
+    from agents.upgrade import is_saved_run_config, upgrade_run_config
 
-        values = (upgrade_run_config(values) if cls is TrainConfig
-                  else {k: v for k, v in values.items() if k != "format"})
+    if cls is TrainConfig and is_saved_run_config(values):
+        values = upgrade_run_config(values)
+    elif "format" in values:
+        values = {k: v for k, v in values.items() if k != "format"}
     keys = {k.name: k for k in config_keys(cls)}
     unknown = sorted(set(values) - set(keys))
     if unknown:

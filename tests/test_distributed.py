@@ -224,3 +224,40 @@ def test_a_failed_checkpoint_write_stops_every_rank_with_one_error(tmp_path):
     assert "rank 0 exit 2" in out and "rank 1 exit 2" in out, out[-3000:]
     assert out.count(f"error: could not write {ckpt}: File too large; the last good checkpoint") == 1, out
     assert ckpt.read_bytes() == before and not list(ckpt.parent.glob(".*.tmp"))
+
+
+def _rank_pid(pids: list[int], rank: int) -> int | None:
+    """The process among ``pids`` that torchrun started as ``rank``."""
+    for pid in pids:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and b"TORCHELASTIC_RUN_ID" in b" ".join(environ):
+            return pid
+    return None
+
+
+@needs_gloo
+@needs_proc
+def test_a_rank_killed_mid_run_stops_the_other_with_one_line(tmp_path):
+    """kill -9 of rank 1: rank 0 prints one line naming itself and what happened, no gloo traceback, and
+    exits 2; the last checkpoint is kept."""
+    run = config(tmp_path / "run", steps=1_000_000, checkpoint_every=5)
+    proc = launch(run, tmp_path)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    try:
+        deadline = time.monotonic() + 240
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim = _rank_pid(process_tree(proc.pid), 1)
+        assert victim is not None and ckpt.exists()
+        kill_pids([victim])
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        kill_pids(process_tree(proc.pid))
+        proc.communicate()
+    assert "error: rank 0 of 2: another rank of this DDP run stopped (" in out, out[-3000:]
+    assert "the last checkpoint is kept: relaunch with --resume" in out
+    assert "[rank0]: Traceback" not in out and "rank 0 exit 2" in out
+    assert load_checkpoint(ckpt)["step"] % 5 == 0

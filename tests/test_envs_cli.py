@@ -44,10 +44,10 @@ def test_data_reports_errors_without_traceback(capsys, tmp_path, monkeypatch):
         raise urllib.error.URLError("offline")
 
     monkeypatch.setattr(envs.download, "_urlopen", offline)
-    assert main(["data", "hopper-medium-v2"]) == 1
+    assert main(["data", "hopper-medium-v2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: D4RL hopper-medium-v2 is not on this machine")
-    assert main(["data", "default", "--observe", "bogus"]) == 1
+    assert main(["data", "default", "--observe", "bogus"]) == 2
     assert "unknown observation filter part 'bogus'" in capsys.readouterr().err
 
 

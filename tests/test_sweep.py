@@ -361,17 +361,14 @@ def test_sigterm_to_a_parallel_sweep_stops_its_workers(tmp_path):
 import sys
 sys.path.insert(0, {str(root)!r})
 from agents.config import TrainConfig
-from experiments.commands.sweep import SweepConfig, run_sweep
+from experiments.commands.sweep import SweepConfig, run
 from tests.test_sweep import sleepy_train
 cfg = SweepConfig(datasets=["hopper-medium-standin"], attentions=["softmax"], contexts=[5], seeds=[0, 1, 2],
                   train=TrainConfig(steps=4), out_dir={str(out)!r}, jobs=2, threads_per_job=1, report=False)
-try:
-    run_sweep(cfg, train_fn=sleepy_train, reference_fn=None, progress=False)
-except KeyboardInterrupt:
-    print("sweep interrupted")
-    sys.exit(130)
+sys.exit(run(cfg, train_fn=sleepy_train, reference_fn=None, progress=False))
 """
-    parent = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while len(calls(out)) < 2 and time.monotonic() < deadline and parent.poll() is None:
@@ -379,8 +376,8 @@ except KeyboardInterrupt:
         workers = [c["pid"] for c in calls(out)]
         assert len(workers) == 2 and all(_alive(pid) for pid in workers)
         parent.send_signal(signal.SIGTERM)
-        stdout, _ = parent.communicate(timeout=60)
-        assert parent.returncode == 130 and "sweep interrupted" in stdout
+        _, stderr = parent.communicate(timeout=60)
+        assert parent.returncode == 143 and "sweep interrupted: rerun the same command" in stderr  # as train
         deadline = time.monotonic() + 20
         while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -44,6 +44,7 @@ from agents.rollout import rerun_plan, run_episodes
 from agents.trainer import Trainer, build_model
 from dt_attn import TransformerConfig
 from envs import make_vector_env, normalized_score
+from envs.errors import optional_import
 from experiments.common import Command
 from experiments.config import format_config
 from experiments.reporting.stats import bootstrap_diff_ci, bootstrap_mean_ci
@@ -104,11 +105,9 @@ class HuggingFaceDT(nn.Module):
 
     def __init__(self, cfg: TrainConfig, data: PreparedData) -> None:
         super().__init__()
-        try:
-            from transformers import DecisionTransformerConfig, DecisionTransformerModel
-            from transformers.utils import logging as hf_logging
-        except ImportError as exc:
-            raise ValueError('the huggingface model needs transformers: pip install -e ".[bench]"') from exc
+        optional_import("transformers", "bench", "the huggingface model")
+        from transformers import DecisionTransformerConfig, DecisionTransformerModel
+        from transformers.utils import logging as hf_logging
         hf_logging.set_verbosity_error()  # GPT-2's text-token ids do not apply to a DT; HF warns about them
         self.cfg = DTConfig(state_dim=data.state_dim, act_dim=data.act_dim, context=cfg.context,
                             max_ep_len=data.max_ep_len, init="huggingface", init_std=cfg.init_std,
@@ -229,6 +228,8 @@ def format_table(rows: list[dict[str, Any]], pcfg: ParityConfig) -> str:
 
 def run_parity(pcfg: ParityConfig, progress: bool = True) -> list[dict[str, Any]]:
     """Run (or finish) every cell, then write parity.json and parity.md; returns the table's rows."""
+    if "huggingface" in pcfg.models:  # before any cell runs, not at the first HuggingFace cell
+        optional_import("transformers", "bench", "the huggingface model")
     cells = [(d, m, s) for s in pcfg.seeds for d in pcfg.datasets for m in pcfg.models]  # seeds outermost:
     # a stopped run has every dataset and model at its first seeds
     results = []

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agents.atomic import atomic_write, write_json, write_rows_csv
+from agents.atomic import atomic_write, check_writable, write_json, write_rows_csv
 from agents.checkpoint import load_checkpoint, resolve_checkpoint
 from agents.evaluation import RolloutSettings, check_observation_dim, load_policy, rollout_settings
 from agents.fieldtypes import check_field_types, check_rules
@@ -255,6 +255,9 @@ def run(cfg: AttendConfig) -> int:
     if cfg.out is None and len(runs) > 1:
         raise ValueError("several runs: pass --out DIR for the comparison figure and CSV")
     out = Path(cfg.out) if cfg.out is not None else runs[0].parent
+    check_writable(out, "--out", folder=True)  # before any rollout, as every run folder's own file
+    for path in runs:
+        check_writable(path.parent / ATTEND_FILE, "--checkpoint")
     records = []
     for path in runs:
         record = attend_run(path, target=cfg.target, episodes=cfg.episodes, envs=cfg.envs,

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 
 from agents.fieldtypes import check_field_types
-from envs import DatasetError, OptionalDependencyError, known_datasets, load_dataset
+from envs import known_datasets, load_dataset
 from envs.catalog import minari_root, standin_dir
 from envs.d4rl import d4rl_dir
 from experiments.common import Command
@@ -60,16 +60,13 @@ def format_listing() -> str:
 
 
 def run(cfg: DataConfig) -> int:
-    """List datasets, or load one and print its summary; 1 when it cannot be loaded."""
+    """List datasets, or load one and print its summary (one that cannot be loaded is a user error: one line,
+    exit code 2, as in every command)."""
     if cfg.spec is None:
         print(format_listing())
         return 0
-    try:
-        ds = load_dataset(cfg.spec, env=cfg.env, observe=cfg.observe, seed=cfg.seed,
-                          download=not cfg.no_download, split_long=cfg.split_long_episodes)
-    except (DatasetError, OptionalDependencyError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    ds = load_dataset(cfg.spec, env=cfg.env, observe=cfg.observe, seed=cfg.seed,
+                      download=not cfg.no_download, split_long=cfg.split_long_episodes)
     print(ds.summary())
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -27,15 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.atomic import write_json, write_text
+from agents.atomic import make_folder, write_json, write_text
 from agents.config import TrainConfig, config_differences, run_name
+from agents.data import check_context
 from agents.fieldtypes import check_field_types, check_rules, parse_json_object
 from agents.progress import progress_bar
 from agents.results import rollout_label
 from agents.runlock import RunLockedError, lock_owner, run_lock
 from agents.upgrade import final_evaluation_files, read_run_config
+from envs import get_env_spec, infer_env_name, load_dataset
 from experiments.commands.parent_watch import die_with_parent
-from experiments.common import Command, sigterm_raises
+from experiments.common import Command, interrupted_exit_code, sigterm_raises
 from experiments.config import config_to_dict, format_config
 from experiments.reporting.aggregate import ReferenceFn, load_reference, read_json
 
@@ -50,7 +53,6 @@ PER_CELL_FIELDS = ("attention_options", "run_dir", "resume", "threads")
 SOFTMAX_WARN_BYTES = 2**30
 PROBE_EVAL_STEPS = 20
 LOG_NAME = "sweep.log"
-LOG_TAIL_LINES = 8  # of a failed cell's log, printed with the failure
 BACKENDS = ("local", "ray")
 
 
@@ -89,6 +91,9 @@ class SweepConfig:
         "help": "with --backend ray: the cluster to join, auto (the one started on this machine by "
                 "`ray start`, or $RAY_ADDRESS) or HOST:PORT; unset: a Ray instance on this machine, "
                 "started for this sweep"})
+    connect_timeout: float = field(default=30.0, metadata={
+        "help": "with --backend ray and --address: seconds to wait for the cluster to answer before the "
+                "sweep gives up"})
     cpus_per_cell: float = field(default=1.0, metadata={
         "help": "with --backend ray: CPUs each cell's task holds"})
     gpus_per_cell: float = field(default=0.0, metadata={
@@ -124,6 +129,7 @@ class SweepConfig:
                                                                      "probe_steps")},
             "backend": (self.backend in BACKENDS, "one of " + ", ".join(BACKENDS)),
             "cpus_per_cell": (self.cpus_per_cell > 0, "> 0"),
+            "connect_timeout": (0 < self.connect_timeout < math.inf, "positive and finite"),
             "gpus_per_cell": (self.gpus_per_cell >= 0, ">= 0"),
         })
         if self.backend != "ray" and self.address is not None:
@@ -299,7 +305,8 @@ def run_cell(cfg: TrainConfig, train_fn: TrainFn | None = None) -> dict[str, Any
     log_path = run_dir / LOG_NAME
     start = time.perf_counter()
     try:
-        with run_lock(run_dir):  # held before the log opens: a cell another process runs is left alone
+        # held before the log opens: a cell another process runs is left alone
+        with run_lock(run_dir, "--out-dir"):
             return _run_locked_cell(cfg, train_fn, log_path, start)
     except RunLockedError as exc:
         return {"ok": False, "error": str(exc), "seconds": time.perf_counter() - start}
@@ -326,15 +333,18 @@ def _scores(result: dict[str, Any] | None) -> dict[str, float]:
     return {f"{r['target']:g}": r["normalized_mean"] for r in (result or {}).get("results", [])}
 
 
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
-    """The last ``lines`` non-empty lines of a cell's log (none when it cannot be read)."""
+def last_log_message(path: Path) -> str | None:
+    """The last line of a cell's log that is not part of a traceback's frames (None when there is none or
+    the log cannot be read): what the cell said last, printed beside its failure."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 64 * 1024))  # the end of a long log is enough
             text = f.read().decode(errors="replace")
     except OSError:
-        return []
-    return [line for line in text.replace("\r", "\n").splitlines() if line.strip()][-lines:]
+        return None
+    said = [line.strip() for line in text.replace("\r", "\n").splitlines()
+            if line.strip() and not line[:1].isspace() and not line.startswith("Traceback ")]
+    return said[-1] if said else None
 
 
 def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress: bool,
@@ -365,7 +375,9 @@ def _run_cells(cells: list[Cell], jobs: int, train_fn: TrainFn | None, progress:
         else:
             log = Path(res.get("log", cell.run_dir / LOG_NAME))
             msg = f"FAILED {cell.describe()}: {res['error']} (log: {log})"
-            msg += "".join(f"\n    | {line}" for line in log_tail(log))
+            said = last_log_message(log)
+            if said and said not in res["error"]:
+                msg += f"\n    the log's last line: {said}"
         bar.write(msg, file=sys.stdout)
         bar.update(1)
         show()
@@ -518,6 +530,19 @@ def _check_attentions(names: list[str]) -> None:
         raise ValueError(f"unknown attention(s) {bad}; available: {', '.join(known)}")
 
 
+def _check_contexts(cells: list[Cell]) -> None:
+    """Refuse, before any cell starts, a K longer than its environment's episodes (``check_context``, the
+    rule `dt-attn train` applies); the environment is the cell's --env, else the one its dataset names,
+    else the one the dataset file says."""
+    limits: dict[tuple[str, str | None], int] = {}
+    for c in cells:
+        key = (c.cfg.dataset, c.cfg.env)
+        if key not in limits:
+            env = c.cfg.env or infer_env_name(c.cfg.dataset) or load_dataset(c.cfg.dataset).env_name
+            limits[key] = get_env_spec(env).max_episode_steps
+        check_context(c.cfg.context, limits[key])
+
+
 def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
               reference_fn: ReferenceFn | None = load_reference, progress: bool = True) -> int:
     """Run (or with dry_run, describe) the sweep; 0 when every cell finished, 1 when any failed.
@@ -532,6 +557,8 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
 
         require_ray()  # before anything is written
     cells = expand_grid(cfg)
+    if train_fn is None:
+        _check_contexts(cells)
     print(f"sweep config:\n{format_config(cfg)}")
     for w in softmax_memory_warnings(cells):
         print(w)
@@ -551,8 +578,7 @@ def run_sweep(cfg: SweepConfig, train_fn: TrainFn | None = None,
                 print(f"timing probe failed, no estimate: {type(exc).__name__}: {exc}")
         print("dry run: nothing written")
         return 0
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(cfg.out_dir, "--out-dir")
     write_text(out_dir / "sweep_config.json", json.dumps(config_to_dict(cfg), indent=2) + "\n")
     todo = [c for c in cells if c.status != "done" and c.run_dir not in owners]
     results = _run_cells(todo, cfg.jobs, train_fn, progress,
@@ -585,14 +611,15 @@ def _report(out_dir: Path, reference_fn: ReferenceFn | None, lines_by: str) -> N
     print_report(report)
 
 
-def run(cfg: SweepConfig) -> int:
-    """``run_sweep``; an interrupted sweep says how to continue it."""
+def run(cfg: SweepConfig, **sweep_args: Any) -> int:
+    """``run_sweep(cfg, **sweep_args)``; an interrupted sweep says how to continue it and exits as `train`
+    does (143 after SIGTERM, 130 after Ctrl-C)."""
     try:
-        return run_sweep(cfg)
-    except KeyboardInterrupt:
+        return run_sweep(cfg, **sweep_args)
+    except KeyboardInterrupt as exc:
         print("sweep interrupted: rerun the same command to continue (finished cells are skipped, "
               "interrupted ones resume from their last checkpoint)", file=sys.stderr)
-        return 130
+        return interrupted_exit_code(exc)
 
 
 COMMAND = Command("sweep", "train and evaluate a grid of datasets x observations x attentions x K x seeds",

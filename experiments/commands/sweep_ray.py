@@ -21,22 +21,19 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from agents.config import TrainConfig
+from envs.errors import optional_import
 
 ROOT_TOKEN_PREFIX = ".dt-attn-sweep-root-"  # + a token per sweep run: concurrent sweeps do not clash
 
 
 def require_ray() -> Any:
     """The ray module, or a one-line error saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("--backend ray needs the ray package: pip install 'dt-attn[ray]' "
-                         "(or pip install 'ray[default]')") from None
-    return ray
+    return optional_import("ray", "ray", "--backend ray")
 
 
 def root_problem(out_dir: Path, token: str) -> str | None:
@@ -62,9 +59,51 @@ def cell_task(cfg: TrainConfig, train_fn: Callable[..., dict] | None, out_dir: s
     yield run_cell(cfg, train_fn)
 
 
-def _connect(ray: Any, address: str | None) -> bool:
-    """Join the cluster at ``address`` or start a local Ray instance; True when this call connected (and
-    the sweep must disconnect), False when this process was connected already."""
+def _join_error(address: str, why: str) -> ValueError:
+    """The one-line error of a cluster that could not be joined."""
+    return ValueError(
+        f"could not join the Ray cluster at {address} ({why}); start one with `ray start --head`, or leave "
+        "out --address for a Ray instance of this sweep's own. A cluster with token authentication needs "
+        "RAY_AUTH_MODE=token and its token (~/.ray/auth_token or RAY_AUTH_TOKEN) here too")
+
+
+def _probe_address(address: str, timeout: float) -> None:
+    """Refuse at once a HOST:PORT where nothing accepts a connection (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=min(timeout, 5.0)).close()
+    except OSError as exc:
+        raise _join_error(address, exc.strerror or str(exc) or type(exc).__name__) from None
+
+
+class _Expired(BaseException):
+    """A deadline passed (a BaseException: Ray's connection retries catch every Exception)."""
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Within the block (main thread only), raise _Expired after ``seconds`` of wall time."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _Expired
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _connect(ray: Any, address: str | None, timeout: float) -> bool:
+    """Join the cluster at ``address`` within ``timeout`` seconds or start a local Ray instance; True when
+    this call connected (and the sweep must disconnect), False when this process was connected already."""
     if ray.is_initialized():
         return False
     main = threading.current_thread() is threading.main_thread()
@@ -72,16 +111,17 @@ def _connect(ray: Any, address: str | None) -> bool:
     kwargs: dict[str, Any] = {"log_to_driver": False}  # a cell's output goes to its sweep.log
     if address is None:
         kwargs["include_dashboard"] = False
-    try:
-        ray.init(address=address or "local", **kwargs)
-    except ConnectionError as exc:
-        if address is None:
-            raise
-        raise ValueError(
-            f"could not join the Ray cluster at {address} ({str(exc).strip().splitlines()[0]}); start one "
-            "with `ray start --head`, or leave out --address for a Ray instance of this sweep's own. A "
-            "cluster with token authentication needs RAY_AUTH_MODE=token and its token (~/.ray/auth_token "
-            "or RAY_AUTH_TOKEN) here too") from None
+        ray.init(address="local", **kwargs)
+    else:
+        _probe_address(address, timeout)
+        try:
+            with _deadline(timeout):
+                ray.init(address=address, **kwargs)
+        except ConnectionError as exc:
+            raise _join_error(address, str(exc).strip().splitlines()[0]) from None
+        except _Expired:
+            raise _join_error(address, f"no answer within {timeout:g} s; --connect-timeout sets the "
+                                       "wait") from None
     if main:  # ray.init replaces SIGTERM's handler with sys.exit; the sweep's own stops the tasks
         signal.signal(signal.SIGTERM, handler)
     return True
@@ -94,7 +134,7 @@ def run_ray_cells(cells: list, cfg: Any, train_fn: Callable[..., dict] | None,
     ok False)."""
     ray = require_ray()
     out_dir = Path(cfg.out_dir).resolve()
-    connected = _connect(ray, cfg.address)
+    connected = _connect(ray, cfg.address, cfg.connect_timeout)
     token = uuid.uuid4().hex
     marker = out_dir / f"{ROOT_TOKEN_PREFIX}{token}"
     pending: dict[Any, Any] = {}

@@ -71,6 +71,13 @@ def run(cfg: TrainConfig) -> int:
             if group.is_main:  # every rank raises the same error; rank 0 reports it
                 raise
             return 2
+        except RuntimeError as exc:
+            if not (group.enabled and distributed.lost_peer(exc)):
+                raise
+            reason = str(exc).strip().splitlines()[0].split("] ", 1)[-1].split(". ", 1)[0]
+            print(f"error: rank {group.rank} of {group.world_size}: another rank of this DDP run stopped "
+                  f"({reason}); the last checkpoint is kept: relaunch with --resume", file=sys.stderr)
+            return 2
     return 0
 
 

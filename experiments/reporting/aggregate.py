@@ -240,6 +240,11 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
                              f"{', '.join(missing)})")
         rows = []
         for raw in reader:
+            if None in raw.values() or None in raw:  # DictReader's marks of a short or a long row
+                have = sum(v is not None for k, v in raw.items() if k is not None) + len(raw.get(None, []))
+                raise ValueError(f"{path}: line {reader.line_num} is an incomplete row ({have} fields, the "
+                                 f"header has {len(reader.fieldnames)}; was the file cut?): rebuild it with "
+                                 "`dt-attn report`, or delete that line")
             row = {c: _csv_field(c, raw.get(c) or "") for c in ROW_COLUMNS}
             if not row["batch_size"] and row["K"] and not math.isnan(row["tokens_per_step"]):
                 row["batch_size"] = round(row["tokens_per_step"] / (3 * row["K"]))

@@ -6,7 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import trim_mean
+
+from envs.errors import optional_import
+
+
+def trim_mean(values: np.ndarray, proportion: float, axis: int | None = None) -> np.ndarray | float:
+    """The mean after cutting ``int(proportion * n)`` of the lowest and as many of the highest values along
+    ``axis`` (all values when None): 0.25 gives the interquartile mean. scipy.stats.trim_mean's rule, in
+    numpy alone so that the base install can report."""
+    values = np.asarray(values, dtype=float)
+    if axis is None:
+        values, axis = values.reshape(-1), 0
+    n = values.shape[axis]
+    cut = int(proportion * n)
+    kept = np.sort(values, axis=axis).take(np.arange(cut, n - cut), axis=axis)
+    return kept.mean(axis=axis)
 
 
 def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
@@ -54,12 +68,9 @@ def bootstrap_diff_ci(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, lev
 
 
 def _rliable() -> tuple[Any, Any]:
-    try:
-        from rliable import library, metrics
-    except ImportError as exc:
-        raise ValueError('interquartile means and probabilities of improvement need rliable: '
-                         'pip install -e ".[stats]"') from exc
-    return library, metrics
+    purpose = "performance profiles"
+    return (optional_import("rliable.library", "stats", purpose),
+            optional_import("rliable.metrics", "stats", purpose))
 
 
 def _matrix(scores: np.ndarray) -> np.ndarray:
