@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from agents.fieldtypes import check_field_types, check_rules, parse_json_object
 from agents.results import ROLLOUTS
+from envs.filters import ObservationFilter
 
 #: The MLP nonlinearities ``dt_attn.transformer.ACTIVATIONS`` builds, named here so that reading a
 #: config does not import torch (a test keeps the two lists equal).
@@ -53,7 +54,10 @@ class TrainConfig:
     env: str | None = field(default=None, metadata={
         "help": "environment name (hopper, halfcheetah, walker2d); inferred from the dataset when unset"})
     observe: str = field(default="full", metadata={
-        "help": "observation filter: full, positions, noisy:SCALE, positions+noisy:SCALE"})
+        "help": "task variant, applied to the dataset and the evaluation environments alike: full, positions "
+                "(no velocities), noisy:SCALE (Gaussian noise), flicker:P (observations blanked with "
+                "probability P, plus a seen flag), flip:P (each actuator's sign flipped with probability P "
+                "per episode), or a +-joined combination such as positions+flicker:0.9 (docs/data.md)"})
     split_long_episodes: bool = field(default=False, metadata={
         "help": "cut episodes longer than the environment's step limit into pieces of that length (for data "
                 "without terminal or timeout flags)"})
@@ -110,6 +114,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.attention_options = parse_json_object("attention_options", self.attention_options)
         check_field_types(self)
+        ObservationFilter.parse(self.observe)  # a bad spec: its one-line error before anything is read
         rules = {  # field -> (valid?, the rule an invalid value breaks)
             "context": (self.context >= 1, ">= 1"),
             "steps": (self.steps >= 1, ">= 1"),
@@ -175,6 +180,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        ObservationFilter.parse(self.observe)  # a bad spec: its one-line error before anything is read
         check_rules(self, "evaluation config", {
             "episodes": (self.episodes >= 1, ">= 1"),
             "envs": (self.envs >= 1, ">= 1"),
@@ -194,9 +200,12 @@ def run_evaluation(cfg: TrainConfig, checkpoint: str | Path, output: str | Path)
 
 def run_name(dataset: str, observe: str, attention: str, context: int, seed: int) -> str:
     """Default run directory name: <dataset>[-<observe>]-<attention>-K<context>-s<seed>, where a dataset
-    file (.hdf5, .pkl) is named by its file's stem and a dataset id's slashes (Minari's) become "_"."""
+    file (.hdf5, .pkl) is named by its file's stem and a dataset id's slashes (Minari's) become "_", and the
+    observe spec is in its canonical spelling (lower case, parts in a fixed order) with ':' dropped and '+'
+    as '-'."""
     path = Path(dataset)
     name = path.stem if path.suffix in (".hdf5", ".pkl") else dataset.replace("/", "_")
+    observe = str(ObservationFilter.parse(observe))
     obs = "" if observe == "full" else f"-{observe.replace(':', '').replace('+', '-')}"
     return f"{name}{obs}-{attention}-K{context}-s{seed}"
 

@@ -47,7 +47,7 @@ def test_data_reports_errors_without_traceback(capsys, tmp_path, monkeypatch):
     assert main(["data", "hopper-medium-v2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: D4RL hopper-medium-v2 is not on this machine")
-    assert main(["data", "default", "--observe", "bogus"]) == 2
+    assert main(["data", "default", "--observe", "bogus"]) == 2  # a usage error, as in every other command
     assert "unknown observation filter part 'bogus'" in capsys.readouterr().err
 
 

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 
 from agents.fieldtypes import check_field_types
-from envs import known_datasets, load_dataset
+from envs import ObservationFilter, known_datasets, load_dataset
 from envs.catalog import minari_root, standin_dir
 from envs.d4rl import d4rl_dir
 from experiments.common import Command
@@ -27,14 +27,16 @@ class DataConfig:
     env: str | None = field(default=None, metadata={
         "help": "environment name or gymnasium id when it cannot be inferred"})
     observe: str = field(default="full", metadata={
-        "help": 'observation filter: "full", "positions", "noisy:SCALE", e.g. "positions+noisy:0.1"'})
-    seed: int = field(default=0, metadata={"help": "seed of a noisy observation filter"})
+        "help": 'task variant: "full", "positions", "noisy:SCALE", "flicker:P", "flip:P", or a "+"-joined '
+                'combination such as "positions+flicker:0.9" (docs/data.md)'})
+    seed: int = field(default=0, metadata={"help": "seed of the noise, flicker and flip draws"})
     no_download: bool = field(default=False, metadata={"help": "never try to download a missing dataset"})
     split_long_episodes: bool = field(default=False, metadata={
         "help": "cut episodes longer than the environment's step limit into pieces of that length"})
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        ObservationFilter.parse(self.observe)  # a bad spec is a usage error (exit code 2), not a bad dataset
 
 
 def format_listing() -> str:
