@@ -91,7 +91,8 @@ def plot_curves(curves: list[dict[str, Any]], refs: dict[str, DatasetReference],
         raise ValueError("no evaluations during training to plot")
     note = "" if rollout == "exact" else f", {rollout_label(rollout)} rollout"
     return _score_panels(curves, "step", lambda ax, _: ax.set_xlabel("training step"), refs,
-                         f"normalized score during training{note} (mean ± std over seeds)", path, _std_band)
+                         f"normalized score during training{note} (mean ± sample std over seeds)", path,
+                         _std_band)
 
 
 def _score_panels(cells: list[dict[str, Any]], x: str, x_axis, refs: dict[str, DatasetReference], title: str,
@@ -190,7 +191,7 @@ def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle("cost vs context length (mean ± std over seeds; log-log)", fontsize=10)
+    fig.suptitle("cost vs context length (mean ± sample std over seeds; log-log)", fontsize=10)
     return _save(fig, path)
 
 
