@@ -45,3 +45,11 @@ def test_the_eval_summary_of_one_episode_shows_no_std():
     for record in (rec, as_read):
         table = format_eval_table(_result([record]))
         assert "100.0 ± –" in table and "10.0 ± –" in table and "nan" not in table
+
+
+def test_a_point_of_one_seed_is_drawn_without_a_band():
+    """A learning curve of one seed has no std; its points keep their line, with a band of zero width."""
+    from experiments.reporting.plots import _std_band
+
+    assert _std_band({"normalized_mean": 30.0, "normalized_std": math.nan}) == (30.0, 30.0, 30.0)
+    assert _std_band({"normalized_mean": 30.0, "normalized_std": 2.0}) == (30.0, 28.0, 32.0)

@@ -68,8 +68,13 @@ def _iqm_band(c: dict[str, Any]) -> tuple[float, float, float]:
     return c["iqm"], c["iqm_low"], c["iqm_high"]
 
 
+def _no_std_as_zero(std: float) -> float:
+    """A point of one seed has no std (NaN): drawn without a band or error bar, but drawn."""
+    return 0.0 if math.isnan(std) else std
+
+
 def _std_band(c: dict[str, Any]) -> tuple[float, float, float]:
-    mean, std = c["normalized_mean"], c["normalized_std"]
+    mean, std = c["normalized_mean"], _no_std_as_zero(c["normalized_std"])
     return mean, mean - std, mean + std
 
 
@@ -170,7 +175,7 @@ def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
     for ax, (metric, scale, ylabel) in zip(axes, metrics):
         for (dataset, observe, label), pts in sorted(lines.items()):
             k, mean, std = _finite([p["K"] for p in pts], [p[metric] for p in pts],
-                                   [p[metric + "_std"] for p in pts])
+                                   [_no_std_as_zero(p[metric + "_std"]) for p in pts])
             if k.size == 0:
                 continue
             if len(groups) == 1:
