@@ -122,6 +122,18 @@ def test_our_dropouts_make_their_own_cells_and_huggingface_keeps_its_own(tmp_pat
         ParityConfig(attention_dropout=1.0)
 
 
+def test_a_quick_dropout_ablation_trains_its_own_cell_and_writes_its_own_table(tmp_path):
+    cfg = ParityConfig(datasets=["default"], models=["dt-attn"], seeds=[0], quick=True, out_dir=str(tmp_path),
+                       bootstrap=50, attention_dropout=0.1, embed_dropout=0.1)
+    (row, _) = run_parity(cfg, progress=False)
+    assert row["model"] == "dt-attn-adrop0.1-edrop0.1" and np.isnan(row["std"])  # one seed: no std
+    assert "| dt-attn-adrop0.1-edrop0.1 |" in (tmp_path / "parity-adrop0.1-edrop0.1.md").read_text()
+    assert not (tmp_path / "parity.md").exists()
+    saved = json.loads((tmp_path / "runs" / "default" / "dt-attn-adrop0.1-edrop0.1" / "s0" / "config.json")
+                       .read_text())
+    assert (saved["attention_dropout"], saved["embed_dropout"], saved["dropout"]) == (0.1, 0.1, 0.1)
+
+
 def test_the_ablation_summarizes_beside_the_shared_huggingface_cells():
     def result(model, label, score):
         return {"dataset": "d", "dataset_label": "D", "env_id": "Hopper-v4", "model": model, "label": label,

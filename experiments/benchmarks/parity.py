@@ -148,14 +148,16 @@ class HuggingFaceDT(nn.Module):
         return out.action_preds[:, -1:] if last_only else out.action_preds
 
 
+def dropout_suffix(pcfg: ParityConfig) -> str:
+    """-adrop<p> and -edrop<p> for the attention and embedding dropout of this project's models, where set."""
+    return "".join(f"-{tag}{p:g}" for tag, p in (("adrop", pcfg.attention_dropout),
+                                                 ("edrop", pcfg.embed_dropout)) if p > 0)
+
+
 def model_label(pcfg: ParityConfig, model: str) -> str:
-    """How a model's cells are named in folders and the table: the model, plus -adrop<p> and -edrop<p> for
-    this project's models trained with attention or embedding dropout."""
-    if model == REFERENCE_MODEL:
-        return model
-    extra = [f"-{tag}{p:g}" for tag, p in (("adrop", pcfg.attention_dropout), ("edrop", pcfg.embed_dropout))
-             if p > 0]
-    return model + "".join(extra)
+    """How a model's cells are named in folders and the table: the model, plus ``dropout_suffix`` for this
+    project's models."""
+    return model if model == REFERENCE_MODEL else model + dropout_suffix(pcfg)
 
 
 def cell_config(pcfg: ParityConfig, dataset: str, model: str, seed: int) -> TrainConfig:
@@ -261,7 +263,8 @@ def format_table(rows: list[dict[str, Any]], pcfg: ParityConfig) -> str:
 
 
 def run_parity(pcfg: ParityConfig, progress: bool = True) -> list[dict[str, Any]]:
-    """Run (or finish) every cell, then write parity.json and parity.md; returns the table's rows."""
+    """Run (or finish) every cell, then write parity.json and parity.md (parity-adrop0.1.md and kin for a
+    dropout ablation); returns the table's rows."""
     cells = [(d, m, s) for s in pcfg.seeds for d in pcfg.datasets for m in pcfg.models]  # seeds outermost:
     # a stopped run has every dataset and model at its first seeds
     results = []
@@ -274,12 +277,13 @@ def run_parity(pcfg: ParityConfig, progress: bool = True) -> list[dict[str, Any]
     bar.close()
     rows = summarize(results, pcfg.bootstrap)
     out = Path(pcfg.out_dir)
-    write_json(out / "parity.json", {"config": dataclasses.asdict(pcfg), "rows": rows, "created": now_iso(),
-                                     "cpu": cpu_description(), "versions": software_versions()})
+    name = f"parity{dropout_suffix(pcfg)}"  # each dropout ablation keeps its own table beside the others
+    write_json(out / f"{name}.json", {"config": dataclasses.asdict(pcfg), "rows": rows, "created": now_iso(),
+                                      "cpu": cpu_description(), "versions": software_versions()})
     table = format_table(rows, pcfg)
-    write_text(out / "parity.md", table + "\n")
+    write_text(out / f"{name}.md", table + "\n")
     print(table)
-    print(f"table written to {out / 'parity.md'}")
+    print(f"table written to {out / name}.md")
     return rows
 
 
