@@ -69,7 +69,7 @@ class TrainConfig:
         "help": "dropout of each block's two residual branches, in training (GPT-2's resid_pdrop)"})
     attention_dropout: float = field(default=0.0, metadata={
         "help": "dropout of the attention probabilities, in training (GPT-2's attn_pdrop); softmax only, "
-                "other attentions refuse a value above 0"})
+                "the other attentions refuse a value above 0"})
     embed_dropout: float = field(default=0.0, metadata={
         "help": "dropout of the token embeddings before the first block, in training (GPT-2's embd_pdrop)"})
     activation: str = field(default="relu", metadata={

@@ -55,8 +55,8 @@ class Block(nn.Module):
         self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
         self.attn = build_attention(cfg.attention, **cfg.attention_options)
         if cfg.attention_dropout > 0 and not self.attn.drops_probabilities:
-            raise ValueError(f"attention_dropout={cfg.attention_dropout:g}: {cfg.attention} has no attention "
-                             "probabilities to drop (softmax has); set attention_dropout to 0")
+            raise ValueError(f"attention_dropout={cfg.attention_dropout:g}: {cfg.attention} does not drop "
+                             "out attention probabilities (softmax does); set attention_dropout to 0")
         self.attn.attention_dropout = cfg.attention_dropout
         self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
         self.ln2 = nn.LayerNorm(cfg.embed_dim)

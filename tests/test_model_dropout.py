@@ -1,5 +1,5 @@
 """Attention-probability and embedding dropout (GPT-2's attn_pdrop and embd_pdrop): active in training
-only, so every rollout computes the eval-mode function; refused where a mechanism has no probabilities."""
+only, so every rollout computes the eval-mode function; refused by a mechanism that does not drop them."""
 
 from __future__ import annotations
 
@@ -89,8 +89,8 @@ def test_the_exact_rollout_equals_a_rerun_of_the_eval_mode_model():
 
 
 @pytest.mark.parametrize("attention", ["cosformer", "combiner-fixed"])
-def test_a_mechanism_without_probabilities_to_drop_refuses_attention_dropout(attention):
-    refused = f"attention_dropout=0.1: {attention} has no attention probabilities to drop"
+def test_a_mechanism_that_does_not_drop_probabilities_refuses_attention_dropout(attention):
+    refused = f"attention_dropout=0.1: {attention} does not drop out attention probabilities"
     with pytest.raises(ValueError, match=refused):
         _model(attention_dropout=0.1, attention=attention)
     assert _model(attention=attention, embed_dropout=0.1).embed_drop.p == 0.1  # embedding dropout is for all
