@@ -17,7 +17,7 @@ on this project's side (0 by default, as its training defaults), for the ablatio
 closes a gap; a model trained with either is its own cell, labelled e.g. ``dt-attn-adrop0.1-edrop0.1``
 (its own run folders), while the ``huggingface`` cells are shared by every ablation in one output folder.
 
-The table gives, per dataset, model and target, the mean, standard deviation and a 95% percentile
+The table gives, per dataset, model and target, the mean, sample standard deviation and a 95% percentile
 bootstrap interval over seeds of each seed's mean normalized score, and for every model but
 ``huggingface`` the difference to ``huggingface`` with its own bootstrap interval. Finished cells are
 skipped and interrupted ones resumed, so a killed run continues where it stopped.
