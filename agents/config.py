@@ -69,7 +69,13 @@ class TrainConfig:
     embed_dim: int = 128
     n_layers: int = 3
     n_heads: int = 1
-    dropout: float = 0.1
+    dropout: float = field(default=0.1, metadata={
+        "help": "dropout of each block's two residual branches, in training (GPT-2's resid_pdrop)"})
+    attention_dropout: float = field(default=0.0, metadata={
+        "help": "dropout of the attention probabilities, in training (GPT-2's attn_pdrop); softmax only, "
+                "the other attentions refuse a value above 0"})
+    embed_dropout: float = field(default=0.0, metadata={
+        "help": "dropout of the token embeddings before the first block, in training (GPT-2's embd_pdrop)"})
     activation: str = field(default="relu", metadata={
         "help": "MLP nonlinearity: relu (the DT paper's code) or gelu"})
     init: str = field(default="normal", metadata={
@@ -136,7 +142,8 @@ class TrainConfig:
             "eval_every": (self.eval_every >= 0 and (self.eval_every == 0 or self.eval_episodes >= 1),
                            ">= 0, and 0 when eval_episodes is 0 (nothing would be evaluated)"),
             "threads": (self.threads >= 0, ">= 0 (0 = torch's default)"),
-            "dropout": (0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            **{name: (0.0 <= getattr(self, name) < 1.0, "in [0, 1)")
+               for name in ("dropout", "attention_dropout", "embed_dropout")},
             "activation": (self.activation in ACTIVATION_NAMES, "one of " + ", ".join(ACTIVATION_NAMES)),
             "precision": (self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
             "init": (self.init in INIT_SCHEMES, "one of " + ", ".join(INIT_SCHEMES)),

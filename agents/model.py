@@ -17,6 +17,7 @@ from torch import nn
 
 from dt_attn import CausalTransformer, TransformerConfig, attention_options
 from dt_attn.ops.combiner import default_span
+from dt_attn.ops.dropout import Dropout
 
 # Token layout per timestep: (return-to-go, state, action); actions are read from state tokens.
 STATE_TOKENS = slice(1, None, 3)
@@ -34,6 +35,8 @@ class DTConfig:
     # "normal": the peers' scheme (see DecisionTransformer.init_weights); "torch-default"
     init: str = "normal"
     init_std: float = 0.02  # standard deviation of every weight drawn by the "normal" scheme
+    # dropout of the token embeddings before the block stack, in training (GPT-2's embd_pdrop)
+    embed_dropout: float = 0.0
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     @classmethod
@@ -94,6 +97,7 @@ class DecisionTransformer(nn.Module):
         self.embed_state = nn.Linear(cfg.state_dim, e)
         self.embed_action = nn.Linear(cfg.act_dim, e)
         self.embed_ln = nn.LayerNorm(e)
+        self.embed_drop = Dropout(cfg.embed_dropout)  # validates the probability
         self.transformer = CausalTransformer(cfg.transformer)
         self.predict_action = nn.Sequential(nn.Linear(e, cfg.act_dim), nn.Tanh())
         if cfg.init == "normal":
@@ -158,8 +162,10 @@ class DecisionTransformer(nn.Module):
         last_only: bool = False,
     ) -> torch.Tensor:
         """Predicted actions (B,K,A) for every step of left-padded segments (pad_mask True = padding);
-        with ``last_only``, for the last step alone (B,1,A), as a rollout that re-runs the window reads."""
-        x = self.embed_tokens(rtg, states, actions, timesteps)
+        with ``last_only``, for the last step alone (B,1,A), as a rollout that re-runs the window reads.
+        In training the token embeddings are dropped out (``embed_dropout``); the rollouts run in eval mode,
+        where nothing is."""
+        x = self.embed_drop(self.embed_tokens(rtg, states, actions, timesteps))
         k = states.shape[1]
         if pad_mask is None:
             keep = _last_state_token(k, 0) if last_only else STATE_TOKENS

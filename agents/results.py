@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+import math
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from envs.spread import format_std, sample_std
 
 EVAL_FILE = "eval.json"  # a run's final evaluation with the exact rollout
 STREAMING_SUFFIX = "-streaming"  # eval-streaming.json, evals/step-N-streaming.json: the streaming rollout's
@@ -31,16 +34,16 @@ def evaluation_path(path: Path, rollout: str) -> Path:
 
 def target_record(target: float, returns: np.ndarray, lengths: np.ndarray, normalized: np.ndarray,
                   wall_time_s: float, env_steps: int) -> dict[str, Any]:
-    """Statistics of one target's episodes."""
+    """Statistics of one target's episodes (stds are sample stds over the episodes, ``envs.spread``)."""
     return {
         "target": float(target),
         "episodes": len(returns),
         "return_mean": float(np.mean(returns)),
-        "return_std": float(np.std(returns)),
+        "return_std": sample_std(returns),
         "return_min": float(np.min(returns)),
         "return_max": float(np.max(returns)),
         "normalized_mean": float(np.mean(normalized)),
-        "normalized_std": float(np.std(normalized)),
+        "normalized_std": sample_std(normalized),
         "length_mean": float(np.mean(lengths)),
         "wall_time_s": float(wall_time_s),
         "env_steps_per_s": float(env_steps / wall_time_s) if wall_time_s > 0 else float("nan"),
@@ -94,8 +97,14 @@ def _precision_note(result: dict[str, Any]) -> str:
     return "" if precision == "fp32" else f" in {precision}"
 
 
+def _num(value: Any) -> float:
+    """A float, NaN for a missing value (a std of one episode is written as null)."""
+    return math.nan if value is None else float(value)
+
+
 def format_eval_table(result: dict[str, Any]) -> str:
-    """A human-readable table of an evaluation result (one row per target)."""
+    """A human-readable table of an evaluation result (one row per target; ± the sample std over its
+    episodes, "–" for a single episode)."""
     head = (
         f"{result['dataset_label']} | env {result['env_id']} | observe {result['observe']} | "
         f"attention {result['attention']} | K={result['context']} | train seed {result['train_seed']} | "
@@ -106,8 +115,8 @@ def format_eval_table(result: dict[str, Any]) -> str:
             f"{'length':>7} {'steps/s':>8}")
     rows = [
         f"{r['target']:>8.0f} {r['episodes']:>8d} {r['return_mean']:>10.1f} ± "
-        f"{r['return_std']:<6.1f}{r['return_min']:>9.1f} {r['return_max']:>9.1f} "
-        f"{r['normalized_mean']:>7.1f} ± {r['normalized_std']:<5.1f}{r['length_mean']:>7.0f} "
+        f"{format_std(_num(r['return_std'])):<6}{r['return_min']:>9.1f} {r['return_max']:>9.1f} "
+        f"{r['normalized_mean']:>7.1f} ± {format_std(_num(r['normalized_std'])):<5}{r['length_mean']:>7.0f} "
         f"{r['env_steps_per_s']:>8.0f}"
         for r in result["results"]
     ]

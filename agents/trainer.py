@@ -88,11 +88,13 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> DecisionTransformer:
         max_ep_len=data.max_ep_len,
         init=cfg.init,
         init_std=cfg.init_std,
+        embed_dropout=cfg.embed_dropout,
         transformer=TransformerConfig(
             embed_dim=cfg.embed_dim,
             n_layers=cfg.n_layers,
             n_heads=cfg.n_heads,
             dropout=cfg.dropout,
+            attention_dropout=cfg.attention_dropout,
             activation=cfg.activation,
             attention=cfg.attention,
             attention_options=attention_options_for(cfg.attention, cfg.attention_options, cfg.context),

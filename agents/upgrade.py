@@ -19,6 +19,14 @@ Format 2 differs from format 3 only in a checkpoint's model config (``agents.mod
 held the block stack's fields (embed_dim, n_layers, n_heads, dropout, activation, attention,
 attention_options) beside the others; format 3 holds them under ``transformer`` (``dt_attn``'s
 TransformerConfig, with its mlp_ratio, 4 in every earlier file).
+
+Format 3 differs from format 4 in:
+
+* the dropouts: a training config without ``attention_dropout`` and ``embed_dropout``, and a model config
+  without ``embed_dropout`` and ``transformer.attention_dropout``, dropped out neither attention
+  probabilities nor embeddings (0.0);
+* an evaluation's ``return_std`` and ``normalized_std`` per target were population stds over its episodes
+  (ddof = 0); format 4 holds sample stds (ddof = 1, ``envs.spread``), converted exactly from the old ones.
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from agents.results import EVAL_FILE, STREAMING_SUFFIX, rollout_label
+from envs.spread import sample_std_from_population
 
 #: The format version of the files this code writes.
-FORMAT = 3
+FORMAT = 4
 
 # Values that format-1 files without the field had used.
 _FORMAT1_MODEL_DEFAULTS = {"activation": "gelu", "init": "torch-default", "init_std": 0.02}
@@ -42,6 +51,8 @@ _CHECKPOINT_FORMAT1_TAG = "dt-attn/checkpoint/1"
 # The model config fields that moved under "transformer" in format 3.
 _FORMAT2_TRANSFORMER_FIELDS = ("embed_dim", "n_layers", "n_heads", "dropout", "activation", "attention",
                                "attention_options")
+# The dropouts format 4 added, at the value every earlier run trained with: none.
+_FORMAT3_RUN_DROPOUTS = {"attention_dropout": 0.0, "embed_dropout": 0.0}
 
 
 def _version(value: Any, what: str) -> int:
@@ -64,6 +75,9 @@ def upgrade_model_config(config: dict[str, Any], version: int) -> dict[str, Any]
     if version < 3:
         config = {**{k: v for k, v in config.items() if k not in _FORMAT2_TRANSFORMER_FIELDS},
                   "transformer": {k: config[k] for k in _FORMAT2_TRANSFORMER_FIELDS if k in config}}
+    if version < 4:
+        config = {"embed_dropout": 0.0, **config,
+                  "transformer": {"attention_dropout": 0.0, **config["transformer"]}}
     return config
 
 
@@ -83,6 +97,8 @@ def upgrade_run_config(config: dict[str, Any], version: int | None = None) -> di
         config = {**_FORMAT1_RUN_DEFAULTS, **config}
         config.pop("eval_exact", None)  # format 1 evaluated with the streaming rollout (eval_exact added an
         config["rollout"] = "streaming"  # exact one beside it, in files of its own)
+    if version < 4:
+        config = {**_FORMAT3_RUN_DROPOUTS, **config}
     return config
 
 
@@ -113,7 +129,19 @@ def upgrade_evaluation(record: dict[str, Any], what: str = "evaluation record") 
     version = _version(record.get("format"), what)
     if version < 2:
         record = _evaluation_from_format1(record)
+    if version < 4:
+        record = _evaluation_from_format3(record)
     return record
+
+
+def _evaluation_from_format3(old: dict[str, Any]) -> dict[str, Any]:
+    """Format 3's per-target stds over the episodes (ddof = 0) as sample stds (ddof = 1)."""
+    results = []
+    for r in old.get("results", []):
+        n = int(r.get("episodes", 0))
+        results.append({**r, **{key: sample_std_from_population(r[key], n) for key in
+                                ("return_std", "normalized_std") if r.get(key) is not None}})
+    return {**old, "results": results, "format": FORMAT}
 
 
 def _evaluation_from_format1(old: dict[str, Any]) -> dict[str, Any]:

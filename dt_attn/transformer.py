@@ -22,7 +22,8 @@ class TransformerConfig:
     embed_dim: int = 128
     n_layers: int = 3
     n_heads: int = 1
-    dropout: float = 0.1
+    dropout: float = 0.1  # of the residual branches (GPT-2's resid_pdrop)
+    attention_dropout: float = 0.0  # of the attention probabilities (GPT-2's attn_pdrop), softmax only
     mlp_ratio: int = 4
     activation: str = "relu"  # the MLP's nonlinearity: "relu" (the DT paper's code) or "gelu"
     attention: str = "softmax"
@@ -38,8 +39,9 @@ class TransformerConfig:
             )
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
 
 
 class Block(nn.Module):
@@ -52,6 +54,10 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(cfg.embed_dim)
         self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
         self.attn = build_attention(cfg.attention, **cfg.attention_options)
+        if cfg.attention_dropout > 0 and not self.attn.drops_probabilities:
+            raise ValueError(f"attention_dropout={cfg.attention_dropout:g}: {cfg.attention} does not drop "
+                             "out attention probabilities (softmax does); set attention_dropout to 0")
+        self.attn.attention_dropout = cfg.attention_dropout
         self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
         self.ln2 = nn.LayerNorm(cfg.embed_dim)
         self.mlp = nn.Sequential(

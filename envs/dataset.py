@@ -12,6 +12,7 @@ import numpy as np
 from envs.episodes import Episode
 from envs.errors import DatasetError
 from envs.registry import get_env_spec, normalized_score
+from envs.spread import format_std, sample_std
 
 # Added to the state standard deviation so constant features do not divide by zero
 # (the Decision Transformer reference code uses the same 1e-6).
@@ -25,7 +26,7 @@ class DatasetStats:
     episodes: int
     transitions: int
     return_mean: float
-    return_std: float  # population std (ddof=0), as in D4RL tooling
+    return_std: float  # sample std (ddof = 1, envs.spread); NaN for a dataset of one episode
     return_min: float
     return_max: float
     length_mean: float
@@ -33,7 +34,9 @@ class DatasetStats:
     terminals: int
     timeouts: int
     state_mean: np.ndarray  # (obs_dim,) float32
-    state_std: np.ndarray  # (obs_dim,) float32, population std + STATE_STD_EPS
+    # (obs_dim,) float32, population std (ddof = 0) + STATE_STD_EPS: the input normalization of the DT
+    # reference code, a property of the data rather than a reported spread
+    state_std: np.ndarray
 
 
 @dataclass
@@ -96,7 +99,7 @@ class TrajectoryDataset:
                 episodes=len(self.episodes),
                 transitions=int(lengths.sum()),
                 return_mean=float(rets.mean()),
-                return_std=float(rets.std()),
+                return_std=sample_std(rets),
                 return_min=float(rets.min()),
                 return_max=float(rets.max()),
                 length_mean=float(lengths.mean()),
@@ -158,7 +161,7 @@ class TrajectoryDataset:
             (f"size         {s.transitions:,} transitions, {s.episodes:,} episodes "
              f"(length mean {s.length_mean:.1f}, max {s.length_max}; "
              f"{s.terminals} terminals, {s.timeouts} timeouts)"),
-            (f"return       mean {s.return_mean:.1f} ± {s.return_std:.1f}, "
+            (f"return       mean {s.return_mean:.1f} ± {format_std(s.return_std)}, "
              f"min {s.return_min:.1f}, max {s.return_max:.1f}"),
             f"normalized   mean {norm[0]:.1f}, max {norm[1]:.1f}; reference returns {ref_text}",
         ]

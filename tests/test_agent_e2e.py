@@ -82,8 +82,11 @@ def test_checkpoint_saved_before_the_activation_field_loads_as_gelu(tmp_path):
     assert raw["format"] == FORMAT and raw["model_config"]["transformer"]["activation"] == "gelu"
     raw["format"] = "dt-attn/checkpoint/1"  # as format 1 wrote it: a flat model config, before the field
     stack = raw["model_config"].pop("transformer")
-    raw["model_config"].update({k: v for k, v in stack.items() if k not in ("activation", "mlp_ratio")})
-    del raw["config"]["activation"]
+    # the fields format 1 did not have yet are left out
+    raw["model_config"].update({k: v for k, v in stack.items()
+                                if k not in ("activation", "mlp_ratio", "attention_dropout")})
+    del raw["config"]["activation"], raw["config"]["attention_dropout"], raw["config"]["embed_dropout"]
+    del raw["model_config"]["embed_dropout"]
     torch.save(raw, path)
     payload = load_checkpoint(cfg.run_dir)
     assert payload["format"] == FORMAT and payload["config"]["activation"] == "gelu"

@@ -38,14 +38,14 @@ def test_hdf5_stats_and_dtypes(tmp_path):
     assert (s.episodes, s.transitions, s.terminals, s.timeouts) == (3, 12, 1, 1)
     rets = np.array([5.0, 6.0, 12.0])
     assert s.return_mean == pytest.approx(rets.mean())
-    assert s.return_std == pytest.approx(rets.std())  # population std
+    assert s.return_std == pytest.approx(rets.std(ddof=1))  # the sample std, as every reported std
     assert (s.return_min, s.return_max) == (5.0, 12.0)
     np.testing.assert_allclose(s.state_mean, arrays["observations"].mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(s.state_std, arrays["observations"].std(0) + 1e-6, rtol=1e-5)
     assert ds.state_mean.shape == (11,)
     assert (ds.obs_dim, ds.act_dim, ds.env_name, ds.env_id) == (11, 3, "hopper", "Hopper-v4")
     text = ds.summary()
-    assert "12 transitions, 3 episodes" in text and "mean 7.7 ± 3.1" in text and "max 12.0" in text
+    assert "12 transitions, 3 episodes" in text and "mean 7.7 ± 3.8" in text and "max 12.0" in text
 
 
 def test_pkl_loads_per_episode_dicts(tmp_path):
@@ -151,3 +151,12 @@ def test_missing_file_and_unknown_spec():
         load_dataset("/nonexistent/hopper.hdf5")
     with pytest.raises(DatasetNotFoundError, match="unrecognised dataset spec 'hopper-meduim'"):
         load_dataset("hopper-meduim")
+
+
+def test_a_dataset_of_one_episode_has_no_return_std(tmp_path):
+    """One episode: no sample std (NaN), shown as a dash in the summary, never 0."""
+    path = write_hdf5(tmp_path / "hopper_one.hdf5", make_arrays(lengths=(4,), ends=("terminal",)),
+                      attrs={"env_id": "Hopper-v4"})
+    ds = load_dataset(path)
+    assert ds.stats().episodes == 1 and np.isnan(ds.stats().return_std)
+    assert " ± –, min" in ds.summary()

@@ -178,7 +178,7 @@ def test_report_lists_a_nan_run_as_failed_and_reports_the_rest(tmp_path, capsys)
     assert cli_main(["report", str(tmp_path), "--out", str(out), "--no-references"]) == 0
     md = (out / "report.md").read_text()
     assert f"* {nan_run}: failed: non-finite score at target(s) 1800" in md
-    assert "| 10.5 ± 0.5 |" in md and (out / "scores.png").stat().st_size > 0 and (out / "costs.png").exists()
+    assert "| 10.5 ± 0.7 |" in md and (out / "scores.png").stat().st_size > 0 and (out / "costs.png").exists()
     assert "halfcheetah" not in (out / "runs.csv").read_text()
 
 

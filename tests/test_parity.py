@@ -88,3 +88,59 @@ def test_summarize_groups_seeds_per_cell_and_differences_to_huggingface():
     assert by_model["dt-attn"]["std"] == pytest.approx(np.std([30.0, 40.0], ddof=1))
     assert by_model["dt-attn"]["diff_to_hf"] == 20.0
     assert by_model["dt-attn"]["diff_ci_low"] <= 20.0 <= by_model["dt-attn"]["diff_ci_high"]
+
+
+def test_one_seed_has_no_std_in_the_parity_table():
+    """A cell of one seed has no sample std: NaN in the rows, "–" in the table (it was 0.0)."""
+    from experiments.benchmarks.parity import format_table
+
+    result = {"dataset": "d", "dataset_label": "D", "env_id": "Hopper-v4", "model": "dt-attn", "seed": 0,
+              "episodes": 10, "steps": 5, "parameters": 1,
+              "targets": [{"target": 1800.0, "normalized_mean": 30.0}]}
+    (row,) = summarize([result], 100)
+    assert np.isnan(row["std"])
+    assert "| 30.0 ± – |" in format_table([row], ParityConfig(quick=True))
+
+
+def test_our_dropouts_make_their_own_cells_and_huggingface_keeps_its_own(tmp_path):
+    """--attention-dropout / --embed-dropout set this project's models (own run folders and table label);
+    huggingface's cells are the same for every ablation."""
+    from experiments.benchmarks.parity import cell_dir, model_label
+
+    plain = ParityConfig(quick=True, out_dir=str(tmp_path))
+    both = ParityConfig(quick=True, out_dir=str(tmp_path), attention_dropout=0.1, embed_dropout=0.2)
+    assert model_label(both, "dt-attn") == "dt-attn-adrop0.1-edrop0.2"
+    assert model_label(ParityConfig(embed_dropout=0.1), "dt-attn-torch-init") == "dt-attn-torch-init-edrop0.1"
+    assert model_label(plain, "dt-attn") == "dt-attn" and model_label(both, "huggingface") == "huggingface"
+    mine = cell_config(both, "default", "dt-attn", 0)
+    assert (mine.attention_dropout, mine.embed_dropout, mine.dropout) == (0.1, 0.2, 0.1)
+    assert cell_dir(both, "default", "dt-attn", 0) != cell_dir(plain, "default", "dt-attn", 0)
+    hf = cell_config(both, "default", "huggingface", 0)
+    assert (hf.attention_dropout, hf.embed_dropout) == (0.0, 0.0)
+    assert cell_dir(both, "default", "huggingface", 0) == cell_dir(plain, "default", "huggingface", 0)
+    with pytest.raises(ValueError, match="attention_dropout"):
+        ParityConfig(attention_dropout=1.0)
+
+
+def test_a_quick_dropout_ablation_trains_its_own_cell_and_writes_its_own_table(tmp_path):
+    cfg = ParityConfig(datasets=["default"], models=["dt-attn"], seeds=[0], quick=True, out_dir=str(tmp_path),
+                       bootstrap=50, attention_dropout=0.1, embed_dropout=0.1)
+    (row, _) = run_parity(cfg, progress=False)
+    assert row["model"] == "dt-attn-adrop0.1-edrop0.1" and np.isnan(row["std"])  # one seed: no std
+    assert "| dt-attn-adrop0.1-edrop0.1 |" in (tmp_path / "parity-adrop0.1-edrop0.1.md").read_text()
+    assert not (tmp_path / "parity.md").exists()
+    saved = json.loads((tmp_path / "runs" / "default" / "dt-attn-adrop0.1-edrop0.1" / "s0" / "config.json")
+                       .read_text())
+    assert (saved["attention_dropout"], saved["embed_dropout"], saved["dropout"]) == (0.1, 0.1, 0.1)
+
+
+def test_the_ablation_summarizes_beside_the_shared_huggingface_cells():
+    def result(model, label, score):
+        return {"dataset": "d", "dataset_label": "D", "env_id": "Hopper-v4", "model": model, "label": label,
+                "seed": 0, "episodes": 10, "steps": 5, "parameters": 1,
+                "targets": [{"target": 1800.0, "normalized_mean": score}]}
+
+    rows = summarize([result("huggingface", "huggingface", 10.0), result("dt-attn", "dt-attn", 7.0),
+                      result("dt-attn", "dt-attn-adrop0.1", 9.0)], 100)
+    assert [r["model"] for r in rows] == ["dt-attn", "dt-attn-adrop0.1", "huggingface"]
+    assert [r["diff_to_hf"] for r in rows] == [-3.0, -1.0, None]

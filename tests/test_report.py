@@ -116,7 +116,8 @@ def test_mean_and_std_over_seeds(tmp_path):
         assert cell["seeds"] == 3 and cell["seed_list"] == "0 1 2"
         assert cell["normalized_mean"] == pytest.approx(sum(scores) / 3)
         mean = sum(scores) / 3
-        assert cell["normalized_std"] == pytest.approx(math.sqrt(sum((s - mean) ** 2 for s in scores) / 3))
+        # the sample std (ddof = 1): the sum of squared deviations over n - 1 = 2
+        assert cell["normalized_std"] == pytest.approx(math.sqrt(sum((s - mean) ** 2 for s in scores) / 2))
         half = next(c for c in cells if (c["attention"], c["K"], c["target"]) == (attention, K, 3600.0))
         assert half["normalized_mean"] == pytest.approx(mean / 2)
         assert cell["train_s_per_step"] == pytest.approx(K / 1000.0)
@@ -145,7 +146,7 @@ def test_report_rebuilds_csv_table_and_plots(tmp_path):
     md = rep.files["markdown"].read_text()
     s = expected[("softmax", 5)]
     m = sum(s) / 3
-    sd = math.sqrt(sum((x - m) ** 2 for x in s) / 3)
+    sd = math.sqrt(sum((x - m) ** 2 for x in s) / 2)  # the sample std over the 3 seeds
     # 3 seeds: the interquartile mean trims nothing, so it is the mean; 3 seeds x 2 episodes per figure
     cell = next(c for c in _read_csv(rep.files["cells_csv"])
                 if (c["attention"], c["K"], c["target"]) == ("softmax", "5", "1800"))
@@ -229,7 +230,8 @@ def test_unfinished_runs_are_listed_not_fatal(tmp_path):
     assert [Path(r) for r in rep.runs] == [(tmp_path / "hopper-medium-standin-softmax-K5-s0").resolve()]
     assert {d.name for d, _ in rep.unfinished} == {killed.name, broken.name}
     md = rep.files["markdown"].read_text()
-    assert "Unfinished or failed runs" in md and killed.name in md and "| 12.0 ± 0.0 |" in md
+    # one seed: no std
+    assert "Unfinished or failed runs" in md and killed.name in md and "| 12.0 ± – |" in md
 
 
 def test_no_finished_runs_is_an_error_naming_the_unfinished(tmp_path, capsys):
@@ -263,7 +265,7 @@ def test_cli_main_and_default_out(tmp_path, capsys):
     assert {p.name for p in out.iterdir()} >= {"runs.csv", "cells.csv", "report.md", "scores.png",
                                                "costs.png"}
     printed = capsys.readouterr().out
-    assert "| positions | cosformer | 5 | 1800 | 100 | 64 | 1 × 2 | exact | 14.0 ± 0.0 |" in printed
+    assert "| positions | cosformer | 5 | 1800 | 100 | 64 | 1 × 2 | exact | 14.0 ± – |" in printed
 
 
 def test_attention_variants_are_labelled_and_duplicate_seeds_rejected(tmp_path):
@@ -402,13 +404,19 @@ def test_old_runs_csv_without_batch_column_and_bad_csv(tmp_path):
         rows = list(csv.DictReader(f))
     old = tmp_path / "old.csv"
     with open(old, "w", newline="") as f:
-        cols = [c for c in ROW_COLUMNS if c not in ("batch_size", "activation")]
+        cols = [c for c in ROW_COLUMNS if c not in ("batch_size", "activation", "std_ddof")]
         w = csv.DictWriter(f, cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     (row,) = load_rows_csv(old)
     assert row["batch_size"] == 32 and row["K"] == 20 and row["normalized_mean"] == 12.0
     assert row["activation"] == "gelu"  # runs from before the column were GELU models
+    # before the std_ddof column a row held population stds over its episodes: read as sample stds
+    assert row["std_ddof"] == 1 and row["episodes"] == 2
+    assert row["normalized_std"] == pytest.approx(float(rows[0]["normalized_std"]) * math.sqrt(2 / 1))
+    assert row["return_std"] == pytest.approx(float(rows[0]["return_std"]) * math.sqrt(2 / 1))
+    assert _read_rows(rep.files["runs_csv"])[0]["normalized_std"] == pytest.approx(
+        float(rows[0]["normalized_std"]))  # a current runs.csv reads back as written
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not a runs.csv"):
@@ -483,7 +491,7 @@ def test_report_compares_streaming_and_exact_rollouts(tmp_path):
     md = rep.markdown
     assert "## Exact vs streaming (approximate) rollout of the same checkpoints" in md
     assert "| streaming (approximate) | exact | exact - streaming |" in md
-    assert "| 24.7 ± 4.1 | 25.3 ± 5.4 | 0.7 ± 2.6 | 3.0 |" in md
+    assert "| 24.7 ± 5.0 | 25.3 ± 6.7 | 0.7 ± 3.2 | 3.0 |" in md  # sample stds over the 3 seeds
     assert f"not compared: {mismatched}: eval.json and eval-streaming.json differ in train_steps" in md
     # the runs are reported by their exact evaluation, of the latest checkpoint
     rows = {(r["attention"], r["seed"]): (r["rollout"],
@@ -573,13 +581,13 @@ def test_report_builds_learning_curves_from_evaluations_during_training(tmp_path
     assert set(curves) == {("cosformer", t, s) for t in (1800.0, 3600.0) for s in (100, 200, 300)}
     at_100 = curves[("cosformer", 1800.0, 100)]
     assert at_100["seeds"] == "2" and float(at_100["normalized_mean"]) == pytest.approx(6.0)  # (1 + 11) / 2
-    assert float(at_100["normalized_std"]) == pytest.approx(5.0)
+    assert float(at_100["normalized_std"]) == pytest.approx(np.std([1.0, 11.0], ddof=1))
     assert float(curves[("cosformer", 1800.0, 300)]["normalized_mean"]) == pytest.approx(50.5)
     with open(report.files["curve_points_csv"]) as fh:
         assert len(list(csv.DictReader(fh))) == 2 * 2 * 3  # seeds x targets x checkpoints
     md = report.markdown
-    assert ("| hopper-medium-standin | full | cosformer | 20 | 64 | 300 | 1800 | 6.0 ± 5.0 | 7.0 ± 5.0 "
-            "| 50.5 ± 0.5 |") in md
+    assert ("| hopper-medium-standin | full | cosformer | 20 | 64 | 300 | 1800 | 6.0 ± 7.1 | 7.0 ± 7.1 "
+            "| 50.5 ± 0.7 |") in md
     assert f"not in a learning curve: {run / 'evals' / 'step-0000050.json'}: environment seed 7" in md
     assert f"not in a learning curve: {run / 'evals' / 'step-0000150.json'}: target 1800: 5 episodes" in md
     assert (f"not in a learning curve: {run / 'evals' / 'step-0000300.json'}: step 300 is the "

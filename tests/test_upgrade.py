@@ -48,7 +48,7 @@ def _saved(run: Path, name: str) -> dict:
 
 def test_format1_checkpoint_and_config_load_as_the_current_format(old_run):
     payload = load_checkpoint(old_run)
-    assert payload["format"] == FORMAT == 3
+    assert payload["format"] == FORMAT == 4
     config = payload["config"]
     assert config["rollout"] == "streaming" and "eval_exact" not in config  # format 1's evaluations streamed
     assert read_run_config(old_run / "config.json") == config
@@ -163,7 +163,7 @@ def test_format1_evaluation_records_upgrade_field_by_field():
                                   "results": [{"rollout": "incremental: whole episode"}]})
     assert flagged["rollout"] == "exact" and flagged["activation"] == "relu"
     assert "exact_readout" not in flagged
-    current = {"format": 2, "rollout": "exact", "results": []}
+    current = {"format": FORMAT, "rollout": "exact", "results": []}
     assert upgrade_evaluation(current) is current
 
 
@@ -171,16 +171,19 @@ def test_format1_configs_and_checkpoints_upgrade_and_newer_formats_are_refused()
     old = {"dataset": "default", "eval_exact": True}
     assert upgrade_run_config(old) == {"dataset": "default", "activation": "gelu", "init": "torch-default",
                                        "init_std": 0.02, "precision": "fp32", "split_long_episodes": False,
-                                       "rollout": "streaming"}
-    assert upgrade_run_config({"format": 2, "dataset": "d"}) == {"dataset": "d"}
+                                       "rollout": "streaming", "attention_dropout": 0.0,
+                                       "embed_dropout": 0.0}
+    assert upgrade_run_config({"format": 2, "dataset": "d"}) == {"dataset": "d", "attention_dropout": 0.0,
+                                                                 "embed_dropout": 0.0}
     payload = {"format": "dt-attn/checkpoint/1", "model_config": {"n_layers": 1}, "config": {"seed": 0}}
     up = upgrade_checkpoint(payload)
     assert up["format"] == FORMAT and up["config"]["rollout"] == "streaming"
-    assert up["model_config"] == {"init": "torch-default", "init_std": 0.02,
-                                  "transformer": {"n_layers": 1, "activation": "gelu"}}
+    assert up["model_config"] == {"init": "torch-default", "init_std": 0.02, "embed_dropout": 0.0,
+                                  "transformer": {"n_layers": 1, "activation": "gelu",
+                                                  "attention_dropout": 0.0}}
     assert payload["format"] == "dt-attn/checkpoint/1"  # the caller's dict is left alone
-    with pytest.raises(ValueError, match="format 4, newer than this dt-attn reads"):
-        upgrade_evaluation({"format": 4})
+    with pytest.raises(ValueError, match="format 5, newer than this dt-attn reads"):
+        upgrade_evaluation({"format": 5})
     with pytest.raises(ValueError, match="unknown format 'dt-attn/checkpoint/9'"):
         upgrade_checkpoint({"format": "dt-attn/checkpoint/9"})
 
@@ -191,12 +194,14 @@ def test_format2_model_config_nests_the_block_stack_and_loads():
             "n_heads": 2, "dropout": 0.1, "attention": "combiner-fixed", "attention_options": {"span": 4},
             "activation": "relu", "init": "normal", "init_std": 0.02}
     payload = upgrade_checkpoint({"format": 2, "model_config": flat, "config": {"seed": 0}, "model": {}})
-    assert payload["format"] == 3 and payload["config"] == {"seed": 0}
+    assert payload["format"] == FORMAT
+    assert payload["config"] == {"seed": 0, "attention_dropout": 0.0, "embed_dropout": 0.0}
     assert payload["model_config"] == {
         "state_dim": 11, "act_dim": 3, "context": 4, "max_ep_len": 1000, "init": "normal", "init_std": 0.02,
+        "embed_dropout": 0.0,
         "transformer": {"embed_dim": 8, "n_layers": 2, "n_heads": 2, "dropout": 0.1,
                         "attention": "combiner-fixed", "attention_options": {"span": 4},
-                        "activation": "relu"}}
+                        "activation": "relu", "attention_dropout": 0.0}}
     cfg = DTConfig.from_dict(payload["model_config"])
     assert cfg.transformer == TransformerConfig(embed_dim=8, n_layers=2, n_heads=2,
                                                 attention="combiner-fixed", attention_options={"span": 4},
@@ -205,8 +210,43 @@ def test_format2_model_config_nests_the_block_stack_and_loads():
     assert len(model.transformer.blocks) == 2 and model.transformer.blocks[0].attn.span == 4
     # a current checkpoint's model config (dataclasses.asdict) reads back as the same config
     assert DTConfig.from_dict(dataclasses.asdict(cfg)) == cfg
-    assert upgrade_checkpoint({"format": 3, "model_config": dataclasses.asdict(cfg)})["model_config"] == \
-        dataclasses.asdict(cfg)
+    assert upgrade_checkpoint({"format": 3, "model_config": dataclasses.asdict(cfg),
+                               "config": {}})["model_config"] == dataclasses.asdict(cfg)
+
+
+def test_format3_runs_keep_training_without_the_dropouts_format4_added():
+    """A format-3 config or checkpoint lacks attention_dropout and embed_dropout: it trained with neither,
+    and reads so whatever today's defaults are (a resume then compares equal settings)."""
+    saved = {**dataclasses.asdict(TrainConfig(context=5)), "format": 3}
+    del saved["attention_dropout"], saved["embed_dropout"]
+    upgraded = upgrade_run_config(saved)
+    assert (upgraded["attention_dropout"], upgraded["embed_dropout"]) == (0.0, 0.0)
+    same = TrainConfig(context=5, attention_dropout=0.0, embed_dropout=0.0)
+    assert config_differences(upgraded, same) == []
+    assert config_differences(upgraded, TrainConfig(context=5, embed_dropout=0.1)) == [
+        "embed_dropout (saved 0.0, now 0.1)"]
+    cfg = DTConfig(state_dim=3, act_dim=2, context=4,
+                   transformer=TransformerConfig(embed_dim=8, n_layers=1, attention_dropout=0.2))
+    model_config = dataclasses.asdict(cfg)
+    del model_config["embed_dropout"], model_config["transformer"]["attention_dropout"]
+    up = upgrade_checkpoint({"format": 3, "model_config": model_config, "config": saved})
+    model = DecisionTransformer(DTConfig.from_dict(up["model_config"]))
+    assert model.embed_drop.p == 0.0 and model.transformer.blocks[0].attn.attention_dropout == 0.0
+    assert up["format"] == FORMAT and up["config"] == upgraded
+
+
+def test_format3_evaluation_stds_read_as_sample_stds():
+    """Format 3 wrote population stds over the episodes (ddof = 0); they read as sample stds (ddof = 1),
+    exactly: std * sqrt(n / (n - 1)); one episode has none (NaN)."""
+    returns = np.array([10.0, 14.0, 30.0])
+    old = {"format": 3, "rollout": "exact", "results": [
+        {"target": 1.0, "episodes": 3, "return_std": float(returns.std()), "normalized_std": 0.5},
+        {"target": 2.0, "episodes": 1, "return_std": 0.0, "normalized_std": 0.0}]}
+    new = upgrade_evaluation(old)
+    assert new["format"] == FORMAT and old["results"][0]["normalized_std"] == 0.5  # the caller's dict kept
+    assert new["results"][0]["return_std"] == pytest.approx(returns.std(ddof=1))
+    assert new["results"][0]["normalized_std"] == pytest.approx(0.5 * np.sqrt(3 / 2))
+    assert np.isnan(new["results"][1]["return_std"]) and np.isnan(new["results"][1]["normalized_std"])
 
 
 def test_a_saved_config_json_is_a_valid_config_file(tmp_path):

@@ -32,6 +32,10 @@ class Attention(nn.Module):
     name: str = ""
     #: whether ``forward_last`` reads only the last query (the others may be left out)
     last_query_only: bool = False
+    #: whether the parallel form drops out attention probabilities in training, at ``attention_dropout``
+    #: (set by the block); a block refuses a dropout above 0 for a mechanism that declares none
+    drops_probabilities: bool = False
+    attention_dropout: float = 0.0
 
     def forward(
         self,

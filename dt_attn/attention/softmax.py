@@ -32,6 +32,8 @@ class SoftmaxAttention(Attention):
         check_window(window)
         self.window = window
 
+    drops_probabilities = True
+
     def forward(
         self,
         q: torch.Tensor,
@@ -39,10 +41,13 @@ class SoftmaxAttention(Attention):
         v: torch.Tensor,
         pad_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Parallel causal attention; padded queries output zeros."""
+        """Parallel causal attention; padded queries output zeros. In training, each attention probability
+        is dropped with probability ``attention_dropout`` and the rest scaled by 1 / (1 - p) (SDPA's
+        dropout_p, as GPT-2's attn_pdrop); the rollout's forms never drop."""
         T = q.shape[-2]
+        p = self.attention_dropout if self.training else 0.0
         if pad_mask is None and (self.window is None or self.window >= T):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
 
         idx = torch.arange(T, device=q.device)
         dist = idx[:, None] - idx[None, :]  # query i - key j
@@ -50,7 +55,7 @@ class SoftmaxAttention(Attention):
         if self.window is not None:
             allowed = allowed & (dist < self.window)
         if pad_mask is None:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
 
         pad = pad_mask.to(device=q.device, dtype=torch.bool)
         pad_tok = pad[:, None, :, None]  # (B, 1, T, 1)
@@ -62,7 +67,7 @@ class SoftmaxAttention(Attention):
         # the softmax stays finite, then zero its output below.
         eye = torch.eye(T, dtype=torch.bool, device=q.device)
         mask = (mask | (eye[None] & pad[:, :, None]))[:, None]  # (B, 1, T, T)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return torch.where(pad_tok, 0.0, out)
 
     last_query_only = True

@@ -11,7 +11,13 @@ environment seeds); only the network differs. The models:
 * ``dt-attn-torch-init``: this project's DT with PyTorch's layer defaults (an N(0, 1) timestep
   embedding), the ablation that shows what the initialization is worth.
 
-The table gives, per dataset, model and target, the mean, standard deviation and a 95% percentile
+Both sides drop out the residual branches (``dropout``); HuggingFace's GPT-2 also drops out the attention
+probabilities and the embeddings at that rate. ``--attention-dropout`` and ``--embed-dropout`` set those two
+on this project's side (0 by default, as its training defaults), for the ablation that asks which of them
+closes a gap; a model trained with either is its own cell, labelled e.g. ``dt-attn-adrop0.1-edrop0.1``
+(its own run folders), while the ``huggingface`` cells are shared by every ablation in one output folder.
+
+The table gives, per dataset, model and target, the mean, sample standard deviation and a 95% percentile
 bootstrap interval over seeds of each seed's mean normalized score, and for every model but
 ``huggingface`` the difference to ``huggingface`` with its own bootstrap interval. Finished cells are
 skipped and interrupted ones resumed, so a killed run continues where it stopped.
@@ -45,6 +51,7 @@ from agents.trainer import Trainer, build_model
 from dt_attn import TransformerConfig
 from envs import make_vector_env, normalized_score
 from envs.errors import optional_import
+from envs.spread import format_std, sample_std
 from experiments.common import Command
 from experiments.config import format_config
 from experiments.reporting.stats import bootstrap_diff_ci, bootstrap_mean_ci
@@ -78,6 +85,11 @@ class ParityConfig:
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     bootstrap: int = field(default=10_000, metadata={"help": "bootstrap resamples per interval"})
     out_dir: str = field(default="runs/parity", metadata={"help": "folder of the cells' runs and the table"})
+    attention_dropout: float = field(default=0.0, metadata={
+        "help": "attention-probability dropout of this project's models (dt-attn, dt-attn-torch-init); "
+                "huggingface's is the residual dropout's"})
+    embed_dropout: float = field(default=0.0, metadata={
+        "help": "embedding dropout of this project's models; huggingface's is the residual dropout's"})
     quick: bool = field(default=False, metadata={
         "help": "tiny models, at most 20 steps, 2 episodes of 20 steps (a smoke test, not a result)"})
 
@@ -92,6 +104,8 @@ class ParityConfig:
             **{name: (getattr(self, name) >= 1, ">= 1") for name in ("steps", "episodes", "bootstrap")},
             "max_steps": (self.max_steps is None or self.max_steps >= 1, ">= 1"),
             "threads": (self.threads >= 0, ">= 0 (0 = torch's default)"),
+            **{name: (0.0 <= getattr(self, name) < 1.0, "in [0, 1)")
+               for name in ("attention_dropout", "embed_dropout")},
         })
         if self.quick:
             self.steps, self.episodes = min(self.steps, 20), min(self.episodes, 2)
@@ -133,10 +147,25 @@ class HuggingFaceDT(nn.Module):
         return out.action_preds[:, -1:] if last_only else out.action_preds
 
 
+def dropout_suffix(pcfg: ParityConfig) -> str:
+    """-adrop<p> and -edrop<p> for the attention and embedding dropout of this project's models, where set."""
+    return "".join(f"-{tag}{p:g}" for tag, p in (("adrop", pcfg.attention_dropout),
+                                                 ("edrop", pcfg.embed_dropout)) if p > 0)
+
+
+def model_label(pcfg: ParityConfig, model: str) -> str:
+    """How a model's cells are named in folders and the table: the model, plus ``dropout_suffix`` for this
+    project's models."""
+    return model if model == REFERENCE_MODEL else model + dropout_suffix(pcfg)
+
+
 def cell_config(pcfg: ParityConfig, dataset: str, model: str, seed: int) -> TrainConfig:
-    """The training run of one cell: the small configuration, the model's initialization, no evaluation
-    by the trainer (the cell evaluates in process, the same way for every model)."""
+    """The training run of one cell: the small configuration, the model's initialization and (this
+    project's models) dropouts, no evaluation by the trainer (the cell evaluates in process, the same way
+    for every model)."""
     values = {**SMALL, **(QUICK if pcfg.quick else {})}
+    if model != REFERENCE_MODEL:
+        values.update(attention_dropout=pcfg.attention_dropout, embed_dropout=pcfg.embed_dropout)
     return TrainConfig(dataset=dataset, seed=seed, steps=pcfg.steps, threads=pcfg.threads, eval_episodes=0,
                        checkpoint_every=max(1, pcfg.steps // 3),
                        init="torch-default" if model == "dt-attn-torch-init"
@@ -144,8 +173,9 @@ def cell_config(pcfg: ParityConfig, dataset: str, model: str, seed: int) -> Trai
 
 
 def cell_dir(pcfg: ParityConfig, dataset: str, model: str, seed: int) -> Path:
-    """runs/<dataset>/<model>/s<seed> under the output folder."""
-    return Path(pcfg.out_dir) / "runs" / Path(dataset.replace("/", "_")).stem / model / f"s{seed}"
+    """runs/<dataset>/<model label>/s<seed> under the output folder."""
+    return (Path(pcfg.out_dir) / "runs" / Path(dataset.replace("/", "_")).stem / model_label(pcfg, model)
+            / f"s{seed}")
 
 
 def run_cell(pcfg: ParityConfig, dataset: str, model: str, seed: int) -> dict[str, Any]:
@@ -173,6 +203,7 @@ def run_cell(pcfg: ParityConfig, dataset: str, model: str, seed: int) -> dict[st
         targets.append({"target": target, "returns": res.returns.tolist(), "normalized": scores.tolist(),
                         "normalized_mean": float(scores.mean()), "rollout": res.method})
     result = {"dataset": dataset, "dataset_label": data.dataset.label, "env_id": data.env_id, "model": model,
+              "label": model_label(pcfg, model),
               "seed": seed, "steps": summary["steps"], "train_time_s": summary["train_time_s"],
               "parameters": summary["parameters"], "eval_seed": pcfg.eval_seed, "episodes": pcfg.episodes,
               "max_steps": max_steps, "targets": targets, "train_config": dataclasses.asdict(cfg),
@@ -182,23 +213,26 @@ def run_cell(pcfg: ParityConfig, dataset: str, model: str, seed: int) -> dict[st
 
 
 def summarize(results: list[dict[str, Any]], resamples: int) -> list[dict[str, Any]]:
-    """One row per dataset, model and target: seeds, mean, std, bootstrap interval, difference to HF."""
+    """One row per dataset, model (its label: with its dropouts) and target: seeds, mean, sample std (NaN
+    for one seed, ``envs.spread``), bootstrap interval, difference to HF."""
     by_cell: dict[tuple, list[float]] = {}
     meta: dict[tuple, dict[str, Any]] = {}
     for r in results:
         for t in r["targets"]:
-            key = (r["dataset"], r["model"], t["target"])
+            key = (r["dataset"], r.get("label", r["model"]), t["target"])
             by_cell.setdefault(key, []).append(t["normalized_mean"])
             meta[key] = {"dataset_label": r["dataset_label"], "env_id": r["env_id"],
-                         "episodes": r["episodes"], "steps": r["steps"], "parameters": r["parameters"]}
+                         "episodes": r["episodes"], "steps": r["steps"], "parameters": r["parameters"],
+                         "base": r["model"]}
     rows = []
-    order = sorted(by_cell.items(), key=lambda kv: (kv[0][0], kv[0][2], MODELS.index(kv[0][1])))
+    order = sorted(by_cell.items(), key=lambda kv: (kv[0][0], kv[0][2], MODELS.index(meta[kv[0]]["base"]),
+                                                    kv[0][1]))
     for (dataset, model, target), scores in order:
         values = np.asarray(scores)
         lo, hi = bootstrap_mean_ci(values, resamples)
-        row = {"dataset": dataset, "model": model, "target": target, "seeds": len(values),
-               **meta[(dataset, model, target)], "mean": float(values.mean()),
-               "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "ci_low": lo, "ci_high": hi,
+        info = {k: v for k, v in meta[(dataset, model, target)].items() if k != "base"}
+        row = {"dataset": dataset, "model": model, "target": target, "seeds": len(values), **info,
+               "mean": float(values.mean()), "std": sample_std(values), "ci_low": lo, "ci_high": hi,
                "diff_to_hf": None, "diff_ci_low": None, "diff_ci_high": None}
         ref = by_cell.get((dataset, REFERENCE_MODEL, target))
         if model != REFERENCE_MODEL and ref:
@@ -212,7 +246,8 @@ def format_table(rows: list[dict[str, Any]], pcfg: ParityConfig) -> str:
     """Markdown table of ``summarize``'s rows, headed by what produced them."""
     lines = [f"Model parity: {pcfg.steps} training steps, {len(pcfg.seeds)} seeds "
              f"({', '.join(map(str, pcfg.seeds))}), {pcfg.episodes} episodes per target and seed (env seeds "
-             f"{pcfg.eval_seed}-{pcfg.eval_seed + pcfg.episodes - 1}), exact rollout, D4RL-normalized scores"
+             f"{pcfg.eval_seed}-{pcfg.eval_seed + pcfg.episodes - 1}), exact rollout, D4RL-normalized "
+             "scores, mean ± sample std (ddof = 1) over seeds"
              + (" (quick mode: tiny models, not a result)" if pcfg.quick else ""), "",
              ("| dataset | env | model | target | seeds | normalized mean ± std | 95% CI "
               "| diff to huggingface [95% CI] |"),
@@ -221,7 +256,7 @@ def format_table(rows: list[dict[str, Any]], pcfg: ParityConfig) -> str:
         diff = "" if r["diff_to_hf"] is None else \
             f"{r['diff_to_hf']:+.1f} [{r['diff_ci_low']:+.1f}, {r['diff_ci_high']:+.1f}]"
         lines.append(f"| {r['dataset_label']} | {r['env_id']} | {r['model']} | {r['target']:g} | "
-                     f"{r['seeds']} | {r['mean']:.1f} ± {r['std']:.1f} | [{r['ci_low']:.1f}, "
+                     f"{r['seeds']} | {r['mean']:.1f} ± {format_std(r['std'])} | [{r['ci_low']:.1f}, "
                      f"{r['ci_high']:.1f}] | {diff} |")
     return "\n".join(lines)
 
@@ -230,6 +265,8 @@ def run_parity(pcfg: ParityConfig, progress: bool = True) -> list[dict[str, Any]
     """Run (or finish) every cell, then write parity.json and parity.md; returns the table's rows."""
     if "huggingface" in pcfg.models:  # before any cell runs, not at the first HuggingFace cell
         optional_import("transformers", "bench", "the huggingface model")
+    """Run (or finish) every cell, then write parity.json and parity.md (parity-adrop0.1.md and kin for a
+    dropout ablation); returns the table's rows."""
     cells = [(d, m, s) for s in pcfg.seeds for d in pcfg.datasets for m in pcfg.models]  # seeds outermost:
     # a stopped run has every dataset and model at its first seeds
     results = []
@@ -242,12 +279,13 @@ def run_parity(pcfg: ParityConfig, progress: bool = True) -> list[dict[str, Any]
     bar.close()
     rows = summarize(results, pcfg.bootstrap)
     out = Path(pcfg.out_dir)
-    write_json(out / "parity.json", {"config": dataclasses.asdict(pcfg), "rows": rows, "created": now_iso(),
-                                     "cpu": cpu_description(), "versions": software_versions()})
+    name = f"parity{dropout_suffix(pcfg)}"  # each dropout ablation keeps its own table beside the others
+    write_json(out / f"{name}.json", {"config": dataclasses.asdict(pcfg), "rows": rows, "created": now_iso(),
+                                      "cpu": cpu_description(), "versions": software_versions()})
     table = format_table(rows, pcfg)
-    write_text(out / "parity.md", table + "\n")
+    write_text(out / f"{name}.md", table + "\n")
     print(table)
-    print(f"table written to {out / 'parity.md'}")
+    print(f"table written to {out / name}.md")
     return rows
 
 

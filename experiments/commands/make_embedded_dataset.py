@@ -22,6 +22,7 @@ import numpy as np
 from agents.fieldtypes import check_field_types, check_rules
 from envs.catalog import EMBEDDED_FILE, standin_dir
 from envs.readers import read_hdf5
+from envs.spread import sample_std
 from experiments.common import Command
 
 SOURCE_NAME = "hopper-medium-replay-standin.hdf5"
@@ -112,7 +113,7 @@ def run(cfg: EmbedConfig) -> int:
     info = {"file": out.name, "source_file": source.name, "source_sha256": digest, "selection_rule": rule,
                 "episodes": len(chosen), "source_episodes": len(episodes),
                 "transitions": sum(len(e) for e in chosen), "return_mean": kept.mean(),
-                "return_std": kept.std(), "return_min": kept.min(), "return_max": kept.max(),
+                "return_std": sample_std(kept), "return_min": kept.min(), "return_max": kept.max(),
                 "source_return_mean": returns.mean(), "source_return_max": returns.max()}
     write_readme(out.parent, info)
     size = out.stat().st_size

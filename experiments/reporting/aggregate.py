@@ -2,7 +2,8 @@
 
 A *row* is one (run, target) pair: a run evaluated at two return-to-go targets gives two rows.
 A *cell* is a (dataset, env id, observe, attention, options, K, steps, target) group of rows
-that differ only in their training seed; cells carry the mean and std over seeds and rliable's
+that differ only in their training seed; cells carry the mean and sample std (ddof = 1, ``envs.spread``)
+over seeds and rliable's
 interquartile mean with its stratified-bootstrap 95% interval (experiments.reporting.stats).
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 from agents.atomic import write_rows_csv
 from agents.results import EVAL_FILE, ROLLOUTS, rollout_label
 from agents.upgrade import FINAL_EVALUATION_NAMES, final_evaluations, read_run_config
+from envs.spread import STD_DDOF, format_std, sample_std, sample_std_from_population
 from experiments.reporting.stats import iqm_ci
 
 # Files whose presence marks a directory as a run directory (written by `dt-attn train`).
@@ -33,10 +35,10 @@ ROW_COLUMNS = [
     "steps", "batch_size", "target", "episodes", "return_mean", "return_std", "normalized_mean",
     "normalized_std", "length_mean", "score_reference", "train_time_s", "steps_per_s", "tokens_per_step",
     "targets_per_step", "peak_memory_mb", "parameters", "device", "cpu", "dt_attn", "eval_env_steps_per_s",
-    "eval_wall_time_s", "eval_seed", "rollout", "method", "run_dir",
+    "eval_wall_time_s", "eval_seed", "rollout", "method", "std_ddof", "run_dir",
 ]
 # How a runs.csv column is read back (the rest stay strings).
-_INT_COLUMNS = ("K", "seed", "steps", "batch_size", "episodes")
+_INT_COLUMNS = ("K", "seed", "steps", "batch_size", "episodes", "std_ddof")
 _FLOAT_COLUMNS = ("target", "return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean",
                   "train_time_s", "steps_per_s", "tokens_per_step", "targets_per_step", "peak_memory_mb",
                   "parameters", "eval_env_steps_per_s", "eval_wall_time_s")
@@ -176,6 +178,7 @@ def load_run(run_dir: str | Path) -> list[dict[str, Any]]:
             "eval_seed": ev.get("eval_seed", ""),
             "rollout": rollout_label(ev["rollout"]),
             "method": ev.get("method", ""),
+            "std_ddof": STD_DDOF,  # of return_std and normalized_std over the episodes (agents.upgrade)
             "run_dir": str(run_dir),
             "env": config.get("env"),  # the run's env override, needed to reload its dataset
         })
@@ -228,7 +231,8 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
 
     Lets a report combine runs whose directories are gone (or live on another machine) with live
     ones. Files from before the batch_size column get it back from tokens_per_step / (3 K); files whose
-    rollout column described the method are read as the current columns.
+    rollout column described the method are read as the current columns; files from before the std_ddof
+    column held population stds over the episodes (ddof = 0), converted here to sample stds.
     """
     path = Path(path)
     with open(path, newline="") as f:
@@ -253,6 +257,8 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
             row["activation"] = row["activation"] or "gelu"  # CSVs from before the column: runs of GELU days
             row["precision"] = row["precision"] or "fp32"
             row["init"] = row["init"] or "unknown"  # the column came after the field: not known from the CSV
+            if not row["std_ddof"]:
+                _sample_stds_of_episodes(row)
             if row["rollout"] not in _ROLLOUT_LABELS:  # a CSV whose rollout column described the method
                 rollout = rollout_label(_csv_rollout(row["rollout"], raw))
                 row["method"], row["rollout"] = row["rollout"], rollout
@@ -264,13 +270,21 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _sample_stds_of_episodes(row: dict[str, Any]) -> None:
+    """A runs.csv row written with population stds over its episodes (ddof = 0), with sample stds."""
+    for column in ("return_std", "normalized_std"):
+        row[column] = sample_std_from_population(row[column], row["episodes"])
+    row["std_ddof"] = STD_DDOF
+
+
 # ----------------------------------------------------------------------------- averaging
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and population std (ddof=0) of the finite values; NaN when there are none."""
+    """Mean and sample std (ddof = 1, ``envs.spread``) of the finite values; NaN for a mean of none and a
+    std of fewer than two."""
     arr = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
     if arr.size == 0:
         return math.nan, math.nan
-    return float(arr.mean()), float(arr.std())
+    return float(arr.mean()), sample_std(arr)
 
 
 def cell_sort_key(cell: dict[str, Any]) -> tuple:
@@ -470,10 +484,10 @@ def write_csv(records: list[dict[str, Any]], columns: list[str], path: str | Pat
 
 
 def format_pm(mean: float, std: float, digits: int = 1) -> str:
-    """'mean ± std', or a dash when there is no value."""
+    """'mean ± std', a dash for the std of one value ("32.8 ± –"), a dash alone when there is no value."""
     if math.isnan(mean):
         return "–"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} ± {format_std(std, digits)}"
 
 
 def format_ci(center: float, low: float, high: float, digits: int = 1) -> str:
@@ -573,7 +587,8 @@ def format_markdown(
     lines += [
         "",
         ("Every figure is over training seeds, each seed scored by the mean of its episodes (seeds × "
-         "episodes says how many of each). std is the population std (ddof=0) of the per-seed means; IQM is "
+         "episodes says how many of each). std is the sample std (ddof = 1) of the per-seed means, a dash "
+         "for one seed; IQM is "
          "rliable's interquartile mean (the mean of the middle half of the seeds' scores) with a 95% "
          "stratified-bootstrap percentile interval over seeds; rollout: *exact* (the function that was "
          "trained: the last K steps) or *streaming "

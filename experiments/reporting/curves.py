@@ -133,9 +133,10 @@ def format_curves(curves: list[dict[str, Any]], rollout: str = "exact") -> list[
     if rollout != "exact":
         title += f", {rollout_label(rollout)} rollout"
     lines = ["", f"## {title}", "",
-             ("Normalized score at each evaluated checkpoint, mean ± std over seeds (the number of seeds in "
-              "brackets where it is not the same at every checkpoint; one seed: its score); the last column "
-              f"of a run is its final {rollout_label(rollout)} evaluation. Same environment seeds and "
+             ("Normalized score at each evaluated checkpoint, mean ± sample std (ddof = 1) over seeds (the "
+              "number of seeds in brackets where it is not the same at every checkpoint; one seed: its "
+              f"score); the last column of a run is its final {rollout_label(rollout)} evaluation. Same "
+              "environment seeds and "
               "episodes at every checkpoint."), "",
              ("| dataset | observe | attention | K | batch | steps | target | "
               + " | ".join(f"{s:,}" for s in steps) + " |"),

@@ -68,8 +68,13 @@ def _iqm_band(c: dict[str, Any]) -> tuple[float, float, float]:
     return c["iqm"], c["iqm_low"], c["iqm_high"]
 
 
+def _no_std_as_zero(std: float) -> float:
+    """A point of one seed has no std (NaN): drawn without a band or error bar, but drawn."""
+    return 0.0 if math.isnan(std) else std
+
+
 def _std_band(c: dict[str, Any]) -> tuple[float, float, float]:
-    mean, std = c["normalized_mean"], c["normalized_std"]
+    mean, std = c["normalized_mean"], _no_std_as_zero(c["normalized_std"])
     return mean, mean - std, mean + std
 
 
@@ -91,7 +96,8 @@ def plot_curves(curves: list[dict[str, Any]], refs: dict[str, DatasetReference],
         raise ValueError("no evaluations during training to plot")
     note = "" if rollout == "exact" else f", {rollout_label(rollout)} rollout"
     return _score_panels(curves, "step", lambda ax, _: ax.set_xlabel("training step"), refs,
-                         f"normalized score during training{note} (mean ± std over seeds)", path, _std_band)
+                         f"normalized score during training{note} (mean ± sample std over seeds)", path,
+                         _std_band)
 
 
 def _score_panels(cells: list[dict[str, Any]], x: str, x_axis, refs: dict[str, DatasetReference], title: str,
@@ -169,7 +175,7 @@ def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
     for ax, (metric, scale, ylabel) in zip(axes, metrics):
         for (dataset, observe, label), pts in sorted(lines.items()):
             k, mean, std = _finite([p["K"] for p in pts], [p[metric] for p in pts],
-                                   [p[metric + "_std"] for p in pts])
+                                   [_no_std_as_zero(p[metric + "_std"]) for p in pts])
             if k.size == 0:
                 continue
             if len(groups) == 1:
@@ -190,7 +196,7 @@ def plot_costs(cells: list[dict[str, Any]], path: str | Path) -> Path:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle("cost vs context length (mean ± std over seeds; log-log)", fontsize=10)
+    fig.suptitle("cost vs context length (mean ± sample std over seeds; log-log)", fontsize=10)
     return _save(fig, path)
 
 

@@ -89,10 +89,11 @@ def format_rollouts(cells: list[dict[str, Any]]) -> list[str]:
     if not cells:
         return []
     lines = ["", "## Exact vs streaming (approximate) rollout of the same checkpoints", "",
-             ("Normalized score, mean ± std over seeds. *exact*: the function that was trained, the model on "
-              "the last K steps (`dt-attn eval`, the default); *streaming (approximate)*: `dt-attn eval "
-              "--rollout streaming`, a sliding window of 3K - 1 tokens per layer, so upper layers see more "
-              "than K steps. Same checkpoints, environment seeds and episodes."), "",
+             ("Normalized score, mean ± sample std (ddof = 1) over seeds. *exact*: the function that was "
+              "trained, the model on the last K steps (`dt-attn eval`, the default); *streaming "
+              "(approximate)*: `dt-attn eval --rollout streaming`, a sliding window of 3K - 1 tokens per "
+              "layer, so upper layers see more than K steps. Same checkpoints, environment seeds and "
+              "episodes."), "",
              ("| dataset | observe | attention | K | batch | target | seeds | streaming (approximate) | "
               "exact | exact - streaming | max abs diff |"),
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
