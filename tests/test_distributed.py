@@ -80,6 +80,13 @@ def torchrun(cfg: TrainConfig, guard: Path, nproc: int = 2, expect_ok: bool = Tr
     return out
 
 
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    """Wait until ``path`` exists (a launched run wrote it), the launch ends, or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir)["model"]
 
@@ -186,9 +193,7 @@ def test_two_rank_run_resumes_after_kill_9_to_the_uninterrupted_weights(tmp_path
     proc = launch(killed, tmp_path)
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     try:
-        deadline = time.monotonic() + 240
-        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for_file(ckpt, proc)
         tree = process_tree(proc.pid)
         kill_pids(tree)
         assert len(tree) >= 3  # torchrun and its two ranks
@@ -247,9 +252,7 @@ def test_a_rank_killed_mid_run_stops_the_other_with_one_line(tmp_path):
     proc = launch(run, tmp_path)
     ckpt = tmp_path / "run" / "checkpoint.pt"
     try:
-        deadline = time.monotonic() + 240
-        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_file(ckpt, proc)
         victim = _rank_pid(process_tree(proc.pid), 1)
         assert victim is not None and ckpt.exists()
         kill_pids([victim])
