@@ -45,10 +45,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from dt_attn.attention.base import Attention, register
+from dt_attn.attention.base import Attention, Capabilities, register
 from dt_attn.attention.window import check_window
 from dt_attn.checks import check_positive_int
-from dt_attn.ops.combiner import attend_step, combiner_fixed, combiner_logsparse, summarize, window_groups
+from dt_attn.ops.combiner import (
+    attend_step,
+    combiner_fixed,
+    combiner_logsparse,
+    default_span,
+    summarize,
+    window_groups,
+)
+from dt_attn.ops.reference import combiner_fixed_weights, combiner_logsparse_weights
 
 
 def _require_span(span: int | None, name: str) -> int:
@@ -135,6 +143,14 @@ def _check_step(q: Tensor, k: Tensor, v: Tensor, state_k: Tensor) -> None:
 class _Combiner(Attention):
     """What both Combiner variants share: the ``span`` and ``window`` options."""
 
+    OPTIONS = {"span": None, "window": None}
+
+    @classmethod
+    def context_options(cls, tokens: int) -> dict:
+        """The span of a segment of ``tokens`` tokens, ceil(sqrt(tokens)): fixed, because the incremental
+        form needs a span and must compute the trained function."""
+        return {"span": default_span(tokens)}
+
     def __init__(self, span: int | None = None, window: int | None = None) -> None:
         super().__init__()
         check_positive_int("span", span, optional=True,
@@ -156,6 +172,17 @@ def _attend_open_block(q: Tensor, k: Tensor, v: Tensor, state) -> tuple[Tensor, 
 @register("combiner-fixed")
 class CombinerFixed(_Combiner):
     """Causal Combiner-Fixed: direct attention in the own block, one summary per earlier block."""
+
+    capabilities = Capabilities(
+        kind="qkv", window=True, sizes=("span",), absolute_position=True,
+        training_cost="O(T (span + T / span) d)",
+        state="the open block's keys and values, one summary per closed block (window // span of them with "
+              "a window)",
+        step_cost="O((span + t / span) d)")
+
+    def weights(self, q: Tensor, k: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """The implied attention rows (``dt_attn.ops.reference.combiner_fixed_weights``)."""
+        return combiner_fixed_weights(q, k, span=self.span, window=self.window, pad_mask=pad_mask)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """Parallel causal Combiner-Fixed attention; returns (B, H, T, Dv)."""
@@ -201,6 +228,16 @@ class CombinerFixed(_Combiner):
 @register("combiner-logsparse")
 class CombinerLogsparse(_Combiner):
     """Causal Combiner-Logsparse: direct attention in the own block, dyadic group summaries before."""
+
+    capabilities = Capabilities(
+        kind="qkv", window=True, sizes=("span",), absolute_position=True,
+        training_cost="O(T (span + log(T / span)) d)",
+        state="the open block, the closed blocks' keys and values, one summary per dyadic group",
+        step_cost="O((span + log(t / span)) d) amortised")
+
+    def weights(self, q: Tensor, k: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """The implied attention rows (``dt_attn.ops.reference.combiner_logsparse_weights``)."""
+        return combiner_logsparse_weights(q, k, span=self.span, window=self.window, pad_mask=pad_mask)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """Parallel causal Combiner-Logsparse attention; returns (B, H, T, Dv)."""
