@@ -61,6 +61,11 @@ class TrainConfig:
         "help": "attention mechanism name (see dt_attn.available_attentions())"})
     attention_options: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "mechanism options as JSON, e.g. '{\"chunk_size\": 64}'"})
+    mlp: str = field(default="mlp", metadata={
+        "help": "channel mixer of every block: mlp, or moe:EXPERTS:TOP_K (a mixture of EXPERTS MLPs, each "
+                "token routed to its TOP_K most probable experts)"})
+    moe_aux_weight: float = field(default=0.01, metadata={
+        "help": "weight of the mixture of experts' load-balancing loss in the training loss"})
     context: int = field(default=20, metadata={"help": "context length K in timesteps (3K tokens)"})
     embed_dim: int = 128
     n_layers: int = 3
@@ -132,6 +137,8 @@ class TrainConfig:
                            ">= 0, and 0 when eval_episodes is 0 (nothing would be evaluated)"),
             "threads": (self.threads >= 0, ">= 0 (0 = torch's default)"),
             "dropout": (0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            "mlp": (_mlp_ok(self.mlp), "mlp or moe:EXPERTS:TOP_K with 1 <= TOP_K <= EXPERTS, e.g. moe:4:1"),
+            "moe_aux_weight": (0 <= self.moe_aux_weight < math.inf, ">= 0 and finite"),
             "activation": (self.activation in ACTIVATION_NAMES, "one of " + ", ".join(ACTIVATION_NAMES)),
             "precision": (self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
             "init": (self.init in INIT_SCHEMES, "one of " + ", ".join(INIT_SCHEMES)),
@@ -141,6 +148,16 @@ class TrainConfig:
                        "one of " + ", ".join(TRAIN_PRESETS) + ", or unset"),
         }
         check_rules(self, "training config", rules)
+
+
+def _mlp_ok(spec: str) -> bool:
+    """Whether ``spec`` names a channel mixer (``dt_attn.channel.parse_mlp``'s forms, checked here without
+    importing torch)."""
+    if spec == "mlp":
+        return True
+    parts = spec.split(":")
+    return (len(parts) == 3 and parts[0] == "moe" and parts[1].isdigit() and parts[2].isdigit()
+            and 1 <= int(parts[2]) <= int(parts[1]))
 
 
 @dataclass

@@ -181,6 +181,15 @@ class DecisionTransformer(nn.Module):
         h = torch.gather(h, 1, back[:, :, None].expand_as(h))
         return self.predict_action(h[:, -1:] if last_only else h)
 
+    def aux_loss(self) -> torch.Tensor | None:
+        """The auxiliary training loss of the last forward pass (the experts' weighted load-balancing loss;
+        None without a mixture of experts)."""
+        return self.transformer.aux_loss()
+
+    def tokens_per_expert(self) -> list[torch.Tensor]:
+        """Per mixture-of-experts layer, the (token, choice) pairs each expert received in the last pass."""
+        return self.transformer.tokens_per_expert()
+
     # ------------------------------------------------------------ incremental (streaming)
     def init_state(self, batch: int, device: torch.device | str | None = None) -> list:
         """Fresh rollout state for ``batch`` episodes starting now."""
@@ -205,7 +214,8 @@ class DecisionTransformer(nn.Module):
     def init_exact_state(self, batch: int, device: torch.device | str | None = None) -> WindowState:
         """Empty state of the exact rollout (``act_exact``) for ``batch`` episodes starting now."""
         dtype = next(self.parameters()).dtype
-        return self.transformer.init_window(batch, window_tokens(self.cfg.context), device=device, dtype=dtype)
+        size = window_tokens(self.cfg.context)
+        return self.transformer.init_window(batch, size, device=device, dtype=dtype)
 
     def act_exact(
         self,

@@ -19,6 +19,10 @@ Format 2 differs from format 3 only in a checkpoint's model config (``agents.mod
 held the block stack's fields (embed_dim, n_layers, n_heads, dropout, activation, attention,
 attention_options) beside the others; format 3 holds them under ``transformer`` (``dt_attn``'s
 TransformerConfig, with its mlp_ratio, 4 in every earlier file).
+
+Fields added during format 3, with the values that files without them used: a training config's ``mlp``
+("mlp", the dense MLP) and ``moe_aux_weight`` (0.01, unused by a dense MLP); a model config's stack gets
+them from TransformerConfig's defaults.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ _FORMAT1_MODEL_DEFAULTS = {"activation": "gelu", "init": "torch-default", "init_
 _FORMAT1_RUN_DEFAULTS = {**_FORMAT1_MODEL_DEFAULTS, "precision": "fp32", "split_long_episodes": False}
 _FORMAT1_EXACT_SUFFIX = "-naive"  # format 1's file names of exact evaluations
 _CHECKPOINT_FORMAT1_TAG = "dt-attn/checkpoint/1"
+# Values that files without the field, written before it was added during format 3, had used.
+_FORMAT3_RUN_DEFAULTS = {"mlp": "mlp", "moe_aux_weight": 0.01}
 # The model config fields that moved under "transformer" in format 3.
 _FORMAT2_TRANSFORMER_FIELDS = ("embed_dim", "n_layers", "n_heads", "dropout", "activation", "attention",
                                "attention_options")
@@ -76,7 +82,7 @@ def upgrade_run_config(config: dict[str, Any], version: int | None = None) -> di
         config = {**_FORMAT1_RUN_DEFAULTS, **config}
         config.pop("eval_exact", None)  # format 1 evaluated with the streaming rollout (eval_exact added an
         config["rollout"] = "streaming"  # exact one beside it, in files of its own)
-    return config
+    return {**_FORMAT3_RUN_DEFAULTS, **config}
 
 
 def read_run_config(path: str | Path) -> dict[str, Any] | None:

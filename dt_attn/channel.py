@@ -52,7 +52,8 @@ def build_channel_mixer(spec: str, embed_dim: int, hidden: int, activation: str)
 
 def dense_mlp(embed_dim: int, hidden: int, activation: str) -> nn.Sequential:
     """Linear -> activation -> Linear, the transformer's MLP."""
-    return nn.Sequential(nn.Linear(embed_dim, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, embed_dim))
+    return nn.Sequential(nn.Linear(embed_dim, hidden), ACTIVATIONS[activation](),
+                         nn.Linear(hidden, embed_dim))
 
 
 def output_layers(mixer: nn.Module) -> list[nn.Linear]:

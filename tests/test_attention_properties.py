@@ -100,7 +100,7 @@ def _perturb(module: torch.nn.Module, seed: int) -> None:
 
 
 def run_hidden_steps(mixer, h, groups):
-    """Outputs of a hidden-state mixer's ``step_many`` fed h (B, T, E) in groups of the given sizes, cycled."""
+    """Outputs of a hidden-state mixer's ``step_many`` fed h (B, T, E) in groups of these sizes, cycled."""
     state = mixer.init_state(h.shape[0], dtype=h.dtype)
     outs, start, i = [], 0, 0
     while start < h.shape[1]:

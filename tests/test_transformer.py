@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dt_attn import CausalTransformer, TransformerConfig, available_attentions, build_token_mixer, capabilities
+from dt_attn import (
+    CausalTransformer,
+    TransformerConfig,
+    available_attentions,
+    build_token_mixer,
+    capabilities,
+)
 
 # Small option sets so every mechanism's chunk/block boundaries fall inside the test sequences.
 # Mechanisms not listed run with their defaults.

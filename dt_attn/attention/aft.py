@@ -13,6 +13,7 @@ T x T biases tied to absolute positions and is left out: a rollout that slides c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -106,7 +107,7 @@ def _fold(tokens: Prefix) -> Prefix:
 class AftSimple(_Aft):
     """Causal AFT-simple: sigmoid(q_t) times the exp(k)-weighted average of the values so far."""
 
-    OPTIONS: dict = {}
+    OPTIONS: ClassVar[dict[str, Any]] = {}
     capabilities = Capabilities(
         kind="qkv", elementwise=True, training_cost="O(T d log T), a prefix scan",
         state="one (max logit, weighted sum, weight sum) triple per channel", step_cost="O(d)")
@@ -116,14 +117,16 @@ class AftSimple(_Aft):
 class AftLocal(_Aft):
     """Causal AFT-local: learned relative biases w_l for the last ``local_window`` lags, 0 beyond."""
 
-    OPTIONS = {"local_window": 8}
+    OPTIONS: ClassVar[dict[str, Any]] = {"local_window": 8}
     capabilities = Capabilities(
         kind="qkv", elementwise=True, sizes=("local_window",),
         training_cost="O(T d (log T + local_window))",
-        state="the triple of the tokens older than the local window, the last local_window - 1 keys and values",
+        state="the triple of the tokens older than the local window; the last local_window - 1 keys, "
+              "values",
         step_cost="O(local_window d)")
 
     def __init__(self, local_window: int = 8) -> None:
         super().__init__()
-        check_positive_int("local_window", local_window, meaning="the lags with a learned bias, lag 0 included")
+        check_positive_int("local_window", local_window,
+                           meaning="the lags with a learned bias, lag 0 included")
         self.bias = nn.Parameter(torch.zeros(local_window))

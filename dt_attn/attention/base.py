@@ -1,4 +1,4 @@
-"""The token-mixer interfaces, the capabilities every mechanism declares, and the one registry that builds them.
+"""The token-mixer interfaces, the capabilities every mechanism declares, and the one registry of them.
 
 A block of the stack is a *token mixer* plus a *channel mixer* (``dt_attn.channel``). Token mixers are of
 two kinds, each mechanism's ``capabilities.kind``:
@@ -221,7 +221,7 @@ def register(name: str) -> Callable[[type[TokenMixer]], type[TokenMixer]]:
             raise ValueError(f"attention {name!r} is registered twice")
         caps = cls.__dict__.get("capabilities")
         if not isinstance(caps, Capabilities):
-            raise ValueError(f"{name}: declare what it supports as a class attribute capabilities = "
+            raise TypeError(f"{name}: declare what it supports as a class attribute capabilities = "
                              "Capabilities(kind=..., ...)")
         want = "hidden" if issubclass(cls, HiddenMixer) else "qkv"
         if caps.kind != want:

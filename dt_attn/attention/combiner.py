@@ -41,6 +41,7 @@ O(2**l * span) work.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -143,7 +144,7 @@ def _check_step(q: Tensor, k: Tensor, v: Tensor, state_k: Tensor) -> None:
 class _Combiner(Attention):
     """What both Combiner variants share: the ``span`` and ``window`` options."""
 
-    OPTIONS = {"span": None, "window": None}
+    OPTIONS: ClassVar[dict[str, Any]] = {"span": None, "window": None}
 
     @classmethod
     def context_options(cls, tokens: int) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -45,7 +46,7 @@ class CosformerState:
 class CosformerAttention(Attention):
     """Linear attention with ReLU features and cos(pi/2 * (i-j)/M) re-weighting of distance i-j."""
 
-    OPTIONS = {"max_distance": 4096, "chunk_size": 64, "window": None, "eps": 1e-6}
+    OPTIONS: ClassVar[dict[str, Any]] = {"max_distance": 4096, "chunk_size": 64, "window": None, "eps": 1e-6}
     capabilities = Capabilities(
         kind="qkv", window=True, sizes=("chunk_size",), distance="max_distance",
         training_cost="O(T c d) chunkwise, c = chunk_size",

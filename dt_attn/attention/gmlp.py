@@ -13,6 +13,8 @@ N(0, 1e-3^2) and b at 1, as the paper does.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,14 +31,15 @@ KERNEL_INIT_STD = 1e-3
 class GatedMLP(HiddenMixer):
     """Causal spatial gating unit with a Toeplitz kernel over the last ``local_window`` tokens."""
 
-    OPTIONS = {"local_window": 16}
+    OPTIONS: ClassVar[dict[str, Any]] = {"local_window": 16}
     capabilities = Capabilities(
         kind="hidden", sizes=("local_window",), training_cost="O(T E (E + local_window))",
         state="the last local_window - 1 normalised gate rows", step_cost="O(E (E + local_window))")
 
     def __init__(self, embed_dim: int, n_heads: int, local_window: int = 16) -> None:
         super().__init__(embed_dim, n_heads)
-        check_positive_int("local_window", local_window, meaning="tokens the spatial kernel spans, itself included")
+        check_positive_int("local_window", local_window,
+                           meaning="tokens the spatial kernel spans, itself included")
         self.local_window = local_window
         self.proj_in = nn.Linear(embed_dim, 2 * embed_dim)
         self.norm = nn.LayerNorm(embed_dim)

@@ -10,6 +10,8 @@ and values (plus 7 spare slots), so a step costs O(n d) whatever the episode's l
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from dt_attn.attention.base import Capabilities, register
@@ -22,7 +24,7 @@ from dt_attn.ops.reference import ngram_weights
 class NgramAttention(SoftmaxAttention):
     """Causal softmax over the last ``n`` tokens (a query and its n - 1 predecessors)."""
 
-    OPTIONS = {"n": 8}
+    OPTIONS: ClassVar[dict[str, Any]] = {"n": 8}
     capabilities = Capabilities(
         kind="qkv", sizes=("n",), training_cost="O(T^2 d) masked (fused kernel), O(T n d) of it used",
         state="a ring of n keys and values (+ 7 spare slots)", step_cost="O(n d)")

@@ -10,13 +10,13 @@ the position (a sliding window), so nothing depends on absolute position; the pa
 CUDA and a maximum length, which this form does not need.
 
 Incremental state: the last M - 1 inputs h and the attention's KV cache; a step runs the GRU over M inputs
-per new token.
+per new token. The ``window`` bounds the attention alone: the local RNN still reads M - 1 tokens before it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -39,16 +39,18 @@ class RTransformerState:
 class RTransformer(HiddenMixer):
     """Local GRU over the last ``local_window`` tokens, then causal softmax attention."""
 
-    OPTIONS = {"local_window": 6, "window": None}
+    OPTIONS: ClassVar[dict[str, Any]] = {"local_window": 6, "window": None}
     capabilities = Capabilities(
         kind="hidden", window=True, sizes=("local_window",),
         training_cost="O(T M E^2) for the GRU + O(T^2 E) attention",
         state="the last M - 1 inputs and a KV cache (a ring with a window)",
         step_cost="O(M E^2 + t E), O(M E^2 + window E) with a window")
 
-    def __init__(self, embed_dim: int, n_heads: int, local_window: int = 6, window: int | None = None) -> None:
+    def __init__(self, embed_dim: int, n_heads: int, local_window: int = 6,
+                 window: int | None = None) -> None:
         super().__init__(embed_dim, n_heads)
-        check_positive_int("local_window", local_window, meaning="tokens the local RNN reads, itself included")
+        check_positive_int("local_window", local_window,
+                           meaning="tokens the local RNN reads, itself included")
         check_window(window)
         self.local_window = local_window
         self.rnn = nn.GRU(embed_dim, embed_dim, batch_first=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ class KVCache:
 class SoftmaxAttention(Attention):
     """Causal scaled dot-product attention, optionally restricted to a sliding window."""
 
-    OPTIONS = {"window": None}
+    OPTIONS: ClassVar[dict[str, Any]] = {"window": None}
     capabilities = Capabilities(
         kind="qkv", window=True, training_cost="O(T^2 d), fused kernel",
         state="KV cache (a ring of window + 7 slots with a window)",
