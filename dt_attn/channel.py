@@ -86,8 +86,9 @@ class MixtureOfExperts(nn.Module):
         out = torch.zeros_like(flat, dtype=torch.promote_types(flat.dtype, torch.float32))
         for e, expert in enumerate(self.experts):
             rows, slot = (chosen == e).nonzero(as_tuple=True)
-            if rows.numel():
-                out.index_add_(0, rows, (gate[rows, slot, None] * expert(flat[rows])).to(out.dtype))
+            # also an expert without tokens runs (on none), so that every parameter gets a (zero) gradient, as
+            # DistributedDataParallel requires of each step
+            out.index_add_(0, rows, (gate[rows, slot, None] * expert(flat[rows])).to(out.dtype))
         self.tokens_per_expert = counts.detach()
         self.balance_loss = self._balance(probs, counts)
         return out.to(x.dtype).reshape(x.shape)

@@ -83,7 +83,8 @@ def test_checkpoint_saved_before_the_activation_field_loads_as_gelu(tmp_path):
     assert raw["format"] == FORMAT and raw["model_config"]["transformer"]["activation"] == "gelu"
     raw["format"] = "dt-attn/checkpoint/1"  # as format 1 wrote it: a flat model config, before the field
     stack = raw["model_config"].pop("transformer")
-    raw["model_config"].update({k: v for k, v in stack.items() if k not in ("activation", "mlp_ratio")})
+    raw["model_config"].update({k: v for k, v in stack.items()
+                                if k not in ("activation", "mlp_ratio", "mlp", "moe_aux_weight")})
     del raw["config"]["activation"]
     torch.save(raw, path)
     payload = load_checkpoint(cfg.run_dir)

@@ -179,6 +179,18 @@ def test_moe_balance_loss_is_one_when_routing_is_uniform_and_moves_the_router():
     assert all(p.grad is None for p in moe.experts.parameters())  # the loss reaches the router alone
 
 
+def test_moe_experts_without_tokens_still_get_a_zero_gradient():
+    """Two tokens, six experts: the idle experts' parameters get zero gradients rather than none, as
+    DistributedDataParallel needs of every parameter in every step."""
+    moe = _moe(experts=6, top_k=1)
+    moe(torch.randn(1, 2, 8)).sum().backward()
+    assert int((moe.tokens_per_expert == 0).sum()) >= 4
+    for e, expert in enumerate(moe.experts):
+        for p in expert.parameters():
+            assert p.grad is not None
+            assert (p.grad.abs().max() == 0) == (moe.tokens_per_expert[e] == 0)
+
+
 def test_moe_routing_is_deterministic_for_a_seed():
     x = torch.randn(2, 9, 8)
     runs = [(_moe(seed=3), x) for _ in range(2)]
