@@ -76,6 +76,14 @@ def window_grid(size: int) -> list[tuple[int | None, int]]:
     return grid
 
 
+def mechanism_grid(name: str, size: int) -> list[tuple[int | None, int]]:
+    """``window_grid(size)`` for a mechanism with a sliding window; without one, only lengths shorter than,
+    equal to a multiple of and past several of its sizes (the windows would repeat the same cell)."""
+    if capabilities(name).window:
+        return window_grid(size)
+    return [(None, length) for length in (2 * size + 1, 3 * size, 4 * size + 3, 9 * size + 2)]
+
+
 #: A rollout of an untrained Hopper policy: identity normalization, the environment's own limits.
 HOPPER = RolloutSettings(env_id="Hopper-v4", env_name="hopper", observe="full",
                          state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SIZES, mechanism_options, random_qkv, run_steps, value_dim, window_grid
+from conftest import SIZES, mechanism_grid, mechanism_options, random_qkv, run_steps, value_dim
 
 from dt_attn import available_attentions, build_attention, build_token_mixer, capabilities
 
@@ -41,7 +41,7 @@ def run_step_many(attn, q, k, v):
 @pytest.mark.parametrize("name", available_attentions("qkv"))
 def test_incremental_forms_equal_the_parallel_form(name, size, dtype):
     tol = TOLERANCE[dtype]
-    for window, length in window_grid(size):
+    for window, length in mechanism_grid(name, size):
         attn = build_attention(name, **mechanism_options(name, size, window, length)).to(dtype)
         _perturb(attn, seed=length)
         q, k, v = random_qkv(batch=2, heads=2, tokens=length, dim=4, value_dim=value_dim(name, 3, 4),
@@ -119,10 +119,9 @@ def test_hidden_mixers_incremental_forms_equal_the_parallel_form(name, size, dty
     """A mixer of hidden states: token by token and in groups of 0 to 17 tokens its incremental form equals
     its parallel form, over the same grid of sizes, windows and lengths."""
     tol = 10 * TOLERANCE[dtype]  # a GRU's or LayerNorm's reductions run in another order for other batches
-    if capabilities(name).window:  # every other cell of the grid: a GRU step is slow
-        grid = window_grid(size)[::3]
-    else:  # no window to vary: lengths that are, and are not, multiples of the local window
-        grid = [(None, 3 * size), (None, 4 * size + 3)]
+    grid = mechanism_grid(name, size)
+    if capabilities(name).window:  # every third cell of the grid: a GRU step is slow
+        grid = grid[::3]
     for window, length in grid:
         torch.manual_seed(length)
         mixer = build_token_mixer(name, 8, 2, **mechanism_options(name, size, window, length)).to(dtype)

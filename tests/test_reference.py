@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from conftest import SIZES, mechanism_options, random_qkv, value_dim, window_grid
+from conftest import SIZES, mechanism_grid, mechanism_options, random_qkv, value_dim
 
 from dt_attn import (
     attention_options,
@@ -92,7 +92,7 @@ def test_the_reference_form_equals_the_fast_form(name, size, dtype):
     windowed or not, with and without left padding, over lengths that are and are not multiples of the
     mechanism's sizes; learned parameters (AFT-local's biases) moved off their initial values."""
     tol = 5e-6 if dtype == torch.float32 else 1e-12
-    for window, length in window_grid(size):
+    for window, length in mechanism_grid(name, size):
         options = mechanism_options(name, size, window, length)
         fast = build_attention(name, **options).to(dtype)
         q, k, v = random_qkv(tokens=length, dim=4, value_dim=value_dim(name, 3, 4), dtype=dtype, seed=length)
