@@ -16,6 +16,9 @@ ACTIVATION_NAMES = ("relu", "gelu")
 #: Weight initialization schemes (``agents.model.INIT_SCHEMES``, named here so that reading a config does
 #: not import torch; a test keeps the two lists equal).
 INIT_SCHEMES = ("normal", "torch-default")
+#: Tokens per timestep of a Decision Transformer's sequence: return-to-go, state, action (``agents.model``
+#: lays them out; named here so that reading a config does not import torch). K steps are 3K tokens.
+TOKENS_PER_STEP = 3
 #: Training precisions: float32 throughout, or bfloat16 matrix multiplies under torch.autocast.
 PRECISIONS = ("fp32", "bf16")
 

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agents.config import TOKENS_PER_STEP
 from dt_attn import CausalTransformer, TransformerConfig, context_options
 from dt_attn.transformer import WindowState
 
-#: Tokens per timestep: (return-to-go, state, action); actions are read from the state tokens.
-TOKENS_PER_STEP = 3
+# Actions are read from the state tokens, the second of each timestep's (return-to-go, state, action).
 STATE_TOKENS = slice(1, None, TOKENS_PER_STEP)
 
 

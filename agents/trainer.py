@@ -21,15 +21,16 @@ import torch
 from agents import distributed
 from agents.atomic import WriteError, remove_temp_files, write_json
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, non_finite_tensors, save_checkpoint
-from agents.config import RESUMABLE_CHANGES, TrainConfig, config_differences, run_evaluation, run_name
-from agents.data import PreparedData, check_context, prepare_data
-from agents.model import (
+from agents.config import (
+    RESUMABLE_CHANGES,
     TOKENS_PER_STEP,
-    DecisionTransformer,
-    DTConfig,
-    attention_options_for,
-    count_parameters,
+    TrainConfig,
+    config_differences,
+    run_evaluation,
+    run_name,
 )
+from agents.data import PreparedData, check_context, prepare_data
+from agents.model import DecisionTransformer, DTConfig, attention_options_for, count_parameters
 from agents.progress import progress_bar
 from agents.results import evaluation_path, rollout_label, software_versions
 from agents.sampler import Batch, SegmentSampler

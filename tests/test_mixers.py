@@ -264,14 +264,19 @@ def test_every_mechanism_declares_costs_and_state_for_the_docs():
         assert caps.training_cost and caps.state and caps.step_cost, name
 
 
-def test_moe_training_logs_its_aux_loss_and_tokens_per_expert_to_tensorboard(tmp_path):
+def test_moe_training_logs_its_aux_loss_and_tokens_per_expert_to_tensorboard_and_eval_names_it(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from test_agent_e2e import tiny
 
+    from agents.config import EvalConfig
+    from agents.evaluation import evaluate
     from agents.trainer import Trainer
 
     cfg = tiny(tmp_path, mlp="moe:3:1", moe_aux_weight=0.1, steps=2, log_every=1)
     Trainer(cfg, progress=False).train()
+    result = evaluate(EvalConfig(checkpoint=cfg.run_dir, episodes=1, envs=1, targets=[500.0], max_steps=3),
+                      progress=False, print_table=False)
+    assert result["mlp"] == "moe:3:1"  # the evaluation record names the channel mixer
     acc = EventAccumulator(str(tmp_path / "run" / "tb"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])

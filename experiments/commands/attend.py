@@ -25,9 +25,10 @@ import torch.nn.functional as F
 
 from agents.atomic import atomic_write, write_json, write_rows_csv
 from agents.checkpoint import load_checkpoint, resolve_checkpoint
+from agents.config import TOKENS_PER_STEP
 from agents.evaluation import RolloutSettings, check_observation_dim, load_policy, rollout_settings
 from agents.fieldtypes import check_field_types, check_rules
-from agents.model import TOKENS_PER_STEP, DecisionTransformer
+from agents.model import DecisionTransformer
 from agents.results import now_iso, software_versions
 from agents.rollout import SteppedRollout
 from dt_attn import attention_weights, capabilities
