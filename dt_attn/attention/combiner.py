@@ -160,6 +160,28 @@ class _Combiner(Attention):
         self.span = span
         self.window = window
 
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Parallel causal Combiner attention of this variant (``dt_attn.ops.combiner``); (B, H, T, Dv)."""
+        return self._parallel(q, k, v, span=self.span, window=self.window, pad_mask=pad_mask)
+
+    def weights(self, q: Tensor, k: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """The implied attention rows (``dt_attn.ops.reference``)."""
+        return self._weights(q, k, span=self.span, window=self.window, pad_mask=pad_mask)
+
+    def init_state(
+        self,
+        batch: int,
+        heads: int,
+        head_dim: int,
+        value_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> CombinerFixedState | CombinerLogsparseState:
+        """The variant's empty state (an empty open block)."""
+        span = _require_span(self.span, self.name)
+        q_max, k, v = _open_block(batch, heads, head_dim, value_dim, device, dtype)
+        return self._empty_state(span, q_max, k, v)
+
 
 def _attend_open_block(q: Tensor, k: Tensor, v: Tensor, state) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Add one token to the state's open block and attend it to that block and the cached summaries;
@@ -180,27 +202,11 @@ class CombinerFixed(_Combiner):
         state="the open block's keys and values, one summary per closed block (window // span of them with "
               "a window)",
         step_cost="O((span + t / span) d)")
+    _parallel = staticmethod(combiner_fixed)
+    _weights = staticmethod(combiner_fixed_weights)
 
-    def weights(self, q: Tensor, k: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """The implied attention rows (``dt_attn.ops.reference.combiner_fixed_weights``)."""
-        return combiner_fixed_weights(q, k, span=self.span, window=self.window, pad_mask=pad_mask)
-
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """Parallel causal Combiner-Fixed attention; returns (B, H, T, Dv)."""
-        return combiner_fixed(q, k, v, span=self.span, window=self.window, pad_mask=pad_mask)
-
-    def init_state(
-        self,
-        batch: int,
-        heads: int,
-        head_dim: int,
-        value_dim: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> CombinerFixedState:
-        """Empty state: no open-block tokens, no summaries."""
-        span = _require_span(self.span, "combiner-fixed")
-        q_max, k, v = _open_block(batch, heads, head_dim, value_dim, device, dtype)
+    def _empty_state(self, span: int, q_max: Tensor, k: Tensor, v: Tensor) -> CombinerFixedState:
+        """No open-block tokens, no summaries."""
         return CombinerFixedState(span, self.window, q_max, k, v, k[:, :, :0], v[:, :, :0])
 
     def step(
@@ -235,27 +241,11 @@ class CombinerLogsparse(_Combiner):
         training_cost="O(T (span + log(T / span)) d)",
         state="the open block, the closed blocks' keys and values, one summary per dyadic group",
         step_cost="O((span + log(t / span)) d) amortised")
+    _parallel = staticmethod(combiner_logsparse)
+    _weights = staticmethod(combiner_logsparse_weights)
 
-    def weights(self, q: Tensor, k: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """The implied attention rows (``dt_attn.ops.reference.combiner_logsparse_weights``)."""
-        return combiner_logsparse_weights(q, k, span=self.span, window=self.window, pad_mask=pad_mask)
-
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """Parallel causal Combiner-Logsparse attention; returns (B, H, T, Dv)."""
-        return combiner_logsparse(q, k, v, span=self.span, window=self.window, pad_mask=pad_mask)
-
-    def init_state(
-        self,
-        batch: int,
-        heads: int,
-        head_dim: int,
-        value_dim: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> CombinerLogsparseState:
-        """Empty state: no open-block tokens, no closed blocks, no regions."""
-        span = _require_span(self.span, "combiner-logsparse")
-        q_max, k, v = _open_block(batch, heads, head_dim, value_dim, device, dtype)
+    def _empty_state(self, span: int, q_max: Tensor, k: Tensor, v: Tensor) -> CombinerLogsparseState:
+        """No open-block tokens, no closed blocks, no regions."""
         return CombinerLogsparseState(span, self.window, q_max, k, v, {}, {}, k[:, :, :0], v[:, :, :0])
 
     def step(
