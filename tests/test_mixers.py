@@ -215,10 +215,12 @@ def test_moe_empty_batch_and_the_spec_are_checked():
         TrainConfig(mlp="moe:2:3")
 
 
-def test_moe_stack_steps_equal_its_parallel_form_and_reports_the_weighted_aux_loss():
+@pytest.mark.parametrize("attention", ["softmax", "aft-local", "gmlp"])
+def test_moe_stack_steps_equal_its_parallel_form_and_reports_the_weighted_aux_loss(attention):
+    """Under attention over q, k, v and under a hidden-state mixer alike."""
     torch.manual_seed(0)
     cfg = TransformerConfig(embed_dim=8, n_layers=2, n_heads=2, dropout=0.0, mlp="moe:3:2",
-                            moe_aux_weight=0.5)
+                            moe_aux_weight=0.5, attention=attention)
     model = CausalTransformer(cfg).eval()
     x = torch.randn(2, 7, 8)
     with torch.no_grad():

@@ -223,6 +223,12 @@ def register(name: str) -> Callable[[type[TokenMixer]], type[TokenMixer]]:
         if not isinstance(caps, Capabilities):
             raise TypeError(f"{name}: declare what it supports as a class attribute capabilities = "
                              "Capabilities(kind=..., ...)")
+        named = [*caps.sizes, *([caps.distance] if caps.distance else []),
+                 *(["window"] if caps.window else [])]
+        undeclared = [option for option in named if option not in cls.OPTIONS]
+        if undeclared:
+            raise ValueError(f"{name}: its capabilities name option(s) {undeclared} that OPTIONS does not "
+                             "declare")
         want = "hidden" if issubclass(cls, HiddenMixer) else "qkv"
         if caps.kind != want:
             raise ValueError(f"{name}: capabilities.kind is {caps.kind!r} but the class is a "
