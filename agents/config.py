@@ -17,6 +17,9 @@ ACTIVATION_NAMES = ("relu", "gelu")
 #: Weight initialization schemes (``agents.model.INIT_SCHEMES``, named here so that reading a config does
 #: not import torch; a test keeps the two lists equal).
 INIT_SCHEMES = ("normal", "torch-default")
+#: Tokens per timestep of a Decision Transformer's sequence: return-to-go, state, action (``agents.model``
+#: lays them out; named here so that reading a config does not import torch). K steps are 3K tokens.
+TOKENS_PER_STEP = 3
 #: Training precisions: float32 throughout, or bfloat16 matrix multiplies under torch.autocast.
 PRECISIONS = ("fp32", "bf16")
 
@@ -65,6 +68,11 @@ class TrainConfig:
         "help": "attention mechanism name (see dt_attn.available_attentions())"})
     attention_options: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "mechanism options as JSON, e.g. '{\"chunk_size\": 64}'"})
+    mlp: str = field(default="mlp", metadata={
+        "help": "channel mixer of every block: mlp, or moe:EXPERTS:TOP_K (a mixture of EXPERTS MLPs, each "
+                "token routed to its TOP_K most probable experts)"})
+    moe_aux_weight: float = field(default=0.01, metadata={
+        "help": "weight of the mixture of experts' load-balancing loss in the training loss"})
     context: int = field(default=20, metadata={"help": "context length K in timesteps (3K tokens)"})
     embed_dim: int = 128
     n_layers: int = 3
@@ -144,6 +152,8 @@ class TrainConfig:
             "threads": (self.threads >= 0, ">= 0 (0 = torch's default)"),
             **{name: (0.0 <= getattr(self, name) < 1.0, "in [0, 1)")
                for name in ("dropout", "attention_dropout", "embed_dropout")},
+            "mlp": (_mlp_ok(self.mlp), "mlp or moe:EXPERTS:TOP_K with 1 <= TOP_K <= EXPERTS, e.g. moe:4:1"),
+            "moe_aux_weight": (0 <= self.moe_aux_weight < math.inf, ">= 0 and finite"),
             "activation": (self.activation in ACTIVATION_NAMES, "one of " + ", ".join(ACTIVATION_NAMES)),
             "precision": (self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
             "init": (self.init in INIT_SCHEMES, "one of " + ", ".join(INIT_SCHEMES)),
@@ -153,6 +163,16 @@ class TrainConfig:
                        "one of " + ", ".join(TRAIN_PRESETS) + ", or unset"),
         }
         check_rules(self, "training config", rules)
+
+
+def _mlp_ok(spec: str) -> bool:
+    """Whether ``spec`` names a channel mixer (``dt_attn.channel.parse_mlp``'s forms, checked here without
+    importing torch)."""
+    if spec == "mlp":
+        return True
+    parts = spec.split(":")
+    return (len(parts) == 3 and parts[0] == "moe" and parts[1].isdigit() and parts[2].isdigit()
+            and 1 <= int(parts[2]) <= int(parts[1]))
 
 
 @dataclass

@@ -193,6 +193,7 @@ def _evaluate(cfg: EvalConfig, ckpt_path: Path, progress: bool, print_table: boo
         "attention": model.cfg.transformer.attention,
         "attention_options": model.cfg.transformer.attention_options,
         "activation": model.cfg.transformer.activation,
+        "mlp": model.cfg.transformer.mlp,
         "init": model.cfg.init,
         "init_std": model.cfg.init_std,
         "context": model.cfg.context,

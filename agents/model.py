@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dt_attn import CausalTransformer, TransformerConfig, attention_options
-from dt_attn.ops.combiner import default_span
+from agents.config import TOKENS_PER_STEP
+from dt_attn import CausalTransformer, TransformerConfig, context_options
 from dt_attn.ops.dropout import Dropout
+from dt_attn.transformer import WindowState
 
-# Token layout per timestep: (return-to-go, state, action); actions are read from state tokens.
-STATE_TOKENS = slice(1, None, 3)
+# Actions are read from the state tokens, the second of each timestep's (return-to-go, state, action).
+STATE_TOKENS = slice(1, None, TOKENS_PER_STEP)
 
 
 @dataclass
@@ -46,23 +47,15 @@ class DTConfig:
 
 
 def attention_options_for(attention: str, options: dict[str, Any], context: int) -> dict[str, Any]:
-    """The options a Decision Transformer of context K builds ``attention`` with: ``options``, plus, for a
-    mechanism with a ``span`` (Combiner) and none given, the default span of a K-step segment's 3K tokens,
-    ceil(sqrt(3K)), fixed so that the incremental form (which needs a span) computes the trained function."""
-    if "span" in attention_options(attention) and "span" not in options:
-        return {**options, "span": default_span(3 * context)}
-    return dict(options)
+    """The options a Decision Transformer of context K builds ``attention`` with: ``options``, plus those the
+    mechanism fixes for segments of 3K tokens where they are not given (``dt_attn.context_options``:
+    Combiner's span ceil(sqrt(3K))), so that its incremental form computes the trained function."""
+    return context_options(attention, options, TOKENS_PER_STEP * context)
 
 
-@dataclass
-class ExactState:
-    """State of the exact rollout: the stream's latest tokens, embedded, and their first-block q, k, v, in
-    a ring of C = 3K slots stored twice (token p in slots p mod C and p mod C + C), so that the last
-    3K - 1 tokens are always one contiguous slice. Allocated once per rollout, written in place."""
-
-    tokens: torch.Tensor  # (B, 2C, E)
-    qkv: torch.Tensor  # (3, B, H, 2C, Dh)
-    length: int = 0  # tokens of the stream consumed so far
+def window_tokens(context: int) -> int:
+    """Tokens of a K-step segment as its last state token sees them, R_{t-K+1} .. s_t: 3K - 1."""
+    return TOKENS_PER_STEP * context - 1
 
 
 #: Weight initialization schemes; "torch-default" keeps PyTorch's own layer defaults for the embeddings and
@@ -81,7 +74,7 @@ def _left_pad_lengths(pad_mask: torch.Tensor) -> torch.Tensor:
 
 def _last_state_token(k: int, pad_steps: int) -> slice:
     """The state token of the last real step of a K-step segment whose padding was rolled to its end."""
-    last = 3 * (k - pad_steps) - 2
+    last = TOKENS_PER_STEP * (k - pad_steps) - 2
     return slice(last, last + 1)
 
 
@@ -123,8 +116,8 @@ class DecisionTransformer(nn.Module):
                 nn.init.zeros_(module.bias)
         residual_std = std / (2 * self.cfg.transformer.n_layers) ** 0.5
         for block in self.transformer.blocks:
-            nn.init.normal_(block.proj.weight, mean=0.0, std=residual_std)
-            nn.init.normal_(block.mlp[-1].weight, mean=0.0, std=residual_std)
+            for layer in block.residual_projections():
+                nn.init.normal_(layer.weight, mean=0.0, std=residual_std)
 
     # ----------------------------------------------------------------- tokens
     def _time(self, timesteps: torch.Tensor) -> torch.Tensor:
@@ -139,7 +132,7 @@ class DecisionTransformer(nn.Module):
             (self.embed_return(rtg) + t, self.embed_state(states) + t, self.embed_action(actions) + t), dim=2
         )
         b, k = states.shape[:2]
-        return self.embed_ln(toks.reshape(b, 3 * k, -1))
+        return self.embed_ln(toks.reshape(b, TOKENS_PER_STEP * k, -1))
 
     def _step_tokens(
         self, rtg: torch.Tensor, obs: torch.Tensor, timestep: torch.Tensor, prev_action: torch.Tensor | None
@@ -179,7 +172,7 @@ class DecisionTransformer(nn.Module):
         # The roll moves whole (R, s, a) triples, so state tokens stay at positions 1::3.
         pad_steps = _left_pad_lengths(pad_mask)
         n = x.shape[1]
-        idx = (torch.arange(n, device=x.device)[None, :] + 3 * pad_steps[:, None]) % n
+        idx = (torch.arange(n, device=x.device)[None, :] + TOKENS_PER_STEP * pad_steps[:, None]) % n
         x = torch.gather(x, 1, idx[:, :, None].expand_as(x))
         if last_only and bool((pad_steps == pad_steps[0]).all()):  # one shared position of the last step
             return self.predict_action(self.transformer(x, keep=_last_state_token(k, int(pad_steps[0]))))
@@ -188,11 +181,20 @@ class DecisionTransformer(nn.Module):
         # segments are mostly padding (hopper's K=1000 segments hold about 110 real steps on
         # average), so this saves most of their step time. Steps padded in every row output zeros.
         real = k - int(pad_steps.min())
-        h = self.transformer(x[:, : 3 * real], keep=STATE_TOKENS)
+        h = self.transformer(x[:, : TOKENS_PER_STEP * real], keep=STATE_TOKENS)
         h = F.pad(h, (0, 0, 0, k - real))
         back = (torch.arange(k, device=x.device)[None, :] - pad_steps[:, None]) % k
         h = torch.gather(h, 1, back[:, :, None].expand_as(h))
         return self.predict_action(h[:, -1:] if last_only else h)
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """The auxiliary training loss of the last forward pass (the experts' weighted load-balancing loss;
+        None without a mixture of experts)."""
+        return self.transformer.aux_loss()
+
+    def tokens_per_expert(self) -> list[torch.Tensor]:
+        """Per mixture-of-experts layer, the (token, choice) pairs each expert received in the last pass."""
+        return self.transformer.tokens_per_expert()
 
     # ------------------------------------------------------------ incremental (streaming)
     def init_state(self, batch: int, device: torch.device | str | None = None) -> list:
@@ -215,47 +217,31 @@ class DecisionTransformer(nn.Module):
         return self.predict_action(h[:, -1]), state
 
     # ------------------------------------------------------------ exact re-run
-    def init_exact_state(self, batch: int, device: torch.device | str | None = None) -> ExactState:
+    def init_exact_state(self, batch: int, device: torch.device | str | None = None) -> WindowState:
         """Empty state of the exact rollout (``act_exact``) for ``batch`` episodes starting now."""
-        p = next(self.parameters())
-        blocks = self.transformer.blocks
-        capacity = 3 * self.cfg.context  # >= the window of 3K - 1 tokens plus one
-        return ExactState(
-            tokens=torch.zeros(batch, 2 * capacity, self.cfg.transformer.embed_dim, device=device,
-                               dtype=p.dtype),
-            qkv=torch.zeros(3, batch, blocks[0].n_heads, 2 * capacity, blocks[0].head_dim, device=device,
-                            dtype=p.dtype),
-        )
+        dtype = next(self.parameters()).dtype
+        size = window_tokens(self.cfg.context)
+        return self.transformer.init_window(batch, size, device=device, dtype=dtype)
 
     def act_exact(
         self,
-        state: ExactState,
+        state: WindowState,
         rtg: torch.Tensor,
         obs: torch.Tensor,
         timestep: torch.Tensor,
         prev_action: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, ExactState]:
+    ) -> tuple[torch.Tensor, WindowState]:
         """One rollout step of the function that was trained: a_t (B,A) from the last K steps
         R_{t-K+1}, s_{t-K+1}, a_{t-K+1}, ..., R_t, s_t, as ``forward(..., last_only=True)`` on that
         segment computes it. Arguments as in ``act``.
 
-        Only what does not depend on where the window starts is kept from earlier steps: each token's
-        embedding and its first-block projections. Every attention output is recomputed (a token's
-        output changes with the window's first token), the top block for s_t alone.
+        Only what does not depend on where the window starts is kept from earlier steps (each token's
+        embedding and its first-block projections, ``CausalTransformer.window_step``); every token mixer's
+        output is recomputed, the top block's for s_t alone.
         """
         x = self._step_tokens(rtg, obs, timestep, prev_action)
-        qkv = self.transformer.input_projections(x)
-        capacity = state.tokens.shape[1] // 2
-        slots = (state.length + torch.arange(x.shape[1], device=x.device)) % capacity
-        both = torch.cat((slots, slots + capacity))  # every token twice: the window is one slice
-        state.tokens.index_copy_(1, both, torch.cat((x, x), dim=1))
-        state.qkv.index_copy_(3, both, torch.cat((qkv, qkv), dim=3))
-        end = state.length + x.shape[1]
-        size = min(end, 3 * self.cfg.context - 1)  # R_{t-K+1} .. s_t
-        first = (end - size) % capacity
-        window = slice(first, first + size)
-        h = self.transformer.forward_last(state.tokens[:, window], state.qkv[:, :, :, window])
-        return self.predict_action(h), ExactState(state.tokens, state.qkv, end)
+        h, state = self.transformer.window_step(x, state, window_tokens(self.cfg.context))
+        return self.predict_action(h), state
 
     def with_attention_options(self, **options: Any) -> DecisionTransformer:
         """A copy sharing no state whose attention is rebuilt with extra options (e.g. a window)."""

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.model import DecisionTransformer
+from agents.model import DecisionTransformer, window_tokens
 from agents.progress import progress_bar
 from agents.results import ROLLOUTS, rollout_label
-from dt_attn import attention_options
+from dt_attn import capabilities
 
 # One step of a batched policy: (t, normalized states (B, S), returns-to-go (B, 1)) -> actions (B, A).
 StepFn = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -72,8 +72,8 @@ def plan_rollout(model: DecisionTransformer, rollout: str, max_steps: int) -> Ro
     if max_steps <= k:
         return RolloutPlan("exact", "exact: incremental state over the whole episode (K >= its step limit)",
                            lambda n, device: _incremental(model, n, device))
-    if rollout == "streaming" and "window" in attention_options(model.cfg.transformer.attention):
-        window = 3 * k - 1  # R_{t-K+1} .. s_t: the trained segment as seen from its last state token
+    if rollout == "streaming" and capabilities(model.cfg.transformer.attention).window:
+        window = window_tokens(k)  # R_{t-K+1} .. s_t: the trained segment as seen from its last state token
         caveat = (f"; after {k} steps the upper layers see past the window, unlike training"
                   if model.cfg.transformer.n_layers > 1 else "")
         policy = model.with_attention_options(window=window)

@@ -21,7 +21,14 @@ import torch
 from agents import distributed
 from agents.atomic import WriteError, remove_temp_files, write_json
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint, non_finite_tensors, save_checkpoint
-from agents.config import RESUMABLE_CHANGES, TrainConfig, config_differences, run_evaluation, run_name
+from agents.config import (
+    RESUMABLE_CHANGES,
+    TOKENS_PER_STEP,
+    TrainConfig,
+    config_differences,
+    run_evaluation,
+    run_name,
+)
 from agents.data import PreparedData, check_context, prepare_data
 from agents.model import DecisionTransformer, DTConfig, attention_options_for, count_parameters
 from agents.progress import progress_bar
@@ -98,6 +105,8 @@ def build_model(cfg: TrainConfig, data: PreparedData) -> DecisionTransformer:
             activation=cfg.activation,
             attention=cfg.attention,
             attention_options=attention_options_for(cfg.attention, cfg.attention_options, cfg.context),
+            mlp=cfg.mlp,
+            moe_aux_weight=cfg.moe_aux_weight,
         ),
     ))
 
@@ -115,6 +124,25 @@ def action_error(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, to
     pred = model(batch.states, batch.actions, batch.rtg, batch.timesteps, batch.pad_mask).float()
     keep = (~batch.pad_mask).unsqueeze(-1).to(pred.dtype)
     return ((pred - batch.actions) ** 2 * keep).sum(), keep.sum() * pred.shape[-1]
+
+
+def auxiliary_loss(model: torch.nn.Module) -> torch.Tensor | None:
+    """The auxiliary loss of the model's last forward pass (the experts' weighted load-balancing loss,
+    ``DecisionTransformer.aux_loss``), None for a model without one."""
+    aux = getattr(model, "aux_loss", None)
+    return aux() if aux is not None else None
+
+
+def _routing(model: torch.nn.Module, aux: torch.Tensor | None) -> list[tuple[str, float]]:
+    """TensorBoard scalars of the last forward pass's routing: the auxiliary loss and, per mixture-of-experts
+    layer, the share of routed (token, choice) pairs each expert received."""
+    if aux is None:
+        return []
+    rows = [("train/aux_loss", aux.item())]
+    for layer, counts in enumerate(model.tokens_per_expert()):
+        total = max(1, int(counts.sum()))
+        rows += [(f"moe/layer{layer}/expert{e}_tokens", int(c) / total) for e, c in enumerate(counts)]
+    return rows
 
 
 def cpu_has_native_bf16() -> bool:
@@ -386,7 +414,7 @@ class Trainer:
 
         writer = (SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None) if main
                   else _NoWriter())
-        tokens_per_step = cfg.batch_size * 3 * cfg.context  # the global batch
+        tokens_per_step = cfg.batch_size * TOKENS_PER_STEP * cfg.context  # the global batch
         bar = progress_bar(total=cfg.steps, initial=self.step, disable=not (self.progress and main),
                            desc="train", unit="step")
         torch.set_rng_state(self._torch_rng)
@@ -401,7 +429,10 @@ class Trainer:
                 batch = self.sampler.sample(cfg.batch_size, self.batch_part).to(self.device)
                 with self.autocast:
                     error_sum, targets = action_error(self.ddp_model, batch)
+                    aux = auxiliary_loss(self.model)
                 loss, local_loss = distributed.global_loss(error_sum, targets, self.dist)
+                if aux is not None:  # the experts' load balancing, already weighted by moe_aux_weight
+                    local_loss = local_loss + aux
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
                         f"loss became {loss.item()} at step {self.step + 1}; stopping: {self._kept()}. "
@@ -428,9 +459,11 @@ class Trainer:
                     lr = self.scheduler.get_last_lr()[0]
                     for tag, val in (("train/loss", loss.item()), ("train/lr", lr),
                                      ("train/grad_norm", float(grad_norm)), ("perf/steps_per_s", sps),
-                                     ("perf/tokens_per_s", sps * tokens_per_step)):
+                                     ("perf/tokens_per_s", sps * tokens_per_step),
+                                     *_routing(self.model, aux)):
                         writer.add_scalar(tag, val, self.step)
-                    bar.set_postfix(loss=f"{loss.item():.4f}", sps=f"{sps:.1f}")
+                    shown = {"aux": f"{aux.item():.4f}"} if aux is not None else {}
+                    bar.set_postfix(loss=f"{loss.item():.4f}", **shown, sps=f"{sps:.1f}")
                     window_start, window_steps = time.perf_counter(), 0
                 bar.update(1)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:

@@ -25,6 +25,9 @@ Format 3 differs from format 4 in:
 * the dropouts: a training config without ``attention_dropout`` and ``embed_dropout``, and a model config
   without ``embed_dropout`` and ``transformer.attention_dropout``, dropped out neither attention
   probabilities nor embeddings (0.0);
+* the channel mixer: a training config without ``mlp`` and ``moe_aux_weight`` used the dense MLP ("mlp";
+  0.01, which a dense MLP does not use); a model config's stack gets them from TransformerConfig's
+  defaults;
 * an evaluation's ``return_std`` and ``normalized_std`` per target were population stds over its episodes
   (ddof = 0); format 4 holds sample stds (ddof = 1, ``envs.spread``), converted exactly from the old ones.
 """
@@ -52,7 +55,7 @@ _CHECKPOINT_FORMAT1_TAG = "dt-attn/checkpoint/1"
 _FORMAT2_TRANSFORMER_FIELDS = ("embed_dim", "n_layers", "n_heads", "dropout", "activation", "attention",
                                "attention_options")
 # The dropouts format 4 added, at the value every earlier run trained with: none.
-_FORMAT3_RUN_DROPOUTS = {"attention_dropout": 0.0, "embed_dropout": 0.0}
+_FORMAT3_RUN_ADDED = {"attention_dropout": 0.0, "embed_dropout": 0.0, "mlp": "mlp", "moe_aux_weight": 0.01}
 
 
 def _version(value: Any, what: str) -> int:
@@ -98,7 +101,7 @@ def upgrade_run_config(config: dict[str, Any], version: int | None = None) -> di
         config.pop("eval_exact", None)  # format 1 evaluated with the streaming rollout (eval_exact added an
         config["rollout"] = "streaming"  # exact one beside it, in files of its own)
     if version < 4:
-        config = {**_FORMAT3_RUN_DROPOUTS, **config}
+        config = {**_FORMAT3_RUN_ADDED, **config}
     return config
 
 

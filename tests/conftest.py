@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agents.evaluation import RolloutSettings
-from dt_attn import attention_options
+from dt_attn import capabilities
 
 # Block sizes: Combiner's span, cosFormer's chunk size (softmax has neither; its windows still vary).
 SIZES = [1, 2, 3, 5]
@@ -47,14 +47,20 @@ def run_steps(attn, q, k, v):
 
 
 def mechanism_options(name: str, size: int, window: int | None, length: int) -> dict:
-    """Options of ``name`` with its block structure set to ``size`` (whichever option it has)."""
-    valid = attention_options(name)
-    opts = {key: size for key in ("span", "chunk_size") if key in valid}
-    if "max_distance" in valid:  # long enough for the whole sequence, short enough to weigh distance
-        opts["max_distance"] = max(length, window or 0)
-    if window is not None:
+    """Options of ``name`` with its structural lengths (the options its capabilities name ``sizes``) set to
+    ``size`` and its sliding window, if it has one, to ``window``."""
+    caps = capabilities(name)
+    opts = {key: size for key in caps.sizes}
+    if caps.distance:  # long enough for the whole sequence, short enough to weigh distance
+        opts[caps.distance] = max(length, window or 0)
+    if window is not None and caps.window:
         opts["window"] = window
     return opts
+
+
+def value_dim(name: str, wanted: int, head_dim: int) -> int:
+    """``wanted``, or ``head_dim`` for a mechanism that is elementwise over channels (AFT)."""
+    return head_dim if capabilities(name).elementwise else wanted
 
 
 def window_grid(size: int) -> list[tuple[int | None, int]]:
@@ -68,6 +74,14 @@ def window_grid(size: int) -> list[tuple[int | None, int]]:
             grid.append((window, window + 2 * size + 1 + ratio % 3))
     grid.append((3 * size + 4, 2 * size + 1))
     return grid
+
+
+def mechanism_grid(name: str, size: int) -> list[tuple[int | None, int]]:
+    """``window_grid(size)`` for a mechanism with a sliding window; without one, only lengths shorter than,
+    equal to a multiple of and past several of its sizes (the windows would repeat the same cell)."""
+    if capabilities(name).window:
+        return window_grid(size)
+    return [(None, length) for length in (2 * size + 1, 3 * size, 4 * size + 3, 9 * size + 2)]
 
 
 #: A rollout of an untrained Hopper policy: identity normalization, the environment's own limits.

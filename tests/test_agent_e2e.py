@@ -1,5 +1,6 @@
 """Train/evaluate end to end on the embedded dataset: every attention, checkpoints, resume, errors."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from agents.evaluation import evaluate, load_policy
 from agents.rollout import run_episodes
 from agents.trainer import NonFiniteLossError, Trainer
 from agents.upgrade import FORMAT, read_run_config
-from dt_attn import TransformerConfig, available_attentions
+from dt_attn import TransformerConfig, available_attentions, capabilities
 from dt_attn.transformer import ACTIVATIONS
 from envs import load_dataset, make_vector_env
 from experiments.cli import main as cli_main
@@ -84,8 +85,10 @@ def test_checkpoint_saved_before_the_activation_field_loads_as_gelu(tmp_path):
     stack = raw["model_config"].pop("transformer")
     # the fields format 1 did not have yet are left out
     raw["model_config"].update({k: v for k, v in stack.items()
-                                if k not in ("activation", "mlp_ratio", "attention_dropout")})
+                                if k not in ("activation", "mlp_ratio", "attention_dropout", "mlp",
+                                             "moe_aux_weight")})
     del raw["config"]["activation"], raw["config"]["attention_dropout"], raw["config"]["embed_dropout"]
+    del raw["config"]["mlp"], raw["config"]["moe_aux_weight"]
     del raw["model_config"]["embed_dropout"]
     torch.save(raw, path)
     payload = load_checkpoint(cfg.run_dir)
@@ -138,6 +141,40 @@ def test_resume_after_kill_reaches_same_weights(tmp_path, monkeypatch, precision
     resumed.train()
     for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(p, q), name
+
+
+NEW_MIXERS = [("aft-simple", "mlp"), ("aft-local", "mlp"), ("ngram", "mlp"), ("gmlp", "mlp"),
+              ("r-transformer", "mlp"), ("softmax", "moe:3:2")]
+
+
+@pytest.mark.parametrize("attention,mlp", NEW_MIXERS)
+def test_resume_after_kill_reaches_same_weights_for_every_new_mixer(tmp_path, monkeypatch, attention, mlp):
+    """Killed between checkpoints and resumed, a run of each token mixer and of the mixture of experts ends
+    at the weights of the uninterrupted run, which are finite and moved from their start."""
+    over = {"attention": attention, "mlp": mlp, "steps": 4, "checkpoint_every": 2, "dropout": 0.1, "lr": 1e-3}
+    full = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "full"), **over), progress=False)
+    start = {k: v.clone() for k, v in full.model.state_dict().items()}
+    full.train()
+    killed = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "killed"), **over), progress=False)
+    real_sample, calls = killed.sampler.sample, {"n": 0}
+
+    def dying_sample(n, part=None):
+        calls["n"] += 1
+        if calls["n"] == 4:  # dies between the checkpoints at step 2 and 4
+            raise KeyboardInterrupt
+        return real_sample(n, part)
+
+    monkeypatch.setattr(killed.sampler, "sample", dying_sample)
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    resumed = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "killed"), resume=True, **over), progress=False)
+    assert resumed.step == 2
+    resumed.train()
+    final = full.model.state_dict()
+    for (name, p), q in zip(final.items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), name
+        assert torch.isfinite(p).all(), name
+    assert any(not torch.equal(final[k], v) for k, v in start.items())
 
 
 def test_resumed_run_keeps_the_larger_peak_memory(tmp_path):
@@ -209,12 +246,16 @@ def test_streaming_rollout_slides_a_window_and_says_it_is_approximate(attention,
     exact rollout, and says so. K holding the episode is exact whatever was asked."""
     model = _tiny_policy(attention, context=4, n_layers=2)
     plan = rollout_mod.plan_rollout(model, "streaming", max_steps=12)
+    if not capabilities(attention).window:  # N-gram, AFT, gMLP: nothing to slide a window with
+        assert plan.rollout == "exact" and f"{attention} has no window option" in plan.method
+        return
     assert plan.rollout == "streaming"
     assert plan.method.startswith("streaming (approximate): sliding window of 11 tokens per "
                                   "layer; after 4 steps")
     assert "window" not in model.cfg.transformer.attention_options
     assert rollout_mod.plan_rollout(model, "streaming", max_steps=4).rollout == "exact"
-    monkeypatch.setattr(rollout_mod, "attention_options", lambda name: {})
+    monkeypatch.setattr(rollout_mod, "capabilities",
+                        lambda name: dataclasses.replace(capabilities(name), window=False))
     plan = rollout_mod.plan_rollout(model, "streaming", max_steps=12)
     assert plan.rollout == "exact" and f"{attention} has no window option" in plan.method
     with pytest.raises(ValueError, match="rollout must be one of exact, streaming, got 'naive'"):
@@ -226,12 +267,14 @@ def test_streaming_rollout_slides_a_window_and_says_it_is_approximate(attention,
 def test_streaming_and_exact_rollouts_agree_where_streaming_is_exact(tmp_path, attention, n_layers, context):
     """Whole-context (K >= steps) agrees for every mechanism; one layer agrees with a sliding window too
     (Combiner over the first K steps only: its streaming blocks stay aligned to the episode start, the
-    exact window's to the window start)."""
-    steps = context if attention.startswith("combiner") else 12
+    exact window's to the window start; R-Transformer too: its local RNN reads tokens before the window)."""
+    caps = capabilities(attention)
+    steps = context if caps.absolute_position or caps.kind == "hidden" else 12
     model = _tiny_policy(attention, context, n_layers)
     fast = _rollout_actions(model, "streaming", steps=steps)
     slow = _rollout_actions(model, "exact", steps=steps)
-    assert slow.rollout == "exact" and fast.rollout == ("exact" if steps <= context else "streaming")
+    streams = steps > context and capabilities(attention).window
+    assert slow.rollout == "exact" and fast.rollout == ("streaming" if streams else "exact")
     # Tight: a window one token too long (3K, reaching back to a_{t-K}) moved these returns by ~4e-4.
     np.testing.assert_allclose(fast.returns, slow.returns, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(fast.lengths, slow.lengths)

@@ -17,7 +17,7 @@ from agents.config import TrainConfig
 from agents.model import DecisionTransformer, DTConfig
 from agents.rollout import SteppedRollout
 from agents.trainer import Trainer
-from dt_attn import TransformerConfig, attention_weights, available_attentions
+from dt_attn import TransformerConfig, attention_weights, available_attentions, capabilities
 from envs import make_vector_env
 from experiments.cli import main as cli_main
 from experiments.commands.attend import attention_by_lag, lag_mass
@@ -123,7 +123,17 @@ def test_windows_all_averages_the_short_windows_of_the_episode_start():
         attention_by_lag(model, HOPPER, target=1800.0, episodes=1, envs=1, max_steps=2, seed=3)
 
 
-@pytest.mark.parametrize("attention", available_attentions())
+def test_mechanisms_without_attention_weights_are_refused_in_one_line():
+    for attention, why in (("aft-simple", "weighs every channel on its own"),
+                           ("gmlp", "mixes hidden states")):
+        with pytest.raises(ValueError, match=f"{attention} {why}: it has no attention weights"):
+            attention_by_lag(policy(attention, context=3), HOPPER, target=1800.0, episodes=1, envs=1)
+
+
+WEIGHTED = [n for n in available_attentions("qkv") if not capabilities(n).elementwise]
+
+
+@pytest.mark.parametrize("attention", WEIGHTED)
 def test_every_readout_row_sums_to_one(attention):
     model = policy(attention, context=3)
     got = attention_by_lag(model, HOPPER, target=1800.0, episodes=3, envs=2, max_steps=6, windows="all")

@@ -13,17 +13,24 @@ from agents.checkpoint import load_checkpoint
 from agents.config import EvalConfig, TrainConfig
 from agents.evaluation import evaluate, load_policy
 from agents.model import DecisionTransformer, DTConfig
-from dt_attn import TransformerConfig, attention_options, available_attentions, build_attention
+from dt_attn import TransformerConfig, available_attentions, build_attention, capabilities
+from dt_attn.attention.base import TokenMixer
 from envs import make_vector_env
 
 
 def _model(attention: str, context: int, n_layers: int, n_heads: int = 2, dtype=torch.float64):
     torch.manual_seed(0)
-    opts = {"span": 3} if attention.startswith("combiner") else {}
+    opts = {size: 3 for size in capabilities(attention).sizes}  # blocks, chunks and local windows of 3 tokens
     cfg = DTConfig(state_dim=5, act_dim=2, context=context, max_ep_len=50, init_std=0.5,
                    transformer=TransformerConfig(embed_dim=8, n_layers=n_layers, n_heads=n_heads, dropout=0.0,
                                                  attention=attention, attention_options=opts))
-    return DecisionTransformer(cfg).to(dtype).eval()
+    model = DecisionTransformer(cfg).to(dtype).eval()
+    with torch.no_grad():  # a token mixer's own parameters (AFT-local's biases, gMLP's kernel) off their init
+        for module in model.modules():
+            if isinstance(module, TokenMixer):
+                for p in module.parameters(recurse=False):
+                    p.normal_(generator=torch.Generator().manual_seed(1))
+    return model
 
 
 def _rerun(model, s, a, r, ts, t, k):
@@ -50,26 +57,31 @@ def test_exact_steps_equal_a_rerun_of_the_last_k_steps(attention, n_layers, cont
     ts = torch.arange(steps).expand(n, steps)
     a = torch.zeros(n, steps, 2, dtype=torch.float64)
     state, prev, worst = model.init_exact_state(n), None, 0.0
-    buffers = (state.tokens.data_ptr(), state.qkv.data_ptr())
+    buffers = (state.tokens.data_ptr(), None if state.projected is None else state.projected.data_ptr())
     with torch.inference_mode():
         for t in range(steps):
             action, state = model.act_exact(state, r[:, t], s[:, t], ts[:, t], prev)
             a[:, t] = prev = action
             worst = max(worst, float((action - _rerun(model, s, a, r, ts, t, context)).abs().max()))
     assert worst < 1e-12
-    assert (state.tokens.data_ptr(), state.qkv.data_ptr()) == buffers  # written in place, never reallocated
+    projected = None if state.projected is None else state.projected.data_ptr()
+    assert (state.tokens.data_ptr(), projected) == buffers  # written in place, never reallocated
+    assert (state.projected is None) == (capabilities(attention).kind == "hidden")
     assert state.length == 3 * steps - 1
 
 
-@pytest.mark.parametrize("attention", available_attentions())
+@pytest.mark.parametrize("attention", available_attentions("qkv"))
 @pytest.mark.parametrize("window", [None, 5])
 def test_forward_last_is_the_last_row_of_forward(attention, window):
     """Every mechanism's forward_last equals the last output of its parallel form (float64), with and
     without a window."""
-    if window is not None and "window" not in attention_options(attention):
+    if window is not None and not capabilities(attention).window:
         pytest.skip(f"{attention} has no window option")
     opts = {"span": 3} if attention.startswith("combiner") else {}
-    attn = build_attention(attention, window=window, **opts)
+    attn = build_attention(attention, **({} if window is None else {"window": window}), **opts).double()
+    with torch.no_grad():
+        for p in attn.parameters():  # learned biases off their initial zeros
+            p.normal_(generator=torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(2, 2, 11, 4, generator=g, dtype=torch.float64) for _ in range(3))
     torch.testing.assert_close(attn.forward_last(q, k, v), attn(q, k, v)[:, :, -1:], rtol=0, atol=1e-12)

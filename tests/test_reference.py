@@ -11,16 +11,20 @@ import math
 
 import pytest
 import torch
-from conftest import SIZES, mechanism_options, random_qkv, window_grid
+from conftest import SIZES, mechanism_grid, mechanism_options, random_qkv, value_dim
 
 from dt_attn import (
     attention_options,
     attention_weights,
     available_attentions,
     build_attention,
+    build_token_mixer,
+    capabilities,
     reference_attention,
 )
-from dt_attn.ops.reference import REFERENCES
+
+#: the mechanisms whose output is a (tokens x tokens) weights matrix times the values
+WEIGHTED = [n for n in available_attentions("qkv") if not capabilities(n).elementwise]
 
 
 def _left_padding(batch: int, tokens: int, n_pad: int) -> torch.Tensor:
@@ -29,16 +33,35 @@ def _left_padding(batch: int, tokens: int, n_pad: int) -> torch.Tensor:
     return pad
 
 
-def test_every_mechanism_has_a_reference_taking_its_options():
-    """A registered mechanism without an oracle, or an option the two disagree on, fails here."""
-    assert sorted(REFERENCES) == available_attentions()
-    for name, weights in REFERENCES.items():
-        params = list(inspect.signature(weights).parameters.values())[2:-1]  # after q, k; before pad_mask
-        assert {p.name: p.default for p in params} == attention_options(name)
+def test_every_mechanism_declares_the_options_its_constructor_takes():
+    """The declared OPTIONS (what build_attention accepts and attention_options lists) are the constructor's
+    keyword arguments with their defaults, after the widths a hidden-state mixer is built with."""
+    for name in available_attentions():
+        cls = type(build_token_mixer(name, 8, 2))
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if capabilities(name).kind == "hidden":
+            assert [p.name for p in params[:2]] == ["embed_dim", "n_heads"]
+            params = params[2:]
+        assert {p.name: p.default for p in params} == attention_options(name), name
+
+
+def test_every_mechanism_has_an_oracle_that_is_not_its_fast_form():
+    """Each mechanism's reference comes from dt_attn.ops.reference, and those without (T x T) weights say
+    so in one line."""
+    for name in available_attentions("qkv"):
+        attn = build_attention(name)
+        assert type(attn).reference is not type(attn).forward
+        if capabilities(name).elementwise:
+            q, k, _ = random_qkv(tokens=3)
+            with pytest.raises(ValueError, match="no \\(tokens x tokens\\) attention weights"):
+                attention_weights(name, q, k)
+    for name in available_attentions("hidden"):
+        cls = type(build_token_mixer(name, 8, 2))
+        assert cls.reference is not cls.forward
 
 
 @pytest.mark.parametrize("windowed", [False, True], ids=["full", "window"])
-@pytest.mark.parametrize("name", available_attentions())
+@pytest.mark.parametrize("name", WEIGHTED)
 def test_rows_are_causal_distributions(name, windowed):
     size, window, T = 3, (7 if windowed else None), 23
     q, k, _ = random_qkv(tokens=T, dim=4, dtype=torch.float64, seed=1)
@@ -63,19 +86,27 @@ def test_rows_are_causal_distributions(name, windowed):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("name", available_attentions())
-def test_weights_times_values_equal_the_fast_form(name, size, dtype):
-    """reference_attention (= attention_weights @ v) equals the parallel form, windowed or not,
-    with and without left padding."""
+@pytest.mark.parametrize("name", available_attentions("qkv"))
+def test_the_reference_form_equals_the_fast_form(name, size, dtype):
+    """reference_attention (attention_weights @ v where there are weights) equals the parallel form,
+    windowed or not, with and without left padding, over lengths that are and are not multiples of the
+    mechanism's sizes; learned parameters (AFT-local's biases) moved off their initial values."""
     tol = 5e-6 if dtype == torch.float32 else 1e-12
-    for window, length in window_grid(size):
+    for window, length in mechanism_grid(name, size):
         options = mechanism_options(name, size, window, length)
-        fast = build_attention(name, **options)
-        q, k, v = random_qkv(tokens=length, dim=4, value_dim=3, dtype=dtype, seed=length)
+        fast = build_attention(name, **options).to(dtype)
+        q, k, v = random_qkv(tokens=length, dim=4, value_dim=value_dim(name, 3, 4), dtype=dtype, seed=length)
         for pad in (None, _left_padding(2, length, min(size + 1, length))):
             ref = reference_attention(name, q, k, v, pad, **options)
-            torch.testing.assert_close(ref, attention_weights(name, q, k, pad, **options) @ v, atol=0, rtol=0)
+            if name in WEIGHTED:
+                torch.testing.assert_close(ref, attention_weights(name, q, k, pad, **options) @ v, atol=0,
+                                           rtol=0)
             torch.testing.assert_close(fast(q, k, v, pad), ref, atol=tol, rtol=tol)
+        if any(True for _ in fast.parameters()):
+            with torch.no_grad():
+                for p in fast.parameters():
+                    p.normal_(generator=torch.Generator().manual_seed(length))
+            torch.testing.assert_close(fast(q, k, v), fast.reference(q, k, v), atol=tol, rtol=tol)
 
 
 def test_softmax_worked_example():
@@ -131,18 +162,19 @@ def test_combiner_logsparse_region_shapes():
             torch.testing.assert_close(row[run.start : run.stop] / row[run.start : run.stop].sum(), p)
 
 
-@pytest.mark.parametrize("name", available_attentions())
+@pytest.mark.parametrize("name", available_attentions("qkv"))
 def test_empty_inputs(name):
+    dv = value_dim(name, 3, 4)
     for B, T in ((0, 0), (0, 6), (2, 0)):
-        q, k, v = random_qkv(batch=B, tokens=T, dim=4, value_dim=3)
-        assert attention_weights(name, q, k).shape == (B, 2, T, T)
-        assert reference_attention(name, q, k, v).shape == (B, 2, T, 3)
+        q, k, v = random_qkv(batch=B, tokens=T, dim=4, value_dim=dv)
+        if name in WEIGHTED:
+            assert attention_weights(name, q, k).shape == (B, 2, T, T)
+        assert reference_attention(name, q, k, v).shape == (B, 2, T, dv)
 
 
 def test_bad_name_options_and_shapes_raise():
     q, k, v = random_qkv()
-    with pytest.raises(ValueError, match="no reference form for attention 'sofmax'; "
-                                         "available: combiner-fixed"):
+    with pytest.raises(ValueError, match="unknown attention 'sofmax'; available: aft-local"):
         attention_weights("sofmax", q, k)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['span'\]; valid options: window"):
         attention_weights("softmax", q, k, span=3)
@@ -150,7 +182,7 @@ def test_bad_name_options_and_shapes_raise():
         attention_weights("softmax", q, k, torch.zeros(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="expected v"):
         reference_attention("softmax", q, k, v[:, :, :3])
-    with pytest.raises(ValueError, match="window must be an int >= 1 or None, got 0"):
+    with pytest.raises(ValueError, match="window must be an int >= 1 or None .*, got 0"):
         attention_weights("combiner-fixed", q, k, span=2, window=0)
     with pytest.raises(ValueError, match="Raise max_distance"):
         attention_weights("cosformer", q, k, max_distance=5)

@@ -65,5 +65,47 @@ def test_bad_option_values_raise_clear_errors(name, options, message):
         build_attention(name, **options)
 
 
+def test_registration_requires_declared_capabilities_that_match_the_options():
+    """A mechanism must declare what it supports, of the kind its base class has, naming only options it
+    declares; nothing is guessed from its constructor."""
+    from dt_attn import Capabilities, HiddenMixer
+    from dt_attn.attention.base import register
+
+    class Undeclared(Attention):
+        OPTIONS = {"window": None}  # noqa: RUF012
+
+    with pytest.raises(TypeError, match="declare what it supports"):
+        register("test-undeclared")(Undeclared)
+
+    class WindowNotAnOption(Attention):
+        capabilities = Capabilities(kind="qkv", window=True, sizes=("span",))
+
+    with pytest.raises(ValueError, match=r"option\(s\) \['span', 'window'\] that OPTIONS does not declare"):
+        register("test-window")(WindowNotAnOption)
+
+    class WrongKind(HiddenMixer):
+        capabilities = Capabilities(kind="qkv")
+
+    with pytest.raises(ValueError, match="capabilities.kind is 'qkv' but the class is a HiddenMixer"):
+        register("test-kind")(WrongKind)
+    assert not {"test-undeclared", "test-window", "test-kind"} & set(available_attentions())
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Capabilities(kind="conv")
+
+
+def test_hidden_mixers_are_built_with_the_stack_widths_and_listed_by_kind():
+    assert available_attentions("hidden") == ["gmlp", "r-transformer"]
+    kinds = set(available_attentions("qkv")) | set(available_attentions("hidden"))
+    assert kinds == set(available_attentions())
+    with pytest.raises(ValueError, match="gmlp mixes hidden states, not q, k, v: build it with "
+                                         "build_token_mixer"):
+        build_attention("gmlp")
+    from dt_attn import build_token_mixer
+
+    assert build_token_mixer("gmlp", 8, 2, local_window=3).options() == {"local_window": 3}
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['window'\]"):
+        build_token_mixer("gmlp", 8, 2, window=3)
+
+
 def test_largest_window_allowed_by_max_distance():
     assert build_attention("cosformer", max_distance=10, window=11).window == 11

@@ -167,14 +167,29 @@ def test_format1_evaluation_records_upgrade_field_by_field():
     assert upgrade_evaluation(current) is current
 
 
+#: training-config fields format 4 added, with the values files without them used (no attention or
+#: embedding dropout, a dense MLP)
+ADDED_IN_FORMAT4 = {"attention_dropout": 0.0, "embed_dropout": 0.0, "mlp": "mlp", "moe_aux_weight": 0.01}
+
+
+def test_a_format3_config_without_the_new_fields_resumes_as_a_dense_mlp_without_the_new_dropouts():
+    """A run saved before ``mlp``, ``moe_aux_weight`` and the two dropouts existed reads back with the dense
+    MLP and no such dropout, so resuming it with today's defaults finds no difference."""
+    from agents.config import TrainConfig, config_differences
+
+    saved = dataclasses.asdict(TrainConfig())
+    for name in ADDED_IN_FORMAT4:
+        del saved[name]
+    assert config_differences(upgrade_run_config({"format": 3, **saved}), TrainConfig()) == []
+    assert config_differences(saved, TrainConfig()) != []  # without the upgrade it would be refused
+
+
 def test_format1_configs_and_checkpoints_upgrade_and_newer_formats_are_refused():
     old = {"dataset": "default", "eval_exact": True}
     assert upgrade_run_config(old) == {"dataset": "default", "activation": "gelu", "init": "torch-default",
                                        "init_std": 0.02, "precision": "fp32", "split_long_episodes": False,
-                                       "rollout": "streaming", "attention_dropout": 0.0,
-                                       "embed_dropout": 0.0}
-    assert upgrade_run_config({"format": 2, "dataset": "d"}) == {"dataset": "d", "attention_dropout": 0.0,
-                                                                 "embed_dropout": 0.0}
+                                       "rollout": "streaming", **ADDED_IN_FORMAT4}
+    assert upgrade_run_config({"format": 2, "dataset": "d"}) == {"dataset": "d", **ADDED_IN_FORMAT4}
     payload = {"format": "dt-attn/checkpoint/1", "model_config": {"n_layers": 1}, "config": {"seed": 0}}
     up = upgrade_checkpoint(payload)
     assert up["format"] == FORMAT and up["config"]["rollout"] == "streaming"
@@ -194,8 +209,7 @@ def test_format2_model_config_nests_the_block_stack_and_loads():
             "n_heads": 2, "dropout": 0.1, "attention": "combiner-fixed", "attention_options": {"span": 4},
             "activation": "relu", "init": "normal", "init_std": 0.02}
     payload = upgrade_checkpoint({"format": 2, "model_config": flat, "config": {"seed": 0}, "model": {}})
-    assert payload["format"] == FORMAT
-    assert payload["config"] == {"seed": 0, "attention_dropout": 0.0, "embed_dropout": 0.0}
+    assert payload["format"] == FORMAT and payload["config"] == {"seed": 0, **ADDED_IN_FORMAT4}
     assert payload["model_config"] == {
         "state_dim": 11, "act_dim": 3, "context": 4, "max_ep_len": 1000, "init": "normal", "init_std": 0.02,
         "embed_dropout": 0.0,

@@ -41,14 +41,23 @@ O(2**l * span) work.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from dt_attn.attention.base import Attention, register
+from dt_attn.attention.base import Attention, Capabilities, register
 from dt_attn.attention.window import check_window
 from dt_attn.checks import check_positive_int
-from dt_attn.ops.combiner import attend_step, combiner_fixed, combiner_logsparse, summarize, window_groups
+from dt_attn.ops.combiner import (
+    attend_step,
+    combiner_fixed,
+    combiner_logsparse,
+    default_span,
+    summarize,
+    window_groups,
+)
+from dt_attn.ops.reference import combiner_fixed_weights, combiner_logsparse_weights
 
 
 def _require_span(span: int | None, name: str) -> int:
@@ -135,6 +144,14 @@ def _check_step(q: Tensor, k: Tensor, v: Tensor, state_k: Tensor) -> None:
 class _Combiner(Attention):
     """What both Combiner variants share: the ``span`` and ``window`` options."""
 
+    OPTIONS: ClassVar[dict[str, Any]] = {"span": None, "window": None}
+
+    @classmethod
+    def context_options(cls, tokens: int) -> dict:
+        """The span of a segment of ``tokens`` tokens, ceil(sqrt(tokens)): fixed, because the incremental
+        form needs a span and must compute the trained function."""
+        return {"span": default_span(tokens)}
+
     def __init__(self, span: int | None = None, window: int | None = None) -> None:
         super().__init__()
         check_positive_int("span", span, optional=True,
@@ -142,6 +159,28 @@ class _Combiner(Attention):
         check_window(window)
         self.span = span
         self.window = window
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Parallel causal Combiner attention of this variant (``dt_attn.ops.combiner``); (B, H, T, Dv)."""
+        return self._parallel(q, k, v, span=self.span, window=self.window, pad_mask=pad_mask)
+
+    def weights(self, q: Tensor, k: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """The implied attention rows (``dt_attn.ops.reference``)."""
+        return self._weights(q, k, span=self.span, window=self.window, pad_mask=pad_mask)
+
+    def init_state(
+        self,
+        batch: int,
+        heads: int,
+        head_dim: int,
+        value_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> CombinerFixedState | CombinerLogsparseState:
+        """The variant's empty state (an empty open block)."""
+        span = _require_span(self.span, self.name)
+        q_max, k, v = _open_block(batch, heads, head_dim, value_dim, device, dtype)
+        return self._empty_state(span, q_max, k, v)
 
 
 def _attend_open_block(q: Tensor, k: Tensor, v: Tensor, state) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -157,22 +196,17 @@ def _attend_open_block(q: Tensor, k: Tensor, v: Tensor, state) -> tuple[Tensor, 
 class CombinerFixed(_Combiner):
     """Causal Combiner-Fixed: direct attention in the own block, one summary per earlier block."""
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """Parallel causal Combiner-Fixed attention; returns (B, H, T, Dv)."""
-        return combiner_fixed(q, k, v, span=self.span, window=self.window, pad_mask=pad_mask)
+    capabilities = Capabilities(
+        kind="qkv", window=True, sizes=("span",), absolute_position=True,
+        training_cost="O(T (span + T / span) d)",
+        state="the open block's keys and values, one summary per closed block (window // span of them with "
+              "a window)",
+        step_cost="O((span + t / span) d)")
+    _parallel = staticmethod(combiner_fixed)
+    _weights = staticmethod(combiner_fixed_weights)
 
-    def init_state(
-        self,
-        batch: int,
-        heads: int,
-        head_dim: int,
-        value_dim: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> CombinerFixedState:
-        """Empty state: no open-block tokens, no summaries."""
-        span = _require_span(self.span, "combiner-fixed")
-        q_max, k, v = _open_block(batch, heads, head_dim, value_dim, device, dtype)
+    def _empty_state(self, span: int, q_max: Tensor, k: Tensor, v: Tensor) -> CombinerFixedState:
+        """No open-block tokens, no summaries."""
         return CombinerFixedState(span, self.window, q_max, k, v, k[:, :, :0], v[:, :, :0])
 
     def step(
@@ -202,22 +236,16 @@ class CombinerFixed(_Combiner):
 class CombinerLogsparse(_Combiner):
     """Causal Combiner-Logsparse: direct attention in the own block, dyadic group summaries before."""
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """Parallel causal Combiner-Logsparse attention; returns (B, H, T, Dv)."""
-        return combiner_logsparse(q, k, v, span=self.span, window=self.window, pad_mask=pad_mask)
+    capabilities = Capabilities(
+        kind="qkv", window=True, sizes=("span",), absolute_position=True,
+        training_cost="O(T (span + log(T / span)) d)",
+        state="the open block, the closed blocks' keys and values, one summary per dyadic group",
+        step_cost="O((span + log(t / span)) d) amortised")
+    _parallel = staticmethod(combiner_logsparse)
+    _weights = staticmethod(combiner_logsparse_weights)
 
-    def init_state(
-        self,
-        batch: int,
-        heads: int,
-        head_dim: int,
-        value_dim: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> CombinerLogsparseState:
-        """Empty state: no open-block tokens, no closed blocks, no regions."""
-        span = _require_span(self.span, "combiner-logsparse")
-        q_max, k, v = _open_block(batch, heads, head_dim, value_dim, device, dtype)
+    def _empty_state(self, span: int, q_max: Tensor, k: Tensor, v: Tensor) -> CombinerLogsparseState:
+        """No open-block tokens, no closed blocks, no regions."""
         return CombinerLogsparseState(span, self.window, q_max, k, v, {}, {}, k[:, :, :0], v[:, :, :0])
 
     def step(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
-from dt_attn.attention.base import Attention, register
+from dt_attn.attention.base import Attention, Capabilities, register
 from dt_attn.attention.window import (
     RingLayout,
     check_window,
@@ -25,6 +26,7 @@ from dt_attn.ops.cosformer import (
     distance_weights,
     rotations_from,
 )
+from dt_attn.ops.reference import cosformer_weights
 
 
 @dataclass
@@ -43,6 +45,13 @@ class CosformerState:
 @register("cosformer")
 class CosformerAttention(Attention):
     """Linear attention with ReLU features and cos(pi/2 * (i-j)/M) re-weighting of distance i-j."""
+
+    OPTIONS: ClassVar[dict[str, Any]] = {"max_distance": 4096, "chunk_size": 64, "window": None, "eps": 1e-6}
+    capabilities = Capabilities(
+        kind="qkv", window=True, sizes=("chunk_size",), distance="max_distance",
+        training_cost="O(T c d) chunkwise, c = chunk_size",
+        state="2 d x d_v matrices and 2 d-vectors per head (a ring of the window's features with a window)",
+        step_cost="O(d d_v), O(window d) with a window")
 
     def __init__(
         self,
@@ -85,6 +94,11 @@ class CosformerAttention(Attention):
             window=self.window,
             pad_mask=pad_mask,
         )
+
+    def weights(self, q: torch.Tensor, k: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The normalised re-weighted products (``dt_attn.ops.reference.cosformer_weights``)."""
+        return cosformer_weights(q, k, max_distance=self.max_distance, chunk_size=self.chunk_size,
+                                 window=self.window, eps=self.eps, pad_mask=pad_mask)
 
     last_query_only = True
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from dt_attn.attention.base import Attention, register
+from dt_attn.attention.base import Attention, Capabilities, register
 from dt_attn.attention.window import check_window, ring_capacity, ring_fits, ring_layout, step_in_pieces
+from dt_attn.ops.reference import softmax_weights
 
 # The KV cache grows by this many slots at a time (when there is no window).
 _CACHE_GROWTH = 256
@@ -27,12 +29,16 @@ class KVCache:
 class SoftmaxAttention(Attention):
     """Causal scaled dot-product attention, optionally restricted to a sliding window."""
 
+    OPTIONS: ClassVar[dict[str, Any]] = {"window": None}
+    capabilities = Capabilities(
+        kind="qkv", window=True, drops_probabilities=True, training_cost="O(T^2 d), fused kernel",
+        state="KV cache (a ring of window + 7 slots with a window)",
+        step_cost="O(t d), O(window d) with a window")
+
     def __init__(self, window: int | None = None) -> None:
         super().__init__()
         check_window(window)
         self.window = window
-
-    drops_probabilities = True
 
     def forward(
         self,
@@ -69,6 +75,10 @@ class SoftmaxAttention(Attention):
         mask = (mask | (eye[None] & pad[:, :, None]))[:, None]  # (B, 1, T, T)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return torch.where(pad_tok, 0.0, out)
+
+    def weights(self, q: torch.Tensor, k: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) over the visible keys (``dt_attn.ops.reference.softmax_weights``)."""
+        return softmax_weights(q, k, window=self.window, pad_mask=pad_mask)
 
     last_query_only = True
 

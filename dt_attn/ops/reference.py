@@ -21,14 +21,21 @@ denominator).
   ``r >= b - window // span``. Logsparse: those ``n`` blocks grouped into runs of 1, 2, 4, ...
   blocks going back from block ``b``, one run per set bit of ``n``.
 
+* ``ngram``: softmax over the last ``n`` tokens, ``i - n < j <= i`` (``softmax`` with ``window = n``).
+* ``aft-simple`` / ``aft-local``: one matrix per channel c (they are elementwise):
+  ``A_ijc = softmax_j(k_jc + w_{i-j})`` over ``j <= i``, with ``w = 0`` (simple) or a learned ``w_l`` for
+  lags ``l < L`` and 0 beyond (local); the output is ``sigmoid(q_ic) * sum_j A_ijc v_jc``.
+* ``gmlp``'s spatial gating and ``r-transformer``'s local RNN mix hidden states, not q, k, v: their
+  explicit forms (``toeplitz_gate``, ``local_rnn``) are at the end.
+
 Shapes: q, k (B, H, T, D), v (B, H, T, Dv), pad_mask (B, T) bool with True = padded;
-weights (B, H, T, T). The options are the mechanisms' own (``dt_attn.attention_options``);
-``attention_weights`` and ``reference_attention`` take them by mechanism name.
+weights (B, H, T, T). The options are the mechanisms' own (``dt_attn.attention_options``); each
+mechanism's ``weights`` and ``reference`` methods call its function here, and ``dt_attn.attention_weights``
+and ``dt_attn.reference_attention`` reach them by mechanism name.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 
@@ -40,26 +47,6 @@ from dt_attn.ops.combiner import default_span
 from dt_attn.ops.cosformer import check_distance
 
 
-def attention_weights(name: str, q: Tensor, k: Tensor, pad_mask: Tensor | None = None, **options) -> Tensor:
-    """The (B, H, T, T) attention weights of mechanism ``name`` built with ``options``."""
-    weights = _reference(name)
-    valid = list(inspect.signature(weights).parameters)[2:-1]  # after q, k; before pad_mask
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"attention {name!r} got unknown option(s) {unknown}; valid options: "
-                         f"{', '.join(valid)}")
-    return weights(q, k, **options, pad_mask=pad_mask)
-
-
-def reference_attention(
-    name: str, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None, **options
-) -> Tensor:
-    """The output (B, H, T, Dv) of mechanism ``name`` computed explicitly: attention_weights @ v."""
-    if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"expected v (B, H, T, Dv) matching q {tuple(q.shape)}, got {tuple(v.shape)}")
-    return attention_weights(name, q, k, pad_mask, **options) @ v
-
-
 def softmax_weights(q: Tensor, k: Tensor, window: int | None = None,
                     pad_mask: Tensor | None = None) -> Tensor:
     """Causal (windowed) softmax(q k^T / sqrt(d)) probabilities, (B, H, T, T)."""
@@ -67,6 +54,38 @@ def softmax_weights(q: Tensor, k: Tensor, window: int | None = None,
     scores = (q @ k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
     scores.masked_fill_(~_visible(q, window, pad_mask), float("-inf"))
     return _zero_padded_queries(torch.softmax(scores, dim=-1), pad_mask)
+
+
+def ngram_weights(q: Tensor, k: Tensor, n: int = 8, pad_mask: Tensor | None = None) -> Tensor:
+    """N-gram masked self-attention's probabilities: softmax over the last ``n`` keys, (B, H, T, T)."""
+    return softmax_weights(q, k, window=n, pad_mask=pad_mask)
+
+
+def aft_weights(k: Tensor, bias: Tensor | None = None, pad_mask: Tensor | None = None) -> Tensor:
+    """AFT's per-channel weights (B, H, T, T, D): softmax over causal unpadded j of k_j + w_{i-j}, where
+    ``bias`` holds w_0 .. w_{L-1} (w = 0 at lags >= L; None: AFT-simple)."""
+    _check(k, k, pad_mask)
+    T = k.shape[2]
+    lag = torch.arange(T, device=k.device)[:, None] - torch.arange(T, device=k.device)[None, :]
+    w = torch.zeros(T, T, dtype=k.dtype, device=k.device)
+    if bias is not None:
+        L = bias.shape[0]
+        w = torch.where((lag >= 0) & (lag < L), bias.to(k.dtype)[lag.clamp(0, L - 1)], 0.0)
+    logits = k[:, :, None, :, :] + w[None, None, :, :, None]  # (B, H, i, j, D)
+    visible = _visible(k, None, pad_mask)[..., None]  # (B|1, 1, i, j, 1)
+    a = torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=3)
+    if pad_mask is None:
+        return a
+    return torch.where(pad_mask.to(device=k.device, dtype=torch.bool)[:, None, :, None, None], 0.0, a)
+
+
+def aft_reference(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None,
+                  pad_mask: Tensor | None = None) -> Tensor:
+    """AFT's output explicitly: sigmoid(q_i) * sum_j A_ij v_j per channel, (B, H, T, D)."""
+    if v.shape != k.shape or q.shape != k.shape:
+        raise ValueError(f"AFT is elementwise: q, k and v must share one shape, got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)} and {tuple(v.shape)}")
+    return torch.sigmoid(q) * torch.einsum("bhijd,bhjd->bhid", aft_weights(k, bias, pad_mask), v)
 
 
 def cosformer_weights(
@@ -105,22 +124,6 @@ def combiner_logsparse_weights(
 ) -> Tensor:
     """Combiner-Logsparse's implied attention rows, (B, H, T, T); ``span`` None means ceil(sqrt(T))."""
     return _combiner_weights(_logsparse_regions, q, k, span, window, pad_mask)
-
-
-#: mechanism name -> its weights function (options after q, k; pad_mask last)
-REFERENCES: dict[str, Callable[..., Tensor]] = {
-    "softmax": softmax_weights,
-    "cosformer": cosformer_weights,
-    "combiner-fixed": combiner_fixed_weights,
-    "combiner-logsparse": combiner_logsparse_weights,
-}
-
-
-def _reference(name: str) -> Callable[..., Tensor]:
-    if name not in REFERENCES:
-        raise ValueError(f"no reference form for attention {name!r}; available: "
-                         f"{', '.join(sorted(REFERENCES))}")
-    return REFERENCES[name]
 
 
 def _check(q: Tensor, k: Tensor, pad_mask: Tensor | None, **sizes: int | None) -> None:
@@ -221,3 +224,22 @@ def _combiner_weights(
         a[:, :, lo:hi, lo:hi] = w[..., : hi - lo]
         a[:, :, lo:hi] += w[..., hi - lo :] @ spread  # each region's weight spread by its p(j|r)
     return _zero_padded_queries(a, pad_mask)
+
+
+def toeplitz_gate(u: Tensor, z: Tensor, kernel: Tensor, bias: Tensor) -> Tensor:
+    """gMLP's causal spatial gating with a shift-invariant W, explicitly: u * (W z + b) with the (T, T)
+    lower-triangular Toeplitz W_ij = kernel[i - j] for 0 <= i - j < len(kernel), else 0; u, z (B, T, C)
+    (z already normalised), bias (C,)."""
+    T, L = z.shape[1], kernel.shape[0]
+    lag = torch.arange(T, device=z.device)[:, None] - torch.arange(T, device=z.device)[None, :]
+    w = torch.where((lag >= 0) & (lag < L), kernel.to(z.dtype)[lag.clamp(0, L - 1)], 0.0)
+    return u * (w @ z + bias.to(z.dtype))
+
+
+def local_rnn(x: Tensor, rnn: torch.nn.GRU, window: int) -> Tensor:
+    """R-Transformer's LocalRNN explicitly, one position at a time: the GRU's last hidden state over
+    x_{t-window+1} .. x_t (zeros before the sequence), for every t; x (B, T, E) -> (B, T, H)."""
+    B, T, E = x.shape
+    padded = torch.cat((x.new_zeros(B, window - 1, E), x), dim=1)
+    outs = [rnn(padded[:, t : t + window])[0][:, -1] for t in range(T)]
+    return torch.stack(outs, dim=1) if outs else x.new_zeros(B, 0, rnn.hidden_size)

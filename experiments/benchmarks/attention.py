@@ -34,7 +34,7 @@ from agents.atomic import write_json, write_rows_csv, write_text
 from agents.distributed import resolve_device
 from agents.fieldtypes import check_rules
 from agents.results import cpu_description
-from dt_attn import attention_options, available_attentions, build_attention, reference_attention
+from dt_attn import available_attentions, build_attention, capabilities, reference_attention
 from experiments.benchmarks.common import peak_memory, prepare, run_isolated
 from experiments.common import Command
 from experiments.config import config_to_dict, format_config
@@ -208,8 +208,9 @@ def longest_sequence(cfg: BenchAttentionConfig) -> int:
 def mechanism_options(cfg: BenchAttentionConfig, name: str, longest: int) -> dict[str, Any]:
     """Configured options of one mechanism; a max_distance option defaults to the longest sequence."""
     opts = dict(cfg.attention_options.get(name, {}))
-    if "max_distance" in attention_options(name) and "max_distance" not in opts:
-        opts["max_distance"] = longest
+    distance = capabilities(name).distance
+    if distance and distance not in opts:
+        opts[distance] = longest
     return opts
 
 
@@ -218,7 +219,10 @@ def registered_mechanisms(cfg: BenchAttentionConfig, say: Callable[[str], None] 
     known = available_attentions()
     chosen = []
     for name in cfg.mechanisms:
-        if name in known:
+        if name in known and capabilities(name).kind != "qkv":
+            say(f"note: {name} mixes hidden states, not q, k, v; skipped (bench-context times it in a "
+                "model)")
+        elif name in known:
             chosen.append(name)
         else:
             say(f"note: attention {name!r} is not registered (available: {', '.join(known)}); skipped")

@@ -25,12 +25,13 @@ import torch.nn.functional as F
 
 from agents.atomic import atomic_write, check_writable, write_json, write_rows_csv
 from agents.checkpoint import load_checkpoint, resolve_checkpoint
+from agents.config import TOKENS_PER_STEP
 from agents.evaluation import RolloutSettings, check_observation_dim, load_policy, rollout_settings
 from agents.fieldtypes import check_field_types, check_rules
 from agents.model import DecisionTransformer
 from agents.results import now_iso, software_versions
 from agents.rollout import SteppedRollout
-from dt_attn import attention_weights
+from dt_attn import attention_weights, capabilities
 from envs import make_vector_env
 from experiments.common import Command
 
@@ -68,12 +69,22 @@ class QKCapture:
         self._handles = []
 
 
+def check_has_weights(attention: str) -> None:
+    """A ValueError unless ``attention`` attends over q, k, v with one (tokens x tokens) weights matrix."""
+    caps = capabilities(attention)
+    if caps.kind != "qkv" or caps.elementwise:
+        why = "mixes hidden states" if caps.kind != "qkv" else "weighs every channel on its own"
+        raise ValueError(f"{attention} {why}: it has no attention weights per token for `dt-attn attend` "
+                         "to read")
+
+
 def lag_mass(weights: torch.Tensor, window: int, context: int) -> torch.Tensor:
     """Attention weights (B, H, T, T) of a K-step segment whose ``window`` real steps come first (the model
     moves padding to the end) -> (B, H, K): the mass the newest state token puts on each lag."""
-    p = 3 * window - 2  # s_t: the state token of the last real step
+    p = TOKENS_PER_STEP * window - 2  # s_t: the state token of the last real step
     row = F.pad(weights[:, :, p, : p + 1], (0, 1))  # a zero in a_t's slot: lag 0 is R_t and s_t
-    per_step = row.reshape(*row.shape[:2], window, 3).sum(-1).flip(-1)  # oldest step first -> lag order
+    # oldest step first -> lag order
+    per_step = row.reshape(*row.shape[:2], window, TOKENS_PER_STEP).sum(-1).flip(-1)
     return F.pad(per_step, (0, context - window))
 
 
@@ -96,6 +107,7 @@ def attention_by_lag(
     if episodes < 1 or envs < 1:
         raise ValueError(f"episodes and envs must be >= 1 (got episodes={episodes}, envs={envs})")
     cfg, net = model.cfg, model.cfg.transformer
+    check_has_weights(net.attention)
     K, max_steps = cfg.context, max_steps or settings.max_episode_steps
     options = [block.attn.options() for block in model.transformer.blocks]
     total = torch.zeros(net.n_layers, net.n_heads, K, dtype=torch.float64)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.atomic import make_folder, write_json, write_text
-from agents.config import TrainConfig, config_differences, run_name
+from agents.config import TOKENS_PER_STEP, TrainConfig, config_differences, run_name
 from agents.data import check_context
 from agents.fieldtypes import check_field_types, check_rules, parse_json_object
 from agents.progress import progress_bar
@@ -284,7 +284,7 @@ def softmax_memory_warnings(cells: list[Cell]) -> list[str]:
                                                                        "batch_size", 0):
             largest[c.cfg.context] = c.cfg
     for k, t in sorted(largest.items()):
-        tokens = 3 * k
+        tokens = TOKENS_PER_STEP * k
         need = t.batch_size * t.n_heads * tokens**2 * 4 * t.n_layers
         if need >= SOFTMAX_WARN_BYTES:
             out.append(

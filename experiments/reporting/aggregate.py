@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from agents.atomic import write_rows_csv
+from agents.config import TOKENS_PER_STEP
 from agents.results import EVAL_FILE, ROLLOUTS, rollout_label
 from agents.upgrade import FINAL_EVALUATION_NAMES, final_evaluations, read_run_config
 from envs.spread import STD_DDOF, format_std, sample_std, sample_std_from_population
@@ -251,7 +252,7 @@ def load_rows_csv(path: str | Path) -> list[dict[str, Any]]:
                                  "`dt-attn report`, or delete that line")
             row = {c: _csv_field(c, raw.get(c) or "") for c in ROW_COLUMNS}
             if not row["batch_size"] and row["K"] and not math.isnan(row["tokens_per_step"]):
-                row["batch_size"] = round(row["tokens_per_step"] / (3 * row["K"]))
+                row["batch_size"] = round(row["tokens_per_step"] / (TOKENS_PER_STEP * row["K"]))
             row["observe"] = row["observe"] or "full"
             row["attention_options"] = row["attention_options"] or "{}"
             row["activation"] = row["activation"] or "gelu"  # CSVs from before the column: runs of GELU days
