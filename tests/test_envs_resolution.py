@@ -161,7 +161,7 @@ def test_default_is_the_embedded_standin_sample():
 
 def test_minari_missing_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "minari", None)  # import minari -> ImportError
-    with pytest.raises(OptionalDependencyError, match=r"pip install 'dt-attn\[minari\]'"):
+    with pytest.raises(OptionalDependencyError, match=r'pip install -e "\.\[minari\]"'):
         load_dataset("mujoco/hopper/medium-v0")
 
 
