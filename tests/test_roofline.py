@@ -27,10 +27,12 @@ def test_softmax_counts_the_causal_pairs_of_the_fused_kernel():
 def test_cosformer_counts_its_chunk_products_and_states():
     # one chunk (T <= chunk): (T x d)(d x T) and (T x T)(T x dv): 2 * 4*4*2 each = 128; backward 2x
     assert attention_flops("cosformer", {"chunk_size": 4}, 1, 1, tokens=4, head_dim=2) == 3 * 128
-    # two chunks of 4, d = dv = 2, v with a ones column (3 wide): the diagonal chunk pairs (QK^T, 2 chunks x
-    # 2*4*4*2 = 128; scores x V, 2 x 2*4*4*3 = 192); one chunk's state of the 2d cos/sin features
-    # (2*4*4*3 = 96) and the second chunk's queries against it (96): 512 forward, 1024 backward
-    assert attention_flops("cosformer", {"chunk_size": 4}, 1, 1, tokens=8, head_dim=2) == 3 * 512
+    # two chunks of 4, d = dv = 2. Forward: the diagonal chunk pairs (QK^T, 2 chunks x 2*4*4*2 = 128; scores
+    # x V, 128); the first chunk's state of the 2d cos/sin features (4x4)^T(4x2) = 64, the second chunk's
+    # queries against it (64) and against its key sum (4x4)(4x1) = 32: 416. Backward: autograd's 2x of the
+    # diagonal products (512); the hand-written state backward: the state recomputed (64), dq from the
+    # state (64) and key sum (32), the reverse sums of q^T dnum (64) and dden^T q (32), dv (64), dk (64): 384
+    assert attention_flops("cosformer", {"chunk_size": 4}, 1, 1, tokens=8, head_dim=2) == 416 + 512 + 384
 
 
 def test_every_registered_mechanism_is_counted():
@@ -47,3 +49,10 @@ def test_count_flops_returns_the_result_and_the_products_of_the_call():
 def test_peak_fraction_is_work_over_time_over_peak():
     assert peak_fraction(5e9, 0.5, peak_gflops=20.0) == pytest.approx(0.5)
     assert peak_fraction(None, 1.0, 20.0) is None and peak_fraction(1e9, float("nan"), 20.0) is None
+
+
+def test_in_place_products_are_counted():
+    state, a, b = torch.zeros(2, 4, 5), torch.randn(2, 4, 3), torch.randn(2, 3, 5)
+    assert count_flops(lambda: state.baddbmm_(a, b))[1] == 2 * 2 * 4 * 3 * 5
+    m = torch.zeros(4, 5)
+    assert count_flops(lambda: m.addmm_(a[0], b[0]))[1] == 2 * 4 * 3 * 5

@@ -80,22 +80,62 @@ def cosformer_attention(
     else:
         check_distance(window - 1, max_distance)
 
-    rq, rk = torch.relu(q), _ContiguousGrad.apply(torch.relu(k))
     if pad_mask is not None:
         pad = pad_mask.to(device=q.device, dtype=torch.bool)[:, None, :, None]
-        # torch.where (not a product) so that inf/nan garbage in padded slots cannot leak.
-        rq = torch.where(pad, 0.0, rq)
-        rk = torch.where(pad, 0.0, rk)
-        v = torch.where(pad, 0.0, v)
+        # torch.where (not a product) so that inf/nan garbage in padded slots cannot leak; before the ReLU,
+        # whose saved output is then the one copy of the features backward keeps (relu(0) = 0).
+        q, k, v = (torch.where(pad, 0.0, x) for x in (q, k, v))
+    rq, rk = torch.relu(q), _ContiguousGrad.apply(torch.relu(k))
     if T <= chunk_size:  # one chunk: normalise the (T, T) weights, cheaper than a ones column on v
         weights = torch.matmul(rq, rk.transpose(-1, -2))
         weights.mul_(_distance_weighting(T, 0, window, max_distance, rq))
         return torch.matmul(weights / weights.sum(-1, keepdim=True).clamp_min(eps), v)
+    if window is None:
+        num, den = _causal_chunks(rq, rk, v, chunk_size, max_distance)
+        return num / den.unsqueeze(-1).clamp_min(eps)
     # A ones column appended to v turns the normaliser into one more output column.
     v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
     out = _chunkwise(rq, rk, v1, chunk_size, window, max_distance)
     num, den = out[..., :-1], out[..., -1:]
     return num / den.clamp_min(eps)
+
+
+def fitting_chunk(tokens: int, chunk: int) -> int:
+    """The chunk size the causal chunkwise form uses: the largest divisor of ``tokens`` in
+    [chunk/2, chunk] when there is one (no zero-padded copies of the features), else ``chunk``."""
+    if tokens <= chunk:
+        return tokens
+    return next((c for c in range(chunk, (chunk + 1) // 2 - 1, -1) if tokens % c == 0), chunk)
+
+
+def _causal_chunks(rq: torch.Tensor, rk: torch.Tensor, v: torch.Tensor, chunk: int,
+                   max_distance: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unnormalised numerator (B, H, T, dv) and normaliser (B, H, T) of causal cosFormer, chunk by chunk.
+
+    Within a chunk the (chunk x chunk) products relu(q) relu(k)^T times the distance weighting (its row
+    sums are the normaliser's part); every earlier chunk comes in through ``_PrefixStates``' running
+    (2d x dv) state of the cos/sin features and its running (2d) key sum. The normaliser is kept apart
+    from v (no ones column), so that every product is dv wide: an odd width (dv + 1) halves the CPU
+    matmul rate."""
+    B, H, T, D = rq.shape
+    C = fitting_chunk(T, chunk)
+    n = -(-T // C)
+    extra = n * C - T  # trailing zero keys come after every real query: they never contribute
+    if extra:
+        rq, rk, v = (F.pad(x, (0, 0, 0, extra)) for x in (rq, rk, v))
+    rqc, rkc = rq.reshape(B, H, n, C, D), rk.reshape(B, H, n, C, D)
+    vc = v.reshape(B, H, n, C, v.shape[-1])
+    scores = torch.matmul(rqc, rkc.transpose(-1, -2))
+    # in place: matmul's backward needs only its inputs
+    scores = scores.mul_(_distance_weighting(C, 0, None, max_distance, rq))
+    num, den = torch.matmul(scores, vc), scores.sum(-1)
+    if n > 1:
+        rot = rotation(torch.arange(n * C, device=rq.device), max_distance, rq.dtype).view(n, C, 2)
+        far_num, far_den = _PrefixStates.apply(rqc[:, :, 1:], rkc[:, :, :-1], vc[:, :, :-1], rot[1:],
+                                               rot[:-1])
+        num[:, :, 1:] += far_num  # fresh results that no backward needs: safe to update in place
+        den[:, :, 1:] += far_den
+    return num.reshape(B, H, n * C, -1)[:, :, :T], den.reshape(B, H, n * C)[:, :, :T]
 
 
 class _ContiguousGrad(torch.autograd.Function):
@@ -163,10 +203,7 @@ def _chunkwise(
         kc = rotate(rkc[:, :, : n - lo], rot[: n - lo])  # key chunks some query chunk lo.. sees
         qc = rotate(rqc[:, :, lo:], rot[lo:])
         states = torch.matmul(kc.transpose(-1, -2), vc[:, :, : n - lo])  # (B, H, n-lo, 2d, dv)
-        if window is None:  # lo == 1: chunk c sees the sum over every chunk before it
-            summed = torch.cumsum(states, dim=2)
-        else:
-            summed = _sliding_sum(states, hi - lo + 1)
+        summed = _sliding_sum(states, hi - lo + 1)
         term = torch.matmul(qc, summed)
         if out is None:
             out = F.pad(term, (0, 0, 0, 0, lo, 0))
@@ -174,6 +211,81 @@ def _chunkwise(
             out[:, :, lo:] += term  # out is a fresh sum, safe to update in place
     assert out is not None  # offset 0 is always (at least partly) visible
     return out.reshape(B, H, n * C, v.shape[-1])[:, :, :T]
+
+
+class _PrefixStates(torch.autograd.Function):
+    """num[i] = phi(rq[i], rot_q[i]) @ S_i, S_i = sum_{j <= i} phi(rk[j], rot_k[j])^T v[j], over chunks i,
+    and den[i] = phi(rq[i], rot_q[i]) @ z_i, z_i = sum_{j <= i} (chunk j's sum of phi(rk[j], rot_k[j])).
+
+    ``rq``, ``rk`` (B, H, m, C, d) are the ReLU features of m query and key chunks, ``v`` (B, H, m, C, e),
+    ``rot_q``, ``rot_k`` (m, C, 2) their [cos a, sin a]; phi = ``rotate`` (the 2d cos/sin features). One
+    running (2d x e) state and (2d) key sum per (batch, head) are carried chunk by chunk, forward and
+    backward alike, and the
+    2d features are formed a chunk at a time: neither the m per-chunk states nor the (tokens, 2d) features
+    are ever stored. Backward recomputes the states in a forward pass (dq_i = dnum_i S_i^T + dden_i z_i^T)
+    and sums G_i = sum_{j >= i} phi_q[j]^T dnum_j and g_i = sum_{j >= i} phi_q[j]^T dden_j in a reverse
+    pass (dk_j = v_j G_j^T + g_j, dv_j = phi_k[j] G_j): the same products autograd would do, plus one
+    recomputed state product per chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, rq, rk, v, rot_q, rot_k):
+        ctx.save_for_backward(rq, rk, v, rot_q, rot_k)
+        qs, ks, vs = (_chunk_major(x) for x in (rq, rk, v))
+        state = qs.new_zeros(qs.shape[1], 2 * qs.shape[-1], vs.shape[-1])
+        key_sum = qs.new_zeros(qs.shape[1], 2 * qs.shape[-1], 1)
+        num, den = torch.empty_like(vs), qs.new_empty(*qs.shape[:-1], 1)
+        for i in range(qs.shape[0]):
+            kf, qf = rotate(ks[i], rot_k[i]), rotate(qs[i], rot_q[i])
+            state.baddbmm_(kf.transpose(1, 2), vs[i])
+            key_sum += kf.sum(1).unsqueeze(-1)
+            torch.bmm(qf, state, out=num[i])
+            torch.bmm(qf, key_sum, out=den[i])
+        return _batch_major(num, v.shape), _batch_major(den, (*rq.shape[:-1], 1)).squeeze(-1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dnum, dden):
+        rq, rk, v, rot_q, rot_k = ctx.saved_tensors
+        qs, ks, vs, dn = (_chunk_major(x) for x in (rq, rk, v, dnum))
+        dd = _chunk_major(dden.unsqueeze(-1))
+        m = qs.shape[0]
+        state = qs.new_zeros(qs.shape[1], 2 * qs.shape[-1], vs.shape[-1])
+        key_sum = qs.new_zeros(qs.shape[1], 1, 2 * qs.shape[-1])
+        dq = torch.empty_like(qs)
+        for i in range(m):
+            kf = rotate(ks[i], rot_k[i])
+            state.baddbmm_(kf.transpose(1, 2), vs[i])
+            key_sum += kf.sum(1, keepdim=True)
+            dqf = torch.baddbmm(torch.bmm(dd[i], key_sum), dn[i], state.transpose(1, 2))
+            dq[i] = _unrotate(dqf, rot_q[i])
+        grad, grad_sum = state.zero_(), key_sum.zero_()
+        dk, dv = torch.empty_like(ks), torch.empty_like(vs)
+        for i in reversed(range(m)):
+            qf = rotate(qs[i], rot_q[i])
+            grad.baddbmm_(qf.transpose(1, 2), dn[i])
+            grad_sum.baddbmm_(dd[i].transpose(1, 2), qf)
+            kf = rotate(ks[i], rot_k[i])
+            torch.bmm(kf, grad, out=dv[i])
+            dk[i] = _unrotate(torch.baddbmm(grad_sum, vs[i], grad.transpose(1, 2)), rot_k[i])
+        return _batch_major(dq, rq.shape), _batch_major(dk, rk.shape), _batch_major(dv, v.shape), None, None
+
+
+def _chunk_major(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, m, C, e) as a contiguous (m, B*H, C, e): one chunk of every sequence is one slice."""
+    B, H, m, C, e = x.shape
+    return x.permute(2, 0, 1, 3, 4).reshape(m, B * H, C, e).contiguous()
+
+
+def _batch_major(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``_chunk_major``'s inverse: (m, B*H, C, e) back to (B, H, m, C, e)."""
+    B, H, m, C, e = shape
+    return x.view(m, B, H, C, e).permute(1, 2, 0, 3, 4)
+
+
+def _unrotate(g: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """The gradient through ``rotate``: (..., 2d) -> (..., d), g_cos * cos a + g_sin * sin a."""
+    return (g.unflatten(-1, (2, -1)) * rot.unsqueeze(-1)).sum(-2)
 
 
 def _distance_weighting(C: int, o: int, window: int | None, max_distance: int,

@@ -3,7 +3,8 @@
 A step's *counted work* is the FLOPs of its matrix products (2 per multiply-add) as torch's FlopCounterMode
 sees them when the step runs: every ``mm``/``bmm``/``matmul``, forward and backward; elementwise work
 (softmax, feature maps, cumulative sums) is not counted. CPU SDPA's fused kernel, which FlopCounterMode
-does not know, is counted here as the products it needs: with ``is_causal`` only the visible (query, key)
+does not know, is counted here as the products it needs (and the in-place ``addmm_``/``baddbmm_`` as their
+out-of-place forms): with ``is_causal`` only the visible (query, key)
 pairs, so causal softmax attention over T tokens counts T(T+1)/2 pairs (4 FLOPs per pair and dimension
 forward, QK^T and PV; twice that backward: dV, dP, dQ, dK; the kernel's recomputed scores are not counted).
 
@@ -51,14 +52,26 @@ def _cpu_sdpa_backward_flops(grad_shape, query_shape, key_shape, value_shape, ou
     return 2 * _cpu_sdpa_flops(query_shape, key_shape, value_shape, dropout_p, is_causal)
 
 
-_CPU_SDPA = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
-             aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flops}
+def _addmm_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """input + A @ B, in place: 2 m k n (the addition is not counted)."""
+    return 2 * a_shape[-2] * a_shape[-1] * b_shape[-1]
+
+
+def _baddbmm_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """input + A @ B batched, in place: 2 b m k n."""
+    return a_shape[0] * _addmm_flops(self_shape, a_shape, b_shape)
+
+
+# What FlopCounterMode does not count by itself: CPU SDPA, and the in-place forms of addmm and baddbmm.
+_UNCOUNTED = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
+              aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flops,
+              aten.addmm_: _addmm_flops, aten.baddbmm_: _baddbmm_flops}
 
 
 def count_flops(fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
     """``fn(*args)`` run once under the counter: its result and the counted matrix FLOPs it did (forward
     and, if ``fn`` calls it, backward)."""
-    counter = FlopCounterMode(display=False, custom_mapping=_CPU_SDPA)
+    counter = FlopCounterMode(display=False, custom_mapping=_UNCOUNTED)
     with counter:
         result = fn(*args)
     return result, counter.get_total_flops()
