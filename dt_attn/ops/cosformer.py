@@ -135,7 +135,7 @@ def _causal_chunks(rq: torch.Tensor, rk: torch.Tensor, v: torch.Tensor, chunk: i
                                                rot[:-1])
         num[:, :, 1:] += far_num  # fresh results that no backward needs: safe to update in place
         den[:, :, 1:] += far_den
-    return num.reshape(B, H, n * C, -1)[:, :, :T], den.reshape(B, H, n * C)[:, :, :T]
+    return num.reshape(B, H, n * C, v.shape[-1])[:, :, :T], den.reshape(B, H, n * C)[:, :, :T]
 
 
 class _ContiguousGrad(torch.autograd.Function):
@@ -258,7 +258,7 @@ class _PrefixStates(torch.autograd.Function):
             state.baddbmm_(kf.transpose(1, 2), vs[i])
             key_sum += kf.sum(1, keepdim=True)
             dqf = torch.baddbmm(torch.bmm(dd[i], key_sum), dn[i], state.transpose(1, 2))
-            dq[i] = _unrotate(dqf, rot_q[i])
+            _unrotate(dqf, rot_q[i], out=dq[i])
         grad, grad_sum = state.zero_(), key_sum.zero_()
         dk, dv = torch.empty_like(ks), torch.empty_like(vs)
         for i in reversed(range(m)):
@@ -267,7 +267,7 @@ class _PrefixStates(torch.autograd.Function):
             grad_sum.baddbmm_(dd[i].transpose(1, 2), qf)
             kf = rotate(ks[i], rot_k[i])
             torch.bmm(kf, grad, out=dv[i])
-            dk[i] = _unrotate(torch.baddbmm(grad_sum, vs[i], grad.transpose(1, 2)), rot_k[i])
+            _unrotate(torch.baddbmm(grad_sum, vs[i], grad.transpose(1, 2)), rot_k[i], out=dk[i])
         return _batch_major(dq, rq.shape), _batch_major(dk, rk.shape), _batch_major(dv, v.shape), None, None
 
 
@@ -283,9 +283,9 @@ def _batch_major(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return x.view(m, B, H, C, e).permute(1, 2, 0, 3, 4)
 
 
-def _unrotate(g: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """The gradient through ``rotate``: (..., 2d) -> (..., d), g_cos * cos a + g_sin * sin a."""
-    return (g.unflatten(-1, (2, -1)) * rot.unsqueeze(-1)).sum(-2)
+def _unrotate(g: torch.Tensor, rot: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The gradient through ``rotate`` into ``out``: (..., 2d) -> (..., d), g_cos * cos a + g_sin * sin a."""
+    return torch.sum(g.unflatten(-1, (2, -1)) * rot.unsqueeze(-1), dim=-2, out=out)
 
 
 def _distance_weighting(C: int, o: int, window: int | None, max_distance: int,
