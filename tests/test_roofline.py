@@ -29,10 +29,11 @@ def test_cosformer_counts_its_chunk_products_and_states():
     assert attention_flops("cosformer", {"chunk_size": 4}, 1, 1, tokens=4, head_dim=2) == 3 * 128
     # two chunks of 4, d = dv = 2. Forward: the diagonal chunk pairs (QK^T, 2 chunks x 2*4*4*2 = 128; scores
     # x V, 128); the first chunk's state of the 2d cos/sin features (4x4)^T(4x2) = 64, the second chunk's
-    # queries against it (64) and against its key sum (4x4)(4x1) = 32: 416. Backward: autograd's 2x of the
-    # diagonal products (512); the hand-written state backward: the state recomputed (64), dq from the
-    # state (64) and key sum (32), the reverse sums of q^T dnum (64) and dden^T q (32), dv (64), dk (64): 384
-    assert attention_flops("cosformer", {"chunk_size": 4}, 1, 1, tokens=8, head_dim=2) == 416 + 512 + 384
+    # queries against it (64) and against its key sum (4x4)(4x1) = 32: 416. Backward, by hand, with
+    # recomputation: the diagonal scores again (128), their gradient dnum V^T (128), dQ, dK and dV from them
+    # (3 x 128); the first chunk's state again (64), dq from the state (64) and key sum (32), the reverse sums
+    # of q^T dnum (64) and dden^T q (32), dv (64) and dk (64) of the first chunk's keys: 640 + 384
+    assert attention_flops("cosformer", {"chunk_size": 4}, 1, 1, tokens=8, head_dim=2) == 416 + 640 + 384
 
 
 def test_every_registered_mechanism_is_counted():

@@ -80,6 +80,9 @@ def cosformer_attention(
     else:
         check_distance(window - 1, max_distance)
 
+    # Contiguous (B, H, T, d) inputs: chunks are then views, and what backward keeps is these tensors, not
+    # the whole projection that q, k, v are usually strided slices of.
+    q, k, v = (x.contiguous() for x in (q, k, v))
     if pad_mask is not None:
         pad = pad_mask.to(device=q.device, dtype=torch.bool)[:, None, :, None]
         # torch.where (not a product) so that inf/nan garbage in padded slots cannot leak; before the ReLU,
@@ -91,8 +94,7 @@ def cosformer_attention(
         weights.mul_(_distance_weighting(T, 0, window, max_distance, rq))
         return torch.matmul(weights / weights.sum(-1, keepdim=True).clamp_min(eps), v)
     if window is None:
-        num, den = _causal_chunks(rq, rk, v, chunk_size, max_distance)
-        return num / den.unsqueeze(-1).clamp_min(eps)
+        return _causal_chunks(rq, rk, v, chunk_size, max_distance, eps)
     # A ones column appended to v turns the normaliser into one more output column.
     v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
     out = _chunkwise(rq, rk, v1, chunk_size, window, max_distance)
@@ -102,40 +104,21 @@ def cosformer_attention(
 
 def fitting_chunk(tokens: int, chunk: int) -> int:
     """The chunk size the causal chunkwise form uses: the largest divisor of ``tokens`` in
-    [chunk/2, chunk] when there is one (no zero-padded copies of the features), else ``chunk``."""
+    [chunk/2, chunk] when there is one (no shorter last chunk), else ``chunk``."""
     if tokens <= chunk:
         return tokens
     return next((c for c in range(chunk, (chunk + 1) // 2 - 1, -1) if tokens % c == 0), chunk)
 
 
-def _causal_chunks(rq: torch.Tensor, rk: torch.Tensor, v: torch.Tensor, chunk: int,
-                   max_distance: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unnormalised numerator (B, H, T, dv) and normaliser (B, H, T) of causal cosFormer, chunk by chunk.
-
-    Within a chunk the (chunk x chunk) products relu(q) relu(k)^T times the distance weighting (its row
-    sums are the normaliser's part); every earlier chunk comes in through ``_PrefixStates``' running
-    (2d x dv) state of the cos/sin features and its running (2d) key sum. The normaliser is kept apart
-    from v (no ones column), so that every product is dv wide: an odd width (dv + 1) halves the CPU
-    matmul rate."""
-    B, H, T, D = rq.shape
+def _causal_chunks(rq: torch.Tensor, rk: torch.Tensor, v: torch.Tensor, chunk: int, max_distance: int,
+                   eps: float) -> torch.Tensor:
+    """Causal cosFormer (B, H, T, dv) over the ReLU features ``rq``, ``rk``, chunk by chunk
+    (``_CausalChunks``)."""
+    T = rq.shape[2]
     C = fitting_chunk(T, chunk)
-    n = -(-T // C)
-    extra = n * C - T  # trailing zero keys come after every real query: they never contribute
-    if extra:
-        rq, rk, v = (F.pad(x, (0, 0, 0, extra)) for x in (rq, rk, v))
-    rqc, rkc = rq.reshape(B, H, n, C, D), rk.reshape(B, H, n, C, D)
-    vc = v.reshape(B, H, n, C, v.shape[-1])
-    scores = torch.matmul(rqc, rkc.transpose(-1, -2))
-    # in place: matmul's backward needs only its inputs
-    scores = scores.mul_(_distance_weighting(C, 0, None, max_distance, rq))
-    num, den = torch.matmul(scores, vc), scores.sum(-1)
-    if n > 1:
-        rot = rotation(torch.arange(n * C, device=rq.device), max_distance, rq.dtype).view(n, C, 2)
-        far_num, far_den = _PrefixStates.apply(rqc[:, :, 1:], rkc[:, :, :-1], vc[:, :, :-1], rot[1:],
-                                               rot[:-1])
-        num[:, :, 1:] += far_num  # fresh results that no backward needs: safe to update in place
-        den[:, :, 1:] += far_den
-    return num.reshape(B, H, n * C, v.shape[-1])[:, :, :T], den.reshape(B, H, n * C)[:, :, :T]
+    rot = rotation(torch.arange(T, device=rq.device), max_distance, rq.dtype)
+    weights = {n: _distance_weighting(n, 0, None, max_distance, rq) for n in {C, T - T // C * C} if n}
+    return _CausalChunks.apply(rq, rk, v, rot, weights, C, eps)
 
 
 class _ContiguousGrad(torch.autograd.Function):
@@ -213,79 +196,108 @@ def _chunkwise(
     return out.reshape(B, H, n * C, v.shape[-1])[:, :, :T]
 
 
-class _PrefixStates(torch.autograd.Function):
-    """num[i] = phi(rq[i], rot_q[i]) @ S_i, S_i = sum_{j <= i} phi(rk[j], rot_k[j])^T v[j], over chunks i,
-    and den[i] = phi(rq[i], rot_q[i]) @ z_i, z_i = sum_{j <= i} (chunk j's sum of phi(rk[j], rot_k[j])).
+class _CausalChunks(torch.autograd.Function):
+    """out_i = num_i / max(den_i, eps), num_i = sum_{j <= i} w(i - j) relu(q_i).relu(k_j) v_j and
+    den_i = sum_{j <= i} w(i - j) relu(q_i).relu(k_j), w(d) = cos(pi/2 d / M), for the ReLU features ``rq``,
+    ``rk`` (B, H, T, d) and ``v`` (B, H, T, dv), in chunks of C tokens (the last may be shorter).
 
-    ``rq``, ``rk`` (B, H, m, C, d) are the ReLU features of m query and key chunks, ``v`` (B, H, m, C, e),
-    ``rot_q``, ``rot_k`` (m, C, 2) their [cos a, sin a]; phi = ``rotate`` (the 2d cos/sin features). One
-    running (2d x e) state and (2d) key sum per (batch, head) are carried chunk by chunk, forward and
-    backward alike, and the
-    2d features are formed a chunk at a time: neither the m per-chunk states nor the (tokens, 2d) features
-    are ever stored. Backward recomputes the states in a forward pass (dq_i = dnum_i S_i^T + dden_i z_i^T)
-    and sums G_i = sum_{j >= i} phi_q[j]^T dnum_j and g_i = sum_{j >= i} phi_q[j]^T dden_j in a reverse
-    pass (dk_j = v_j G_j^T + g_j, dv_j = phi_k[j] G_j): the same products autograd would do, plus one
-    recomputed state product per chunk.
+    Within chunk c: (C x C) scores q_c k_c^T times the chunk's distance weighting (``weights``, by chunk
+    size). From every earlier chunk: phi_q[c] @ S_c and phi_q[c] @ z_c, where phi = ``rotate`` with ``rot``
+    (T, 2) gives the 2d cos/sin features, S_c = sum_{j < c} phi_k[j]^T v_j is one running (2d x dv) state
+    per (batch, head) and z_c the running sum of phi_k. Nothing but the inputs, the output and den is saved
+    (the output laid out as (B, T, H, dv), so that the heads' merge after it is a view, not another copy):
+    the chunks are views of the inputs, the features are formed a chunk at a time, and backward (through
+    the normalisation: dnum = dout / den, dden = -(dout . out) / den) recomputes the scores and the states
+    in a forward pass (dq_c = dnum_c S_c^T + dden_c z_c^T, and the chunk's own score gradients), then sums
+    G_j = sum_{c > j} phi_q[c]^T dnum_c and g_j = sum_{c > j} phi_q[c]^T dden_c in a reverse pass
+    (dk_j = phi'(v_j G_j^T + g_j), dv_j = phi_k[j] G_j). The normaliser is kept apart from v (no ones
+    column): an odd width (dv + 1) halves the CPU matmul rate.
     """
 
     @staticmethod
-    def forward(ctx, rq, rk, v, rot_q, rot_k):
-        ctx.save_for_backward(rq, rk, v, rot_q, rot_k)
-        qs, ks, vs = (_chunk_major(x) for x in (rq, rk, v))
-        state = qs.new_zeros(qs.shape[1], 2 * qs.shape[-1], vs.shape[-1])
-        key_sum = qs.new_zeros(qs.shape[1], 2 * qs.shape[-1], 1)
-        num, den = torch.empty_like(vs), qs.new_empty(*qs.shape[:-1], 1)
-        for i in range(qs.shape[0]):
-            kf, qf = rotate(ks[i], rot_k[i]), rotate(qs[i], rot_q[i])
-            state.baddbmm_(kf.transpose(1, 2), vs[i])
-            key_sum += kf.sum(1).unsqueeze(-1)
-            torch.bmm(qf, state, out=num[i])
-            torch.bmm(qf, key_sum, out=den[i])
-        return _batch_major(num, v.shape), _batch_major(den, (*rq.shape[:-1], 1)).squeeze(-1)
+    def forward(ctx, rq, rk, v, rot, weights, C, eps):
+        B, H, T, D = rq.shape
+        state = rq.new_zeros(B * H, 2 * D, v.shape[-1])
+        key_sum = rq.new_zeros(B * H, 2 * D, 1)
+        num, den = v.new_empty(B, T, H, v.shape[-1]).transpose(1, 2), rq.new_empty(B, H, T)
+        chunks = _chunks(T, C)
+        for i, c in enumerate(chunks):
+            q, k, vc = _rows(rq, c), _rows(rk, c), _rows(v, c)
+            scores = torch.bmm(q, k.transpose(1, 2)).mul_(weights[q.shape[1]])
+            out, norm = torch.bmm(scores, vc), scores.sum(-1, keepdim=True)
+            if i:
+                qf = rotate(q, rot[c])
+                out.baddbmm_(qf, state)
+                norm.baddbmm_(qf, key_sum)
+            if i < len(chunks) - 1:
+                kf = rotate(k, rot[c])
+                state.baddbmm_(kf.transpose(1, 2), vc)
+                key_sum += kf.sum(1).unsqueeze(-1)
+            num[:, :, c] = out.unflatten(0, (B, H))
+            den[:, :, c] = norm.unflatten(0, (B, H)).squeeze(-1)
+        out = num.div_(den.clamp_min(eps).unsqueeze(-1))
+        ctx.save_for_backward(rq, rk, v, rot, out, den)
+        ctx.weights, ctx.C, ctx.eps = weights, C, eps
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, dnum, dden):
-        rq, rk, v, rot_q, rot_k = ctx.saved_tensors
-        qs, ks, vs, dn = (_chunk_major(x) for x in (rq, rk, v, dnum))
-        dd = _chunk_major(dden.unsqueeze(-1))
-        m = qs.shape[0]
-        state = qs.new_zeros(qs.shape[1], 2 * qs.shape[-1], vs.shape[-1])
-        key_sum = qs.new_zeros(qs.shape[1], 1, 2 * qs.shape[-1])
-        dq = torch.empty_like(qs)
-        for i in range(m):
-            kf = rotate(ks[i], rot_k[i])
-            state.baddbmm_(kf.transpose(1, 2), vs[i])
-            key_sum += kf.sum(1, keepdim=True)
-            dqf = torch.baddbmm(torch.bmm(dd[i], key_sum), dn[i], state.transpose(1, 2))
-            _unrotate(dqf, rot_q[i], out=dq[i])
+    def backward(ctx, dout):
+        rq, rk, v, rot, out, den = ctx.saved_tensors
+        weights = ctx.weights
+        B, H, T, D = rq.shape
+        chunks = _chunks(T, ctx.C)
+        norm = den.clamp_min(ctx.eps).unsqueeze(-1)
+        dnum = (dout / norm).contiguous()
+        dden = torch.where(den.unsqueeze(-1) >= ctx.eps, -(dout * out).sum(-1, keepdim=True) / norm, 0.0)
+        state = rq.new_zeros(B * H, 2 * D, v.shape[-1])
+        key_sum = rq.new_zeros(B * H, 1, 2 * D)
+        dq, dk, dv = torch.empty_like(rq), torch.empty_like(rk), torch.empty_like(v)
+        for i, c in enumerate(chunks):  # the chunk's own scores, and the states of the chunks before it
+            q, k, vc, dn, dd = (_rows(x, c) for x in (rq, rk, v, dnum, dden))
+            w = weights[q.shape[1]]
+            scores = torch.bmm(q, k.transpose(1, 2)).mul_(w)
+            dscores = torch.baddbmm(dd, dn, vc.transpose(1, 2)).mul_(w)
+            dqc = torch.bmm(dscores, k)
+            if i:
+                dqf = torch.bmm(dd, key_sum).baddbmm_(dn, state.transpose(1, 2))
+                dqc += _unrotate(dqf, rot[c])
+            if i < len(chunks) - 1:
+                kf = rotate(k, rot[c])
+                state.baddbmm_(kf.transpose(1, 2), vc)
+                key_sum += kf.sum(1, keepdim=True)
+            dq[:, :, c] = dqc.unflatten(0, (B, H))
+            dk[:, :, c] = torch.bmm(dscores.transpose(1, 2), q).unflatten(0, (B, H))
+            dv[:, :, c] = torch.bmm(scores.transpose(1, 2), dn).unflatten(0, (B, H))
         grad, grad_sum = state.zero_(), key_sum.zero_()
-        dk, dv = torch.empty_like(ks), torch.empty_like(vs)
-        for i in reversed(range(m)):
-            qf = rotate(qs[i], rot_q[i])
-            grad.baddbmm_(qf.transpose(1, 2), dn[i])
-            grad_sum.baddbmm_(dd[i].transpose(1, 2), qf)
-            kf = rotate(ks[i], rot_k[i])
-            torch.bmm(kf, grad, out=dv[i])
-            _unrotate(torch.baddbmm(grad_sum, vs[i], grad.transpose(1, 2)), rot_k[i], out=dk[i])
-        return _batch_major(dq, rq.shape), _batch_major(dk, rk.shape), _batch_major(dv, v.shape), None, None
+        for i in reversed(range(len(chunks))):  # what the later chunks' queries hand back to these keys
+            c = chunks[i]
+            if i < len(chunks) - 1:
+                k, vc = _rows(rk, c), _rows(v, c)
+                kf = rotate(k, rot[c])
+                dv[:, :, c] += torch.bmm(kf, grad).unflatten(0, (B, H))
+                dkf = torch.baddbmm(grad_sum, vc, grad.transpose(1, 2))
+                dk[:, :, c] += _unrotate(dkf, rot[c]).unflatten(0, (B, H))
+            if i:
+                qf, dn, dd = rotate(_rows(rq, c), rot[c]), _rows(dnum, c), _rows(dden, c)
+                grad.baddbmm_(qf.transpose(1, 2), dn)
+                grad_sum.baddbmm_(dd.transpose(1, 2), qf)
+        return dq, dk, dv, None, None, None, None
 
 
-def _chunk_major(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, m, C, e) as a contiguous (m, B*H, C, e): one chunk of every sequence is one slice."""
-    B, H, m, C, e = x.shape
-    return x.permute(2, 0, 1, 3, 4).reshape(m, B * H, C, e).contiguous()
+def _chunks(tokens: int, C: int) -> list[slice]:
+    """Token ranges of C tokens each, the last one possibly shorter."""
+    return [slice(lo, min(lo + C, tokens)) for lo in range(0, tokens, C)]
 
 
-def _batch_major(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """``_chunk_major``'s inverse: (m, B*H, C, e) back to (B, H, m, C, e)."""
-    B, H, m, C, e = shape
-    return x.view(m, B, H, C, e).permute(1, 2, 0, 3, 4)
+def _rows(x: torch.Tensor, rows: slice) -> torch.Tensor:
+    """Tokens ``rows`` of a (B, H, T, e) tensor as a (B*H, n, e) batch of matrices (a view)."""
+    return x[:, :, rows].flatten(0, 1)
 
 
-def _unrotate(g: torch.Tensor, rot: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """The gradient through ``rotate`` into ``out``: (..., 2d) -> (..., d), g_cos * cos a + g_sin * sin a."""
-    return torch.sum(g.unflatten(-1, (2, -1)) * rot.unsqueeze(-1), dim=-2, out=out)
+def _unrotate(g: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """The gradient through ``rotate``: (..., 2d) -> (..., d), g_cos * cos a + g_sin * sin a."""
+    return (g.unflatten(-1, (2, -1)) * rot.unsqueeze(-1)).sum(-2)
 
 
 def _distance_weighting(C: int, o: int, window: int | None, max_distance: int,
