@@ -207,7 +207,8 @@ class _CausalChunks(torch.autograd.Function):
     per (batch, head) and z_c the running sum of phi_k. Nothing but the inputs, the output and den is saved
     (the output laid out as (B, T, H, dv), so that the heads' merge after it is a view, not another copy):
     the chunks are views of the inputs, the features are formed a chunk at a time, and backward (through
-    the normalisation: dnum = dout / den, dden = -(dout . out) / den) recomputes the scores and the states
+    the normalisation, a chunk at a time: dnum = dout / den, dden = -(dout . out) / den) recomputes the
+    scores and the states
     in a forward pass (dq_c = dnum_c S_c^T + dden_c z_c^T, and the chunk's own score gradients), then sums
     G_j = sum_{c > j} phi_q[c]^T dnum_c and g_j = sum_{c > j} phi_q[c]^T dden_c in a reverse pass
     (dk_j = phi'(v_j G_j^T + g_j), dv_j = phi_k[j] G_j). The normaliser is kept apart from v (no ones
@@ -247,14 +248,19 @@ class _CausalChunks(torch.autograd.Function):
         weights = ctx.weights
         B, H, T, D = rq.shape
         chunks = _chunks(T, ctx.C)
-        norm = den.clamp_min(ctx.eps).unsqueeze(-1)
-        dnum = (dout / norm).contiguous()
-        dden = torch.where(den.unsqueeze(-1) >= ctx.eps, -(dout * out).sum(-1, keepdim=True) / norm, 0.0)
+        den = den.unsqueeze(-1)
+
+        def upstream(c: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            """dnum and dden of the tokens ``c``, through out = num / max(den, eps), a chunk at a time."""
+            g, o, d = _rows(dout, c), _rows(out, c), _rows(den, c)
+            norm = d.clamp_min(ctx.eps)
+            return g / norm, torch.where(d >= ctx.eps, -(g * o).sum(-1, keepdim=True) / norm, 0.0)
+
         state = rq.new_zeros(B * H, 2 * D, v.shape[-1])
         key_sum = rq.new_zeros(B * H, 1, 2 * D)
         dq, dk, dv = torch.empty_like(rq), torch.empty_like(rk), torch.empty_like(v)
         for i, c in enumerate(chunks):  # the chunk's own scores, and the states of the chunks before it
-            q, k, vc, dn, dd = (_rows(x, c) for x in (rq, rk, v, dnum, dden))
+            (q, k, vc), (dn, dd) = (_rows(x, c) for x in (rq, rk, v)), upstream(c)
             w = weights[q.shape[1]]
             scores = torch.bmm(q, k.transpose(1, 2)).mul_(w)
             dscores = torch.baddbmm(dd, dn, vc.transpose(1, 2)).mul_(w)
@@ -279,7 +285,7 @@ class _CausalChunks(torch.autograd.Function):
                 dkf = torch.baddbmm(grad_sum, vc, grad.transpose(1, 2))
                 dk[:, :, c] += _unrotate(dkf, rot[c]).unflatten(0, (B, H))
             if i:
-                qf, dn, dd = rotate(_rows(rq, c), rot[c]), _rows(dnum, c), _rows(dden, c)
+                qf, (dn, dd) = rotate(_rows(rq, c), rot[c]), upstream(c)
                 grad.baddbmm_(qf.transpose(1, 2), dn)
                 grad_sum.baddbmm_(dd.transpose(1, 2), qf)
         return dq, dk, dv, None, None, None, None
@@ -291,7 +297,8 @@ def _chunks(tokens: int, C: int) -> list[slice]:
 
 
 def _rows(x: torch.Tensor, rows: slice) -> torch.Tensor:
-    """Tokens ``rows`` of a (B, H, T, e) tensor as a (B*H, n, e) batch of matrices (a view)."""
+    """Tokens ``rows`` of a (B, H, T, e) tensor as a (B*H, n, e) batch of matrices (a view when the tensor
+    is laid out (B, H, T, e), as the inputs are)."""
     return x[:, :, rows].flatten(0, 1)
 
 
