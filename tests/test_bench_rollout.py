@@ -35,6 +35,11 @@ def test_quick_run_times_every_rollout_and_names_the_machine(tmp_path, capsys):
     md = (tmp_path / "rollout.md").read_text()
     assert figures["cpu"] in md and "| softmax | 3 | streaming (approximate) |" in md
     assert "aim >= 5" in md and "softmax            K=3" in capsys.readouterr().out
+    assert "| MFLOP/step | of peak |" in md and figures["matmul_peak_gflops"] > 0
+    for r in rows.values():  # one step of every episode, over its steady time, over the peak
+        per_env = r["counted_mflop_per_step"] / r["envs_at_once"]
+        assert r["peak_fraction"] == pytest.approx(figures["config"]["episodes"] * per_env * 1e6 / (
+            r["steady_policy_ms_per_step"] / 1e3) / (figures["matmul_peak_gflops"] * 1e9))
 
 
 def test_bad_variants_are_refused(tmp_path, capsys):

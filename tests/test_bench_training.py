@@ -80,4 +80,5 @@ def test_quick_context_run_measures_each_cell_in_its_own_process(tmp_path, capsy
     assert summary["config"]["embed_dim"] == 16 and summary["device"] == "cpu"
     with open(tmp_path / "context.csv") as f:
         assert [r["attention"] for r in csv.DictReader(f)] == ["cosformer"]
-    assert "cosformer            K=4" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "cosformer            K=4" in printed and "GFLOP/step" in printed and "of peak" in printed
