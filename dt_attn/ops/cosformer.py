@@ -4,8 +4,9 @@ The weight between query i and key j <= i is ``relu(q_i) . relu(k_j) * cos(pi/2 
 With ``a_i = pi/2 * i / M`` and ``cos(a_i - a_j) = cos a_i cos a_j + sin a_i sin a_j`` it becomes a
 plain dot product of 2d-dimensional features ``[relu(x) cos a, relu(x) sin a]``, i.e. causal linear
 attention. The parallel form works chunk by chunk: pairs of nearby chunks directly (ReLU features
-times a chunk x chunk distance weighting), distant chunks through per-chunk key-value states of the
-2d features, so that neither a (tokens, tokens) nor a (tokens, d, d) tensor is ever built."""
+times a chunk x chunk distance weighting), distant chunks through key-value states of the 2d features
+(one running state carried through the chunks in the causal form, per-chunk states with a window), so
+that neither a (tokens, tokens) nor a (tokens, d, d) tensor is ever built."""
 
 from __future__ import annotations
 
