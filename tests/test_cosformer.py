@@ -184,3 +184,22 @@ def test_chunkwise_form_never_builds_quadratic_or_tokens_d_d_tensors(window):
     # The naive forms need T*T (268M) or T*d*d (4.2M) elements; chunkwise needs ~T*chunk_size.
     assert probe.largest <= T * max(attn.chunk_size, 2 * d + 1)
     assert probe.largest < T * d * d // 2
+
+
+def test_training_keeps_only_features_values_output_and_normaliser_for_backward():
+    """What the causal chunkwise form keeps for backward: the ReLU features, v, the output and the
+    normaliser (about 4 (T, d) tensors), not per-chunk states or the (T, 2d) cos/sin features."""
+    T, d = 256, 16
+    q, k, v = (x.requires_grad_() for x in random_qkv(batch=1, heads=1, tokens=T, dim=d))
+    attn = build_attention("cosformer", max_distance=T, chunk_size=16)
+    kept: dict[int, int] = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = attn(q, k, v)
+    assert sum(kept.values()) <= 4 * (4 * T * d + 4 * T)  # float32: 4 (T, d) tensors and a few (T,) ones
+    out.sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v))

@@ -21,11 +21,10 @@ import torch
 from agents.model import DecisionTransformer, DTConfig, attention_options_for
 from agents.results import cpu_description
 from agents.sampler import Batch, SegmentSampler
-from dt_attn import TransformerConfig
+from dt_attn import TransformerConfig, available_attentions
 
 C = TypeVar("C")
 STATE_DIM, ACT_DIM = 17, 6  # HalfCheetah's sizes
-ATTENTIONS = ["softmax", "cosformer", "combiner-fixed", "combiner-logsparse"]
 
 
 def with_quick(cfg: C, quick: dict[str, Any]) -> C:
@@ -106,7 +105,8 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, Any]]:
 class AgentBenchConfig:
     """The Decision Transformers an agent benchmark builds (its own config adds what it measures)."""
 
-    attentions: list[str] = field(default_factory=lambda: list(ATTENTIONS))
+    attentions: list[str] = field(default_factory=available_attentions, metadata={
+        "help": "attentions to build (default: every registered one)"})
     embed_dim: int = 128
     n_layers: int = 3
     n_heads: int = 1
@@ -154,14 +154,18 @@ def training_step(model: DecisionTransformer, precision: str = "fp32") -> Callab
 
 
 def steps_per_second(step: Callable[[Batch], None], sampler: SegmentSampler, batch: int, warmup: int,
-                     timed: int, device: torch.device) -> float:
-    """Training steps per second of ``step`` over ``timed`` batches after ``warmup`` untimed ones."""
-    batches = [sampler.sample(batch).to(device) for _ in range(warmup + timed)]
-    for b in batches[:warmup]:
+                     timed: int, device: torch.device) -> tuple[float, int]:
+    """Training steps per second of ``step`` over ``timed`` batches after ``warmup`` >= 1 untimed ones, and
+    the counted matrix FLOPs of one step (the first warm-up step's, as the roofline module counts them)."""
+    from experiments.benchmarks.roofline import count_flops
+
+    batches = [sampler.sample(batch).to(device) for _ in range(max(warmup, 1) + timed)]
+    _, flops = count_flops(step, batches[0])
+    for b in batches[1:max(warmup, 1)]:
         step(b)
     sync(device)
     t0 = time.perf_counter()
-    for b in batches[warmup:]:
+    for b in batches[max(warmup, 1):]:
         step(b)
     sync(device)
-    return timed / (time.perf_counter() - t0)
+    return timed / (time.perf_counter() - t0), flops

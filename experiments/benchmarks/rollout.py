@@ -7,8 +7,11 @@ steps, zero left padding, every step), per attention and context K.
 
 dt-attn bench-rollout [--contexts 20 200] [--episodes 10] [--max-steps 1000] [--quick]
 Untrained weights (costs, not scores) in a HalfCheetah environment, whose episodes never end early.
-Prints a table, writes rollout.json and rollout.md under --out-dir. Times are wall-clock on this machine
-(named in the output); a machine shared with other work makes them noisy.
+Prints a table, writes rollout.json and rollout.md under --out-dir. Beside the times: the counted matrix work
+of one policy step of every episode (experiments.benchmarks.roofline) and the fraction of the machine's fp32
+matmul peak (measured once per run) it reaches in the steady step time. Every registered attention runs
+unless --attentions names some. Times are wall-clock on this machine (named in the output); a machine shared
+with other work makes them noisy.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from agents.model import DecisionTransformer
 from agents.results import rollout_label
 from agents.rollout import RolloutPlan, RolloutResult, StepFn, plan_rollout, rerun_plan, run_episodes
 from experiments.benchmarks.common import AgentBenchConfig, dt_config, machine, prepare
+from experiments.benchmarks.roofline import count_flops, matmul_peak_gflops, peak_fraction
 from experiments.common import Command
 from experiments.config import config_to_dict, format_config
 
@@ -147,20 +151,15 @@ def time_variant(model: DecisionTransformer, cfg: BenchRolloutConfig, variant: s
 @torch.inference_mode()
 def counted_mflop_per_step(model: DecisionTransformer, plan: RolloutPlan, envs: int,
                            after_steps: int) -> float:
-    """Matrix-multiply MFLOP (torch's FlopCounterMode; it does not see inside CPU SDPA kernels) of one step of
-    ``envs`` episodes after ``after_steps`` steps, random inputs."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """Counted matrix MFLOP (experiments.benchmarks.roofline's count) of one step of ``envs`` episodes after
+    ``after_steps`` steps, random inputs."""
     step = plan.start(envs, "cpu")
     g = torch.Generator().manual_seed(0)
     rtg = torch.ones(envs, 1)
     for t in range(after_steps):
         step(t, torch.randn(envs, model.cfg.state_dim, generator=g), rtg)
     s = torch.randn(envs, model.cfg.state_dim, generator=g)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step(after_steps, s, rtg)
-    return counter.get_total_flops() / 1e6
+    return count_flops(step, after_steps, s, rtg)[1] / 1e6
 
 
 def profile_exact(model: DecisionTransformer, envs: int, steps: int, path: Path) -> str:
@@ -220,12 +219,13 @@ def format_markdown(figures: dict) -> str:
               f"{cfg['embed_dim']} wide, {cfg['n_layers']} layers, {cfg['n_heads']} head(s), untrained. "
               "Wall = the whole rollout, policy = the model alone; steady = policy ms per step (all "
               "episodes) once the window is full."), "",
-             "| attention | K | rollout | wall s | policy s | env s | steady policy ms/step | MFLOP/step |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
+             ("| attention | K | rollout | wall s | policy s | env s | steady policy ms/step | MFLOP/step "
+              "| of peak |"),
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in figures["rows"]:
         lines.append(f"| {r['attention']} | {r['context']} | {r['variant']} | {r['wall_s']:.2f} | "
                      f"{r['policy_s']:.2f} | {r['env_s']:.2f} | {r['steady_policy_ms_per_step']:.2f} | "
-                     f"{r['counted_mflop_per_step']:.1f} |")
+                     f"{r['counted_mflop_per_step']:.1f} | {r['peak_fraction']:.2%} |")
     lines += ["", ("| attention | K | exact / streaming wall (aim <= 1.5 at K=20) | exact / streaming policy "
               "| one env / exact wall (aim >= 5) | one env / exact policy | no reuse / exact policy |"),
               "|---|---:|---:|---:|---:|---:|---:|"]
@@ -257,18 +257,25 @@ def run(cfg: BenchRolloutConfig, say: Callable[[str], None] = print) -> dict:
     figures: dict = {"config": config_to_dict(cfg), **machine(torch.device("cpu")), "rows": []}
     say(f"rollout benchmark ({figures['cpu']}, torch {torch.__version__}, {torch.get_num_threads()} "
         f"threads)\n{format_config(cfg)}")
+    figures["matmul_peak_gflops"] = peak = matmul_peak_gflops()
+    say(f"  fp32 matmul peak of this machine: {peak:.1f} GFLOP/s (2048^3 products)")
     for attention in cfg.attentions:
         for k in cfg.contexts:
             model = build_model(cfg, attention, k, state_dim, act_dim)
             for variant in cfg.variants:
                 row = {"attention": attention, "context": k, **time_variant(model, cfg, variant)}
                 envs = row["envs_at_once"]  # counted for one, as the work grows linearly with the batch
-                row["counted_mflop_per_step"] = envs * counted_mflop_per_step(
-                    model, variant_plan(model, cfg, variant), 1, min(k, cfg.max_steps) - 1)
+                one = counted_mflop_per_step(model, variant_plan(model, cfg, variant), 1,
+                                             min(k, cfg.max_steps) - 1)
+                row["counted_mflop_per_step"] = envs * one
+                # the steady time is one step of every episode, whether run at once or one at a time
+                row["peak_fraction"] = peak_fraction(cfg.episodes * one * 1e6,
+                                                     row["steady_policy_ms_per_step"] / 1e3, peak)
                 figures["rows"].append(row)
                 say(f"  {attention:<18} K={k:<4} {variant:<26} wall {row['wall_s']:7.2f}s  policy "
                     f"{row['policy_s']:7.2f}s  steady {row['steady_policy_ms_per_step']:7.2f} ms/step  "
-                    f"{row['counted_mflop_per_step']:8.1f} MFLOP/step x {envs} env(s) at once")
+                    f"{row['counted_mflop_per_step']:8.1f} MFLOP/step x {envs} env(s) at once, "
+                    f"{row['peak_fraction']:.2%} of peak")
             if cfg.profile and "exact" in cfg.variants and k < cfg.max_steps:
                 profile_exact(model, cfg.episodes, 20, out / f"profile-{attention}-K{k}.txt")
             _save(figures, out)  # after every (attention, K): an interrupted run keeps what it measured
