@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="dt-attn",
-        description="Decision Transformers with swappable attention (softmax, cosFormer, Combiner).",
+        description="Decision Transformers with swappable token mixers (softmax, cosFormer, Combiner, AFT, "
+                    "N-gram, gMLP, R-Transformer).",
     )
     sub = parser.add_subparsers(metavar="COMMAND")
     for module in COMMAND_MODULES:
