@@ -30,6 +30,19 @@ def tiny(tmp_path, **over) -> TrainConfig:
 
 
 @pytest.mark.parametrize("attention", available_attentions())
+def die_at_sample(monkeypatch, trainer: Trainer, call: int) -> None:
+    """Make ``trainer``'s ``call``-th batch draw raise KeyboardInterrupt, as a kill mid-run would stop it."""
+    real_sample, calls = trainer.sampler.sample, {"n": 0}
+
+    def dying_sample(n, part=None):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real_sample(n, part)
+
+    monkeypatch.setattr(trainer.sampler, "sample", dying_sample)
+
+
 def test_train_then_evaluate_every_attention(tmp_path, attention):
     cfg = tiny(tmp_path, attention=attention)
     summary = Trainer(cfg, progress=False).train()
@@ -122,16 +135,7 @@ def test_resume_after_kill_reaches_same_weights(tmp_path, monkeypatch, precision
     killed_cfg = tiny(tmp_path, run_dir=str(tmp_path / "killed"), steps=8, checkpoint_every=4, dropout=0.1,
                       precision=precision)
     killed = Trainer(killed_cfg, progress=False)
-    real_sample = killed.sampler.sample
-    calls = {"n": 0}
-
-    def dying_sample(n, part=None):
-        calls["n"] += 1
-        if calls["n"] == 7:  # dies between the checkpoints at step 4 and 8
-            raise KeyboardInterrupt
-        return real_sample(n, part)
-
-    monkeypatch.setattr(killed.sampler, "sample", dying_sample)
+    die_at_sample(monkeypatch, killed, 7)  # dies between the checkpoints at step 4 and 8
     with pytest.raises(KeyboardInterrupt):
         killed.train()
     assert load_checkpoint(tmp_path / "killed")["step"] == 4
@@ -156,15 +160,7 @@ def test_resume_after_kill_reaches_same_weights_for_every_new_mixer(tmp_path, mo
     start = {k: v.clone() for k, v in full.model.state_dict().items()}
     full.train()
     killed = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "killed"), **over), progress=False)
-    real_sample, calls = killed.sampler.sample, {"n": 0}
-
-    def dying_sample(n, part=None):
-        calls["n"] += 1
-        if calls["n"] == 4:  # dies between the checkpoints at step 2 and 4
-            raise KeyboardInterrupt
-        return real_sample(n, part)
-
-    monkeypatch.setattr(killed.sampler, "sample", dying_sample)
+    die_at_sample(monkeypatch, killed, 4)  # dies between the checkpoints at step 2 and 4
     with pytest.raises(KeyboardInterrupt):
         killed.train()
     resumed = Trainer(tiny(tmp_path, run_dir=str(tmp_path / "killed"), resume=True, **over), progress=False)
