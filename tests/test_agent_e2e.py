@@ -29,7 +29,6 @@ def tiny(tmp_path, **over) -> TrainConfig:
     return TrainConfig(**base)
 
 
-@pytest.mark.parametrize("attention", available_attentions())
 def die_at_sample(monkeypatch, trainer: Trainer, call: int) -> None:
     """Make ``trainer``'s ``call``-th batch draw raise KeyboardInterrupt, as a kill mid-run would stop it."""
     real_sample, calls = trainer.sampler.sample, {"n": 0}
@@ -43,6 +42,7 @@ def die_at_sample(monkeypatch, trainer: Trainer, call: int) -> None:
     monkeypatch.setattr(trainer.sampler, "sample", dying_sample)
 
 
+@pytest.mark.parametrize("attention", available_attentions())
 def test_train_then_evaluate_every_attention(tmp_path, attention):
     cfg = tiny(tmp_path, attention=attention)
     summary = Trainer(cfg, progress=False).train()
